@@ -1,0 +1,214 @@
+package auth
+
+import (
+	"net/netip"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+var (
+	addr1 = netip.MustParseAddr("192.0.2.1")
+	addr2 = netip.MustParseAddr("192.0.2.2")
+)
+
+// mustAllow fails the test unless Allow answers ok with no wait.
+func mustAllow(t *testing.T, th *Throttle, user string, addr netip.Addr) {
+	t.Helper()
+	if ok, wait := th.Allow(user, addr); !ok || wait != 0 {
+		t.Fatalf("Allow(%q, %v) = %v, %v; want allowed", user, addr, ok, wait)
+	}
+}
+
+// mustWait fails the test unless Allow refuses with exactly want to wait.
+func mustWait(t *testing.T, th *Throttle, user string, addr netip.Addr, want time.Duration) {
+	t.Helper()
+	if ok, wait := th.Allow(user, addr); ok || wait != want {
+		t.Fatalf("Allow(%q, %v) = %v, %v; want refused for %v", user, addr, ok, wait, want)
+	}
+}
+
+func TestDelayAfter(t *testing.T) {
+	want := []time.Duration{0, 0, 0, 1 * time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second}
+	for n, d := range want {
+		if got := delayAfter(n); got != d {
+			t.Errorf("delayAfter(%d) = %v, want %v", n, got, d)
+		}
+	}
+	for _, n := range []int{12, 13, 40, 1 << 30} {
+		if got := delayAfter(n); got != maxDelay {
+			t.Errorf("delayAfter(%d) = %v, want %v", n, got, maxDelay)
+		}
+	}
+}
+
+func TestThrottleBackoff(t *testing.T) {
+	clock := newFakeClock()
+	th := NewThrottle(clock.Now)
+
+	// Three failures are free.
+	for range freeFailures {
+		mustAllow(t, th, "alice", addr1)
+		th.Fail("alice", addr1)
+	}
+	// Then each attempt waits 1s, 2s, 4s, ...
+	for _, d := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second} {
+		mustWait(t, th, "alice", addr1, d)
+		clock.Advance(d / 2)
+		mustWait(t, th, "alice", addr1, d/2)
+		clock.Advance(d / 2)
+		mustAllow(t, th, "alice", addr1)
+		th.Fail("alice", addr1)
+	}
+	// ... up to the cap.
+	for range 20 {
+		clock.Advance(maxDelay)
+		mustAllow(t, th, "alice", addr1)
+		th.Fail("alice", addr1)
+	}
+	mustWait(t, th, "alice", addr1, maxDelay)
+}
+
+func TestThrottleReservesSlot(t *testing.T) {
+	clock := newFakeClock()
+	th := NewThrottle(clock.Now)
+	for range freeFailures {
+		th.Fail("alice", addr1)
+	}
+	clock.Advance(time.Second)
+	mustAllow(t, th, "alice", addr1)
+	// A second attempt racing the first must wait its turn.
+	mustWait(t, th, "alice", addr1, time.Second)
+}
+
+func TestThrottleKeysIndependent(t *testing.T) {
+	clock := newFakeClock()
+	th := NewThrottle(clock.Now)
+	for range freeFailures {
+		th.Fail("alice", addr1)
+	}
+	// alice is throttled from anywhere; addr1 is throttled for anyone.
+	mustWait(t, th, "alice", addr2, time.Second)
+	mustWait(t, th, "bob", addr1, time.Second)
+	mustAllow(t, th, "bob", addr2)
+
+	// A success clears the user's count but not the address's.
+	th.Succeed("alice", addr1)
+	mustAllow(t, th, "alice", addr2)
+	mustWait(t, th, "alice", addr1, time.Second)
+}
+
+func TestThrottleTakesLongerWait(t *testing.T) {
+	clock := newFakeClock()
+	th := NewThrottle(clock.Now)
+	for range freeFailures + 2 { // user: 4s
+		th.Fail("alice", addr2)
+	}
+	for range freeFailures { // address: 1s
+		th.Fail("bob", addr1)
+	}
+	mustWait(t, th, "alice", addr1, 4*time.Second)
+}
+
+func TestThrottleForgets(t *testing.T) {
+	clock := newFakeClock()
+	th := NewThrottle(clock.Now)
+	for range freeFailures + 5 {
+		th.Fail("alice", addr1)
+	}
+	// Just short of forgetAfter, the count still stands.
+	clock.Advance(forgetAfter - time.Nanosecond)
+	mustAllow(t, th, "alice", addr1)
+	th.Fail("alice", addr1)
+	mustWait(t, th, "alice", addr1, delayAfter(freeFailures+6))
+
+	// forgetAfter after the latest failure, it is gone, and the free
+	// failures are available again.
+	clock.Advance(forgetAfter)
+	for range freeFailures {
+		mustAllow(t, th, "alice", addr1)
+		th.Fail("alice", addr1)
+	}
+	mustWait(t, th, "alice", addr1, baseDelay)
+	if n := th.users.order.Len() + th.addrs.order.Len(); n != 2 {
+		t.Errorf("%d entries, want 2", n)
+	}
+}
+
+func TestThrottleAddressKeys(t *testing.T) {
+	clock := newFakeClock()
+	th := NewThrottle(clock.Now)
+	v6a := netip.MustParseAddr("2001:db8:1:2::1")
+	v6b := netip.MustParseAddr("2001:db8:1:2:ffff::9") // same /64
+	v6c := netip.MustParseAddr("2001:db8:1:3::1")      // next /64
+	for i := range freeFailures {
+		th.Fail("u"+strconv.Itoa(i), v6a)
+	}
+	mustWait(t, th, "x", v6b, time.Second)
+	mustAllow(t, th, "x", v6c)
+
+	// IPv4 and IPv4-mapped IPv6 are the same host.
+	for i := range freeFailures {
+		th.Fail("v"+strconv.Itoa(i), addr1)
+	}
+	mustWait(t, th, "x", netip.MustParseAddr("::ffff:192.0.2.1"), time.Second)
+	mustAllow(t, th, "x", addr2)
+}
+
+func TestThrottleBounded(t *testing.T) {
+	clock := newFakeClock()
+	th := NewThrottle(clock.Now)
+	for range freeFailures {
+		th.Fail("victim", addr1)
+	}
+	// A flood of distinct users and addresses cannot grow the tables past
+	// the bound; the oldest entries go first.
+	base := netip.MustParseAddr("10.0.0.0").As4()
+	for i := range maxThrottleKeys + 100 {
+		a := base
+		a[1], a[2], a[3] = byte(i>>16), byte(i>>8), byte(i)
+		th.Fail("flood"+strconv.Itoa(i), netip.AddrFrom4(a))
+	}
+	if n := th.users.order.Len(); n != maxThrottleKeys || len(th.users.byKey) != n {
+		t.Errorf("user table has %d entries, map %d", n, len(th.users.byKey))
+	}
+	if n := th.addrs.order.Len(); n != maxThrottleKeys || len(th.addrs.byKey) != n {
+		t.Errorf("address table has %d entries, map %d", n, len(th.addrs.byKey))
+	}
+	mustAllow(t, th, "victim", addr1) // evicted
+}
+
+func TestThrottleLongUser(t *testing.T) {
+	th := NewThrottle(newFakeClock().Now)
+	long := string(make([]byte, 1<<20))
+	th.Fail(long, addr1)
+	for k := range th.users.byKey {
+		if len(k) > maxUserKeyLen {
+			t.Errorf("key of %d bytes stored", len(k))
+		}
+	}
+}
+
+func TestThrottleConcurrent(t *testing.T) {
+	clock := newFakeClock()
+	th := NewThrottle(clock.Now)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			addr := netip.AddrFrom4([4]byte{192, 0, 2, byte(g)})
+			for i := range 500 {
+				user := "u" + strconv.Itoa(i%7)
+				if ok, _ := th.Allow(user, addr); ok && i%3 == 0 {
+					th.Succeed(user, addr)
+				} else {
+					th.Fail(user, addr)
+				}
+				if i%100 == 0 {
+					clock.Advance(time.Minute)
+				}
+			}
+		})
+	}
+	wg.Wait()
+}

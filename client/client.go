@@ -1,0 +1,396 @@
+// Package client is vpnc's core: it logs in to an OpenConnect server,
+// opens the tunnel, configures the local TUN interface, routes and DNS,
+// pumps packets, reconnects with its cookie when the connection is lost,
+// and undoes every change it made when it ends.
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"kvpn/cstp"
+	"kvpn/netcfg"
+	"kvpn/session"
+	"kvpn/tun"
+)
+
+// Options configure a client. Names follow openconnect's flags.
+type Options struct {
+	Server           *url.URL // https://HOST[:PORT]
+	User             string
+	Password         string
+	ServerCert       string // pin-sha256:...
+	CAFile           string
+	Interface        string
+	NoDTLS           bool
+	TunBackend       tun.Backend
+	ReconnectTimeout time.Duration
+	ForceDPD         time.Duration // overrides the server's DPD when > 0
+	BaseMTU          int
+	ResolvConf       string // resolv.conf to edit for pushed DNS
+	StateDir         string // where the DNS backup lives
+	Log              *slog.Logger
+	// OnUp, if set, is called once the tunnel is first up (tests, status).
+	OnUp func(*cstp.TunnelParams, string)
+}
+
+func (o *Options) host() string { return o.Server.Hostname() }
+
+func (o *Options) hostPort() string {
+	if o.Server.Port() == "" {
+		return o.Server.Hostname()
+	}
+	return o.Server.Host
+}
+
+func (o *Options) addr() string {
+	port := o.Server.Port()
+	if port == "" {
+		port = "443"
+	}
+	return net.JoinHostPort(o.Server.Hostname(), port)
+}
+
+// ParseServerURL accepts https://HOST[:PORT][/], or a bare HOST[:PORT] as
+// openconnect does.
+func ParseServerURL(s string) (*url.URL, error) {
+	if !strings.Contains(s, "://") {
+		s = "https://" + s
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("server URL %q: %w", s, err)
+	}
+	if u.Scheme != "https" {
+		return nil, fmt.Errorf("server URL %q: only https is supported", s)
+	}
+	if u.Hostname() == "" {
+		return nil, fmt.Errorf("server URL %q has no host", s)
+	}
+	return u, nil
+}
+
+// login runs the XML login on c and returns the webvpn cookie. It fills
+// every form the server sends (ocserv asks for the username and the
+// password in two steps) and fails with ExitAuth when the server asks for
+// the password again.
+func (o *Options) login(c *conn) (string, error) {
+	resp, body, err := c.post("/", cstp.InitRequest(o.Server.String(), "v9.01"))
+	if err != nil {
+		return "", withCode(ExitUnreachable, err)
+	}
+	sentPassword := false
+	for range 8 {
+		if resp.StatusCode != http.StatusOK {
+			return "", withCode(ExitAuth, statusError(resp, "login"))
+		}
+		msg, err := cstp.ParseServerMessage(body)
+		if err != nil {
+			return "", withCode(ExitAuth, fmt.Errorf("login: %w", err))
+		}
+		if msg.Type == "complete" {
+			cookie := c.cookies["webvpn"]
+			if cookie == "" {
+				return "", withCode(ExitAuth, errors.New("login: server reported success but sent no webvpn cookie"))
+			}
+			return cookie, nil
+		}
+		if msg.Type != "auth-request" {
+			return "", withCode(ExitAuth, fmt.Errorf("login: unexpected %q document", msg.Type))
+		}
+		fields, hasPassword := o.fillForm(msg.Inputs)
+		if hasPassword && sentPassword {
+			reason := firstNonEmpty(msg.Error, msg.Message, "the server asked again")
+			return "", withCode(ExitAuth, fmt.Errorf("authentication failed for user %q: %s", o.User, reason))
+		}
+		sentPassword = sentPassword || hasPassword
+		action := msg.Action
+		if action == "" {
+			action = "/auth"
+		}
+		resp, body, err = c.post(action, cstp.AuthReply(fields, msg.Opaque))
+		if err != nil {
+			return "", withCode(ExitUnreachable, err)
+		}
+	}
+	return "", withCode(ExitAuth, errors.New("login: too many form rounds"))
+}
+
+// fillForm answers a login form: text inputs get the username, password
+// inputs the password, hidden and select inputs keep their value.
+func (o *Options) fillForm(inputs []cstp.FormInput) ([]cstp.FormInput, bool) {
+	out := make([]cstp.FormInput, 0, len(inputs))
+	hasPassword := false
+	for _, in := range inputs {
+		switch in.Type {
+		case "text":
+			in.Value = o.User
+		case "password":
+			in.Value = o.Password
+			hasPassword = true
+		}
+		out = append(out, in)
+	}
+	return out, hasPassword
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// errCookieRefused means the server no longer knows our session.
+var errCookieRefused = errors.New("server refused the session cookie")
+
+// connect sends CONNECT on c and returns the tunnel parameters.
+func (o *Options) connect(c *conn, cookie string, prev netip.Addr) (*cstp.TunnelParams, error) {
+	req := &cstp.ConnectRequest{
+		Cookie:      cookie,
+		Hostname:    hostname(),
+		BaseMTU:     o.BaseMTU,
+		MTU:         o.BaseMTU - 110,
+		PrevAddress: prev,
+	}
+	var b bytes.Buffer
+	if err := req.WriteTo(&b, c.host); err != nil {
+		return nil, err
+	}
+	c.rc.SetDeadline(time.Now().Add(exchangeTimeout))
+	if _, err := c.rc.Write(b.Bytes()); err != nil {
+		return nil, err
+	}
+	resp, err := http.ReadResponse(c.br, &http.Request{Method: http.MethodConnect})
+	if err != nil {
+		return nil, fmt.Errorf("reading CONNECT answer: %w", err)
+	}
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		return nil, errCookieRefused
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, statusError(resp, "CONNECT")
+	}
+	p, err := cstp.ParseTunnelParams(resp.Header)
+	if err != nil {
+		return nil, err
+	}
+	c.rc.SetDeadline(time.Time{})
+	return p, nil
+}
+
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return "kvpn"
+	}
+	return h
+}
+
+// Run connects, brings the tunnel up and keeps it up until ctx ends (a
+// clean exit: DISCONNECT is sent) or the tunnel is lost for good. Every
+// change to the system is undone before Run returns.
+func Run(ctx context.Context, o *Options) error {
+	log := o.Log
+	tlsCfg, err := o.tlsConfig()
+	if err != nil {
+		return withCode(ExitUsage, err)
+	}
+	if o.ResolvConf != "" {
+		if ok, err := netcfg.RecoverDNS(o.ResolvConf, o.dnsBackup()); err != nil {
+			log.Warn("could not restore DNS left by an earlier run", "err", err)
+		} else if ok {
+			log.Info("restored DNS settings left behind by an earlier run", "file", o.ResolvConf)
+		}
+	}
+	c, err := o.dial(ctx, tlsCfg)
+	if err != nil {
+		return err
+	}
+	cookie, err := o.login(c)
+	if err != nil {
+		c.close()
+		return err
+	}
+	params, err := o.connect(c, cookie, netip.Addr{})
+	if err != nil {
+		c.close()
+		if errors.Is(err, errCookieRefused) {
+			return withCode(ExitAuth, err)
+		}
+		return withCode(ExitUnreachable, err)
+	}
+	ch, err := session.NewCSTPChannel(c.rc, c.br, params.MTU)
+	if err != nil {
+		c.close()
+		return err
+	}
+	t := &tunnel{o: o, log: log, tlsCfg: tlsCfg, cookie: cookie, params: params}
+	if err := t.up(); err != nil {
+		ch.Disconnect("setup failed")
+		t.down()
+		return err
+	}
+	defer t.down()
+	t.cur.Store(ch)
+	go t.downlink()
+	log.Info(fmt.Sprintf("tunnel up: address %s/%d, MTU %d, routes %s, DNS %s, transport %s",
+		params.Address, maskBits(params.Netmask), params.MTU, t.routeDesc(), addrList(params.DNS), ch.Name()))
+	if o.OnUp != nil {
+		o.OnUp(params, ch.Name())
+	}
+	return t.loop(ctx, ch)
+}
+
+func (o *Options) dnsBackup() string {
+	dir := o.StateDir
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	return filepath.Join(dir, "resolv.conf.kvpn-backup")
+}
+
+// tunnel is a running client tunnel.
+type tunnel struct {
+	o       *Options
+	log     *slog.Logger
+	tlsCfg  *tls.Config
+	cookie  string
+	params  *cstp.TunnelParams
+	dev     tun.Device
+	changes *netcfg.Changes
+	routes  []netip.Prefix
+
+	cur       atomic.Pointer[session.CSTPChannel]
+	downDone  chan struct{}
+	closeOnce sync.Once
+}
+
+// fullTunnel is how a default route is installed: two halves that are more
+// specific than any existing default route, so the original one need not
+// be touched and comes back by itself when ours are deleted.
+var fullTunnel = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/1"), netip.MustParsePrefix("128.0.0.0/1")}
+
+// up creates and configures the TUN interface, routes and DNS.
+func (t *tunnel) up() error {
+	p := t.params
+	t.changes = netcfg.New()
+	dev, err := tun.Create(t.o.Interface, p.MTU, t.o.TunBackend)
+	if err != nil {
+		return withCode(ExitTunnelLost, fmt.Errorf("creating TUN device: %w", err))
+	}
+	t.dev = dev
+	t.downDone = make(chan struct{})
+	name := dev.Name()
+	// No IPv6 was assigned: keep the kernel from sending router
+	// solicitations and MLD reports into the tunnel.
+	if !p.AddressIP6.IsValid() {
+		os.WriteFile("/proc/sys/net/ipv6/conf/"+name+"/disable_ipv6", []byte("1"), 0)
+	}
+	if err := t.changes.SetLink(name, netip.PrefixFrom(p.Address, maskBits(p.Netmask)), p.MTU); err != nil {
+		return withCode(ExitTunnelLost, err)
+	}
+	t.routes = p.SplitInclude
+	if len(t.routes) == 0 {
+		t.routes = fullTunnel
+	}
+	if server, err := t.serverAddr(); err == nil {
+		if err := t.changes.PinHostRoute(server); err != nil {
+			t.log.Warn("could not pin the route to the server", "err", err)
+		}
+	}
+	for _, r := range t.routes {
+		if !r.Addr().Is4() {
+			continue // IPv6 routes need an IPv6 address; not assigned here
+		}
+		if err := t.changes.AddRoute(r, name); err != nil {
+			return withCode(ExitTunnelLost, fmt.Errorf("adding route %s: %w", r, err))
+		}
+	}
+	if len(p.DNS) > 0 && t.o.ResolvConf != "" {
+		if err := t.changes.SetDNS(t.o.ResolvConf, p.DNS, p.DefaultDomain, t.o.dnsBackup()); err != nil {
+			return withCode(ExitTunnelLost, fmt.Errorf("setting DNS: %w", err))
+		}
+	}
+	return nil
+}
+
+func (t *tunnel) serverAddr() (netip.Addr, error) {
+	ips, err := net.DefaultResolver.LookupNetIP(context.Background(), "ip4", t.o.host())
+	if err != nil || len(ips) == 0 {
+		return netip.Addr{}, fmt.Errorf("resolving %s: %v", t.o.host(), err)
+	}
+	return ips[0].Unmap(), nil
+}
+
+// down undoes everything up did, in reverse order.
+func (t *tunnel) down() {
+	t.closeOnce.Do(func() {
+		if t.changes != nil {
+			if err := t.changes.Restore(); err != nil {
+				t.log.Warn("restoring network settings", "err", err)
+			}
+		}
+		if t.dev != nil {
+			t.dev.Close()
+			if t.downDone != nil {
+				select {
+				case <-t.downDone:
+				case <-time.After(2 * time.Second):
+				}
+			}
+		}
+	})
+}
+
+func (t *tunnel) routeDesc() string {
+	if len(t.params.SplitInclude) == 0 {
+		return "0.0.0.0/0 (full tunnel)"
+	}
+	parts := make([]string, len(t.routes))
+	for i, r := range t.routes {
+		parts[i] = r.String()
+	}
+	return strings.Join(parts, ",")
+}
+
+func addrList(as []netip.Addr) string {
+	if len(as) == 0 {
+		return "none"
+	}
+	parts := make([]string, len(as))
+	for i, a := range as {
+		parts[i] = a.String()
+	}
+	return strings.Join(parts, ",")
+}
+
+func maskBits(m netip.Addr) int {
+	if !m.Is4() {
+		return 32
+	}
+	b := m.As4()
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	n := 0
+	for v&0x80000000 != 0 {
+		n++
+		v <<= 1
+	}
+	return n
+}

@@ -1,0 +1,157 @@
+package client
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"kvpn/certs"
+	"kvpn/record"
+	"kvpn/session"
+)
+
+const (
+	dialTimeout = 10 * time.Second
+	// exchangeTimeout bounds the handshake plus one HTTP exchange.
+	exchangeTimeout = 30 * time.Second
+	maxBody         = 1 << 20
+	// userAgent identifies vpnc the way ocserv recognises an OpenConnect
+	// client (ocserv keys its XML login and PSK-NEGOTIATE on this prefix).
+	userAgent = "Open AnyConnect VPN Agent v9.01 (kvpn)"
+)
+
+// tlsConfig builds the client's TLS policy: pinned certificate, a CA file,
+// or the system roots, checked in VerifyConnection so that a failure can
+// tell the user the pin to pass with --servercert (as openconnect does).
+func (o *Options) tlsConfig() (*tls.Config, error) {
+	cfg := record.BaseConfig()
+	cfg.ServerName = o.host()
+	cfg.InsecureSkipVerify = true // verification is done below, always
+	var pin []byte
+	if o.ServerCert != "" {
+		p, err := certs.ParsePin(o.ServerCert)
+		if err != nil {
+			return nil, err
+		}
+		pin = p
+	}
+	var roots *x509.CertPool
+	if o.CAFile != "" {
+		pem, err := os.ReadFile(o.CAFile)
+		if err != nil {
+			return nil, err
+		}
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s holds no PEM certificate", o.CAFile)
+		}
+	}
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		leaf := cs.PeerCertificates[0]
+		got := certs.Pin(leaf)
+		if pin != nil {
+			want, _ := certs.ParsePin(got)
+			if subtle.ConstantTimeCompare(want, pin) != 1 {
+				return fmt.Errorf("server certificate %s does not match --servercert %s", got, o.ServerCert)
+			}
+			return nil
+		}
+		inter := x509.NewCertPool()
+		for _, c := range cs.PeerCertificates[1:] {
+			inter.AddCert(c)
+		}
+		_, err := leaf.Verify(x509.VerifyOptions{DNSName: cfg.ServerName, Roots: roots, Intermediates: inter})
+		if err != nil {
+			return fmt.Errorf("server certificate not trusted (%v); to trust this server, pass --servercert %s", err, got)
+		}
+		return nil
+	}
+	return cfg, nil
+}
+
+// conn is one TLS connection to the server with an HTTP exchange on it.
+type conn struct {
+	rc      record.Conn
+	br      *bufio.Reader
+	host    string
+	cookies map[string]string
+}
+
+// dial connects and runs the TLS handshake. Failures are ExitUnreachable.
+func (o *Options) dial(ctx context.Context, tlsCfg *tls.Config) (*conn, error) {
+	d := net.Dialer{Timeout: dialTimeout}
+	raw, err := d.DialContext(ctx, "tcp", o.addr())
+	if err != nil {
+		return nil, withCode(ExitUnreachable, fmt.Errorf("cannot reach %s: %w", o.addr(), err))
+	}
+	raw.SetDeadline(time.Now().Add(exchangeTimeout))
+	hctx, cancel := context.WithTimeout(ctx, exchangeTimeout)
+	defer cancel()
+	rc, err := record.Client(hctx, raw, tlsCfg)
+	if err != nil {
+		return nil, withCode(ExitUnreachable, fmt.Errorf("TLS handshake with %s: %w", o.addr(), err))
+	}
+	return &conn{rc: rc, br: session.NewFrameReader(rc), host: o.hostPort(), cookies: map[string]string{}}, nil
+}
+
+// post sends an XML body and returns the response and its body.
+func (c *conn) post(path string, body []byte) (*http.Response, []byte, error) {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "POST %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: %s\r\n", path, c.host, userAgent)
+	b.WriteString("Accept: */*\r\nX-Transcend-Version: 1\r\nX-Aggregate-Auth: 1\r\nX-Support-HTTP-Auth: true\r\n")
+	b.WriteString("Content-Type: application/xml\r\n")
+	fmt.Fprintf(&b, "Content-Length: %d\r\n", len(body))
+	c.writeCookies(&b)
+	b.WriteString("\r\n")
+	b.Write(body)
+	c.rc.SetDeadline(time.Now().Add(exchangeTimeout))
+	if _, err := c.rc.Write(b.Bytes()); err != nil {
+		return nil, nil, err
+	}
+	resp, err := http.ReadResponse(c.br, &http.Request{Method: http.MethodPost})
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading answer to POST %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(data) > maxBody {
+		return nil, nil, errors.New("login answer too large")
+	}
+	for _, ck := range resp.Cookies() {
+		c.cookies[ck.Name] = ck.Value
+	}
+	return resp, data, nil
+}
+
+func (c *conn) writeCookies(b *bytes.Buffer) {
+	if len(c.cookies) == 0 {
+		return
+	}
+	parts := make([]string, 0, len(c.cookies))
+	for k, v := range c.cookies {
+		parts = append(parts, k+"="+v)
+	}
+	fmt.Fprintf(b, "Cookie: %s\r\n", strings.Join(parts, "; "))
+}
+
+func (c *conn) close() { c.rc.Close() }
+
+// statusError describes a non-200 answer.
+func statusError(resp *http.Response, what string) error {
+	return fmt.Errorf("%s: server answered %s", what, strconv.Quote(resp.Status))
+}

@@ -1,0 +1,163 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"kvpn/session"
+	"kvpn/tun"
+)
+
+// uplinkBatch is how many packets from the server are written to the TUN
+// device in one call.
+const uplinkBatch = 64
+
+// downlink reads packets from the TUN device and sends them over the
+// current channel: the client's transmit hot loop. Packets are sent from
+// the buffers they were read into; the CSTP header goes into the headroom.
+// While the tunnel is reconnecting there is no channel and packets drop,
+// as on any link that is down.
+func (t *tunnel) downlink() {
+	defer close(t.downDone)
+	bufs := tun.NewBuffers(t.dev.BatchSize())
+	sizes := make([]int, len(bufs))
+	out := make([][]byte, 0, len(bufs))
+	for {
+		n, err := t.dev.Read(bufs, sizes, tun.Headroom)
+		if err != nil && n == 0 {
+			if errors.Is(err, os.ErrClosed) {
+				return
+			}
+			continue
+		}
+		ch := t.cur.Load()
+		if ch == nil {
+			continue
+		}
+		out = out[:0]
+		for i := range n {
+			out = append(out, bufs[i][:tun.Headroom+sizes[i]])
+		}
+		if err := ch.WritePackets(out, tun.Headroom); err != nil {
+			// The uplink's read fails too once the connection is closed,
+			// which starts the reconnect.
+			ch.Close()
+		}
+	}
+}
+
+// loop runs the tunnel over ch, reconnecting when ch is lost, until ctx
+// ends or the tunnel is lost for good.
+func (t *tunnel) loop(ctx context.Context, ch *session.CSTPChannel) error {
+	bufs := tun.NewBuffers(uplinkBatch)
+	for {
+		err := t.run(ctx, ch, bufs)
+		if ctx.Err() != nil {
+			return nil // run told the server
+		}
+		t.cur.Store(nil)
+		ch.Close()
+		var pc *session.PeerClosedError
+		if errors.As(err, &pc) {
+			return withCode(ExitTunnelLost, fmt.Errorf("server ended the session: %s", pc.Reason))
+		}
+		t.log.Warn("connection to server lost; reconnecting", "err", err, "reconnect-timeout", t.o.ReconnectTimeout.String())
+		ch, err = t.reconnect(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			// Whatever made the last attempt fail, the tunnel is lost.
+			return &Error{Code: ExitTunnelLost, Err: err}
+		}
+		t.cur.Store(ch)
+		t.log.Info("tunnel re-established", "address", t.params.Address.String(), "transport", ch.Name())
+	}
+}
+
+// run pumps packets from ch to the TUN device and watches ch's liveness,
+// until either fails or ctx ends.
+func (t *tunnel) run(parent context.Context, ch *session.CSTPChannel, bufs [][]byte) error {
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	dpd := time.Duration(t.params.DPD) * time.Second
+	if t.o.ForceDPD > 0 {
+		dpd = t.o.ForceDPD
+	}
+	live := session.Liveness{DPD: dpd, Keepalive: time.Duration(t.params.Keepalive) * time.Second}
+	errc := make(chan error, 2)
+	go func() { errc <- session.Uplink(ch, t.dev, bufs, tun.Headroom, nil) }()
+	go func() { errc <- session.KeepAlive(ctx, ch, live) }()
+	var err error
+	pending := 2
+	select {
+	case err = <-errc:
+		pending--
+	case <-ctx.Done():
+	}
+	cancel()
+	if parent.Err() != nil {
+		// User exit: tell the server (user logout ends the session there),
+		// which also closes the connection and so ends the uplink.
+		t.log.Info("disconnecting")
+		t.cur.Store(nil)
+		ch.Disconnect("user logout")
+	} else {
+		ch.Close()
+	}
+	for range pending {
+		if e := <-errc; err == nil {
+			err = e
+		}
+	}
+	return err
+}
+
+// reconnect re-establishes the tunnel with the session cookie, with
+// exponential backoff, for at most ReconnectTimeout. The server must give
+// back the same address (the interface keeps it meanwhile); a refused
+// cookie ends the attempt at once.
+func (t *tunnel) reconnect(ctx context.Context) (*session.CSTPChannel, error) {
+	deadline := time.Now().Add(t.o.ReconnectTimeout)
+	backoff := 500 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		ch, err := t.reconnectOnce(ctx)
+		if err == nil {
+			return ch, nil
+		}
+		if errors.Is(err, errCookieRefused) {
+			return nil, err
+		}
+		if time.Now().Add(backoff).After(deadline) {
+			return nil, fmt.Errorf("gave up reconnecting after %s: %w", t.o.ReconnectTimeout, err)
+		}
+		t.log.Info("reconnect failed; retrying", "attempt", attempt, "err", err, "retry-in", backoff.String())
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+func (t *tunnel) reconnectOnce(ctx context.Context) (*session.CSTPChannel, error) {
+	c, err := t.o.dial(ctx, t.tlsCfg)
+	if err != nil {
+		return nil, err
+	}
+	p, err := t.o.connect(c, t.cookie, t.params.Address)
+	if err != nil {
+		c.close()
+		return nil, err
+	}
+	if p.Address != t.params.Address || p.Netmask != t.params.Netmask {
+		c.close()
+		return nil, fmt.Errorf("%w: server assigned %s/%s on reconnect, had %s/%s", errCookieRefused,
+			p.Address, p.Netmask, t.params.Address, t.params.Netmask)
+	}
+	return session.NewCSTPChannel(c.rc, c.br, t.params.MTU)
+}

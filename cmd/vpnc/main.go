@@ -1,0 +1,155 @@
+// Command vpnc is the kvpn client: it connects to an OpenConnect server
+// (kvpn's vpnd or a stock ocserv), brings up a TUN interface with the
+// address, routes and DNS the server pushes, and restores everything on exit.
+//
+//	vpnc connect [flags] https://HOST[:PORT]
+//
+// Exit codes: 0 clean exit, 2 usage, 3 authentication failed, 4 server
+// unreachable or certificate mismatch, 5 tunnel lost.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"kvpn/client"
+	"kvpn/internal/cli"
+	"kvpn/internal/logging"
+	"kvpn/tun"
+)
+
+const usage = `usage: vpnc connect [flags] https://HOST[:PORT]
+
+flags (named as openconnect's):
+  -u, --user NAME            username
+      --passwd-on-stdin      read the password from standard input
+      --servercert PIN       accept only a server certificate with this pin-sha256:...
+      --cafile FILE          trust the CA certificates in FILE
+  -i, --interface NAME       TUN interface name (default kvpnc0)
+      --no-dtls              use TLS only (DTLS is not implemented yet: always TLS)
+      --tun-backend B        offload (default) or plain
+      --reconnect-timeout S  keep trying to reconnect for S seconds (default 300)
+      --force-dpd S          dead-peer-detection interval, overriding the server's
+      --base-mtu N           link MTU to the server (default 1500)
+      --state-dir DIR        where undo records live (default /run/kvpn)
+      --log-level L          debug, info, warn, error (default info)
+
+exit codes: 0 clean exit, 2 usage, 3 authentication failed,
+            4 server unreachable or certificate mismatch, 5 tunnel lost
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+func run(args []string, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return client.ExitUsage
+	}
+	switch args[0] {
+	case "connect":
+	case "help", "-h", "--help":
+		fmt.Fprint(stderr, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "vpnc: unknown command %q\n%s", args[0], usage)
+		return client.ExitUsage
+	}
+	o, err := parseConnect(args[1:], stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "vpnc: %v\n", err)
+		return client.ExitUsage
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	err = client.Run(ctx, o)
+	if err != nil {
+		o.Log.Error("vpnc: " + err.Error())
+	}
+	return client.ExitCode(err)
+}
+
+func parseConnect(args []string, stderr io.Writer) (*client.Options, error) {
+	fs := flag.NewFlagSet("vpnc connect", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var user, servercert, cafile, iface, backend, stateDir, level string
+	var stdinPass, noDTLS bool
+	var reconnect, forceDPD, baseMTU int
+	for _, n := range []string{"u", "user"} {
+		fs.StringVar(&user, n, "", "")
+	}
+	for _, n := range []string{"i", "interface"} {
+		fs.StringVar(&iface, n, "kvpnc0", "")
+	}
+	fs.BoolVar(&stdinPass, "passwd-on-stdin", false, "")
+	fs.StringVar(&servercert, "servercert", "", "")
+	fs.StringVar(&cafile, "cafile", "", "")
+	fs.BoolVar(&noDTLS, "no-dtls", false, "")
+	fs.StringVar(&backend, "tun-backend", string(tun.BackendOffload), "")
+	fs.IntVar(&reconnect, "reconnect-timeout", 300, "")
+	fs.IntVar(&forceDPD, "force-dpd", 0, "")
+	fs.IntVar(&baseMTU, "base-mtu", 1500, "")
+	fs.StringVar(&stateDir, "state-dir", "/run/kvpn", "")
+	fs.StringVar(&level, "log-level", "info", "")
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return nil, fmt.Errorf("%v (see vpnc --help)", err)
+	}
+	if len(pos) != 1 {
+		return nil, errors.New("want exactly one server URL (see vpnc --help)")
+	}
+	u, err := client.ParseServerURL(pos[0])
+	if err != nil {
+		return nil, err
+	}
+	be, err := tun.ParseBackend(backend)
+	if err != nil {
+		return nil, err
+	}
+	log, err := logging.New(stderr, level)
+	if err != nil {
+		return nil, err
+	}
+	if user == "" {
+		return nil, errors.New("-u/--user is required")
+	}
+	if reconnect < 0 || forceDPD < 0 || baseMTU < 576 || baseMTU > 9000 {
+		return nil, errors.New("--reconnect-timeout and --force-dpd must not be negative; --base-mtu must be 576..9000")
+	}
+	var pw string
+	if stdinPass {
+		pw, err = cli.ReadLine(os.Stdin)
+	} else {
+		pw, err = cli.ReadPassword("Password for "+user+": ", false)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading password: %w", err)
+	}
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return nil, err
+	}
+	return &client.Options{
+		Server:           u,
+		User:             user,
+		Password:         pw,
+		ServerCert:       servercert,
+		CAFile:           cafile,
+		Interface:        iface,
+		NoDTLS:           noDTLS,
+		TunBackend:       be,
+		ReconnectTimeout: time.Duration(reconnect) * time.Second,
+		ForceDPD:         time.Duration(forceDPD) * time.Second,
+		BaseMTU:          baseMTU,
+		ResolvConf:       "/etc/resolv.conf",
+		StateDir:         stateDir,
+		Log:              log,
+	}, nil
+}

@@ -1,0 +1,213 @@
+// Command vpnd is the kvpn server daemon: it serves OpenConnect clients
+// (stock openconnect and kvpn's vpnc) over TLS.
+//
+//	vpnd serve  [--config FILE] [--state-dir DIR]
+//	vpnd passwd [--file FILE] [--delete] USER
+//	vpnd pin    --cert FILE
+//	vpnd check  --config FILE
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"kvpn/auth"
+	"kvpn/certs"
+	"kvpn/internal/cli"
+	"kvpn/internal/logging"
+	"kvpn/server"
+)
+
+const usage = `usage:
+  vpnd serve  [--config FILE] [--state-dir DIR]   run the server (built-in defaults without --config)
+  vpnd passwd [--file FILE] [--delete] USER        set (or delete) a user's password
+  vpnd pin    --cert FILE                          print a certificate's pin-sha256
+  vpnd check  --config FILE                        validate a configuration file
+`
+
+// exitUsage is the exit code for bad flags or arguments.
+const exitUsage = 2
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+func run(args []string, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	cmd, args := args[0], args[1:]
+	var err error
+	switch cmd {
+	case "serve":
+		err = serve(args, stderr)
+	case "passwd":
+		err = passwd(args, stderr)
+	case "pin":
+		err = pin(args, stderr)
+	case "check":
+		err = check(args, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stderr, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "vpnd: unknown command %q\n%s", cmd, usage)
+		return exitUsage
+	}
+	var ue usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "vpnd %s: %v\n", cmd, err)
+		return exitUsage
+	default:
+		fmt.Fprintf(stderr, "vpnd %s: %v\n", cmd, err)
+		return 1
+	}
+}
+
+type usageError struct{ error }
+
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("vpnd "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func parse(fs *flag.FlagSet, args []string, nargs int) ([]string, error) {
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	if len(pos) != nargs {
+		return nil, usageError{fmt.Errorf("want %d argument(s), got %d", nargs, len(pos))}
+	}
+	return pos, nil
+}
+
+func loadConfig(path, stateDir string) (*server.Config, error) {
+	if path == "" {
+		cfg := server.DefaultConfig(stateDir)
+		return cfg, cfg.Validate()
+	}
+	return server.LoadConfig(path, stateDir)
+}
+
+func serve(args []string, stderr io.Writer) error {
+	fs := newFlags("serve", stderr)
+	config := fs.String("config", "", "TOML configuration `file` (default: built-in defaults)")
+	stateDir := fs.String("state-dir", server.DefaultStateDir, "`directory` for the generated certificate and the default password file")
+	if _, err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*config, *stateDir)
+	if err != nil {
+		return err
+	}
+	log, err := logging.New(stderr, cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(cfg.PasswdFile); errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("password file %s does not exist; add a user with: vpnd passwd --file %s USER", cfg.PasswdFile, cfg.PasswdFile)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	srv, err := server.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	log.Info("certificate pin", "pin", srv.Pin)
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			if err := srv.ReloadPasswd(); err != nil {
+				log.Error("reload failed; keeping the old password file", "err", err)
+			} else {
+				log.Info("password file reloaded", "file", cfg.PasswdFile)
+			}
+		}
+	}()
+	err = srv.Serve(ctx, ln)
+	log.Info("vpnd stopped", "drop-spoofed", srv.Counters.DropSpoofed.Load(),
+		"drop-no-session", srv.Counters.DropNoSession.Load(), "login-failures", srv.Counters.LoginFailures.Load())
+	return err
+}
+
+func passwd(args []string, stderr io.Writer) error {
+	fs := newFlags("passwd", stderr)
+	file := fs.String("file", filepath.Join(server.DefaultStateDir, "passwd"), "password `file`")
+	del := fs.Bool("delete", false, "delete the user instead of setting a password")
+	pos, err := parse(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	user := pos[0]
+	if *del {
+		return auth.DeleteUser(*file, user)
+	}
+	if err := os.MkdirAll(filepath.Dir(*file), 0o700); err != nil {
+		return err
+	}
+	pw, err := cli.ReadPassword("Enter password for "+user+": ", true)
+	if err != nil {
+		return err
+	}
+	if pw == "" {
+		return errors.New("empty password")
+	}
+	return auth.SetPassword(*file, user, pw)
+}
+
+func pin(args []string, stderr io.Writer) error {
+	fs := newFlags("pin", stderr)
+	cert := fs.String("cert", "", "PEM certificate `file`")
+	if _, err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	if *cert == "" {
+		return usageError{errors.New("--cert is required")}
+	}
+	data, err := os.ReadFile(*cert)
+	if err != nil {
+		return err
+	}
+	leaf, err := certs.ParseLeaf(data)
+	if err != nil {
+		return fmt.Errorf("%s: %w", *cert, err)
+	}
+	fmt.Println(certs.Pin(leaf))
+	return nil
+}
+
+func check(args []string, stderr io.Writer) error {
+	fs := newFlags("check", stderr)
+	config := fs.String("config", "", "TOML configuration `file`")
+	stateDir := fs.String("state-dir", server.DefaultStateDir, "state `directory` for defaults")
+	if _, err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	if *config == "" {
+		return usageError{errors.New("--config is required")}
+	}
+	if _, err := server.LoadConfig(*config, *stateDir); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "%s: configuration OK\n", *config)
+	return nil
+}

@@ -1,0 +1,215 @@
+// Package cstp implements the OpenConnect wire protocol carried over TLS: the
+// XML login exchange, the CONNECT tunnel request and its X-CSTP/X-DTLS
+// headers, and CSTP framing.
+package cstp
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// HeaderLen is the size of a CSTP frame header.
+const HeaderLen = 8
+
+// MaxPayload is the largest payload the 16-bit length field can describe.
+const MaxPayload = 0xffff
+
+// FrameType is the packet type in byte 6 of a CSTP header. The same codes
+// are used as the first byte of a DTLS record payload.
+type FrameType uint8
+
+// Frame types, as numbered by openconnect (openconnect-internal.h AC_PKT_*)
+// and ocserv (AC_PKT_*).
+const (
+	TypeData       FrameType = 0x00
+	TypeDPDReq     FrameType = 0x03
+	TypeDPDResp    FrameType = 0x04
+	TypeDisconnect FrameType = 0x05
+	TypeKeepalive  FrameType = 0x07
+	TypeCompressed FrameType = 0x08
+	TypeTerminate  FrameType = 0x09
+)
+
+func (t FrameType) String() string {
+	switch t {
+	case TypeData:
+		return "DATA"
+	case TypeDPDReq:
+		return "DPD-REQ"
+	case TypeDPDResp:
+		return "DPD-RESP"
+	case TypeDisconnect:
+		return "DISCONNECT"
+	case TypeKeepalive:
+		return "KEEPALIVE"
+	case TypeCompressed:
+		return "COMPRESSED"
+	case TypeTerminate:
+		return "TERMINATE"
+	}
+	return fmt.Sprintf("FrameType(0x%02x)", uint8(t))
+}
+
+// Header validation errors. ParseHeader and Reader.Next wrap them with the
+// offending bytes; test with errors.Is.
+var (
+	ErrBadMagic     = errors.New("cstp: bad frame magic")
+	ErrBadVersion   = errors.New("cstp: bad frame version")
+	ErrBadReserved  = errors.New("cstp: non-zero reserved header byte")
+	ErrFrameTooLong = errors.New("cstp: frame too long")
+)
+
+// PutHeader writes the 8-byte header for a frame of type t carrying n
+// payload bytes into b[:HeaderLen]. It panics if b is too short or n is
+// outside 0..MaxPayload: both are programming errors.
+func PutHeader(b []byte, t FrameType, n int) {
+	if len(b) < HeaderLen {
+		panic("cstp: PutHeader: buffer shorter than HeaderLen")
+	}
+	if n < 0 || n > MaxPayload {
+		panic(fmt.Sprintf("cstp: PutHeader: payload length %d out of range", n))
+	}
+	b[0], b[1], b[2], b[3] = 'S', 'T', 'F', 1
+	binary.BigEndian.PutUint16(b[4:6], uint16(n))
+	b[6] = byte(t)
+	// Both stock readers (openconnect cstp_mainloop, ocserv parse_cstp_data)
+	// reject a frame whose last header byte is not zero.
+	b[7] = 0
+}
+
+// ParseHeader validates an 8-byte CSTP header and returns the frame type and
+// payload length. It checks the same bytes the stock implementations check:
+// magic "STF", version 1 and a zero reserved byte. The type is not checked;
+// callers decide what to do with unknown types.
+func ParseHeader(b []byte) (t FrameType, n int, err error) {
+	if len(b) < HeaderLen {
+		return 0, 0, fmt.Errorf("cstp: short header (%d bytes)", len(b))
+	}
+	if b[0] != 'S' || b[1] != 'T' || b[2] != 'F' {
+		return 0, 0, fmt.Errorf("%w: % x", ErrBadMagic, b[:3])
+	}
+	if b[3] != 1 {
+		return 0, 0, fmt.Errorf("%w: %d", ErrBadVersion, b[3])
+	}
+	if b[7] != 0 {
+		return 0, 0, fmt.Errorf("%w: 0x%02x", ErrBadReserved, b[7])
+	}
+	return FrameType(b[6]), int(binary.BigEndian.Uint16(b[4:6])), nil
+}
+
+// Reader reads CSTP frames from a bufio.Reader without allocating or
+// copying: Next peeks the header and payload in the bufio buffer and
+// discards them on the following call. The payload it returns therefore
+// aliases the bufio buffer and is valid only until the next call to Next.
+type Reader struct {
+	br         *bufio.Reader
+	maxPayload int
+	pending    int // bytes of the previous frame still to be discarded
+}
+
+// NewReader returns a Reader over br accepting payloads of at most
+// maxPayload bytes (1..MaxPayload). br must have been created with a size of
+// at least HeaderLen+MaxPayload, so that any frame fits in its buffer.
+func NewReader(br *bufio.Reader, maxPayload int) (*Reader, error) {
+	if br == nil {
+		return nil, errors.New("cstp: NewReader: nil bufio.Reader")
+	}
+	if br.Size() < HeaderLen+MaxPayload {
+		return nil, fmt.Errorf("cstp: NewReader: bufio.Reader size %d < %d", br.Size(), HeaderLen+MaxPayload)
+	}
+	if maxPayload < 1 || maxPayload > MaxPayload {
+		return nil, fmt.Errorf("cstp: NewReader: maxPayload %d out of range 1..%d", maxPayload, MaxPayload)
+	}
+	return &Reader{br: br, maxPayload: maxPayload}, nil
+}
+
+// Next returns the next frame. The payload slice is valid until the next
+// call to Next (its capacity is clipped, so appending to it copies).
+//
+// At a clean end of stream between frames Next returns io.EOF; a stream
+// ending inside a frame yields io.ErrUnexpectedEOF. A malformed header
+// (ErrBadMagic, ErrBadVersion, ErrBadReserved) or a payload longer than the
+// limit (ErrFrameTooLong) leaves the stream unusable: there is no way to
+// resynchronise, so the caller should close the connection. Other read
+// errors (such as a deadline) are returned unchanged and consume nothing, so
+// Next may be called again.
+func (r *Reader) Next() (FrameType, []byte, error) {
+	if r.pending > 0 {
+		// Cannot fail: the bytes were peeked, so they are buffered.
+		r.br.Discard(r.pending)
+		r.pending = 0
+	}
+	hdr, err := r.br.Peek(HeaderLen)
+	if err != nil {
+		return 0, nil, eofError(err, len(hdr))
+	}
+	t, n, err := ParseHeader(hdr)
+	if err != nil {
+		return 0, nil, err
+	}
+	if n > r.maxPayload {
+		return 0, nil, fmt.Errorf("%w: %s frame of %d bytes, limit %d", ErrFrameTooLong, t, n, r.maxPayload)
+	}
+	frame, err := r.br.Peek(HeaderLen + n)
+	if err != nil {
+		return 0, nil, eofError(err, len(frame))
+	}
+	r.pending = HeaderLen + n
+	return t, frame[HeaderLen : HeaderLen+n : HeaderLen+n], nil
+}
+
+// eofError maps io.EOF to io.ErrUnexpectedEOF when part of a frame was read.
+func eofError(err error, got int) error {
+	if err == io.EOF && got > 0 {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// Buffered returns the number of bytes already buffered beyond the frame
+// last returned by Next. When it is zero the next Next call will block on
+// the underlying reader, so it is a good moment to flush a batch of output.
+func (r *Reader) Buffered() int {
+	return r.br.Buffered() - r.pending
+}
+
+// AppendFrame appends a complete frame (header and payload) to dst. It is
+// meant for control frames; the data path should reserve HeaderLen bytes in
+// front of the packet and use PutHeader. It panics if the payload is longer
+// than MaxPayload.
+func AppendFrame(dst []byte, t FrameType, payload []byte) []byte {
+	var hdr [HeaderLen]byte
+	PutHeader(hdr[:], t, len(payload))
+	dst = append(dst, hdr[:]...)
+	return append(dst, payload...)
+}
+
+// disconnectMarker is the first byte of the DISCONNECT payload openconnect
+// sends (cstp_bye). ocserv treats a DISCONNECT starting with it as an
+// explicit user logout, an empty one as a temporary disconnect, and any
+// other non-empty payload as a protocol error (worker-vpn.c parse_data).
+const disconnectMarker = 0xb0
+
+// DisconnectPayload builds a DISCONNECT payload the way openconnect does:
+// 0xb0 followed by the ASCII reason. The reason is truncated to fit.
+func DisconnectPayload(reason string) []byte {
+	if len(reason) > MaxPayload-1 {
+		reason = reason[:MaxPayload-1]
+	}
+	p := make([]byte, 0, 1+len(reason))
+	p = append(p, disconnectMarker)
+	return append(p, reason...)
+}
+
+// DisconnectReason returns the reason text of a DISCONNECT payload. It
+// tolerates an empty payload (as ocserv sends when it terminates a session)
+// and a payload without the leading 0xb0.
+func DisconnectReason(payload []byte) string {
+	if len(payload) > 0 && payload[0] == disconnectMarker {
+		payload = payload[1:]
+	}
+	return string(payload)
+}

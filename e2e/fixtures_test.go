@@ -1,0 +1,121 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+const (
+	testUser     = "alice"
+	testPassword = "correct horse battery staple"
+	serverVeth   = "192.168.77.1"
+	clientVeth   = "192.168.77.2"
+	tunnelServer = "10.77.0.1"
+)
+
+// vpnServer is a running vpnd in its own namespace.
+type vpnServer struct {
+	ns   *netns
+	dir  string
+	ip   string
+	pin  string
+	proc *proc
+}
+
+// startServer writes a config (with extra TOML lines appended), a password
+// file for testUser, and starts vpnd in ns.
+func startServer(t *testing.T, ns *netns, ip string, extra string) *vpnServer {
+	t.Helper()
+	s := &vpnServer{ns: ns, dir: t.TempDir(), ip: ip}
+	passwd := filepath.Join(s.dir, "passwd")
+	cmd := exec.Command(bins.vpnd, "passwd", "--file", passwd, testUser)
+	cmd.Stdin = strings.NewReader(testPassword + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("vpnd passwd: %v\n%s", err, out)
+	}
+	cfg := fmt.Sprintf(`listen = "0.0.0.0:443"
+passwd-file = %q
+server-cert = %q
+server-key = %q
+device = "kvpns0"
+dpd = 2
+keepalive = 1
+cookie-timeout = 30
+%s
+`, passwd, filepath.Join(s.dir, "cert.pem"), filepath.Join(s.dir, "key.pem"), extra)
+	cfgPath := filepath.Join(s.dir, "vpnd.toml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.proc = ns.start(t, "vpnd", "", bins.vpnd, "serve", "--config", cfgPath, "--state-dir", s.dir)
+	s.proc.waitLog(t, "vpnd listening", 15*time.Second)
+	out, err := exec.Command(bins.vpnd, "pin", "--cert", filepath.Join(s.dir, "cert.pem")).Output()
+	if err != nil {
+		t.Fatalf("vpnd pin: %v", err)
+	}
+	s.pin = strings.TrimSpace(string(out))
+	return s
+}
+
+// vpnClient is a running vpnc.
+type vpnClient struct {
+	ns   *netns
+	proc *proc
+	addr string // tunnel address, known once up
+}
+
+var upLine = regexp.MustCompile(`tunnel up: address ([0-9.]+)/`)
+
+// startClient runs vpnc in ns against s and, unless wantUp is false, waits
+// for the tunnel to come up.
+func startClient(t *testing.T, ns *netns, s *vpnServer, password string, wantUp bool, extra ...string) *vpnClient {
+	t.Helper()
+	args := []string{bins.vpnc, "connect", "-u", testUser, "--passwd-on-stdin", "--servercert", s.pin,
+		"--state-dir", t.TempDir()}
+	args = append(args, extra...)
+	args = append(args, "https://"+s.ip+":443")
+	c := &vpnClient{ns: ns}
+	c.proc = ns.start(t, "vpnc", password+"\n", args...)
+	if wantUp {
+		c.proc.waitLog(t, "tunnel up", 20*time.Second)
+		m := upLine.FindStringSubmatch(c.proc.out.String())
+		if m == nil {
+			t.Fatalf("no address in vpnc output:\n%s", c.proc.out.String())
+		}
+		c.addr = m[1]
+	}
+	return c
+}
+
+// topology is a server namespace and one client namespace on a veth.
+type topology struct {
+	srvNS, cliNS *netns
+	srv          *vpnServer
+}
+
+func newTopology(t *testing.T, extra string) *topology {
+	t.Helper()
+	tp := &topology{srvNS: newNS(t, "srv"), cliNS: newNS(t, "cli")}
+	link(t, tp.srvNS, serverVeth+"/24", tp.cliNS, clientVeth+"/24")
+	tp.srv = startServer(t, tp.srvNS, serverVeth, extra)
+	return tp
+}
+
+// ping pings dst from ns and fails the test unless replies come back.
+func ping(t *testing.T, ns *netns, dst string, extra ...string) {
+	t.Helper()
+	args := append([]string{"ping", "-c", "3", "-i", "0.2", "-W", "2"}, extra...)
+	ns.run(t, append(args, dst)...)
+}
+
+// routes returns the namespace's routing table, for before/after checks.
+func routes(t *testing.T, ns *netns) string {
+	t.Helper()
+	return ns.run(t, "ip", "-4", "route", "show", "table", "all")
+}

@@ -1,0 +1,117 @@
+// Package record is the seam between the TLS handshake and everything that
+// follows it. The handshake is done by crypto/tls; what it hands back is a
+// Conn that carries TLS application data: the login HTTP exchange, the
+// CONNECT request and the CSTP frames all run over it.
+//
+// Keeping the handshake apart from the record layer is what lets kernel TLS
+// (ktlsbridge) take over the socket right after the Finished messages, before
+// any application data, without the layers above noticing: they only see a
+// Conn. Today the only engine is Go's userspace crypto/tls.
+package record
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"time"
+)
+
+// Conn is a TLS connection after its handshake.
+//
+// OpenConnect peers require one CSTP frame per TLS record in both directions
+// (openconnect drops a record whose length is not 8+payload; ocserv kills the
+// session), so writes are expressed in records: Write sends p as one record
+// (p must fit one record, 16 KiB), WriteRecords sends many records with as
+// few system calls as the engine can manage.
+type Conn interface {
+	io.Reader
+	// Write sends p as exactly one TLS record.
+	Write(p []byte) (int, error)
+	// WriteRecords sends every buffer as exactly one TLS record, in order.
+	// The call is atomic with respect to other writers.
+	WriteRecords(recs [][]byte) error
+	// Close sends close_notify and closes the socket.
+	Close() error
+	SetDeadline(t time.Time) error
+	SetReadDeadline(t time.Time) error
+	SetWriteDeadline(t time.Time) error
+	RemoteAddr() net.Addr
+	LocalAddr() net.Addr
+	// ConnectionState describes the completed handshake.
+	ConnectionState() tls.ConnectionState
+	// Engine names the record layer in use per direction, for logs and status.
+	Engine() Engine
+}
+
+// Engine says which code encrypts and decrypts records in each direction.
+type Engine struct {
+	TX, RX string
+}
+
+func (e Engine) String() string {
+	if e.TX == e.RX {
+		return e.TX
+	}
+	return "tx=" + e.TX + ",rx=" + e.RX
+}
+
+// EngineUserspace is Go's crypto/tls record layer.
+const EngineUserspace = "userspace"
+
+// MaxRecordPayload is the largest plaintext a TLS record carries (RFC 8446
+// section 5.1, RFC 5246 section 6.2.1).
+const MaxRecordPayload = 16384
+
+// Server runs the server side of the TLS handshake on raw and returns the
+// record-layer connection. cfg must not be shared with other handshakes if a
+// later engine needs per-connection key logging; today it may be.
+func Server(ctx context.Context, raw net.Conn, cfg *tls.Config) (Conn, error) {
+	return handshake(ctx, raw, cfg, true)
+}
+
+// Client runs the client side of the TLS handshake on raw.
+func Client(ctx context.Context, raw net.Conn, cfg *tls.Config) (Conn, error) {
+	return handshake(ctx, raw, cfg, false)
+}
+
+func handshake(ctx context.Context, raw net.Conn, cfg *tls.Config, server bool) (Conn, error) {
+	cork := &corkConn{Conn: raw}
+	var tc *tls.Conn
+	if server {
+		tc = tls.Server(cork, cfg)
+	} else {
+		tc = tls.Client(cork, cfg)
+	}
+	if err := tc.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, err
+	}
+	return &userspaceConn{Conn: tc, cork: cork}, nil
+}
+
+// aeadSuites are the TLS 1.2 suites kvpn offers: ECDHE with AEAD ciphers
+// only, the ones kernel TLS can take over (AES-GCM, ChaCha20-Poly1305).
+// TLS 1.3 suites are all AEAD and not configurable in crypto/tls.
+var aeadSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
+// BaseConfig returns the TLS policy shared by vpnd and vpnc: TLS 1.2 and
+// 1.3 with AEAD suites, no session tickets (a ticket sent after the
+// handshake would be application-layer traffic through crypto/tls, and
+// kernel TLS must own the record sequence from the first record), and no
+// dynamic record sizing (one frame per record, whatever its size).
+func BaseConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion:                  tls.VersionTLS12,
+		CipherSuites:                aeadSuites,
+		SessionTicketsDisabled:      true,
+		DynamicRecordSizingDisabled: true,
+	}
+}

@@ -1,0 +1,207 @@
+package server
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"kvpn/internal/logging"
+	"kvpn/tun"
+)
+
+// Config is vpnd's configuration. Keys follow ocserv's names where ocserv
+// has the same setting (ipv4-network, route, dns, dpd, keepalive, mtu,
+// device, server-cert, server-key, cookie-timeout).
+type Config struct {
+	Listen        string   `toml:"listen"`     // TCP address for TLS
+	UDPListen     string   `toml:"udp-listen"` // UDP address for DTLS (empty disables)
+	ServerCert    string   `toml:"server-cert"`
+	ServerKey     string   `toml:"server-key"`
+	PasswdFile    string   `toml:"passwd-file"`
+	IPv4Network   string   `toml:"ipv4-network"` // address pool, CIDR
+	Route         []string `toml:"route"`        // split-include; empty = full tunnel
+	DNS           []string `toml:"dns"`
+	DefaultDomain string   `toml:"default-domain"`
+	MTU           int      `toml:"mtu"`
+	DPD           int      `toml:"dpd"`            // seconds
+	Keepalive     int      `toml:"keepalive"`      // seconds
+	CookieTimeout int      `toml:"cookie-timeout"` // seconds a session outlives its connection
+	Device        string   `toml:"device"`         // TUN interface name
+	TunBackend    string   `toml:"tun-backend"`    // offload or plain
+	LogLevel      string   `toml:"log-level"`      // debug, info, warn, error
+
+	// Parsed forms, filled by Validate.
+	pool   netip.Prefix
+	routes []netip.Prefix
+	dns    []netip.Addr
+	tunBE  tun.Backend
+}
+
+// Defaults for a vpnd started without a configuration file.
+const (
+	DefaultListen        = "0.0.0.0:443"
+	DefaultStateDir      = "/var/lib/kvpn"
+	DefaultIPv4Network   = "10.77.0.0/24"
+	DefaultDevice        = "kvpn0"
+	DefaultDPD           = 60
+	DefaultKeepalive     = 30
+	DefaultCookieTimeout = 300 // as ocserv
+	// DefaultMTU is what ocserv computes for a 1500-byte link with DTLS
+	// (1500 - 20 IP - 8 UDP - 37 DTLS AES-GCM overhead - 1 type byte), so
+	// the tunnel MTU does not change when traffic moves between DTLS and TLS.
+	DefaultMTU = 1434
+)
+
+// DefaultConfig returns the built-in configuration, with files in stateDir.
+func DefaultConfig(stateDir string) *Config {
+	return &Config{
+		Listen:        DefaultListen,
+		ServerCert:    filepath.Join(stateDir, "server-cert.pem"),
+		ServerKey:     filepath.Join(stateDir, "server-key.pem"),
+		PasswdFile:    filepath.Join(stateDir, "passwd"),
+		IPv4Network:   DefaultIPv4Network,
+		MTU:           DefaultMTU,
+		DPD:           DefaultDPD,
+		Keepalive:     DefaultKeepalive,
+		CookieTimeout: DefaultCookieTimeout,
+		Device:        DefaultDevice,
+		TunBackend:    string(tun.BackendOffload),
+		LogLevel:      "info",
+	}
+}
+
+// LoadConfig reads a TOML file over the defaults. Decoding is strict: an
+// unknown key is an error that names the key and its line.
+func LoadConfig(path, stateDir string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	cfg := DefaultConfig(stateDir)
+	md, err := toml.Decode(string(data), cfg)
+	if err != nil {
+		var perr toml.ParseError
+		if errors.As(err, &perr) {
+			return nil, fmt.Errorf("%s:%d: %s", path, perr.Position.Line, perr.Message)
+		}
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		k := und[0].String()
+		return nil, fmt.Errorf("%s:%d: unknown key %q", path, keyLine(data, und[0]), k)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// keyLine finds the line where key is set. The TOML decoder keeps key
+// positions private, so look for the key's last component at the start of
+// a line; 0 if not found.
+func keyLine(data []byte, key toml.Key) int {
+	last := regexp.QuoteMeta(key[len(key)-1])
+	re := regexp.MustCompile(`^\s*("?)` + last + `("?)\s*=`)
+	for i, line := range bytes.Split(data, []byte("\n")) {
+		if re.Match(line) {
+			return i + 1
+		}
+	}
+	return 0
+}
+
+// Validate checks every field and fills the parsed forms. Errors name the key.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key string, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{key}, a...)...))
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		bad("listen", "%v", err)
+	}
+	if c.UDPListen != "" {
+		if _, _, err := net.SplitHostPort(c.UDPListen); err != nil {
+			bad("udp-listen", "%v", err)
+		}
+	}
+	pool, err := netip.ParsePrefix(c.IPv4Network)
+	switch {
+	case err != nil:
+		bad("ipv4-network", "%v", err)
+	case !pool.Addr().Is4():
+		bad("ipv4-network", "%q is not an IPv4 network", c.IPv4Network)
+	case pool.Bits() > 30:
+		bad("ipv4-network", "%q is too small: need at least a /30", c.IPv4Network)
+	case pool.Masked() != pool:
+		bad("ipv4-network", "%q has host bits set (did you mean %s?)", c.IPv4Network, pool.Masked())
+	default:
+		c.pool = pool
+	}
+	c.routes = c.routes[:0]
+	for _, r := range c.Route {
+		p, err := netip.ParsePrefix(r)
+		if err != nil {
+			bad("route", "%v", err)
+			continue
+		}
+		if p.Masked() != p {
+			bad("route", "%q has host bits set (did you mean %s?)", r, p.Masked())
+			continue
+		}
+		c.routes = append(c.routes, p)
+	}
+	c.dns = c.dns[:0]
+	for _, d := range c.DNS {
+		a, err := netip.ParseAddr(d)
+		if err != nil {
+			bad("dns", "%v", err)
+			continue
+		}
+		c.dns = append(c.dns, a)
+	}
+	if c.MTU < 576 || c.MTU > 9000 {
+		bad("mtu", "%d is out of range 576..9000", c.MTU)
+	}
+	if c.DPD < 0 {
+		bad("dpd", "must not be negative")
+	}
+	if c.Keepalive < 0 {
+		bad("keepalive", "must not be negative")
+	}
+	if c.CookieTimeout < 0 {
+		bad("cookie-timeout", "must not be negative")
+	}
+	if c.Device == "" || len(c.Device) > 15 || strings.ContainsAny(c.Device, "/ \t") {
+		bad("device", "%q is not a valid interface name", c.Device)
+	}
+	be, err := tun.ParseBackend(c.TunBackend)
+	if err != nil {
+		bad("tun-backend", "%v", err)
+	}
+	c.tunBE = be
+	if _, err := logging.ParseLevel(c.LogLevel); err != nil {
+		bad("log-level", "%v", err)
+	}
+	if c.ServerCert == "" || c.ServerKey == "" {
+		bad("server-cert", "server-cert and server-key must both be set")
+	}
+	if c.PasswdFile == "" {
+		bad("passwd-file", "must be set")
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) dpd() time.Duration       { return time.Duration(c.DPD) * time.Second }
+func (c *Config) keepalive() time.Duration { return time.Duration(c.Keepalive) * time.Second }
+func (c *Config) cookieTimeout() time.Duration {
+	return time.Duration(c.CookieTimeout) * time.Second
+}

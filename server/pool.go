@@ -1,0 +1,75 @@
+package server
+
+import (
+	"errors"
+	"net/netip"
+	"sync"
+)
+
+// pool hands out IPv4 tunnel addresses. The first host address of the
+// network belongs to the server's TUN interface; the rest go to clients.
+// Allocation walks round-robin from the last address handed out, so a freed
+// address is not reused at once (a stale peer's packets would land on the
+// wrong client).
+type pool struct {
+	mu      sync.Mutex
+	network netip.Prefix
+	gateway netip.Addr
+	used    map[netip.Addr]bool
+	next    netip.Addr
+}
+
+var errPoolExhausted = errors.New("address pool exhausted")
+
+func newPool(network netip.Prefix) *pool {
+	gw := network.Addr().Next()
+	return &pool{network: network, gateway: gw, used: map[netip.Addr]bool{}, next: gw.Next()}
+}
+
+// broadcast reports whether a is the last address of the network.
+func (p *pool) broadcast(a netip.Addr) bool {
+	return !p.network.Contains(a.Next())
+}
+
+// usable reports whether a may be given to a client.
+func (p *pool) usable(a netip.Addr) bool {
+	return p.network.Contains(a) && a != p.network.Addr() && a != p.gateway && !p.broadcast(a)
+}
+
+// Get allocates an address. A valid want is honoured when free, so a
+// reconnecting client can keep its address.
+func (p *pool) Get(want netip.Addr) (netip.Addr, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if want.IsValid() && p.usable(want) && !p.used[want] {
+		p.used[want] = true
+		return want, nil
+	}
+	a := p.next
+	for range 1 << (32 - p.network.Bits()) {
+		if !p.usable(a) {
+			a = p.network.Addr()
+		} else if !p.used[a] {
+			p.used[a] = true
+			p.next = a.Next()
+			return a, nil
+		}
+		a = a.Next()
+	}
+	return netip.Addr{}, errPoolExhausted
+}
+
+// Put frees a.
+func (p *pool) Put(a netip.Addr) {
+	p.mu.Lock()
+	delete(p.used, a)
+	p.mu.Unlock()
+}
+
+// netmask returns the pool's netmask as a dotted-quad address, for
+// X-CSTP-Netmask.
+func (p *pool) netmask() netip.Addr {
+	bits := p.network.Bits()
+	m := ^uint32(0) << (32 - bits)
+	return netip.AddrFrom4([4]byte{byte(m >> 24), byte(m >> 16), byte(m >> 8), byte(m)})
+}

@@ -1,0 +1,422 @@
+// Package server is vpnd's core: it accepts TLS connections, runs the
+// OpenConnect login and CONNECT exchange, keeps the table of sessions and
+// their tunnel addresses, and routes packets between the one TUN device and
+// the sessions (dropping packets whose source a session does not own).
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"kvpn/auth"
+	"kvpn/certs"
+	"kvpn/cstp"
+	"kvpn/netcfg"
+	"kvpn/record"
+	"kvpn/session"
+	"kvpn/tun"
+)
+
+const (
+	// loginTimeout bounds the TLS handshake and the whole login exchange, so
+	// a slow or silent client cannot hold a connection open before it has
+	// authenticated.
+	loginTimeout = 30 * time.Second
+	// maxBody bounds a login POST body.
+	maxBody = 64 << 10
+	// uplinkBatch is how many packets one session reads from its channel
+	// before writing them to the TUN device in one call.
+	uplinkBatch = 64
+	// downlinkQueue is how many packet batches may wait for a session's
+	// channel before newer ones are dropped (like a router's queue).
+	downlinkQueue = 64
+)
+
+// Counters are the server's drop and event counters.
+type Counters struct {
+	DropNoSession  atomic.Uint64 // packet from TUN for an address no session owns
+	DropSpoofed    atomic.Uint64 // packet from a session with a foreign source
+	DropQueueFull  atomic.Uint64 // session's downlink queue full
+	DropTooBig     atomic.Uint64 // packet from TUN larger than the tunnel MTU
+	LoginFailures  atomic.Uint64
+	LoginThrottled atomic.Uint64
+	BadRequests    atomic.Uint64
+}
+
+// Server is a running vpnd.
+type Server struct {
+	cfg      *Config
+	log      *slog.Logger
+	tlsCfg   *tls.Config
+	Pin      string
+	passwd   atomic.Pointer[auth.PasswdFile]
+	throttle *auth.Throttle
+	cookies  *auth.CookieJar[*Session]
+	pool     *pool
+	dev      tun.Device
+	net      *netcfg.Changes
+
+	mu       sync.RWMutex
+	byAddr   map[netip.Addr]*Session
+	sessions map[*Session]struct{}
+	nextID   uint64
+
+	batches sync.Pool // *batch
+
+	Counters Counters
+}
+
+// New prepares a server: certificate, password file, TUN device with the
+// pool's first address. It does not accept connections yet.
+func New(cfg *Config, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	cert, created, err := certs.LoadOrCreate(cfg.ServerCert, cfg.ServerKey, host)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		log.Info("created self-signed certificate", "cert", cfg.ServerCert, "key", cfg.ServerKey)
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      log,
+		Pin:      certs.Pin(cert.Leaf),
+		throttle: auth.NewThrottle(nil),
+		cookies:  auth.NewCookieJar[*Session](nil),
+		pool:     newPool(cfg.pool),
+		byAddr:   map[netip.Addr]*Session{},
+		sessions: map[*Session]struct{}{},
+	}
+	s.tlsCfg = record.BaseConfig()
+	s.tlsCfg.Certificates = []tls.Certificate{cert}
+	if err := s.ReloadPasswd(); err != nil {
+		return nil, err
+	}
+	mtu := cfg.MTU
+	s.batches.New = func() any { return newBatch(mtu) }
+
+	dev, err := tun.Create(cfg.Device, cfg.MTU, cfg.tunBE)
+	if err != nil {
+		return nil, fmt.Errorf("creating TUN device %q: %w", cfg.Device, err)
+	}
+	s.dev = dev
+	s.net = netcfg.New()
+	gw := netip.PrefixFrom(s.pool.gateway, cfg.pool.Bits())
+	if err := s.net.SetLink(dev.Name(), gw, cfg.MTU); err != nil {
+		dev.Close()
+		return nil, fmt.Errorf("configuring %s: %w", dev.Name(), err)
+	}
+	return s, nil
+}
+
+// ReloadPasswd re-reads the password file.
+func (s *Server) ReloadPasswd() error {
+	p, err := auth.LoadPasswd(s.cfg.PasswdFile)
+	if err != nil {
+		return fmt.Errorf("password file: %w", err)
+	}
+	s.passwd.Store(p)
+	return nil
+}
+
+// Device returns the server's TUN device name.
+func (s *Server) Device() string { return s.dev.Name() }
+
+// Serve accepts connections on ln until ctx ends, then terminates every
+// session and releases the TUN device.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	s.log.Info("vpnd listening", "listen", ln.Addr().String(), "device", s.dev.Name(),
+		"pool", s.cfg.pool.String(), "mtu", s.cfg.MTU, "tun-backend", string(s.cfg.tunBE), "pin", s.Pin)
+	go s.routeFromTUN()
+	go s.sweep(ctx)
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	var wg sync.WaitGroup
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			s.log.Error("accept failed", "err", err)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.handleConn(ctx, c)
+		}()
+	}
+	s.shutdown()
+	wg.Wait()
+	s.dev.Close()
+	if err := s.net.Restore(); err != nil {
+		s.log.Warn("restoring network configuration", "err", err)
+	}
+	return nil
+}
+
+// shutdown tells every connected client that the server goes away.
+func (s *Server) shutdown() {
+	s.mu.RLock()
+	list := make([]*Session, 0, len(s.sessions))
+	for sess := range s.sessions {
+		list = append(list, sess)
+	}
+	s.mu.RUnlock()
+	for _, sess := range list {
+		sess.terminate("server shutting down")
+	}
+}
+
+// handleConn serves one TCP connection: TLS handshake, login requests, and
+// at most one CONNECT, after which the connection carries the tunnel.
+func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
+	remote := raw.RemoteAddr().String()
+	log := s.log.With("remote", remote)
+	defer func() {
+		// A bug in handling one connection must not take down the others.
+		if r := recover(); r != nil {
+			log.Error("panic while serving connection", "panic", r)
+			raw.Close()
+		}
+	}()
+	raw.SetDeadline(time.Now().Add(loginTimeout))
+	hctx, cancel := context.WithTimeout(ctx, loginTimeout)
+	conn, err := record.Server(hctx, raw, s.tlsCfg)
+	cancel()
+	if err != nil {
+		log.Info("TLS handshake failed", "err", err)
+		return
+	}
+	br := session.NewFrameReader(conn)
+	for {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				s.Counters.BadRequests.Add(1)
+				log.Info("closing connection: not an HTTP request", "err", err)
+				writeResponse(conn, http.StatusBadRequest, "", nil, nil)
+			}
+			conn.Close()
+			return
+		}
+		switch {
+		case req.Method == http.MethodPost && (req.URL.Path == "/" || req.URL.Path == "/auth"):
+			if !s.handleAuth(conn, req, log) {
+				conn.Close()
+				return
+			}
+		case req.Method == http.MethodConnect && req.URL.Path == cstp.TunnelPath:
+			s.handleConnect(ctx, conn, br, req, log)
+			return
+		default:
+			s.Counters.BadRequests.Add(1)
+			log.Info("closing connection: request is not part of the protocol", "method", req.Method, "path", req.URL.Path)
+			writeResponse(conn, http.StatusNotFound, "", nil, nil)
+			conn.Close()
+			return
+		}
+		if req.Close {
+			conn.Close()
+			return
+		}
+	}
+}
+
+// handleAuth answers a login POST. It reports whether the connection may
+// go on.
+func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logger) bool {
+	body, err := io.ReadAll(io.LimitReader(req.Body, maxBody+1))
+	if err != nil || len(body) > maxBody {
+		s.Counters.BadRequests.Add(1)
+		log.Info("closing connection: login body unreadable or too large", "err", err, "bytes", len(body))
+		writeResponse(conn, http.StatusRequestEntityTooLarge, "", nil, nil)
+		return false
+	}
+	msg, err := cstp.ParseClientMessage(req.Header.Get("Content-Type"), body)
+	if err != nil {
+		s.Counters.BadRequests.Add(1)
+		log.Info("closing connection: bad login message", "err", err)
+		writeResponse(conn, http.StatusBadRequest, "", nil, nil)
+		return false
+	}
+	xml := func(doc []byte, extra http.Header) bool {
+		return writeResponse(conn, http.StatusOK, "text/xml; charset=utf-8", doc, extra) == nil
+	}
+	const prompt = "Please enter your username and password."
+	switch msg.Type {
+	case "init":
+		return xml(cstp.AuthRequestForm(prompt, ""), nil)
+	case "logout":
+		if c, ok := cookieOf(req); ok {
+			if sess, ok := s.cookies.Lookup(c); ok {
+				sess.end("logout")
+			}
+		}
+		return xml(cstp.AuthComplete("Logged out."), nil)
+	case "auth-reply":
+	default:
+		s.Counters.BadRequests.Add(1)
+		log.Info("closing connection: unexpected login message type", "type", msg.Type)
+		writeResponse(conn, http.StatusBadRequest, "", nil, nil)
+		return false
+	}
+	user := msg.Username
+	addr := remoteAddr(conn)
+	log = log.With("user", user)
+	if ok, wait := s.throttle.Allow(user, addr); !ok {
+		s.Counters.LoginThrottled.Add(1)
+		log.Warn("login throttled after repeated failures", "retry-after", wait.Round(time.Second).String())
+		return xml(cstp.AuthRequestForm(prompt, fmt.Sprintf("Too many failed logins; try again in %s.", wait.Round(time.Second))), nil)
+	}
+	if user == "" || !s.passwd.Load().Verify(user, msg.Password) {
+		s.throttle.Fail(user, addr)
+		s.Counters.LoginFailures.Add(1)
+		log.Warn("login failed: wrong username or password")
+		return xml(cstp.AuthRequestForm(prompt, "Login failed."), nil)
+	}
+	s.throttle.Succeed(user, addr)
+	sess := s.newSession(user, addr)
+	cookie, err := s.cookies.Issue(sess, s.cfg.cookieTimeout()+loginTimeout)
+	if err != nil {
+		log.Error("issuing cookie", "err", err)
+		return false
+	}
+	sess.cookie = cookie
+	log.Info("login succeeded", "session", sess.id)
+	h := http.Header{}
+	h.Set("Set-Cookie", "webvpn="+cookie.String()+"; Secure")
+	return xml(cstp.AuthComplete("Success"), h)
+}
+
+// handleConnect turns the connection into a tunnel for the session the
+// cookie names, and runs it until the connection ends.
+func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.Reader, req *http.Request, log *slog.Logger) {
+	creq, err := cstp.ParseConnectRequest(req)
+	if err != nil {
+		s.Counters.BadRequests.Add(1)
+		log.Info("closing connection: bad CONNECT", "err", err)
+		writeResponse(conn, http.StatusBadRequest, "", nil, nil)
+		conn.Close()
+		return
+	}
+	c, err := auth.ParseCookie(creq.Cookie)
+	var sess *Session
+	if err == nil {
+		sess, _ = s.cookies.Lookup(c)
+	}
+	if sess == nil {
+		log.Info("CONNECT refused: unknown or expired cookie")
+		writeResponse(conn, http.StatusUnauthorized, "", nil, nil)
+		conn.Close()
+		return
+	}
+	log = log.With("user", sess.user, "session", sess.id)
+	ch, err := session.NewCSTPChannel(conn, br, s.cfg.MTU)
+	if err != nil {
+		log.Error("creating channel", "err", err)
+		conn.Close()
+		return
+	}
+	addr, err := sess.attach(ch, creq.PrevAddress)
+	if err != nil {
+		log.Warn("CONNECT refused", "err", err)
+		writeResponse(conn, http.StatusServiceUnavailable, "", nil, nil)
+		conn.Close()
+		return
+	}
+	params := &cstp.TunnelParams{
+		Address:      addr,
+		Netmask:      s.pool.netmask(),
+		SplitInclude: s.cfg.routes,
+		DNS:          s.cfg.dns,
+		DefaultDomain: s.cfg.DefaultDomain,
+		MTU:          s.cfg.MTU,
+		BaseMTU:      1500,
+		DPD:          s.cfg.DPD,
+		Keepalive:    s.cfg.Keepalive,
+		RekeyMethod:  "none",
+	}
+	var hdr bytes.Buffer
+	params.WriteResponse(&hdr)
+	if _, err := conn.Write(hdr.Bytes()); err != nil {
+		log.Info("writing CONNECT answer", "err", err)
+		sess.detach(ch, err)
+		conn.Close()
+		return
+	}
+	// The tunnel has its own liveness checks from here on.
+	conn.SetReadDeadline(time.Time{})
+	conn.SetWriteDeadline(time.Time{})
+	log.Info("tunnel up", "address", addr.String(), "transport", ch.Name())
+	err = sess.run(ctx, ch, log)
+	sess.detach(ch, err)
+}
+
+func remoteAddr(conn record.Conn) netip.Addr {
+	if ta, ok := conn.RemoteAddr().(*net.TCPAddr); ok {
+		a, _ := netip.AddrFromSlice(ta.IP)
+		return a.Unmap()
+	}
+	return netip.Addr{}
+}
+
+func cookieOf(req *http.Request) (auth.Cookie, bool) {
+	ck, err := req.Cookie("webvpn")
+	if err != nil {
+		return auth.Cookie{}, false
+	}
+	c, err := auth.ParseCookie(ck.Value)
+	return c, err == nil
+}
+
+// writeResponse writes a complete HTTP/1.1 response with a body.
+func writeResponse(conn record.Conn, code int, ctype string, body []byte, extra http.Header) error {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "HTTP/1.1 %d %s\r\n", code, http.StatusText(code))
+	b.WriteString("Server: kvpn\r\n")
+	if ctype != "" {
+		fmt.Fprintf(&b, "Content-Type: %s\r\n", ctype)
+	}
+	fmt.Fprintf(&b, "Content-Length: %d\r\n", len(body))
+	if code >= 400 {
+		b.WriteString("Connection: close\r\n")
+	} else {
+		b.WriteString("Connection: keep-alive\r\n")
+	}
+	for k, vs := range extra {
+		for _, v := range vs {
+			fmt.Fprintf(&b, "%s: %s\r\n", k, strings.ReplaceAll(v, "\r\n", ""))
+		}
+	}
+	b.WriteString("\r\n")
+	b.Write(body)
+	conn.SetWriteDeadline(time.Now().Add(loginTimeout))
+	_, err := conn.Write(b.Bytes())
+	return err
+}

@@ -1,0 +1,361 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"kvpn/auth"
+	"kvpn/ippkt"
+	"kvpn/session"
+	"kvpn/tun"
+)
+
+// Session is one logged-in user. It outlives its TCP connection for
+// cookie-timeout, so that a client reconnecting with its cookie gets the
+// same address back (openconnect aborts otherwise).
+type Session struct {
+	srv     *Server
+	id      uint64
+	user    string
+	from    netip.Addr
+	cookie  auth.Cookie
+	created time.Time
+
+	mu    sync.Mutex
+	addr  netip.Addr
+	ch    *session.CSTPChannel // nil while detached
+	ended bool
+
+	queue chan *batch // packets from the TUN device waiting for the channel
+
+	spoofed      atomic.Uint64
+	lastSpoofLog atomic.Int64
+}
+
+func (s *Server) newSession(user string, from netip.Addr) *Session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.nextID++
+	sess := &Session{
+		srv: s, id: s.nextID, user: user, from: from, created: time.Now(),
+		queue: make(chan *batch, downlinkQueue),
+	}
+	s.sessions[sess] = struct{}{}
+	return sess
+}
+
+// attach makes ch the session's channel, replacing (and closing) an older
+// one, and returns the session's tunnel address, allocating it on first use.
+func (sess *Session) attach(ch *session.CSTPChannel, prev netip.Addr) (netip.Addr, error) {
+	s := sess.srv
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	if sess.ended {
+		return netip.Addr{}, errors.New("session has ended")
+	}
+	if old := sess.ch; old != nil {
+		old.Close()
+	}
+	if !sess.addr.IsValid() {
+		a, err := s.pool.Get(prev)
+		if err != nil {
+			return a, err
+		}
+		sess.addr = a
+		s.mu.Lock()
+		s.byAddr[a] = sess
+		s.mu.Unlock()
+	}
+	sess.ch = ch
+	return sess.addr, nil
+}
+
+// detach records that ch ended with err. A DISCONNECT from the client ends
+// the session (user logout); anything else keeps it for a reconnect.
+func (sess *Session) detach(ch *session.CSTPChannel, err error) {
+	sess.mu.Lock()
+	current := sess.ch == ch
+	if current {
+		sess.ch = nil
+	}
+	sess.mu.Unlock()
+	ch.Close()
+	if !current {
+		return // replaced by a newer connection
+	}
+	log := sess.srv.log.With("user", sess.user, "session", sess.id)
+	var pc *session.PeerClosedError
+	if errors.As(err, &pc) {
+		log.Info("client disconnected", "reason", pc.Reason)
+		sess.end("client disconnected")
+		return
+	}
+	if !sess.ended {
+		log.Info("connection lost; keeping session for reconnect",
+			"err", err, "address", sess.addr.String(), "cookie-timeout", sess.srv.cfg.cookieTimeout().String())
+		sess.srv.cookies.Extend(sess.cookie, sess.srv.cfg.cookieTimeout())
+	}
+}
+
+// end frees everything the session holds.
+func (sess *Session) end(reason string) {
+	s := sess.srv
+	sess.mu.Lock()
+	if sess.ended {
+		sess.mu.Unlock()
+		return
+	}
+	sess.ended = true
+	ch := sess.ch
+	sess.ch = nil
+	addr := sess.addr
+	sess.mu.Unlock()
+	if ch != nil {
+		ch.Close()
+	}
+	s.cookies.Revoke(sess.cookie)
+	s.mu.Lock()
+	if addr.IsValid() && s.byAddr[addr] == sess {
+		delete(s.byAddr, addr)
+	}
+	delete(s.sessions, sess)
+	s.mu.Unlock()
+	if addr.IsValid() {
+		s.pool.Put(addr)
+	}
+	s.log.Info("session ended", "user", sess.user, "session", sess.id, "reason", reason,
+		"address", addr.String(), "spoofed-drops", sess.spoofed.Load())
+}
+
+// terminate kicks the client (TERMINATE) and ends the session.
+func (sess *Session) terminate(reason string) {
+	sess.mu.Lock()
+	ch := sess.ch
+	sess.mu.Unlock()
+	if ch != nil {
+		ch.Terminate(reason)
+	}
+	sess.end(reason)
+}
+
+// run pumps the session's packets over ch until ch fails.
+func (sess *Session) run(ctx context.Context, ch *session.CSTPChannel, log *slog.Logger) error {
+	s := sess.srv
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 3)
+	go func() { errc <- sess.sendLoop(ctx, ch) }()
+	go func() {
+		errc <- session.KeepAlive(ctx, ch, session.Liveness{DPD: s.cfg.dpd(), Keepalive: s.cfg.keepalive()})
+	}()
+	go func() {
+		bufs := tun.NewBuffers(uplinkBatch)
+		errc <- session.Uplink(ch, s.dev, bufs, tun.Headroom, sess.check)
+	}()
+	err := <-errc
+	cancel()
+	ch.Close() // unblocks the uplink's read
+	for range 2 {
+		<-errc
+	}
+	return err
+}
+
+// check accepts a packet from the client only if its source address is
+// the session's own: a client must not speak for other addresses.
+func (sess *Session) check(pkt []byte) (bool, error) {
+	src, _, err := ippkt.Addrs(pkt)
+	if err != nil {
+		return false, fmt.Errorf("client sent a packet that is %w", err)
+	}
+	if src == sess.addr {
+		return true, nil
+	}
+	n := sess.spoofed.Add(1)
+	sess.srv.Counters.DropSpoofed.Add(1)
+	// Log the first drop at once, then at most every 5 s with the count.
+	now := time.Now().UnixNano()
+	if last := sess.lastSpoofLog.Load(); now-last > int64(5*time.Second) && sess.lastSpoofLog.CompareAndSwap(last, now) {
+		sess.srv.log.Warn("dropped packets with a spoofed source address", "user", sess.user,
+			"session", sess.id, "address", sess.addr.String(), "source", src.String(), "count", n)
+	}
+	return false, nil
+}
+
+// sendLoop writes the packets queued for the session to ch. It gathers
+// every batch already waiting into one WritePackets call, so a burst leaves
+// in one system call.
+func (sess *Session) sendLoop(ctx context.Context, ch session.Channel) error {
+	s := sess.srv
+	var pkts [][]byte
+	var held []*batch
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case b := <-sess.queue:
+			held = append(held[:0], b)
+		gather:
+			for len(held) < maxGather {
+				select {
+				case b := <-sess.queue:
+					held = append(held, b)
+				default:
+					break gather
+				}
+			}
+			pkts = pkts[:0]
+			for _, b := range held {
+				pkts = append(pkts, b.pkts[:b.n]...)
+			}
+			err := ch.WritePackets(pkts, tun.Headroom)
+			clear(pkts)
+			for _, b := range held {
+				s.putBatch(b)
+			}
+			clear(held)
+			if err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// maxGather bounds how many queued batches one write may carry.
+const maxGather = 8
+
+// batchSize is how many packets a downlink batch holds.
+const batchSize = 128
+
+// batch is a vector of packets for one session, copied out of the TUN
+// read buffers so that the TUN reader can go on at once.
+type batch struct {
+	bufs [][]byte // backing buffers, tun.Headroom+MTU each
+	pkts [][]byte // pkts[i] = bufs[i][:tun.Headroom+len(packet)]
+	n    int
+}
+
+func newBatch(mtu int) *batch {
+	size := tun.Headroom + mtu
+	mem := make([]byte, batchSize*size)
+	b := &batch{bufs: make([][]byte, batchSize), pkts: make([][]byte, batchSize)}
+	for i := range b.bufs {
+		b.bufs[i] = mem[i*size : (i+1)*size : (i+1)*size]
+	}
+	return b
+}
+
+func (b *batch) add(pkt []byte) {
+	n := copy(b.bufs[b.n][tun.Headroom:], pkt)
+	b.pkts[b.n] = b.bufs[b.n][:tun.Headroom+n]
+	b.n++
+}
+
+func (s *Server) getBatch() *batch { return s.batches.Get().(*batch) }
+
+func (s *Server) putBatch(b *batch) {
+	b.n = 0
+	s.batches.Put(b)
+}
+
+// pending is a batch being filled for one session during one TUN read.
+type pending struct {
+	sess *Session
+	b    *batch
+}
+
+// routeFromTUN reads packets from the TUN device and queues each for the
+// session that owns its destination address. It is the server's downlink
+// hot loop.
+func (s *Server) routeFromTUN() {
+	bufs := tun.NewBuffers(s.dev.BatchSize())
+	sizes := make([]int, len(bufs))
+	var open []pending
+	flush := func(p pending) {
+		select {
+		case p.sess.queue <- p.b:
+		default:
+			s.Counters.DropQueueFull.Add(uint64(p.b.n))
+			s.putBatch(p.b)
+		}
+	}
+	for {
+		n, err := s.dev.Read(bufs, sizes, tun.Headroom)
+		if err != nil && n == 0 {
+			if errors.Is(err, os.ErrClosed) {
+				return
+			}
+			s.log.Debug("TUN read", "err", err)
+			continue
+		}
+		s.mu.RLock()
+		for i := range n {
+			pkt := bufs[i][tun.Headroom : tun.Headroom+sizes[i]]
+			if len(pkt) > s.cfg.MTU {
+				s.Counters.DropTooBig.Add(1)
+				continue
+			}
+			_, dst, err := ippkt.Addrs(pkt)
+			sess := s.byAddr[dst]
+			if err != nil || sess == nil {
+				s.Counters.DropNoSession.Add(1)
+				continue
+			}
+			j := 0
+			for j < len(open) && open[j].sess != sess {
+				j++
+			}
+			if j == len(open) {
+				open = append(open, pending{sess: sess, b: s.getBatch()})
+			}
+			open[j].b.add(pkt)
+			if open[j].b.n == batchSize {
+				flush(open[j])
+				open[j].b = s.getBatch()
+			}
+		}
+		s.mu.RUnlock()
+		for _, p := range open {
+			if p.b.n > 0 {
+				flush(p)
+			} else {
+				s.putBatch(p.b)
+			}
+		}
+		clear(open)
+		open = open[:0]
+	}
+}
+
+// sweep ends sessions whose cookie expired while they had no connection,
+// and keeps the cookies of connected sessions fresh.
+func (s *Server) sweep(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.mu.RLock()
+		for sess := range s.sessions {
+			sess.mu.Lock()
+			if sess.ch != nil {
+				s.cookies.Extend(sess.cookie, s.cfg.cookieTimeout()+loginTimeout)
+			}
+			sess.mu.Unlock()
+		}
+		s.mu.RUnlock()
+		for _, sess := range s.cookies.Sweep() {
+			sess.end("cookie expired")
+		}
+	}
+}

@@ -1,0 +1,65 @@
+// Package session is the data pump of a VPN session: it moves batches of
+// packets between a TUN device and a Channel to the peer, and keeps the
+// channel alive with dead-peer detection and keepalives.
+//
+// The pump sees a channel only through the Channel interface, so CSTP over
+// userspace TLS, CSTP over kernel TLS and (later) DTLS plug in without the
+// pump changing.
+package session
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Channel carries one session's packets to and from the peer.
+//
+// Packets live at bufs[i][offset:], as in tun.Device; the offset bytes in
+// front of each packet are headroom that the channel may overwrite with its
+// own headers, so that nothing is copied on the way out.
+type Channel interface {
+	// ReadPackets blocks until at least one packet arrives, then returns as
+	// many as are already buffered (up to len(bufs)). Control messages
+	// (DPD, keepalive) are handled inside. A peer that disconnects yields a
+	// *PeerClosedError.
+	ReadPackets(bufs [][]byte, sizes []int, offset int) (int, error)
+	// WritePackets sends each packet bufs[i][offset:] as one message.
+	WritePackets(bufs [][]byte, offset int) error
+	// Ping sends a dead-peer-detection request.
+	Ping() error
+	// Keepalive sends a keepalive message.
+	Keepalive() error
+	// Disconnect tells the peer the session ends (client: user logout;
+	// server: terminate) and closes the channel.
+	Disconnect(reason string) error
+	// Close closes the channel without telling the peer.
+	Close() error
+	// LastReceive and LastSend report when anything was last received from
+	// or sent to the peer (liveness bookkeeping).
+	LastReceive() time.Time
+	LastSend() time.Time
+	// Name describes the transport for logs ("tls/userspace").
+	Name() string
+}
+
+// PeerClosedError reports that the peer ended the session with a
+// DISCONNECT or TERMINATE message.
+type PeerClosedError struct {
+	Terminate bool // server kicked us (TERMINATE) rather than DISCONNECT
+	Reason    string
+}
+
+func (e *PeerClosedError) Error() string {
+	kind := "disconnect"
+	if e.Terminate {
+		kind = "terminate"
+	}
+	if e.Reason == "" {
+		return "peer sent " + kind
+	}
+	return fmt.Sprintf("peer sent %s: %s", kind, e.Reason)
+}
+
+// ErrDeadPeer is returned when the peer stayed silent past the DPD limit.
+var ErrDeadPeer = errors.New("dead peer: no answer to DPD")

@@ -1,0 +1,194 @@
+package session
+
+import (
+	"bufio"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"kvpn/cstp"
+	"kvpn/record"
+)
+
+// CSTPChannel carries packets as CSTP frames over a TLS record connection,
+// one frame per record (see record.Conn for why).
+type CSTPChannel struct {
+	conn record.Conn
+	fr   *cstp.Reader
+	mtu  int
+
+	lastRecv atomic.Int64 // unix nanoseconds
+	lastSend atomic.Int64
+
+	wmu  sync.Mutex // guards recs, the reused vector of outgoing records
+	recs [][]byte
+
+	cmu  sync.Mutex // guards ctrl, the scratch buffer for control frames
+	ctrl []byte
+
+	rerr error // sticky read error: a broken stream stays broken
+
+	Stats Stats
+}
+
+// Stats counts a channel's traffic. Fields are updated atomically.
+type Stats struct {
+	RxPackets, RxBytes atomic.Uint64
+	TxPackets, TxBytes atomic.Uint64
+}
+
+// NewCSTPChannel wraps conn, whose pending input is already buffered in br
+// (the login and CONNECT exchange ran through the same bufio.Reader, and
+// bytes after the CONNECT answer belong to the first frames). br must be at
+// least cstp.HeaderLen+cstp.MaxPayload bytes. mtu bounds DATA payloads.
+func NewCSTPChannel(conn record.Conn, br *bufio.Reader, mtu int) (*CSTPChannel, error) {
+	fr, err := cstp.NewReader(br, cstp.MaxPayload)
+	if err != nil {
+		return nil, err
+	}
+	c := &CSTPChannel{conn: conn, fr: fr, mtu: mtu}
+	now := time.Now().UnixNano()
+	c.lastRecv.Store(now)
+	c.lastSend.Store(now)
+	return c, nil
+}
+
+// NewFrameReader returns a bufio.Reader big enough for any CSTP frame, to be
+// used for the HTTP exchange before the tunnel and then for the frames.
+func NewFrameReader(conn record.Conn) *bufio.Reader {
+	return bufio.NewReaderSize(conn, cstp.HeaderLen+cstp.MaxPayload)
+}
+
+func (c *CSTPChannel) Name() string { return "tls/" + c.conn.Engine().String() }
+
+// Conn returns the record connection under the channel.
+func (c *CSTPChannel) Conn() record.Conn { return c.conn }
+
+func (c *CSTPChannel) LastReceive() time.Time { return time.Unix(0, c.lastRecv.Load()) }
+func (c *CSTPChannel) LastSend() time.Time    { return time.Unix(0, c.lastSend.Load()) }
+
+// ReadPackets implements Channel. It returns once the batch is full or no
+// further complete frame is buffered, so that packets reach the TUN device
+// without waiting for the next TLS record to arrive.
+func (c *CSTPChannel) ReadPackets(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if c.rerr != nil {
+		return 0, c.rerr
+	}
+	n, err := c.readPackets(bufs, sizes, offset)
+	if err != nil {
+		c.rerr = err
+		if n > 0 {
+			// Deliver what we have; the error comes back on the next call.
+			return n, nil
+		}
+	}
+	return n, err
+}
+
+func (c *CSTPChannel) readPackets(bufs [][]byte, sizes []int, offset int) (int, error) {
+	n := 0
+	for n < len(bufs) {
+		if n > 0 && c.fr.Buffered() == 0 {
+			break
+		}
+		t, payload, err := c.fr.Next()
+		if err != nil {
+			return n, err
+		}
+		c.lastRecv.Store(time.Now().UnixNano())
+		switch t {
+		case cstp.TypeData:
+			if len(payload) > c.mtu {
+				return n, fmt.Errorf("cstp: DATA frame of %d bytes exceeds the tunnel MTU %d", len(payload), c.mtu)
+			}
+			if len(bufs[n]) < offset+len(payload) {
+				return n, fmt.Errorf("cstp: buffer too small for %d-byte packet", len(payload))
+			}
+			sizes[n] = copy(bufs[n][offset:], payload)
+			c.Stats.RxPackets.Add(1)
+			c.Stats.RxBytes.Add(uint64(len(payload)))
+			n++
+		case cstp.TypeDPDReq:
+			// Echo the payload, as openconnect and ocserv do.
+			if err := c.sendControl(cstp.TypeDPDResp, payload); err != nil {
+				return n, err
+			}
+		case cstp.TypeDPDResp, cstp.TypeKeepalive:
+			// Liveness only; lastRecv is already updated.
+		case cstp.TypeDisconnect:
+			return n, &PeerClosedError{Reason: cstp.DisconnectReason(payload)}
+		case cstp.TypeTerminate:
+			return n, &PeerClosedError{Terminate: true, Reason: cstp.DisconnectReason(payload)}
+		case cstp.TypeCompressed:
+			// Compression is never negotiated by kvpn (we do not answer
+			// X-CSTP-Accept-Encoding), so a compressed frame is a protocol error.
+			return n, fmt.Errorf("cstp: COMPRESSED frame but no compression was negotiated")
+		default:
+			return n, fmt.Errorf("cstp: unknown frame type 0x%02x", uint8(t))
+		}
+	}
+	return n, nil
+}
+
+// WritePackets implements Channel: each packet gets its CSTP header written
+// into its headroom and becomes one TLS record; the batch goes out in one
+// WriteRecords call.
+func (c *CSTPChannel) WritePackets(bufs [][]byte, offset int) error {
+	if offset < cstp.HeaderLen {
+		return fmt.Errorf("cstp: headroom %d < %d", offset, cstp.HeaderLen)
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	recs := c.recs[:0]
+	var bytes uint64
+	for _, b := range bufs {
+		pkt := b[offset:]
+		frame := b[offset-cstp.HeaderLen:]
+		cstp.PutHeader(frame, cstp.TypeData, len(pkt))
+		recs = append(recs, frame)
+		bytes += uint64(len(pkt))
+	}
+	c.recs = recs
+	err := c.conn.WriteRecords(recs)
+	clear(recs) // do not keep callers' buffers reachable
+	if err != nil {
+		return err
+	}
+	c.lastSend.Store(time.Now().UnixNano())
+	c.Stats.TxPackets.Add(uint64(len(bufs)))
+	c.Stats.TxBytes.Add(bytes)
+	return nil
+}
+
+func (c *CSTPChannel) sendControl(t cstp.FrameType, payload []byte) error {
+	c.cmu.Lock()
+	defer c.cmu.Unlock()
+	c.ctrl = cstp.AppendFrame(c.ctrl[:0], t, payload)
+	if _, err := c.conn.Write(c.ctrl); err != nil {
+		return err
+	}
+	c.lastSend.Store(time.Now().UnixNano())
+	return nil
+}
+
+func (c *CSTPChannel) Ping() error      { return c.sendControl(cstp.TypeDPDReq, nil) }
+func (c *CSTPChannel) Keepalive() error { return c.sendControl(cstp.TypeKeepalive, nil) }
+
+// Disconnect sends DISCONNECT with openconnect's reason encoding and closes.
+func (c *CSTPChannel) Disconnect(reason string) error {
+	c.conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	err := c.sendControl(cstp.TypeDisconnect, cstp.DisconnectPayload(reason))
+	c.conn.Close()
+	return err
+}
+
+// Terminate sends TERMINATE (the server kicks the client) and closes.
+func (c *CSTPChannel) Terminate(reason string) error {
+	c.conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	err := c.sendControl(cstp.TypeTerminate, cstp.DisconnectPayload(reason))
+	c.conn.Close()
+	return err
+}
+
+func (c *CSTPChannel) Close() error { return c.conn.Close() }

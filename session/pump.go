@@ -1,0 +1,105 @@
+package session
+
+import (
+	"context"
+	"time"
+)
+
+// PacketWriter is the side of a TUN device the uplink writes to.
+type PacketWriter interface {
+	Write(bufs [][]byte, offset int) (int, error)
+}
+
+// PacketReader is the side of a TUN device the downlink reads from.
+type PacketReader interface {
+	Read(bufs [][]byte, sizes []int, offset int) (int, error)
+}
+
+// Check inspects one packet from the peer before it reaches the TUN device.
+// It returns keep=false to drop the packet (the caller counts why), or an
+// error to end the session (a protocol violation).
+type Check func(pkt []byte) (keep bool, err error)
+
+// Uplink moves packets from the peer to the TUN device until the channel
+// fails, and returns that error. bufs are the receive buffers (each with
+// headroom offset and room for the largest packet); check may be nil.
+//
+// This is the receive hot loop: it allocates nothing per packet. out is a
+// reused vector of views into bufs, holding only the packets that passed.
+func Uplink(ch Channel, dev PacketWriter, bufs [][]byte, offset int, check Check) error {
+	sizes := make([]int, len(bufs))
+	out := make([][]byte, 0, len(bufs))
+	for {
+		n, err := ch.ReadPackets(bufs, sizes, offset)
+		if err != nil {
+			return err
+		}
+		out = out[:0]
+		for i := 0; i < n; i++ {
+			pkt := bufs[i][:offset+sizes[i]]
+			if check != nil {
+				keep, err := check(pkt[offset:])
+				if err != nil {
+					return err
+				}
+				if !keep {
+					continue
+				}
+			}
+			out = append(out, pkt)
+		}
+		if len(out) == 0 {
+			continue
+		}
+		// A TUN write error concerns one packet the kernel refused (for
+		// example a bad checksum); it is no reason to end the session.
+		dev.Write(out, offset)
+	}
+}
+
+// Liveness holds a channel's dead-peer-detection and keepalive intervals;
+// zero disables either.
+type Liveness struct {
+	DPD       time.Duration
+	Keepalive time.Duration
+}
+
+// KeepAlive watches ch until ctx ends (nil) or the peer is dead
+// (ErrDeadPeer). Like openconnect: a DPD request after DPD of silence,
+// repeated every DPD/2, and the peer declared dead after 2 x DPD of
+// silence; a keepalive after Keepalive without sending anything.
+func KeepAlive(ctx context.Context, ch Channel, l Liveness) error {
+	tick := time.Second
+	for _, d := range []time.Duration{l.DPD / 4, l.Keepalive / 4} {
+		if d > 0 && d < tick {
+			tick = d
+		}
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	var lastPing time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C:
+			idle := now.Sub(ch.LastReceive())
+			if l.DPD > 0 {
+				if idle >= 2*l.DPD {
+					return ErrDeadPeer
+				}
+				if idle >= l.DPD && now.Sub(lastPing) >= l.DPD/2 {
+					lastPing = now
+					if err := ch.Ping(); err != nil {
+						return err
+					}
+				}
+			}
+			if l.Keepalive > 0 && now.Sub(ch.LastSend()) >= l.Keepalive {
+				if err := ch.Keepalive(); err != nil {
+					return err
+				}
+			}
+		}
+	}
+}

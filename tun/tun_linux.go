@@ -1,0 +1,180 @@
+package tun
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+
+	"github.com/songgao/water"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	wgtun "golang.zx2c4.com/wireguard/tun"
+)
+
+// createOffload opens the TUN itself and hands the fd to wireguard's
+// CreateUnmonitoredTUNFromFD rather than calling wgtun.CreateTUN: same
+// IFF_VNET_HDR + TUNSETOFFLOAD device and the same batched Read/Write, but
+// without CreateTUN's two event goroutines (a netlink listener, and a
+// "hack listener" doing a zero-length write() every second). Those block
+// forever on a full Events channel unless drained, and a netlink error
+// (e.g. ENOBUFS on a busy link table) is handed to the next Read, which a
+// packet pump would take as a dead device. kvpn does not need link events.
+func createOffload(name string, mtu int) (Device, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("tun: open /dev/net/tun: %w", err)
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err == nil {
+		// IFF_NO_PI: packets start with the IP header (the kernel reads
+		// the IP version nibble to pick the protocol). IFF_VNET_HDR: each
+		// packet is prefixed by a struct virtio_net_hdr describing GSO.
+		ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+		err = unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
+	}
+	if err == nil {
+		// Checked here, while we still own fd, so a kernel without TSO
+		// on TUN (all have it since 2.6.27) yields a clear error instead of
+		// an fd stranded inside wireguard's error path.
+		err = unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, unix.TUN_F_CSUM|unix.TUN_F_TSO4|unix.TUN_F_TSO6)
+	}
+	if err != nil {
+		unix.Close(fd) // the device vanishes with its last fd (not persistent)
+		return nil, fmt.Errorf("tun: create %q (offload): %w", name, err)
+	}
+	// From here the fd belongs to an *os.File inside wireguard; on error its
+	// finalizer closes it, so we must not (the number could be reused).
+	dev, ifname, err := wgtun.CreateUnmonitoredTUNFromFD(fd)
+	if err != nil {
+		return nil, fmt.Errorf("tun: create %q (offload): %w", name, err)
+	}
+	if err := setMTU(ifname, mtu); err != nil {
+		dev.Close()
+		return nil, err
+	}
+	return &offloadDevice{dev: dev, name: ifname, mtu: mtu}, nil
+}
+
+type offloadDevice struct {
+	dev  wgtun.Device
+	name string
+	mtu  int
+}
+
+func (d *offloadDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if len(bufs) == 0 {
+		return 0, errNoBuffers
+	}
+	return d.dev.Read(bufs, sizes, offset)
+}
+
+func (d *offloadDevice) Write(bufs [][]byte, offset int) (int, error) {
+	// wireguard returns bytes written, not packets; normalize.
+	if _, err := d.dev.Write(bufs, offset); err != nil {
+		return 0, err
+	}
+	return len(bufs), nil
+}
+
+func (d *offloadDevice) BatchSize() int { return d.dev.BatchSize() }
+func (d *offloadDevice) Name() string   { return d.name }
+func (d *offloadDevice) MTU() int       { return linkMTU(d.name, d.mtu) }
+func (d *offloadDevice) Close() error   { return d.dev.Close() } // idempotent (sync.Once inside)
+
+// createPlain uses water: one packet per read()/write(), no virtio header.
+// (water leaks its fd if TUNSETIFF fails, e.g. EBUSY for a name in use.)
+func createPlain(name string, mtu int) (Device, error) {
+	ifce, err := water.New(water.Config{
+		DeviceType:             water.TUN,
+		PlatformSpecificParams: water.PlatformSpecificParams{Name: name},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("tun: create %q (plain): %w", name, err)
+	}
+	d := &plainDevice{ifce: ifce, mtu: mtu}
+	// water opens /dev/net/tun without O_CLOEXEC; an fd inherited by a
+	// child (a route script, say) would keep the interface alive after Close.
+	if f, ok := ifce.ReadWriteCloser.(*os.File); ok {
+		if rc, err := f.SyscallConn(); err == nil {
+			rc.Control(func(fd uintptr) { unix.CloseOnExec(int(fd)) })
+		}
+	}
+	if err := setMTU(ifce.Name(), mtu); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+type plainDevice struct {
+	ifce      *water.Interface
+	mtu       int
+	closeOnce sync.Once
+	closeErr  error
+}
+
+func (d *plainDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if len(bufs) == 0 {
+		return 0, errNoBuffers
+	}
+	// The fd is non-blocking and in Go's netpoller (water sets O_NONBLOCK),
+	// so Close wakes this Read with os.ErrClosed.
+	n, err := d.ifce.Read(bufs[0][offset:])
+	if err != nil {
+		return 0, err
+	}
+	sizes[0] = n
+	return 1, nil
+}
+
+func (d *plainDevice) Write(bufs [][]byte, offset int) (int, error) {
+	if offset < virtioNetHdrLen {
+		// Not needed here, but keep the backends interchangeable.
+		return 0, fmt.Errorf("tun: Write offset %d < %d", offset, virtioNetHdrLen)
+	}
+	var errs []error
+	n := 0
+	for _, b := range bufs {
+		// A TUN write() takes exactly one packet; one bad packet (EINVAL
+		// for a non-IP version nibble) must not drop the rest.
+		if _, err := d.ifce.Write(b[offset:]); err != nil {
+			if errors.Is(err, os.ErrClosed) {
+				return n, err
+			}
+			errs = append(errs, err)
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}
+
+func (d *plainDevice) BatchSize() int { return 1 }
+func (d *plainDevice) Name() string   { return d.ifce.Name() }
+func (d *plainDevice) MTU() int       { return linkMTU(d.ifce.Name(), d.mtu) }
+
+func (d *plainDevice) Close() error {
+	d.closeOnce.Do(func() { d.closeErr = d.ifce.Close() })
+	return d.closeErr
+}
+
+// setMTU sets the MTU through rtnetlink in the calling thread's namespace,
+// which is where the device was just created.
+func setMTU(name string, mtu int) error {
+	link, err := netlink.LinkByName(name)
+	if err == nil {
+		err = netlink.LinkSetMTU(link, mtu)
+	}
+	if err != nil {
+		return fmt.Errorf("tun: set MTU %d on %s: %w", mtu, name, err)
+	}
+	return nil
+}
+
+func linkMTU(name string, fallback int) int {
+	if link, err := netlink.LinkByName(name); err == nil {
+		return link.Attrs().MTU
+	}
+	return fallback
+}
