@@ -282,9 +282,9 @@ func TestDisconnectPayload(t *testing.T) {
 	}
 	for payload, want := range map[string]string{
 		"\xb0Server request": "Server request",
-		"":                  "",
-		"\xb0":              "",
-		"no marker":         "no marker",
+		"":                   "",
+		"\xb0":               "",
+		"no marker":          "no marker",
 	} {
 		if got := DisconnectReason([]byte(payload)); got != want {
 			t.Errorf("DisconnectReason(%q) = %q, want %q", payload, got, want)

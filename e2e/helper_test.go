@@ -26,6 +26,9 @@ const helperEnv = "KVPN_E2E_HELPER"
 // In both modes it sends SIZE pseudo-random bytes and reads until EOF at
 // the same time, then prints "sent N HASH" and "recv N HASH".
 func runHelper(mode string, args []string) int {
+	if mode == "bad" {
+		return runBadClient(args)
+	}
 	if len(args) != 2 {
 		fmt.Fprintln(os.Stderr, "helper: want ADDR SIZE")
 		return 2

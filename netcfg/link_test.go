@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -41,6 +42,12 @@ func uplink(t *testing.T) {
 	must(err)
 	peer, err := netlink.LinkByName("kvu1")
 	must(err)
+	// No IPv6 link-local addresses on the veths: the kernel adds them when
+	// carrier comes up, asynchronously, and would blur the before/after
+	// comparison.
+	for _, l := range []netlink.Link{up, peer} {
+		must(netlink.LinkSetIP6AddrGenMode(l, 1)) // IN6_ADDR_GEN_MODE_NONE
+	}
 	must(netlink.AddrAdd(up, addr("192.0.2.1/24")))
 	a6 := addr("2001:db8:1::1/64")
 	a6.Flags = unix.IFA_F_NODAD
@@ -49,6 +56,18 @@ func uplink(t *testing.T) {
 	must(netlink.LinkSetUp(up))
 	for _, gw := range []string{"192.0.2.254", "2001:db8:1::fe"} {
 		must(netlink.RouteAdd(&netlink.Route{LinkIndex: up.Attrs().Index, Gw: net.ParseIP(gw)}))
+	}
+	// When the veth carrier comes up (asynchronously, via linkwatch), IPv6
+	// adds the local route of 2001:db8:1::1 and an ff00::/8 route per veth.
+	// Wait for that so it does not land between two snapshots.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		s := snapshot(t)
+		if strings.Contains(s, "route 2001:db8:1::1/128") && strings.Count(s, "route ff00::/8") == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("uplink did not settle:\n%s", s)
+		}
 	}
 }
 

@@ -97,6 +97,10 @@ func (sess *Session) detach(ch *session.CSTPChannel, err error) {
 		sess.end("client disconnected")
 		return
 	}
+	var perr *session.ProtocolError
+	if errors.As(err, &perr) {
+		log.Warn("closing connection: client broke the protocol", "err", err)
+	}
 	if !sess.ended {
 		log.Info("connection lost; keeping session for reconnect",
 			"err", err, "address", sess.addr.String(), "cookie-timeout", sess.srv.cfg.cookieTimeout().String())
@@ -173,7 +177,7 @@ func (sess *Session) run(ctx context.Context, ch *session.CSTPChannel, log *slog
 func (sess *Session) check(pkt []byte) (bool, error) {
 	src, _, err := ippkt.Addrs(pkt)
 	if err != nil {
-		return false, fmt.Errorf("client sent a packet that is %w", err)
+		return false, &session.ProtocolError{Err: fmt.Errorf("client sent a packet that is %w", err)}
 	}
 	if src == sess.addr {
 		return true, nil

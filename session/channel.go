@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"kvpn/cstp"
 )
 
 // Channel carries one session's packets to and from the peer.
@@ -63,3 +65,21 @@ func (e *PeerClosedError) Error() string {
 
 // ErrDeadPeer is returned when the peer stayed silent past the DPD limit.
 var ErrDeadPeer = errors.New("dead peer: no answer to DPD")
+
+// ProtocolError reports that the peer broke the protocol (a malformed
+// frame, an oversized packet, something that is not IP). The connection
+// cannot be trusted to resynchronise and is closed.
+type ProtocolError struct{ Err error }
+
+func (e *ProtocolError) Error() string { return "protocol violation: " + e.Err.Error() }
+func (e *ProtocolError) Unwrap() error { return e.Err }
+
+// protocolError wraps err as a ProtocolError if it is a parse error.
+func protocolError(err error) error {
+	for _, perr := range []error{cstp.ErrBadMagic, cstp.ErrBadVersion, cstp.ErrBadReserved, cstp.ErrFrameTooLong} {
+		if errors.Is(err, perr) {
+			return &ProtocolError{Err: err}
+		}
+	}
+	return err
+}

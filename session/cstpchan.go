@@ -2,6 +2,7 @@ package session
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -94,13 +95,13 @@ func (c *CSTPChannel) readPackets(bufs [][]byte, sizes []int, offset int) (int, 
 		}
 		t, payload, err := c.fr.Next()
 		if err != nil {
-			return n, err
+			return n, protocolError(err)
 		}
 		c.lastRecv.Store(time.Now().UnixNano())
 		switch t {
 		case cstp.TypeData:
 			if len(payload) > c.mtu {
-				return n, fmt.Errorf("cstp: DATA frame of %d bytes exceeds the tunnel MTU %d", len(payload), c.mtu)
+				return n, &ProtocolError{fmt.Errorf("cstp: DATA frame of %d bytes exceeds the tunnel MTU %d", len(payload), c.mtu)}
 			}
 			if len(bufs[n]) < offset+len(payload) {
 				return n, fmt.Errorf("cstp: buffer too small for %d-byte packet", len(payload))
@@ -123,9 +124,9 @@ func (c *CSTPChannel) readPackets(bufs [][]byte, sizes []int, offset int) (int, 
 		case cstp.TypeCompressed:
 			// Compression is never negotiated by kvpn (we do not answer
 			// X-CSTP-Accept-Encoding), so a compressed frame is a protocol error.
-			return n, fmt.Errorf("cstp: COMPRESSED frame but no compression was negotiated")
+			return n, &ProtocolError{errors.New("cstp: COMPRESSED frame but no compression was negotiated")}
 		default:
-			return n, fmt.Errorf("cstp: unknown frame type 0x%02x", uint8(t))
+			return n, &ProtocolError{fmt.Errorf("cstp: unknown frame type 0x%02x", uint8(t))}
 		}
 	}
 	return n, nil

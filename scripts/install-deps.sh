@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the Debian packages kvpn's tests and demo need, if missing.
+# Idempotent; needs root. Go itself is expected at /usr/local/go or in PATH.
+set -euo pipefail
+
+# command -> Debian package
+declare -A need=(
+  [ip]=iproute2
+  [ss]=iproute2
+  [nft]=nftables
+  [ping]=iputils-ping
+  [iperf3]=iperf3
+)
+missing=()
+for cmd in "${!need[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing packages ${missing[*]}; run as root (sudo make ...)" >&2
+  exit 1
+fi
+# Sort and deduplicate.
+mapfile -t pkgs < <(printf '%s\n' "${missing[@]}" | sort -u)
+echo "install-deps: installing ${pkgs[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null

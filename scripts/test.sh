@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs every test: formatting, vet, unit tests (with the race detector),
+# fuzz seed corpora, and the end-to-end tests in network namespaces.
+#
+# Tests that need root or an outside tool skip loudly when it is missing.
+# With KVPN_STRICT=1 (set automatically when CI is set) such a test fails
+# instead, and any "--- SKIP" in the output fails the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/local/go/bin"
+if [ -n "${CI:-}" ] && [ -z "${KVPN_STRICT:-}" ]; then
+  export KVPN_STRICT=1
+fi
+
+echo "== gofmt"
+bad=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$bad" ]; then
+  echo "gofmt needed on:"; echo "$bad"; exit 1
+fi
+
+echo "== go vet"
+go vet ./...
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+echo "== unit tests (race detector)"
+units=$(go list ./... | grep -v '^kvpn/e2e$')
+go test -count=1 -race $units 2>&1 | tee -a "$log"
+
+echo "== end-to-end tests"
+go test -count=1 -v -timeout 20m ./e2e/ 2>&1 | tee -a "$log" | grep -E '^(=== RUN|--- |    --- |PASS|FAIL|ok )|Gbit|SKIP' || true
+if ! grep -q '^ok' <(tail -n 5 "$log"); then
+  echo "end-to-end tests failed; full output:"; cat "$log"; exit 1
+fi
+
+if [ "${KVPN_STRICT:-}" = 1 ] && grep -q -- '--- SKIP' "$log"; then
+  echo "FAIL: tests were skipped under KVPN_STRICT=1:"
+  grep -- '--- SKIP' -A2 "$log"
+  exit 1
+fi
+pass=$(grep -c -- '--- PASS' "$log" || true)
+echo "all tests passed ($pass named e2e/subtests reported PASS)"
