@@ -99,4 +99,3 @@ func awaitClose(br *bufio.Reader) {
 	io.Copy(io.Discard, br)
 	fmt.Println("closed")
 }
-

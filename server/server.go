@@ -351,16 +351,16 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 		return
 	}
 	params := &cstp.TunnelParams{
-		Address:      addr,
-		Netmask:      s.pool.netmask(),
-		SplitInclude: s.cfg.routes,
-		DNS:          s.cfg.dns,
+		Address:       addr,
+		Netmask:       s.pool.netmask(),
+		SplitInclude:  s.cfg.routes,
+		DNS:           s.cfg.dns,
 		DefaultDomain: s.cfg.DefaultDomain,
-		MTU:          s.cfg.MTU,
-		BaseMTU:      1500,
-		DPD:          s.cfg.DPD,
-		Keepalive:    s.cfg.Keepalive,
-		RekeyMethod:  "none",
+		MTU:           s.cfg.MTU,
+		BaseMTU:       1500,
+		DPD:           s.cfg.DPD,
+		Keepalive:     s.cfg.Keepalive,
+		RekeyMethod:   "none",
 	}
 	var hdr bytes.Buffer
 	params.WriteResponse(&hdr)
