@@ -437,7 +437,7 @@ func (hw *headerWriter) add(name, value string) {
 		hw.err = fmt.Errorf("cstp: invalid header name %q", name)
 		return
 	}
-	if strings.ContainsAny(value, "\r\n\x00") {
+	if !validHeaderValue(value) {
 		hw.err = fmt.Errorf("cstp: invalid value for header %s: %q", name, value)
 		return
 	}
@@ -486,6 +486,18 @@ func validHeaderName(s string) bool {
 			continue
 		}
 		if !strings.ContainsRune("!#$%&'*+-.^_`|~", rune(c)) {
+			return false
+		}
+	}
+	return true
+}
+
+// validHeaderValue reports whether s can be sent as a header value: no
+// control characters other than tab (so no CR/LF header injection), which is
+// also what Go's own header parser accepts.
+func validHeaderValue(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' && c != '\t' || c == 0x7f {
 			return false
 		}
 	}

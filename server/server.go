@@ -50,6 +50,7 @@ const (
 type Counters struct {
 	DropNoSession  atomic.Uint64 // packet from TUN for an address no session owns
 	DropSpoofed    atomic.Uint64 // packet from a session with a foreign source
+	DropNoIPv6     atomic.Uint64 // IPv6 packet from a session without an IPv6 address
 	DropQueueFull  atomic.Uint64 // session's downlink queue full
 	DropTooBig     atomic.Uint64 // packet from TUN larger than the tunnel MTU
 	LoginFailures  atomic.Uint64

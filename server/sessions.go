@@ -182,6 +182,13 @@ func (sess *Session) check(pkt []byte) (bool, error) {
 	if src == sess.addr {
 		return true, nil
 	}
+	if src.Is6() {
+		// No IPv6 address is assigned yet; the client's kernel still sends
+		// router solicitations and MLD reports from its link-local address
+		// (openconnect's tun does). Not an attack: count quietly.
+		sess.srv.Counters.DropNoIPv6.Add(1)
+		return false, nil
+	}
 	n := sess.spoofed.Add(1)
 	sess.srv.Counters.DropSpoofed.Add(1)
 	// Log the first drop at once, then at most every 5 s with the count.
