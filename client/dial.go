@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"kvpn/certs"
+	"kvpn/cstp"
 	"kvpn/record"
 	"kvpn/session"
 )
@@ -27,9 +28,6 @@ const (
 	// exchangeTimeout bounds the handshake plus one HTTP exchange.
 	exchangeTimeout = 30 * time.Second
 	maxBody         = 1 << 20
-	// userAgent identifies vpnc the way ocserv recognises an OpenConnect
-	// client (ocserv keys its XML login and PSK-NEGOTIATE on this prefix).
-	userAgent = "Open AnyConnect VPN Agent v9.01 (kvpn)"
 )
 
 // tlsConfig builds the client's TLS policy: pinned certificate, a CA file,
@@ -109,7 +107,7 @@ func (o *Options) dial(ctx context.Context, tlsCfg *tls.Config) (*conn, error) {
 // post sends an XML body and returns the response and its body.
 func (c *conn) post(path string, body []byte) (*http.Response, []byte, error) {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "POST %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: %s\r\n", path, c.host, userAgent)
+	fmt.Fprintf(&b, "POST %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: %s\r\n", path, c.host, cstp.UserAgent)
 	b.WriteString("Accept: */*\r\nX-Transcend-Version: 1\r\nX-Aggregate-Auth: 1\r\nX-Support-HTTP-Auth: true\r\n")
 	b.WriteString("Content-Type: application/xml\r\n")
 	fmt.Fprintf(&b, "Content-Length: %d\r\n", len(body))

@@ -145,15 +145,16 @@ type TunnelParams struct {
 	// SplitInclude and SplitExclude are the routes, one header each. IPv4
 	// routes are written ADDR/DOTTED-MASK (as ocserv does) in
 	// X-CSTP-Split-Include/-Exclude, IPv6 ones ADDR/LEN in the -IP6 variant
-	// (as ocserv does; openconnect accepts either header for either
-	// family). Parsing accepts both mask forms and both header names, and
-	// returns masked prefixes. No include routes means a full tunnel.
+	// (as ocserv does; openconnect's cstp.c files both headers into the
+	// same route list). Parsing accepts both mask forms and both header
+	// names, and returns masked prefixes. No include routes means a full
+	// tunnel.
 	SplitInclude   []netip.Prefix
 	SplitExclude   []netip.Prefix
 	DNS            []netip.Addr // X-CSTP-DNS (and X-CSTP-DNS-IP6), one header each
 	DefaultDomain  string       // X-CSTP-Default-Domain
 	Banner         string       // X-CSTP-Banner
-	MTU, BaseMTU   int          // X-CSTP-MTU (tunnel MTU over TLS), X-CSTP-Base-MTU (link MTU)
+	MTU, BaseMTU   int          // X-CSTP-MTU (tun MTU; ocserv sizes it for DTLS), X-CSTP-Base-MTU (link MTU)
 	DPD, Keepalive int          // seconds; 0 = header omitted
 	IdleTimeout    int          // seconds; 0 = "none"
 	SessionTimeout int          // X-CSTP-Session-Timeout, seconds; 0 = "none"

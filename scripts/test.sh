@@ -24,8 +24,10 @@ go vet ./...
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
-echo "== unit tests (race detector)"
 units=$(go list ./... | grep -v '^kvpn/e2e$')
+echo "== unit tests (allocation counts asserted here)"
+go test -count=1 $units 2>&1 | tee -a "$log"
+echo "== unit tests again under the race detector"
 go test -count=1 -race $units 2>&1 | tee -a "$log"
 
 echo "== end-to-end tests"

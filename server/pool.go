@@ -47,9 +47,10 @@ func (p *pool) Get(want netip.Addr) (netip.Addr, error) {
 	}
 	a := p.next
 	for range 1 << (32 - p.network.Bits()) {
-		if !p.usable(a) {
-			a = p.network.Addr()
-		} else if !p.used[a] {
+		if !p.network.Contains(a) {
+			a = p.network.Addr() // wrap around
+		}
+		if p.usable(a) && !p.used[a] {
 			p.used[a] = true
 			p.next = a.Next()
 			return a, nil

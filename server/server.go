@@ -353,11 +353,11 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 	}
 	params := &cstp.TunnelParams{
 		Address:       addr,
+		MTU:           tunnelMTU(s.cfg.MTU, creq.BaseMTU),
 		Netmask:       s.pool.netmask(),
 		SplitInclude:  s.cfg.routes,
 		DNS:           s.cfg.dns,
 		DefaultDomain: s.cfg.DefaultDomain,
-		MTU:           s.cfg.MTU,
 		BaseMTU:       1500,
 		DPD:           s.cfg.DPD,
 		Keepalive:     s.cfg.Keepalive,
@@ -377,6 +377,20 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 	log.Info("tunnel up", "address", addr.String(), "transport", ch.Name())
 	err = sess.run(ctx, ch, log)
 	sess.detach(ch, err)
+}
+
+// dtlsOverhead is what a packet costs on a UDP link besides its own bytes:
+// IPv4 20 + UDP 8 + DTLS 1.2 AES-GCM record 37 (13 header, 8 explicit
+// nonce, 16 tag) + the CSTP type byte 1, as ocserv computes it.
+const dtlsOverhead = 20 + 8 + 37 + 1
+
+// tunnelMTU caps the configured MTU by what the client's link can carry
+// (X-CSTP-Base-MTU), as ocserv does.
+func tunnelMTU(configured, clientBase int) int {
+	if clientBase > 0 && clientBase-dtlsOverhead < configured {
+		return max(clientBase-dtlsOverhead, 576)
+	}
+	return configured
 }
 
 func remoteAddr(conn record.Conn) netip.Addr {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"kvpn/internal/race"
 	"testing"
 	"time"
 
@@ -205,6 +206,10 @@ func TestKeepAliveDetectsDeadPeer(t *testing.T) {
 
 // TestWritePacketsNoAlloc: the transmit path allocates nothing per batch.
 func TestWritePacketsNoAlloc(t *testing.T) {
+	if race.Enabled {
+		t.Log("allocation counts are meaningless under -race; the non-race run of scripts/test.sh asserts them")
+		return
+	}
 	c, raw := recordtest.PairRaw(t)
 	a, err := NewCSTPChannel(c, NewFrameReader(c), 1500)
 	if err != nil {
@@ -223,6 +228,10 @@ func TestWritePacketsNoAlloc(t *testing.T) {
 // atLeastReader escapes in readFromUntil), not per record; the own record
 // layer (ktlsbridge's userspace engine) removes that.
 func TestReadPacketsAllocs(t *testing.T) {
+	if race.Enabled {
+		t.Log("allocation counts are meaningless under -race; the non-race run of scripts/test.sh asserts them")
+		return
+	}
 	a, b := channelPair(t, 1500)
 	pkts := packets(32, 1400)
 	const batches = 400 // more than AllocsPerRun's 201 reads can consume
