@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"regexp"
 	"strings"
 	"syscall"
@@ -183,5 +184,38 @@ func TestBadInputKeepsServing(t *testing.T) {
 	}
 	if strings.Contains(tp.srv.proc.out.String(), "panic") {
 		t.Fatalf("server panicked:\n%s", tp.srv.proc.out.String())
+	}
+}
+
+// TestExitCodes: a certificate that does not match the pin and an
+// unreachable server exit 4; bad flags exit 2. Nothing is left behind.
+func TestExitCodes(t *testing.T) {
+	requireE2E(t)
+	tp := newTopology(t, "")
+	before := routes(t, tp.cliNS)
+
+	wrongPin := *tp.srv
+	wrongPin.pin = "pin-sha256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+	c := startClient(t, tp.cliNS, &wrongPin, testPassword, false)
+	if code := c.proc.exitCode(t, 15*time.Second); code != 4 {
+		t.Fatalf("pin mismatch: exit code %d, want 4\n%s", code, c.proc.out.String())
+	}
+	if out := c.proc.out.String(); !strings.Contains(out, "does not match --servercert") || !strings.Contains(out, tp.srv.pin) {
+		t.Fatalf("pin mismatch message should name both pins:\n%s", out)
+	}
+
+	gone := *tp.srv
+	gone.ip = "192.168.77.99" // nobody there
+	c = startClient(t, tp.cliNS, &gone, testPassword, false)
+	if code := c.proc.exitCode(t, 20*time.Second); code != 4 {
+		t.Fatalf("unreachable: exit code %d, want 4\n%s", code, c.proc.out.String())
+	}
+
+	out, err := tp.cliNS.try(bins.vpnc, "connect", "--no-such-flag", "https://x")
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(out, "no-such-flag") {
+		t.Fatalf("unknown flag: %v\n%s", err, out)
+	}
+	if after := routes(t, tp.cliNS); after != before {
+		t.Fatalf("routes changed:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 }

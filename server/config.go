@@ -90,8 +90,12 @@ func LoadConfig(path, stateDir string) (*Config, error) {
 	md, err := toml.Decode(string(data), cfg)
 	if err != nil {
 		var perr toml.ParseError
-		if errors.As(err, &perr) {
+		var pperr *toml.ParseError
+		switch {
+		case errors.As(err, &perr):
 			return nil, fmt.Errorf("%s:%d: %s", path, perr.Position.Line, perr.Message)
+		case errors.As(err, &pperr):
+			return nil, fmt.Errorf("%s:%d: %s", path, pperr.Position.Line, pperr.Message)
 		}
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
