@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"kvpn/cstp"
+	"kvpn/dtls"
 	"kvpn/netcfg"
 	"kvpn/session"
 	"kvpn/tun"
@@ -30,20 +31,23 @@ import (
 
 // Options configure a client. Names follow openconnect's flags.
 type Options struct {
-	Server           *url.URL // https://HOST[:PORT]
-	User             string
-	Password         string
-	ServerCert       string // pin-sha256:...
-	CAFile           string
-	Interface        string
-	NoDTLS           bool
-	TunBackend       tun.Backend
-	ReconnectTimeout time.Duration
-	ForceDPD         time.Duration // overrides the server's DPD when > 0
-	BaseMTU          int
-	ResolvConf       string // resolv.conf to edit for pushed DNS
-	StateDir         string // where the DNS backup lives
-	Log              *slog.Logger
+	Server     *url.URL // https://HOST[:PORT]
+	User       string
+	Password   string
+	ServerCert string // pin-sha256:...
+	CAFile     string
+	Interface  string
+	NoDTLS     bool
+	// DTLSAttemptPeriod is how long after a failed or lost DTLS channel
+	// the client tries DTLS again (openconnect: 60 s).
+	DTLSAttemptPeriod time.Duration
+	TunBackend        tun.Backend
+	ReconnectTimeout  time.Duration
+	ForceDPD          time.Duration // overrides the server's DPD when > 0
+	BaseMTU           int
+	ResolvConf        string // resolv.conf to edit for pushed DNS
+	StateDir          string // where the DNS backup lives
+	Log               *slog.Logger
 	// OnUp, if set, is called once the tunnel is first up (tests, status).
 	OnUp func(*cstp.TunnelParams, string)
 }
@@ -169,6 +173,9 @@ func (o *Options) connect(c *conn, cookie string, prev netip.Addr) (*cstp.Tunnel
 		MTU:         o.BaseMTU - 110,
 		PrevAddress: prev,
 	}
+	if !o.NoDTLS {
+		req.DTLSCipherSuite = "PSK-NEGOTIATE"
+	}
 	var b bytes.Buffer
 	if err := req.WriteTo(&b, c.host); err != nil {
 		return nil, err
@@ -250,12 +257,15 @@ func Run(ctx context.Context, o *Options) error {
 	defer t.down()
 	t.cur.Store(ch)
 	go t.downlink()
+	dctx, stopDTLS := context.WithCancel(ctx)
+	<-t.startDTLS(dctx, t.dtlsOffer(c, params))
+	transport := t.sender().Name()
 	log.Info(fmt.Sprintf("tunnel up: address %s/%d, MTU %d, routes %s, DNS %s, transport %s",
-		params.Address, maskBits(params.Netmask), params.MTU, t.routeDesc(), addrList(params.DNS), ch.Name()))
+		params.Address, maskBits(params.Netmask), params.MTU, t.routeDesc(), addrList(params.DNS), transport))
 	if o.OnUp != nil {
-		o.OnUp(params, ch.Name())
+		o.OnUp(params, transport)
 	}
-	return t.loop(ctx, ch)
+	return t.loop(ctx, ch, stopDTLS)
 }
 
 func (o *Options) dnsBackup() string {
@@ -268,16 +278,20 @@ func (o *Options) dnsBackup() string {
 
 // tunnel is a running client tunnel.
 type tunnel struct {
-	o       *Options
-	log     *slog.Logger
-	tlsCfg  *tls.Config
-	cookie  string
-	params  *cstp.TunnelParams
-	dev     tun.Device
-	changes *netcfg.Changes
-	routes  []netip.Prefix
+	o      *Options
+	log    *slog.Logger
+	tlsCfg *tls.Config
+	cookie string
+	params *cstp.TunnelParams
+	// lastParams is the latest CONNECT answer (it carries the DTLS offer
+	// of the current TLS connection).
+	lastParams *cstp.TunnelParams
+	dev        tun.Device
+	changes    *netcfg.Changes
+	routes     []netip.Prefix
 
 	cur       atomic.Pointer[session.CSTPChannel]
+	dtls      atomic.Pointer[dtls.ClientChannel]
 	downDone  chan struct{}
 	closeOnce sync.Once
 }

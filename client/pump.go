@@ -33,7 +33,7 @@ func (t *tunnel) downlink() {
 			}
 			continue
 		}
-		ch := t.cur.Load()
+		ch := t.sender()
 		if ch == nil {
 			continue
 		}
@@ -51,10 +51,16 @@ func (t *tunnel) downlink() {
 
 // loop runs the tunnel over ch, reconnecting when ch is lost, until ctx
 // ends or the tunnel is lost for good.
-func (t *tunnel) loop(ctx context.Context, ch *session.CSTPChannel) error {
+func (t *tunnel) loop(ctx context.Context, ch *session.CSTPChannel, stopDTLS context.CancelFunc) error {
 	bufs := tun.NewBuffers(uplinkBatch)
+	defer func() { stopDTLS() }()
 	for {
 		err := t.run(ctx, ch, bufs)
+		// DTLS was keyed from this TLS connection: it goes with it.
+		stopDTLS()
+		if d := t.dtls.Swap(nil); d != nil {
+			d.Close()
+		}
 		if ctx.Err() != nil {
 			return nil // run told the server
 		}
@@ -65,7 +71,8 @@ func (t *tunnel) loop(ctx context.Context, ch *session.CSTPChannel) error {
 			return withCode(ExitTunnelLost, fmt.Errorf("server ended the session: %s", pc.Reason))
 		}
 		t.log.Warn("connection to server lost; reconnecting", "err", err, "reconnect-timeout", t.o.ReconnectTimeout.String())
-		ch, err = t.reconnect(ctx)
+		var c *conn
+		ch, c, err = t.reconnect(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -75,6 +82,9 @@ func (t *tunnel) loop(ctx context.Context, ch *session.CSTPChannel) error {
 		}
 		t.cur.Store(ch)
 		t.log.Info("tunnel re-established", "address", t.params.Address.String(), "transport", ch.Name())
+		var dctx context.Context
+		dctx, stopDTLS = context.WithCancel(ctx)
+		t.startDTLS(dctx, t.dtlsOffer(c, t.lastParams))
 	}
 }
 
@@ -120,44 +130,46 @@ func (t *tunnel) run(parent context.Context, ch *session.CSTPChannel, bufs [][]b
 // exponential backoff, for at most ReconnectTimeout. The server must give
 // back the same address (the interface keeps it meanwhile); a refused
 // cookie ends the attempt at once.
-func (t *tunnel) reconnect(ctx context.Context) (*session.CSTPChannel, error) {
+func (t *tunnel) reconnect(ctx context.Context) (*session.CSTPChannel, *conn, error) {
 	deadline := time.Now().Add(t.o.ReconnectTimeout)
 	backoff := 500 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		ch, err := t.reconnectOnce(ctx)
+		ch, c, err := t.reconnectOnce(ctx)
 		if err == nil {
-			return ch, nil
+			return ch, c, nil
 		}
 		if errors.Is(err, errCookieRefused) {
-			return nil, err
+			return nil, nil, err
 		}
 		if time.Now().Add(backoff).After(deadline) {
-			return nil, fmt.Errorf("gave up reconnecting after %s: %w", t.o.ReconnectTimeout, err)
+			return nil, nil, fmt.Errorf("gave up reconnecting after %s: %w", t.o.ReconnectTimeout, err)
 		}
 		t.log.Info("reconnect failed; retrying", "attempt", attempt, "err", err, "retry-in", backoff.String())
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 10*time.Second)
 	}
 }
 
-func (t *tunnel) reconnectOnce(ctx context.Context) (*session.CSTPChannel, error) {
+func (t *tunnel) reconnectOnce(ctx context.Context) (*session.CSTPChannel, *conn, error) {
 	c, err := t.o.dial(ctx, t.tlsCfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	p, err := t.o.connect(c, t.cookie, t.params.Address)
 	if err != nil {
 		c.close()
-		return nil, err
+		return nil, nil, err
 	}
 	if p.Address != t.params.Address || p.Netmask != t.params.Netmask {
 		c.close()
-		return nil, fmt.Errorf("%w: server assigned %s/%s on reconnect, had %s/%s", errCookieRefused,
+		return nil, nil, fmt.Errorf("%w: server assigned %s/%s on reconnect, had %s/%s", errCookieRefused,
 			p.Address, p.Netmask, t.params.Address, t.params.Netmask)
 	}
-	return session.NewCSTPChannel(c.rc, c.br, t.params.MTU)
+	t.lastParams = p
+	ch, err := session.NewCSTPChannel(c.rc, c.br, t.params.MTU)
+	return ch, c, err
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -13,23 +14,41 @@ import (
 )
 
 // TestPingAndBulk brings up one tunnel, pings both ways and moves 64 MiB
-// each way through it with a content hash check, for both TUN backends.
+// each way through it with a content hash check: over DTLS (the default,
+// with an nft counter proving UDP carried the data) and over TLS, with
+// both TUN backends.
 func TestPingAndBulk(t *testing.T) {
 	requireE2E(t)
-	for _, backend := range []string{"offload", "plain"} {
-		t.Run(backend, func(t *testing.T) {
-			tp := newTopology(t, fmt.Sprintf("tun-backend = %q", backend))
+	for _, tc := range []struct {
+		name, backend, transport string
+		flags                    []string
+	}{
+		{"offload-dtls", "offload", "dtls/", nil},
+		{"offload-tls", "offload", "tls/", []string{"--no-dtls"}},
+		{"plain-dtls", "plain", "dtls/", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tp := newTopology(t, fmt.Sprintf("tun-backend = %q", tc.backend))
+			countUDP(t, tp.srvNS)
 			before := routes(t, tp.cliNS)
-			c := startClient(t, tp.cliNS, tp.srv, testPassword, true, "--tun-backend", backend)
-			if !strings.Contains(c.proc.out.String(), "transport tls/") {
-				t.Errorf("up line does not name the transport:\n%s", c.proc.out.String())
+			c := startClient(t, tp.cliNS, tp.srv, testPassword, true, append([]string{"--tun-backend", tc.backend}, tc.flags...)...)
+			if !strings.Contains(c.proc.out.String(), "transport "+tc.transport) {
+				t.Errorf("up line does not name transport %s:\n%s", tc.transport, c.proc.out.String())
 			}
 			ping(t, tp.cliNS, tunnelServer)
 			ping(t, tp.srvNS, c.addr)
+			udpBefore := udpBytes(t, tp.srvNS)
 			const size = 64 << 20
 			d := bulkBothWays(t, tp.srvNS, tunnelServer, tp.cliNS, size)
-			t.Logf("%s backend: 64 MiB each way in %s (%.2f Gbit/s per direction)", backend, d.Round(time.Millisecond),
+			t.Logf("%s: 64 MiB each way in %s (%.2f Gbit/s per direction)", tc.name, d.Round(time.Millisecond),
 				float64(size*8)/d.Seconds()/1e9)
+			udp := udpBytes(t, tp.srvNS) - udpBefore
+			if tc.transport == "dtls/" && udp < size {
+				t.Errorf("only %d bytes arrived over UDP for a %d-byte upload: DTLS did not carry the data", udp, size)
+			}
+			if tc.transport == "tls/" && udp > 0 {
+				t.Errorf("%d bytes went over UDP with --no-dtls", udp)
+			}
 
 			// A clean exit: DISCONNECT sent, interface and routes gone.
 			c.proc.cmd.Process.Signal(syscall.SIGINT)
@@ -45,6 +64,75 @@ func TestPingAndBulk(t *testing.T) {
 			tp.srv.proc.waitLog(t, "client disconnected", 5*time.Second)
 		})
 	}
+}
+
+// TestDTLSFallbackAndReturn blocks UDP with an nft rule: traffic must move
+// to TLS within 2 x DPD without losing the session, and back to DTLS once
+// UDP works again.
+func TestDTLSFallbackAndReturn(t *testing.T) {
+	requireE2E(t)
+	tp := newTopology(t, "")
+	countUDP(t, tp.srvNS)
+	c := startClient(t, tp.cliNS, tp.srv, testPassword, true, "--dtls-attempt-period", "2")
+	if !strings.Contains(c.proc.out.String(), "transport dtls/") {
+		t.Fatalf("DTLS is not the default transport:\n%s", c.proc.out.String())
+	}
+	// Drop on the server's side, both ways: the client's sends still
+	// succeed, so only its dead-peer detection can notice.
+	tp.srvNS.run(t, "nft", "add table inet kvpn_block")
+	tp.srvNS.run(t, "nft", "add chain inet kvpn_block in { type filter hook input priority -10 ; }")
+	tp.srvNS.run(t, "nft", "add chain inet kvpn_block out { type filter hook output priority -10 ; }")
+	tp.srvNS.run(t, "nft", "add rule inet kvpn_block in udp dport 443 drop")
+	tp.srvNS.run(t, "nft", "add rule inet kvpn_block out udp sport 443 drop")
+	blocked := time.Now()
+	c.proc.waitLog(t, "DTLS lost: traffic falls back to TLS", 10*time.Second)
+	const dpd = 2 * time.Second
+	took := time.Since(blocked)
+	t.Logf("client fell back to TLS %s after UDP was blocked (DPD %s)", took.Round(time.Millisecond), dpd)
+	if took > 2*dpd+1500*time.Millisecond {
+		t.Errorf("fallback took %s, want within 2 x DPD (%s) plus one check interval", took, 2*dpd)
+	}
+	ping(t, tp.cliNS, tunnelServer)
+	ping(t, tp.srvNS, c.addr)
+	bulkBothWays(t, tp.srvNS, tunnelServer, tp.cliNS, 4<<20)
+
+	tp.srvNS.run(t, "nft", "delete table inet kvpn_block")
+	eventually(t, 15*time.Second, "DTLS back up", func() error {
+		if strings.Count(c.proc.out.String(), "DTLS up: traffic moves to DTLS") < 2 {
+			return fmt.Errorf("no second DTLS up in:\n%s", c.proc.out.String())
+		}
+		return nil
+	})
+	before := udpBytes(t, tp.srvNS)
+	bulkBothWays(t, tp.srvNS, tunnelServer, tp.cliNS, 4<<20)
+	if got := udpBytes(t, tp.srvNS) - before; got < 4<<20 {
+		t.Fatalf("after UDP came back only %d bytes went over UDP", got)
+	}
+	if n := strings.Count(c.proc.out.String(), "tunnel up"); n != 1 {
+		t.Fatalf("session was re-established %d times; fallback must keep it", n)
+	}
+}
+
+// countUDP installs an nft counter of UDP bytes to port 443 in ns.
+func countUDP(t *testing.T, ns *netns) {
+	t.Helper()
+	ns.run(t, "nft", "add table inet kvpn_count")
+	ns.run(t, "nft", "add chain inet kvpn_count in { type filter hook input priority 0 ; }")
+	ns.run(t, "nft", "add rule inet kvpn_count in udp dport 443 counter")
+}
+
+var nftBytes = regexp.MustCompile(`counter packets \d+ bytes (\d+)`)
+
+// udpBytes reads the counter countUDP installed.
+func udpBytes(t *testing.T, ns *netns) int64 {
+	t.Helper()
+	out := ns.run(t, "nft", "list table inet kvpn_count")
+	m := nftBytes.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no counter in:\n%s", out)
+	}
+	n, _ := strconv.ParseInt(m[1], 10, 64)
+	return n
 }
 
 // TestTwoClients checks that two clients at once get different addresses

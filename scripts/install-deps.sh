@@ -10,11 +10,17 @@ declare -A need=(
   [nft]=nftables
   [ping]=iputils-ping
   [iperf3]=iperf3
+  [openconnect]=openconnect
+  [ocserv]=ocserv
+  [ocpasswd]=ocserv
+  [occtl]=ocserv
 )
 missing=()
 for cmd in "${!need[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
 done
+# openconnect runs this script by default to configure its tun device.
+[ -x /usr/share/vpnc-scripts/vpnc-script ] || missing+=(vpnc-scripts)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

@@ -23,7 +23,7 @@ import (
 // device, server-cert, server-key, cookie-timeout).
 type Config struct {
 	Listen        string   `toml:"listen"`     // TCP address for TLS
-	UDPListen     string   `toml:"udp-listen"` // UDP address for DTLS (empty disables)
+	UDPListen     string   `toml:"udp-listen"` // UDP address for DTLS (default: listen's; empty disables)
 	ServerCert    string   `toml:"server-cert"`
 	ServerKey     string   `toml:"server-key"`
 	PasswdFile    string   `toml:"passwd-file"`
@@ -65,6 +65,7 @@ const (
 func DefaultConfig(stateDir string) *Config {
 	return &Config{
 		Listen:        DefaultListen,
+		UDPListen:     DefaultListen,
 		ServerCert:    filepath.Join(stateDir, "server-cert.pem"),
 		ServerKey:     filepath.Join(stateDir, "server-key.pem"),
 		PasswdFile:    filepath.Join(stateDir, "passwd"),
@@ -98,6 +99,11 @@ func LoadConfig(path, stateDir string) (*Config, error) {
 			return nil, fmt.Errorf("%s:%d: %s", path, pperr.Position.Line, pperr.Message)
 		}
 		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if !md.IsDefined("udp-listen") {
+		// DTLS listens on the TCP port unless told otherwise, as ocserv's
+		// udp-port defaults to tcp-port.
+		cfg.UDPListen = cfg.Listen
 	}
 	if und := md.Undecoded(); len(und) > 0 {
 		k := und[0].String()

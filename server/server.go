@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -25,10 +26,12 @@ import (
 	"kvpn/auth"
 	"kvpn/certs"
 	"kvpn/cstp"
+	"kvpn/dtls"
 	"kvpn/netcfg"
 	"kvpn/record"
 	"kvpn/session"
 	"kvpn/tun"
+	"kvpn/udp"
 )
 
 const (
@@ -71,8 +74,12 @@ type Server struct {
 	dev      tun.Device
 	net      *netcfg.Changes
 
+	udp  *udp.Conn      // nil when DTLS is off
+	dtls *dtls.Listener // nil when DTLS is off
+
 	mu       sync.RWMutex
 	byAddr   map[netip.Addr]*Session
+	byAppID  map[[dtls.AppIDLen]byte]*Session
 	sessions map[*Session]struct{}
 	nextID   uint64
 
@@ -103,6 +110,7 @@ func New(cfg *Config, log *slog.Logger) (*Server, error) {
 		cookies:  auth.NewCookieJar[*Session](nil),
 		pool:     newPool(cfg.pool),
 		byAddr:   map[netip.Addr]*Session{},
+		byAppID:  map[[dtls.AppIDLen]byte]*Session{},
 		sessions: map[*Session]struct{}{},
 	}
 	s.tlsCfg = record.BaseConfig()
@@ -124,7 +132,39 @@ func New(cfg *Config, log *slog.Logger) (*Server, error) {
 		dev.Close()
 		return nil, fmt.Errorf("configuring %s: %w", dev.Name(), err)
 	}
+	if cfg.UDPListen != "" {
+		uc, err := udp.Listen(cfg.UDPListen)
+		if err != nil {
+			dev.Close()
+			s.net.Restore()
+			return nil, fmt.Errorf("udp-listen %s: %w", cfg.UDPListen, err)
+		}
+		s.udp = uc
+		s.dtls = dtls.NewListener(dtls.ListenerConfig{Conn: uc, Find: s.findDTLS, TUN: dev, Log: log})
+	}
 	return s, nil
+}
+
+// findDTLS resolves a ClientHello's App-ID to its session and PSK.
+func (s *Server) findDTLS(appID []byte) (dtls.Owner, []byte, bool) {
+	var key [dtls.AppIDLen]byte
+	copy(key[:], appID)
+	s.mu.RLock()
+	sess := s.byAppID[key]
+	s.mu.RUnlock()
+	if sess == nil {
+		return nil, nil, false
+	}
+	psk := sess.dtlsPSK(key)
+	return sess, psk, psk != nil
+}
+
+// dtlsPort is the UDP port clients send DTLS to, 0 when DTLS is off.
+func (s *Server) dtlsPort() int {
+	if s.udp == nil {
+		return 0
+	}
+	return s.udp.LocalAddr().(*net.UDPAddr).Port
 }
 
 // ReloadPasswd re-reads the password file.
@@ -147,6 +187,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		"pool", s.cfg.pool.String(), "mtu", s.cfg.MTU, "tun-backend", string(s.cfg.tunBE), "pin", s.Pin)
 	go s.routeFromTUN()
 	go s.sweep(ctx)
+	if s.dtls != nil {
+		s.log.Info("DTLS listening", "udp-listen", s.udp.LocalAddr().String())
+		go s.dtls.Serve()
+	}
 	go func() {
 		<-ctx.Done()
 		ln.Close()
@@ -174,6 +218,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	s.shutdown()
 	wg.Wait()
+	if s.udp != nil {
+		s.udp.Close()
+	}
 	s.dev.Close()
 	if err := s.net.Restore(); err != nil {
 		s.log.Warn("restoring network configuration", "err", err)
@@ -363,6 +410,11 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 		Keepalive:     s.cfg.Keepalive,
 		RekeyMethod:   "none",
 	}
+	if s.dtls != nil && offersPSKNegotiate(creq.DTLSCipherSuite) {
+		if err := s.offerDTLS(sess, conn, params); err != nil {
+			log.Warn("DTLS not offered", "err", err)
+		}
+	}
 	var hdr bytes.Buffer
 	params.WriteResponse(&hdr)
 	if _, err := conn.Write(hdr.Bytes()); err != nil {
@@ -377,6 +429,38 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 	log.Info("tunnel up", "address", addr.String(), "transport", ch.Name())
 	err = sess.run(ctx, ch, log)
 	sess.detach(ch, err)
+}
+
+// offersPSKNegotiate reports whether the client's X-DTLS-CipherSuite lists
+// PSK-NEGOTIATE, the only DTLS mode kvpn speaks.
+func offersPSKNegotiate(suites string) bool {
+	for _, s := range strings.Split(suites, ":") {
+		if strings.TrimSpace(s) == "PSK-NEGOTIATE" {
+			return true
+		}
+	}
+	return false
+}
+
+// offerDTLS gives the session a fresh App-ID and the PSK exported from
+// this TLS connection, and adds the X-DTLS headers to params.
+func (s *Server) offerDTLS(sess *Session, conn record.Conn, params *cstp.TunnelParams) error {
+	psk, err := dtls.PSK(conn.ConnectionState())
+	if err != nil {
+		return err
+	}
+	var appID [dtls.AppIDLen]byte
+	if _, err := rand.Read(appID[:]); err != nil {
+		return err
+	}
+	sess.setDTLS(appID, psk)
+	params.DTLSPort = s.dtlsPort()
+	params.DTLSAppID = appID[:]
+	params.DTLSCipherSuite = "PSK-NEGOTIATE"
+	params.DTLSDPD = s.cfg.DPD
+	params.DTLSKeepalive = s.cfg.Keepalive
+	params.DTLSMTU = params.MTU
+	return nil
 }
 
 // dtlsOverhead is what a packet costs on a UDP link besides its own bytes:

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"kvpn/auth"
+	"kvpn/dtls"
 	"kvpn/ippkt"
 	"kvpn/session"
 	"kvpn/tun"
@@ -34,6 +35,16 @@ type Session struct {
 	ended bool
 
 	queue chan *batch // packets from the TUN device waiting for the channel
+
+	// DTLS: the App-ID and PSK of the current TLS connection, the peer
+	// once its handshake completed, and whether downstream traffic goes
+	// over DTLS (it does once the peer is up; a DATA frame on TLS means
+	// the client moved back, as in ocserv).
+	appID      [dtls.AppIDLen]byte
+	psk        []byte
+	peer       atomic.Pointer[dtls.Peer]
+	preferDTLS atomic.Bool
+	ctx        context.Context // of the current connection; ends with it
 
 	spoofed      atomic.Uint64
 	lastSpoofLog atomic.Int64
@@ -90,6 +101,7 @@ func (sess *Session) detach(ch *session.CSTPChannel, err error) {
 	if !current {
 		return // replaced by a newer connection
 	}
+	sess.dropDTLS()
 	log := sess.srv.log.With("user", sess.user, "session", sess.id)
 	var pc *session.PeerClosedError
 	if errors.As(err, &pc) {
@@ -125,6 +137,7 @@ func (sess *Session) end(reason string) {
 		ch.Close()
 	}
 	s.cookies.Revoke(sess.cookie)
+	sess.dropDTLS()
 	s.mu.Lock()
 	if addr.IsValid() && s.byAddr[addr] == sess {
 		delete(s.byAddr, addr)
@@ -154,6 +167,9 @@ func (sess *Session) run(ctx context.Context, ch *session.CSTPChannel, log *slog
 	s := sess.srv
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	sess.mu.Lock()
+	sess.ctx = ctx
+	sess.mu.Unlock()
 	errc := make(chan error, 3)
 	go func() { errc <- sess.sendLoop(ctx, ch) }()
 	go func() {
@@ -161,7 +177,7 @@ func (sess *Session) run(ctx context.Context, ch *session.CSTPChannel, log *slog
 	}()
 	go func() {
 		bufs := tun.NewBuffers(uplinkBatch)
-		errc <- session.Uplink(ch, s.dev, bufs, tun.Headroom, sess.check)
+		errc <- session.Uplink(ch, s.dev, bufs, tun.Headroom, sess.checkTLS)
 	}()
 	err := <-errc
 	cancel()
@@ -170,6 +186,95 @@ func (sess *Session) run(ctx context.Context, ch *session.CSTPChannel, log *slog
 		<-errc
 	}
 	return err
+}
+
+// checkTLS is check for packets that came over TLS: the client sends data
+// there only when its DTLS channel is down, so downstream traffic follows.
+func (sess *Session) checkTLS(pkt []byte) (bool, error) {
+	if sess.preferDTLS.Load() {
+		sess.preferDTLS.Store(false)
+		sess.srv.log.Info("client sends over TLS; moving downstream traffic to TLS", "user", sess.user, "session", sess.id)
+	}
+	return sess.check(pkt)
+}
+
+// Check implements dtls.Owner.
+func (sess *Session) Check(pkt []byte) (bool, error) {
+	if !sess.preferDTLS.Load() {
+		if p := sess.peer.Load(); p != nil && p.Up() {
+			sess.preferDTLS.Store(true)
+		}
+	}
+	return sess.check(pkt)
+}
+
+// setDTLS records the App-ID and PSK offered on the current connection.
+func (sess *Session) setDTLS(appID [dtls.AppIDLen]byte, psk []byte) {
+	s := sess.srv
+	sess.dropDTLS()
+	sess.mu.Lock()
+	sess.appID, sess.psk = appID, psk
+	sess.mu.Unlock()
+	s.mu.Lock()
+	s.byAppID[appID] = sess
+	s.mu.Unlock()
+}
+
+// dtlsPSK returns the PSK if appID is still the session's current one.
+func (sess *Session) dtlsPSK(appID [dtls.AppIDLen]byte) []byte {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	if sess.ended || sess.appID != appID {
+		return nil
+	}
+	return sess.psk
+}
+
+// dropDTLS forgets the App-ID and closes the peer.
+func (sess *Session) dropDTLS() {
+	s := sess.srv
+	sess.mu.Lock()
+	appID := sess.appID
+	sess.appID, sess.psk = [dtls.AppIDLen]byte{}, nil
+	sess.mu.Unlock()
+	s.mu.Lock()
+	if s.byAppID[appID] == sess {
+		delete(s.byAppID, appID)
+	}
+	s.mu.Unlock()
+	sess.preferDTLS.Store(false)
+	if p := sess.peer.Swap(nil); p != nil {
+		p.Close()
+	}
+}
+
+// PeerUp implements dtls.Owner: the DTLS handshake completed, downstream
+// traffic moves to it, and its liveness is watched like the TLS channel's.
+func (sess *Session) PeerUp(p *dtls.Peer) {
+	s := sess.srv
+	sess.mu.Lock()
+	ctx := sess.ctx
+	sess.mu.Unlock()
+	if ctx == nil || ctx.Err() != nil {
+		p.Close()
+		return
+	}
+	if old := sess.peer.Swap(p); old != nil {
+		old.Close()
+	}
+	sess.preferDTLS.Store(true)
+	log := s.log.With("user", sess.user, "session", sess.id)
+	log.Info("DTLS up", "from", p.Addr().String(), "transport", p.Name())
+	go func() {
+		err := session.KeepAlive(ctx, p, session.Liveness{DPD: s.cfg.dpd(), Keepalive: s.cfg.keepalive()})
+		if sess.peer.CompareAndSwap(p, nil) {
+			sess.preferDTLS.Store(false)
+			if err != nil {
+				log.Info("DTLS lost; downstream traffic moves to TLS", "err", err)
+			}
+		}
+		p.Close()
+	}()
 }
 
 // check accepts a packet from the client only if its source address is
@@ -226,7 +331,7 @@ func (sess *Session) sendLoop(ctx context.Context, ch session.Channel) error {
 			for _, b := range held {
 				pkts = append(pkts, b.pkts[:b.n]...)
 			}
-			err := ch.WritePackets(pkts, tun.Headroom)
+			err := sess.send(ch, pkts)
 			clear(pkts)
 			for _, b := range held {
 				s.putBatch(b)
@@ -237,6 +342,19 @@ func (sess *Session) sendLoop(ctx context.Context, ch session.Channel) error {
 			}
 		}
 	}
+}
+
+// send writes pkts over DTLS when it is up and preferred, else over TLS.
+// A DTLS write error falls back to TLS for this batch.
+func (sess *Session) send(ch session.Channel, pkts [][]byte) error {
+	if sess.preferDTLS.Load() {
+		if p := sess.peer.Load(); p != nil && p.Up() {
+			if err := p.WritePackets(pkts, tun.Headroom); err == nil {
+				return nil
+			}
+		}
+	}
+	return ch.WritePackets(pkts, tun.Headroom)
 }
 
 // maxGather bounds how many queued batches one write may carry.
@@ -254,7 +372,8 @@ type batch struct {
 }
 
 func newBatch(mtu int) *batch {
-	size := tun.Headroom + mtu
+	// Each buffer leaves room behind the packet for a DTLS record's tag.
+	size := tun.Headroom + mtu + dtls.Tailroom
 	mem := make([]byte, batchSize*size)
 	b := &batch{bufs: make([][]byte, batchSize), pkts: make([][]byte, batchSize)}
 	for i := range b.bufs {

@@ -57,6 +57,15 @@ func Uplink(ch Channel, dev PacketWriter, bufs [][]byte, offset int, check Check
 	}
 }
 
+// Keepable is what KeepAlive needs of a channel: the server's DTLS peers
+// are kept alive too, though they receive through a shared listener.
+type Keepable interface {
+	Ping() error
+	Keepalive() error
+	LastReceive() time.Time
+	LastSend() time.Time
+}
+
 // Liveness holds a channel's dead-peer-detection and keepalive intervals;
 // zero disables either.
 type Liveness struct {
@@ -68,7 +77,7 @@ type Liveness struct {
 // (ErrDeadPeer). Like openconnect: a DPD request after DPD of silence,
 // repeated every DPD/2, and the peer declared dead after 2 x DPD of
 // silence; a keepalive after Keepalive without sending anything.
-func KeepAlive(ctx context.Context, ch Channel, l Liveness) error {
+func KeepAlive(ctx context.Context, ch Keepable, l Liveness) error {
 	tick := time.Second
 	for _, d := range []time.Duration{l.DPD / 4, l.Keepalive / 4} {
 		if d > 0 && d < tick {

@@ -6,6 +6,12 @@
 //
 // Exit codes: 0 clean exit, 2 usage, 3 authentication failed, 4 server
 // unreachable or certificate mismatch, 5 tunnel lost.
+
+// OpenConnect's DTLS key is a TLS exporter; Go refuses it over TLS 1.2
+// without extended master secret, which ocserv's %COMPAT disables (see
+// dtls.PSK).
+//
+//go:debug tlsunsafeekm=1
 package main
 
 import (
@@ -33,7 +39,8 @@ flags (named as openconnect's):
       --servercert PIN       accept only a server certificate with this pin-sha256:...
       --cafile FILE          trust the CA certificates in FILE
   -i, --interface NAME       TUN interface name (default kvpnc0)
-      --no-dtls              use TLS only (DTLS is not implemented yet: always TLS)
+      --no-dtls              use TLS only (default: DTLS when the server offers it, TLS as fallback)
+      --dtls-attempt-period S  retry DTLS S seconds after it failed or was lost (default 60)
       --tun-backend B        offload (default) or plain
       --reconnect-timeout S  keep trying to reconnect for S seconds (default 300)
       --force-dpd S          dead-peer-detection interval, overriding the server's
@@ -82,7 +89,7 @@ func parseConnect(args []string, stderr io.Writer) (*client.Options, error) {
 	fs.SetOutput(io.Discard)
 	var user, servercert, cafile, iface, backend, stateDir, level string
 	var stdinPass, noDTLS bool
-	var reconnect, forceDPD, baseMTU int
+	var reconnect, forceDPD, baseMTU, dtlsPeriod int
 	for _, n := range []string{"u", "user"} {
 		fs.StringVar(&user, n, "", "")
 	}
@@ -95,6 +102,7 @@ func parseConnect(args []string, stderr io.Writer) (*client.Options, error) {
 	fs.BoolVar(&noDTLS, "no-dtls", false, "")
 	fs.StringVar(&backend, "tun-backend", string(tun.BackendOffload), "")
 	fs.IntVar(&reconnect, "reconnect-timeout", 300, "")
+	fs.IntVar(&dtlsPeriod, "dtls-attempt-period", 60, "")
 	fs.IntVar(&forceDPD, "force-dpd", 0, "")
 	fs.IntVar(&baseMTU, "base-mtu", 1500, "")
 	fs.StringVar(&stateDir, "state-dir", "/run/kvpn", "")
@@ -121,8 +129,8 @@ func parseConnect(args []string, stderr io.Writer) (*client.Options, error) {
 	if user == "" {
 		return nil, errors.New("-u/--user is required")
 	}
-	if reconnect < 0 || forceDPD < 0 || baseMTU < 576 || baseMTU > 9000 {
-		return nil, errors.New("--reconnect-timeout and --force-dpd must not be negative; --base-mtu must be 576..9000")
+	if reconnect < 0 || forceDPD < 0 || dtlsPeriod < 1 || baseMTU < 576 || baseMTU > 9000 {
+		return nil, errors.New("--reconnect-timeout and --force-dpd must not be negative, --dtls-attempt-period must be positive, --base-mtu must be 576..9000")
 	}
 	var pw string
 	if stdinPass {
@@ -137,19 +145,20 @@ func parseConnect(args []string, stderr io.Writer) (*client.Options, error) {
 		return nil, err
 	}
 	return &client.Options{
-		Server:           u,
-		User:             user,
-		Password:         pw,
-		ServerCert:       servercert,
-		CAFile:           cafile,
-		Interface:        iface,
-		NoDTLS:           noDTLS,
-		TunBackend:       be,
-		ReconnectTimeout: time.Duration(reconnect) * time.Second,
-		ForceDPD:         time.Duration(forceDPD) * time.Second,
-		BaseMTU:          baseMTU,
-		ResolvConf:       "/etc/resolv.conf",
-		StateDir:         stateDir,
-		Log:              log,
+		Server:            u,
+		User:              user,
+		Password:          pw,
+		ServerCert:        servercert,
+		CAFile:            cafile,
+		Interface:         iface,
+		NoDTLS:            noDTLS,
+		DTLSAttemptPeriod: time.Duration(dtlsPeriod) * time.Second,
+		TunBackend:        be,
+		ReconnectTimeout:  time.Duration(reconnect) * time.Second,
+		ForceDPD:          time.Duration(forceDPD) * time.Second,
+		BaseMTU:           baseMTU,
+		ResolvConf:        "/etc/resolv.conf",
+		StateDir:          stateDir,
+		Log:               log,
 	}, nil
 }

@@ -5,6 +5,12 @@
 //	vpnd passwd [--file FILE] [--delete] USER
 //	vpnd pin    --cert FILE
 //	vpnd check  --config FILE
+
+// OpenConnect's DTLS key is a TLS exporter; Go refuses it over TLS 1.2
+// without extended master secret, which GnuTLS's %COMPAT disables (see
+// dtls.PSK).
+//
+//go:debug tlsunsafeekm=1
 package main
 
 import (

@@ -1,0 +1,263 @@
+package dtls
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	piondtls "github.com/pion/dtls/v3"
+	"github.com/pion/dtls/v3/pkg/protocol/handshake"
+	"github.com/pion/logging"
+
+	"kvpn/cstp"
+	"kvpn/dtls/record"
+	"kvpn/session"
+	"kvpn/udp"
+)
+
+// PSKIdentity is the PSK identity OpenConnect clients send; it identifies
+// nothing (the App-ID in the session_id does).
+const PSKIdentity = "psk"
+
+// Suites are the DTLS cipher suites kvpn offers and accepts. pion has no
+// PSK AES-256-GCM; openconnect and ocserv both accept PSK AES-128-GCM.
+var Suites = []piondtls.CipherSuiteID{piondtls.TLS_PSK_WITH_AES_128_GCM_SHA256}
+
+// ClientConfig configures a client DTLS channel.
+type ClientConfig struct {
+	Server  netip.AddrPort // the server's address and X-DTLS-Port
+	AppID   []byte         // X-DTLS-App-ID
+	PSK     []byte         // exported from the TLS session (see PSK)
+	Timeout time.Duration  // handshake timeout
+}
+
+// ClientChannel is the client's DTLS data channel. It implements
+// session.Channel.
+type ClientChannel struct {
+	conn *udp.Conn
+	feed *feedConn
+	pion *piondtls.Conn // kept alive, unused after takeover (never Closed)
+	d    *datapath
+
+	rmsgs []udp.Message // reused read vector; only the reading goroutine
+
+	wmu   sync.Mutex
+	wmsgs []udp.Message
+
+	closeOnce sync.Once
+}
+
+var _ session.Channel = (*ClientChannel)(nil)
+
+// quietPion keeps pion's own logging out of kvpn's logs.
+func quietPion() logging.LoggerFactory {
+	f := logging.NewDefaultLoggerFactory()
+	f.DefaultLogLevel = logging.LogLevelDisabled
+	f.Writer = io.Discard
+	return f
+}
+
+// Dial runs the DTLS handshake with the server and takes over its keys.
+func Dial(ctx context.Context, cfg ClientConfig) (*ClientChannel, error) {
+	if len(cfg.AppID) != AppIDLen {
+		return nil, fmt.Errorf("dtls: App-ID of %d bytes, want %d", len(cfg.AppID), AppIDLen)
+	}
+	uc, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(cfg.Server))
+	if err != nil {
+		return nil, err
+	}
+	conn := udp.New(uc)
+	feed := newFeedConn(uc.LocalAddr(), uc.RemoteAddr(), func(b []byte) error {
+		_, err := uc.Write(b)
+		return err
+	})
+	// Until takeover every datagram goes to pion.
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		buf := make([]byte, 65536)
+		for {
+			n, err := uc.Read(buf)
+			if err != nil {
+				return
+			}
+			feed.Feed(buf[:n])
+		}
+	}()
+	appID := append([]byte(nil), cfg.AppID...)
+	psk := append([]byte(nil), cfg.PSK...)
+	pc, err := piondtls.ClientWithOptions(feed, uc.RemoteAddr(),
+		piondtls.WithPSK(func([]byte) ([]byte, error) { return psk, nil }),
+		piondtls.WithPSKIdentityHint([]byte(PSKIdentity)),
+		piondtls.WithCipherSuites(Suites...),
+		piondtls.WithLoggerFactory(quietPion()),
+		piondtls.WithClientHelloMessageHook(func(ch handshake.MessageClientHello) handshake.Message {
+			// PSK-NEGOTIATE: the App-ID rides in the session_id.
+			ch.SessionID = appID
+			return &ch
+		}),
+	)
+	fail := func(err error) (*ClientChannel, error) {
+		feed.Close()
+		uc.Close()
+		<-readerDone
+		return nil, err
+	}
+	if err != nil {
+		return fail(err)
+	}
+	timeout := cfg.Timeout
+	if timeout == 0 {
+		timeout = 5 * time.Second
+	}
+	hctx, cancel := context.WithTimeout(ctx, timeout)
+	err = pc.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		pc.Close() // no application data was sent: closing cannot reuse a nonce
+		return fail(fmt.Errorf("dtls handshake with %s: %w", cfg.Server, err))
+	}
+	keys, err := record.KeysFromConn(pc)
+	if err != nil {
+		return fail(err)
+	}
+	d, err := newDatapath(keys)
+	if err != nil {
+		return fail(err)
+	}
+	// Take the socket back from the handshake reader.
+	uc.SetReadDeadline(time.Now())
+	<-readerDone
+	uc.SetReadDeadline(time.Time{})
+	return &ClientChannel{conn: conn, feed: feed, pion: pc, d: d}, nil
+}
+
+func (c *ClientChannel) Name() string           { return "dtls/" + c.d.suiteName() }
+func (c *ClientChannel) LastReceive() time.Time { return c.d.LastReceive() }
+func (c *ClientChannel) LastSend() time.Time    { return c.d.LastSend() }
+func (c *ClientChannel) Stats() *Stats          { return &c.d.Stats }
+func (c *ClientChannel) LocalAddr() net.Addr    { return c.conn.LocalAddr() }
+func (c *ClientChannel) Ping() error            { return c.sendControl(cstp.TypeDPDReq, nil) }
+func (c *ClientChannel) Keepalive() error       { return c.sendControl(cstp.TypeKeepalive, nil) }
+func (c *ClientChannel) Disconnect(string) error {
+	c.sendControl(cstp.TypeDisconnect, nil)
+	return c.Close()
+}
+func (c *ClientChannel) Headroom() int { return c.d.Headroom() }
+
+// Close closes the socket. pion's Conn is not closed: it would send a
+// close_notify with its own sequence numbers; closing its feed first makes
+// anything it tries to send go nowhere.
+func (c *ClientChannel) Close() error {
+	c.closeOnce.Do(func() {
+		c.feed.Close()
+		c.conn.Close()
+	})
+	return nil
+}
+
+func (c *ClientChannel) sendControl(t cstp.FrameType, payload []byte) error {
+	c.d.cmu.Lock()
+	defer c.d.cmu.Unlock()
+	rec, err := c.d.sealControl(t, payload)
+	if err != nil {
+		return err
+	}
+	if _, err := c.conn.Write(rec); err != nil {
+		return err
+	}
+	c.d.lastSend.Store(time.Now().UnixNano())
+	return nil
+}
+
+// ReadPackets implements session.Channel. Datagrams are received straight
+// into bufs so that, decrypted in place, each packet lands at offset.
+func (c *ClientChannel) ReadPackets(bufs [][]byte, sizes []int, offset int) (int, error) {
+	hr := c.d.hr
+	if offset < hr {
+		return 0, fmt.Errorf("dtls: headroom %d < %d", offset, hr)
+	}
+	if len(c.rmsgs) < len(bufs) {
+		c.rmsgs = make([]udp.Message, len(bufs))
+		for i := range c.rmsgs {
+			c.rmsgs[i].Buffers = make([][]byte, 1)
+		}
+	}
+	msgs := c.rmsgs[:len(bufs)]
+	for i := range msgs {
+		msgs[i].Buffers[0] = bufs[i][offset-hr:]
+	}
+	n, err := c.conn.ReadBatch(msgs)
+	if err != nil {
+		return 0, err
+	}
+	out := 0
+	for i := range n {
+		dg := bufs[i][offset-hr : offset-hr+msgs[i].N]
+		if len(dg) == 0 {
+			continue
+		}
+		if dg[0] == byte(record.Handshake) || dg[0] == byte(record.ChangeCipherSpec) {
+			c.feed.Feed(dg) // a retransmitted flight: pion answers it
+			continue
+		}
+		t, payload, err := c.d.open(dg)
+		if err != nil {
+			if errors.Is(err, errAlert) {
+				return out, &session.PeerClosedError{Reason: err.Error()}
+			}
+			continue // counted in Stats.BadRecords
+		}
+		switch t {
+		case cstp.TypeData:
+			c.d.received(len(payload))
+			bufs[out], bufs[i] = bufs[i], bufs[out]
+			sizes[out] = len(payload)
+			out++
+		case cstp.TypeDPDReq:
+			c.sendControl(cstp.TypeDPDResp, payload)
+		case cstp.TypeDPDResp, cstp.TypeKeepalive:
+		case cstp.TypeDisconnect, cstp.TypeTerminate:
+			return out, &session.PeerClosedError{Terminate: t == cstp.TypeTerminate}
+		}
+	}
+	return out, nil
+}
+
+// WritePackets implements session.Channel: every packet is sealed in place
+// and the batch leaves in sendmmsg calls.
+func (c *ClientChannel) WritePackets(bufs [][]byte, offset int) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if len(c.wmsgs) < len(bufs) {
+		c.wmsgs = make([]udp.Message, len(bufs))
+		for i := range c.wmsgs {
+			c.wmsgs[i].Buffers = make([][]byte, 1)
+		}
+	}
+	msgs := c.wmsgs[:len(bufs)]
+	bytes := 0
+	for i, b := range bufs {
+		n := len(b) - offset
+		rec, err := c.d.seal(b[:cap(b)], offset, n, cstp.TypeData)
+		if err != nil {
+			return err
+		}
+		msgs[i].Buffers[0] = rec
+		bytes += n
+	}
+	err := c.conn.WriteBatch(msgs)
+	for i := range msgs {
+		msgs[i].Buffers[0] = nil
+	}
+	if err != nil {
+		return err
+	}
+	c.d.sent(len(bufs), bytes)
+	return nil
+}

@@ -1,0 +1,583 @@
+package record
+
+import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"encoding/binary"
+	"errors"
+	"strconv"
+	"sync"
+	"testing"
+
+	"kvpn/internal/race"
+
+	"golang.org/x/crypto/chacha20poly1305"
+)
+
+// testKeys returns a pair of mirrored Keys (a's local is b's remote) with
+// fixed key material.
+func testKeys(s Suite) (a, b Keys) {
+	p, ok := s.params()
+	if !ok {
+		panic("unsupported suite in test")
+	}
+	k1 := bytes.Repeat([]byte{0x11}, p.keyLen)
+	k2 := bytes.Repeat([]byte{0x22}, p.keyLen)
+	iv1 := bytes.Repeat([]byte{0xa1}, p.ivLen)
+	iv2 := bytes.Repeat([]byte{0xb2}, p.ivLen)
+	a = Keys{Suite: s, Epoch: 1, LocalKey: k1, LocalIV: iv1, RemoteKey: k2, RemoteIV: iv2}
+	b = Keys{Suite: s, Epoch: 1, LocalKey: k2, LocalIV: iv2, RemoteKey: k1, RemoteIV: iv1}
+	return a, b
+}
+
+var testSuites = []Suite{
+	TLS_PSK_WITH_AES_128_GCM_SHA256,
+	TLS_PSK_WITH_AES_256_GCM_SHA384,
+	TLS_PSK_WITH_CHACHA20_POLY1305_SHA256,
+}
+
+// pair returns a Sealer with a's keys and an Opener with b's keys: a
+// sealer and the opener of the other end.
+func pair(t testing.TB, s Suite, start uint64) (*Sealer, *Opener) {
+	t.Helper()
+	a, b := testKeys(s)
+	se, err := NewSealer(a, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, err := NewOpener(b, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return se, op
+}
+
+func TestSuiteSizes(t *testing.T) {
+	for _, tc := range []struct {
+		s                  Suite
+		overhead, headroom int
+	}{
+		{TLS_PSK_WITH_AES_128_GCM_SHA256, 37, 21},
+		{TLS_PSK_WITH_AES_256_GCM_SHA384, 37, 21},
+		{TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, 37, 21},
+		{TLS_PSK_WITH_CHACHA20_POLY1305_SHA256, 29, 13},
+		{TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256, 29, 13},
+		{Suite(0xc0a4), 37, 21}, // unknown: sized as GCM, the larger
+	} {
+		if got := tc.s.Overhead(); got != tc.overhead {
+			t.Errorf("%v Overhead %d, want %d", tc.s, got, tc.overhead)
+		}
+		if got := tc.s.Headroom(); got != tc.headroom {
+			t.Errorf("%v Headroom %d, want %d", tc.s, got, tc.headroom)
+		}
+	}
+	if Suite(0xc0a4).Supported() || !TLS_PSK_WITH_AES_128_GCM_SHA256.Supported() {
+		t.Error("Supported")
+	}
+	if TLS_PSK_WITH_CHACHA20_POLY1305_SHA256.String() != "TLS_PSK_WITH_CHACHA20_POLY1305_SHA256" ||
+		Suite(0xc0a4).String() != "Suite(0xc0a4)" {
+		t.Error("String")
+	}
+}
+
+// TestKnownAnswer checks the record bytes against an independent
+// construction with crypto/cipher straight from RFC 5288 / RFC 7905, so a
+// mistake shared by Seal and Open cannot hide.
+func TestKnownAnswer(t *testing.T) {
+	for _, s := range testSuites {
+		t.Run(s.String(), func(t *testing.T) {
+			a, _ := testKeys(s)
+			se, err := NewSealer(a, 0x0000_1234_5678_9abc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg := []byte("hello, data channel")
+			rec := sealInto(t, se, msg, ApplicationData)
+
+			seq := []byte{0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc}
+			header := append([]byte{23, 0xfe, 0xfd, 0, 1}, seq...)
+			aad := append(append([]byte{0, 1}, seq...), 23, 0xfe, 0xfd, 0, byte(len(msg)))
+			var aead cipher.AEAD
+			var nonce, explicit []byte
+			if s.params0().chacha {
+				aead, _ = chacha20poly1305.New(a.LocalKey)
+				nonce = bytes.Clone(a.LocalIV)
+				for i, b := range append([]byte{0, 1}, seq...) {
+					nonce[4+i] ^= b
+				}
+			} else {
+				block, _ := aes.NewCipher(a.LocalKey)
+				aead, _ = cipher.NewGCM(block)
+				explicit = append([]byte{0, 1}, seq...)
+				nonce = append(bytes.Clone(a.LocalIV), explicit...)
+			}
+			body := append(explicit, aead.Seal(nil, nonce, msg, aad)...)
+			want := append(binary.BigEndian.AppendUint16(header, uint16(len(body))), body...)
+			if !bytes.Equal(rec, want) {
+				t.Fatalf("record\n% x\nwant\n% x", rec, want)
+			}
+		})
+	}
+}
+
+func (s Suite) params0() suiteParams { p, _ := s.params(); return p }
+
+func TestSealOpenRoundTrip(t *testing.T) {
+	for _, s := range testSuites {
+		t.Run(s.String(), func(t *testing.T) {
+			se, op := pair(t, s, 5)
+			for _, n := range []int{0, 1, 15, 16, 17, 1400, MaxPlaintext} {
+				msg := payload(n, byte(n))
+				// Room beyond what is needed on both sides must not matter.
+				buf := make([]byte, 40+n+Tailroom+9)
+				copy(buf[40:], msg)
+				rec, err := se.Seal(buf, 40, n, ApplicationData)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if &rec[0] != &buf[40-s.Headroom()] || len(rec) != n+s.Overhead() {
+					t.Fatal("record not where the headroom is")
+				}
+				if n > 0 && bytes.Equal(buf[40:40+n], msg) {
+					t.Fatal("payload not encrypted in place")
+				}
+				hdr := bytes.Clone(rec[:HeaderLen])
+				ct, got, err := op.Open(rec)
+				if err != nil {
+					t.Fatalf("Open %d bytes: %v", n, err)
+				}
+				if ct != ApplicationData || !bytes.Equal(got, msg) {
+					t.Fatalf("got %v %d bytes", ct, len(got))
+				}
+				if n > 0 && &got[0] != &buf[40] {
+					t.Fatal("plaintext does not alias the record")
+				}
+				if !bytes.Equal(rec[:HeaderLen], hdr) {
+					t.Fatal("Open changed the header")
+				}
+			}
+		})
+	}
+}
+
+func TestSealErrors(t *testing.T) {
+	se, _ := pair(t, TLS_PSK_WITH_AES_128_GCM_SHA256, 0)
+	buf := make([]byte, 100)
+	for _, tc := range []struct {
+		name   string
+		off, n int
+		want   error
+	}{
+		{"no headroom", 20, 10, ErrRoom},
+		{"no tailroom", 21, 100 - 21 - 15, ErrRoom},
+		{"offset past end", 200, 0, ErrRoom},
+		{"negative", 21, -1, ErrRoom},
+		{"too large", 21, MaxPlaintext + 1, ErrTooLarge},
+	} {
+		if _, err := se.Seal(buf, tc.off, tc.n, ApplicationData); !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	if se.Next() != 0 {
+		t.Error("a failed Seal used a sequence number")
+	}
+	if _, err := se.Seal(buf, 21, 100-21-16, ApplicationData); err != nil {
+		t.Errorf("exact fit: %v", err)
+	}
+
+	// The last sequence number, then exhaustion (RFC 6347 section 4.1).
+	a, b := testKeys(TLS_PSK_WITH_AES_128_GCM_SHA256)
+	se, err := NewSealer(a, MaxSeq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, err := NewOpener(b, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := sealInto(t, se, []byte("last"), ApplicationData)
+	if _, _, seq, _, _ := ParseHeader(rec); seq != MaxSeq {
+		t.Fatalf("seq %x", seq)
+	}
+	if _, got, err := op.Open(rec); err != nil || string(got) != "last" {
+		t.Fatalf("open seq 2^48-1: %v", err)
+	}
+	if _, err := se.Seal(make([]byte, 100), 21, 4, ApplicationData); !errors.Is(err, ErrSeqExhausted) {
+		t.Fatalf("after 2^48-1: %v", err)
+	}
+	if _, err := NewSealer(a, MaxSeq+1); !errors.Is(err, ErrSeqExhausted) {
+		t.Fatalf("start 2^48: %v", err)
+	}
+}
+
+func TestNewErrors(t *testing.T) {
+	a, _ := testKeys(TLS_PSK_WITH_AES_128_GCM_SHA256)
+	a.LocalSeq = 10
+	if _, err := NewSealer(a, 9); err == nil {
+		t.Error("sealer starting below pion's LocalSeq accepted")
+	}
+	if _, err := NewSealer(a, a.SealerStart()); err != nil {
+		t.Error(err)
+	}
+	bad := a
+	bad.Suite = Suite(0xc0a4)
+	if _, err := NewSealer(bad, 1<<20); !errors.Is(err, ErrSuite) {
+		t.Errorf("unknown suite: %v", err)
+	}
+	if _, err := NewOpener(bad, 1024); !errors.Is(err, ErrSuite) {
+		t.Errorf("unknown suite: %v", err)
+	}
+	bad = a
+	bad.LocalIV = make([]byte, 12)
+	if _, err := NewSealer(bad, 1<<20); err == nil {
+		t.Error("12-byte IV for GCM accepted")
+	}
+	bad = a
+	bad.RemoteKey = bad.RemoteKey[:15]
+	if _, err := NewOpener(bad, 1024); err == nil {
+		t.Error("short key accepted")
+	}
+	bad = a
+	bad.Epoch = 0
+	if _, err := NewSealer(bad, 1<<20); err == nil {
+		t.Error("epoch 0 accepted")
+	}
+}
+
+// TestOpenRejects covers each refusal of Open.
+func TestOpenRejects(t *testing.T) {
+	for _, s := range testSuites {
+		t.Run(s.String(), func(t *testing.T) {
+			se, op := pair(t, s, 100)
+			fresh := func() []byte { return sealInto(t, se, payload(200, 3), ApplicationData) }
+			expect := func(name string, rec []byte, want error) {
+				t.Helper()
+				in := bytes.Clone(rec)
+				if _, _, err := op.Open(rec); !errors.Is(err, want) {
+					t.Errorf("%s: %v, want %v", name, err, want)
+				}
+				if want != ErrAuth && !bytes.Equal(in, rec) {
+					t.Errorf("%s: Open changed a record it refused before decrypting", name)
+				}
+			}
+
+			// Bit flips anywhere in the authenticated parts: the header
+			// fields in the AAD, the explicit nonce, the ciphertext, the tag.
+			for _, pos := range []int{0, 3, 4, 5, 10, HeaderLen, HeaderLen + 7, HeaderLen + 8, -16, -1} {
+				rec := fresh()
+				if pos < 0 {
+					pos += len(rec)
+				}
+				rec[pos] ^= 0x40
+				want := ErrAuth
+				switch {
+				case pos == 3 || pos == 4:
+					want = ErrEpoch
+				}
+				expect("flip byte "+strconv.Itoa(pos), rec, want)
+			}
+			// Version and length are checked before the AEAD.
+			rec := fresh()
+			rec[2] = 0xff // FE FF: DTLS 1.0
+			expect("version", rec, ErrVersion)
+			rec = fresh()
+			rec[12]++
+			expect("length field +1", rec, ErrTruncated)
+			rec = fresh()
+			rec[12]--
+			expect("length field -1", rec, ErrTruncated)
+
+			// Wrong epoch, with a valid tag for it (another sealer in epoch 2).
+			a, _ := testKeys(s)
+			a.Epoch = 2
+			se2, _ := NewSealer(a, 0)
+			expect("epoch 2", sealInto(t, se2, []byte("x"), ApplicationData), ErrEpoch)
+
+			// Truncations.
+			rec = fresh()
+			for _, n := range []int{0, 1, HeaderLen - 1, HeaderLen, HeaderLen + 5, len(rec) - 1} {
+				expect("truncated to "+strconv.Itoa(n), rec[:n], ErrTruncated)
+			}
+			// A record too short for nonce and tag, with a consistent
+			// length field.
+			short := make([]byte, s.Overhead()-1)
+			putHeader(short, ApplicationData, 1, 500, len(short)-HeaderLen)
+			expect("body shorter than nonce+tag", short, ErrTruncated)
+			// Too large (RFC 5246 section 6.2.3).
+			big := make([]byte, HeaderLen+maxCiphertext+1)
+			putHeader(big, ApplicationData, 1, 501, maxCiphertext+1)
+			expect("over 2^14+2048", big, ErrTooLarge)
+
+			// Forgeries did not move the window: a good record with the
+			// next number still opens.
+			if _, _, err := op.Open(fresh()); err != nil {
+				t.Fatalf("good record after the forgeries: %v", err)
+			}
+		})
+	}
+}
+
+func TestOpenReplay(t *testing.T) {
+	for _, s := range testSuites {
+		t.Run(s.String(), func(t *testing.T) {
+			se, op := pair(t, s, 0)
+			var recs [][]byte
+			for i := range 3000 {
+				recs = append(recs, sealInto(t, se, payload(20, byte(i)), ApplicationData))
+			}
+			open := func(i int) error {
+				_, _, err := op.Open(bytes.Clone(recs[i]))
+				return err
+			}
+			// Out of order within the window: each accepted once.
+			for _, i := range []int{5, 3, 4, 0, 1, 2, 9, 6} {
+				if err := open(i); err != nil {
+					t.Fatalf("record %d: %v", i, err)
+				}
+			}
+			for _, i := range []int{5, 3, 0, 9} {
+				if err := open(i); !errors.Is(err, ErrReplay) {
+					t.Fatalf("replay of %d: %v", i, err)
+				}
+			}
+			// Jump ahead; the skipped ones still come in late, once.
+			if err := open(1500); err != nil {
+				t.Fatal(err)
+			}
+			if err := open(1500); !errors.Is(err, ErrReplay) {
+				t.Fatal("replay of the newest")
+			}
+			for _, i := range []int{7, 8, 600, 1499} {
+				if err := open(i); err != nil {
+					t.Fatalf("late record %d: %v", i, err)
+				}
+				if err := open(i); !errors.Is(err, ErrReplay) {
+					t.Fatalf("replay of late record %d: %v", i, err)
+				}
+			}
+			// Move the window so that record 10 is older than it.
+			if err := open(2999); err != nil {
+				t.Fatal(err)
+			}
+			if op.Window() < 1024 || 2999-10 < op.Window() {
+				t.Fatalf("window %d does not suit this test", op.Window())
+			}
+			err := open(10)
+			if !errors.Is(err, ErrReplay) {
+				t.Fatalf("record older than the window: %v", err)
+			}
+			if err := open(2999 - op.Window() + 1); err != nil {
+				t.Fatalf("oldest record inside the window: %v", err)
+			}
+		})
+	}
+}
+
+// TestOpenerStartsAtRemoteSeq: records pion consumed (below RemoteSeq)
+// are refused, the next one is not.
+func TestOpenerStartsAtRemoteSeq(t *testing.T) {
+	a, b := testKeys(TLS_PSK_WITH_AES_128_GCM_SHA256)
+	b.RemoteSeq = 3
+	se, _ := NewSealer(a, 0)
+	op, err := NewOpener(b, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		rec := sealInto(t, se, []byte("x"), Handshake)
+		_, _, err := op.Open(rec)
+		if (i < 3) != errors.Is(err, ErrReplay) || (i >= 3 && err != nil) {
+			t.Errorf("seq %d: %v", i, err)
+		}
+	}
+}
+
+// TestOpenForeignExplicitNonce: RFC 5288 lets a sender choose its explicit
+// nonce; Open must use the one in the record even when it is not
+// epoch||seq.
+func TestOpenForeignExplicitNonce(t *testing.T) {
+	a, b := testKeys(TLS_PSK_WITH_AES_128_GCM_SHA256)
+	op, err := NewOpener(b, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := aes.NewCipher(a.LocalKey)
+	aead, _ := cipher.NewGCM(block)
+	msg := []byte("random explicit nonce")
+	explicit := []byte{1, 2, 3, 4, 5, 6, 7, 8}
+	aad := []byte{0, 1, 0, 0, 0, 0, 0, 42, 23, 0xfe, 0xfd, 0, byte(len(msg))}
+	body := append(bytes.Clone(explicit), aead.Seal(nil, append(bytes.Clone(a.LocalIV), explicit...), msg, aad)...)
+	rec := make([]byte, HeaderLen, HeaderLen+len(body))
+	putHeader(rec, ApplicationData, 1, 42, len(body))
+	rec = append(rec, body...)
+	hdr := bytes.Clone(rec[:HeaderLen+8])
+	ct, got, err := op.Open(rec)
+	if err != nil || ct != ApplicationData || !bytes.Equal(got, msg) {
+		t.Fatalf("%v %q %v", ct, got, err)
+	}
+	if !bytes.Equal(rec[:HeaderLen+8], hdr) {
+		t.Fatal("header or explicit nonce changed")
+	}
+}
+
+func TestNextRecordAndParseHeader(t *testing.T) {
+	se, op := pair(t, TLS_PSK_WITH_AES_128_GCM_SHA256, 7)
+	var dg []byte
+	for i := range 3 {
+		dg = append(dg, sealInto(t, se, payload(10*i, byte(i)), ContentType(21+i))...)
+	}
+	rest := dg
+	for i := range 3 {
+		var rec []byte
+		var err error
+		rec, rest, err = NextRecord(rest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ct, epoch, seq, length, err := ParseHeader(rec)
+		if err != nil || ct != ContentType(21+i) || epoch != 1 || seq != uint64(7+i) || length != 10*i+37-HeaderLen {
+			t.Fatalf("record %d: %v %d %d %d %v", i, ct, epoch, seq, length, err)
+		}
+		if cap(rec) != len(rec) {
+			t.Fatal("rec's capacity reaches into the rest")
+		}
+		gotCT, got, err := op.Open(rec)
+		if err != nil || gotCT != ContentType(21+i) || !bytes.Equal(got, payload(10*i, byte(i))) {
+			t.Fatalf("record %d: %v", i, err)
+		}
+	}
+	if len(rest) != 0 {
+		t.Fatal("bytes left")
+	}
+	if _, _, err := NextRecord(dg[:HeaderLen-1]); !errors.Is(err, ErrTruncated) {
+		t.Error("short header")
+	}
+	if _, _, err := NextRecord(dg[:36]); !errors.Is(err, ErrTruncated) {
+		t.Error("length past the end")
+	}
+	if _, _, _, _, err := ParseHeader(dg[:12]); !errors.Is(err, ErrTruncated) {
+		t.Error("ParseHeader short")
+	}
+	// A DTLS 1.0 ClientHello header parses: routing must see it.
+	ch := []byte{22, 0xfe, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 100}
+	if ct, epoch, seq, length, err := ParseHeader(ch); err != nil || ct != Handshake || epoch != 0 || seq != 0 || length != 100 {
+		t.Errorf("ClientHello header: %v %d %d %d %v", ct, epoch, seq, length, err)
+	}
+	if ContentType(23).String() != "application_data" || ContentType(99).String() != "content_type(99)" {
+		t.Error("ContentType.String")
+	}
+}
+
+// TestConcurrent: many goroutines seal with one Sealer and open with one
+// Opener; every record opens exactly once and sequence numbers are unique.
+func TestConcurrent(t *testing.T) {
+	for _, s := range testSuites {
+		t.Run(s.String(), func(t *testing.T) {
+			se, op := pair(t, s, 0)
+			const workers, per = 4, 500
+			recs := make(chan []byte, workers*per)
+			var wg sync.WaitGroup
+			for w := range workers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range per {
+						msg := payload(64, byte(w*per+i))
+						buf := make([]byte, 64+s.Overhead())
+						copy(buf[s.Headroom():], msg)
+						rec, err := se.Seal(buf, s.Headroom(), 64, ApplicationData)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						recs <- rec
+					}
+				}()
+			}
+			wg.Wait()
+			close(recs)
+			var all [][]byte
+			for r := range recs {
+				all = append(all, r, bytes.Clone(r)) // each twice
+			}
+			var mu sync.Mutex
+			seen := map[uint64]int{}
+			work := make(chan []byte)
+			for range workers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for rec := range work {
+						_, _, seq, _, _ := ParseHeader(rec)
+						_, _, err := op.Open(rec)
+						if err != nil && !errors.Is(err, ErrReplay) {
+							t.Error(err)
+						}
+						if err == nil {
+							mu.Lock()
+							seen[seq]++
+							mu.Unlock()
+						}
+					}
+				}()
+			}
+			for _, r := range all {
+				work <- r
+			}
+			close(work)
+			wg.Wait()
+			if len(seen) != workers*per {
+				t.Fatalf("%d distinct records opened, want %d", len(seen), workers*per)
+			}
+			for seq, n := range seen {
+				if n != 1 || seq >= workers*per {
+					t.Fatalf("seq %d opened %d times", seq, n)
+				}
+			}
+		})
+	}
+}
+
+// TestNoAllocs: sealing and opening, and refusing a replay, allocate
+// nothing.
+func TestNoAllocs(t *testing.T) {
+	if race.Enabled {
+		t.Log("allocation counts are meaningless under -race; the non-race run of scripts/test.sh asserts them")
+		return
+	}
+	for _, s := range testSuites {
+		t.Run(s.String(), func(t *testing.T) {
+			se, op := pair(t, s, 0)
+			buf := make([]byte, s.Headroom()+1400+Tailroom)
+			off := s.Headroom()
+			var rec []byte
+			seal := func() {
+				var err error
+				if rec, err = se.Seal(buf, off, 1400, ApplicationData); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n := testing.AllocsPerRun(1000, seal); n != 0 {
+				t.Errorf("Seal: %v allocations", n)
+			}
+			if n := testing.AllocsPerRun(1000, func() {
+				seal()
+				if _, _, err := op.Open(rec); err != nil {
+					t.Fatal(err)
+				}
+			}); n != 0 {
+				t.Errorf("Seal+Open: %v allocations", n)
+			}
+			seal()
+			op.Open(rec)
+			if n := testing.AllocsPerRun(1000, func() {
+				if _, _, err := op.Open(rec); !errors.Is(err, ErrReplay) {
+					t.Fatal(err)
+				}
+			}); n != 0 {
+				t.Errorf("refusing a replay: %v allocations", n)
+			}
+		})
+	}
+}

@@ -1,0 +1,128 @@
+package record
+
+import (
+	"crypto/cipher"
+	"encoding/binary"
+	"fmt"
+	"sync"
+	"sync/atomic"
+)
+
+// Sealer protects outgoing records. It is safe for concurrent use: the
+// sequence number is an atomic counter and the AEAD is stateless, so several
+// goroutines may seal into their own buffers at once (their records then
+// leave in any order, which the peer's replay window absorbs).
+type Sealer struct {
+	aead     cipher.AEAD
+	iv       [12]byte // first 4 bytes for GCM
+	epoch    uint16
+	suite    Suite
+	chacha   bool
+	headroom int
+	next     atomic.Uint64 // next sequence number to use
+}
+
+// NewSealer returns a Sealer for k's local direction whose first record has
+// sequence number start. Pass k.SealerStart() (k.LocalSeq+SeqGap): a start
+// below k.LocalSeq would repeat a nonce pion already used and is refused.
+func NewSealer(k Keys, start uint64) (*Sealer, error) {
+	p, ok := k.Suite.params()
+	if !ok {
+		return nil, fmt.Errorf("%w: %v", ErrSuite, k.Suite)
+	}
+	if err := k.check(p, k.LocalKey, k.LocalIV); err != nil {
+		return nil, err
+	}
+	if start < k.LocalSeq {
+		return nil, fmt.Errorf("record: sealer start %d below pion's next sequence number %d: nonces would repeat",
+			start, k.LocalSeq)
+	}
+	if start > MaxSeq {
+		return nil, ErrSeqExhausted
+	}
+	a, err := newAEAD(p, k.LocalKey)
+	if err != nil {
+		return nil, err
+	}
+	s := &Sealer{aead: a, epoch: k.Epoch, suite: k.Suite, chacha: p.chacha, headroom: k.Suite.Headroom()}
+	copy(s.iv[:], k.LocalIV)
+	s.next.Store(start)
+	return s, nil
+}
+
+// Suite is the sealer's cipher suite.
+func (s *Sealer) Suite() Suite { return s.suite }
+
+// Headroom is s.Suite().Headroom().
+func (s *Sealer) Headroom() int { return s.headroom }
+
+// Overhead is s.Suite().Overhead().
+func (s *Sealer) Overhead() int { return s.headroom + tagLen }
+
+// Next returns the sequence number the next Seal will use.
+func (s *Sealer) Next() uint64 { return s.next.Load() }
+
+// Seal protects the payload buf[off:off+n] in place: it writes the record
+// header (and for GCM the explicit nonce) into buf[off-Headroom():off] and
+// the tag into buf[off+n:off+n+Tailroom], and returns the whole record,
+// buf[off-Headroom():off+n+Tailroom]. It fails if the headroom or tailroom
+// is missing, n exceeds MaxPlaintext, or the epoch's 2^48 sequence numbers
+// are used up.
+func (s *Sealer) Seal(buf []byte, off, n int, ct ContentType) ([]byte, error) {
+	switch {
+	case off < 0 || n < 0:
+		return nil, errPayloadRange
+	case n > MaxPlaintext:
+		return nil, errPayloadLarge
+	case off < s.headroom:
+		return nil, errHeadroom
+	case off > len(buf) || len(buf)-off < n+tagLen:
+		return nil, errTailroom
+	}
+	seq := s.next.Add(1) - 1
+	if seq > MaxSeq {
+		// RFC 6347 section 4.1: never wrap; the association must end.
+		return nil, ErrSeqExhausted
+	}
+	h := off - s.headroom
+	// The 64-bit record number of RFC 6347 section 4.1.2.1 and RFC 9325
+	// section 7.2.1: unique per key, which is all a nonce must be.
+	es := uint64(s.epoch)<<48 | seq
+	payload := buf[off : off+n]
+	if s.chacha {
+		// RFC 7905 section 2: nonce = write_IV XOR (0^32 || epoch || seq),
+		// nothing explicit in the record. 13 bytes of headroom cannot hold
+		// both nonce and AAD, so they come from a pooled scratch.
+		sc := scratchPool.Get().(*[32]byte)
+		nonce, aad := sc[0:12], sc[12:25]
+		copy(nonce, s.iv[:])
+		binary.BigEndian.PutUint64(nonce[4:], binary.BigEndian.Uint64(nonce[4:])^es)
+		putAAD(aad, ct, s.epoch, seq, n)
+		s.aead.Seal(payload[:0], nonce, payload, aad)
+		scratchPool.Put(sc)
+		putHeader(buf[h:], ct, s.epoch, seq, n+tagLen)
+		return buf[h : off+n+tagLen], nil
+	}
+	// GCM (RFC 5288 section 3): nonce = salt(4) || explicit(8), and the
+	// explicit part is epoch||seq as pion sends it. The nonce's last 8
+	// bytes are also the AAD's first 8, so both fit overlapped in the
+	// 21 bytes of headroom: salt at h+4, epoch||seq at h+8, type, version
+	// and length at h+16..h+21. Passing arrays on the stack to the
+	// cipher.AEAD interface would move them to the heap on every call.
+	stage := buf[h : h+HeaderLen+explicitLen]
+	copy(stage[4:8], s.iv[:4])
+	binary.BigEndian.PutUint64(stage[8:16], es)
+	stage[16] = byte(ct)
+	binary.BigEndian.PutUint16(stage[17:19], VersionDTLS12)
+	binary.BigEndian.PutUint16(stage[19:21], uint16(n))
+	s.aead.Seal(payload[:0], stage[4:16], payload, stage[8:21])
+	// Now the real header and explicit nonce over the staging bytes.
+	putHeader(stage, ct, s.epoch, seq, explicitLen+n+tagLen)
+	binary.BigEndian.PutUint64(stage[HeaderLen:], es)
+	return buf[h : off+n+tagLen], nil
+}
+
+// scratchPool holds nonce and AAD space for the paths that cannot stage
+// them in the record's own bytes (ChaCha20-Poly1305, and GCM records whose
+// explicit nonce is not epoch||seq).
+var scratchPool = sync.Pool{New: func() any { return new([32]byte) }}

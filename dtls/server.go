@@ -1,0 +1,505 @@
+package dtls
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	piondtls "github.com/pion/dtls/v3"
+
+	"kvpn/cstp"
+	"kvpn/dtls/record"
+	"kvpn/session"
+	"kvpn/udp"
+)
+
+// Owner is the server session a DTLS peer belongs to.
+type Owner interface {
+	// Check vets a packet from the peer before it reaches the TUN device
+	// (anti-spoofing), as for the TLS channel.
+	Check(pkt []byte) (bool, error)
+	// PeerUp is called when a handshake completes; the owner replaces (and
+	// closes) any earlier peer.
+	PeerUp(p *Peer)
+}
+
+// Finder looks up the session whose X-DTLS-App-ID is appID and returns it
+// with the PSK of its current TLS connection.
+type Finder func(appID []byte) (Owner, []byte, bool)
+
+// ListenerConfig configures the server side.
+type ListenerConfig struct {
+	Conn *udp.Conn
+	Find Finder
+	TUN  session.PacketWriter
+	Log  *slog.Logger
+}
+
+// Counters are the listener's drop counters.
+type Counters struct {
+	NoSession       atomic.Uint64 // datagram that matches no peer and no session
+	HandshakeLimit  atomic.Uint64 // handshakes refused by the rate limit
+	HandshakeFailed atomic.Uint64
+	BadRecords      atomic.Uint64 // failed authentication, replay, bad epoch
+	Roamed          atomic.Uint64 // peers that moved to a new address
+	Rejected        atomic.Uint64 // packets refused by Owner.Check
+}
+
+// Listener demultiplexes the server's UDP socket: datagrams from a known
+// address go to that peer (data records to kvpn's record layer, handshake
+// records to pion), a ClientHello from a new address is routed by its
+// App-ID, and anything else is dropped and counted.
+type Listener struct {
+	cfg ListenerConfig
+	log *slog.Logger
+
+	mu     sync.RWMutex
+	byAddr map[netip.AddrPort]*Peer
+
+	limiter  rateLimiter
+	lastWarn atomic.Int64
+
+	Counters Counters
+}
+
+const (
+	// recvBatch is how many datagrams one recvmmsg may return.
+	recvBatch = 64
+	// recvBufSize holds any datagram.
+	recvBufSize = 65536
+	// tunOffset is the headroom handed to the TUN device in front of each
+	// decrypted packet (the virtio-net header goes there); every DTLS
+	// record has at least 13 header bytes in front of its payload.
+	tunOffset = 10
+	// handshakeTimeout bounds a server-side handshake.
+	handshakeTimeout = 10 * time.Second
+	// handshakesPerSecond limits handshakes started per source address.
+	handshakesPerSecond = 5
+)
+
+// NewListener prepares a listener; Serve runs it.
+func NewListener(cfg ListenerConfig) *Listener {
+	return &Listener{cfg: cfg, log: cfg.Log, byAddr: map[netip.AddrPort]*Peer{}, limiter: rateLimiter{m: map[netip.Addr]*bucket{}}}
+}
+
+// Serve reads datagrams until the socket is closed.
+func (l *Listener) Serve() error {
+	msgs := make([]udp.Message, recvBatch)
+	bufs := make([][]byte, recvBatch)
+	mem := make([]byte, recvBatch*recvBufSize)
+	for i := range msgs {
+		bufs[i] = mem[i*recvBufSize : (i+1)*recvBufSize : (i+1)*recvBufSize]
+		msgs[i].Buffers = [][]byte{bufs[i]}
+	}
+	out := make([][]byte, 0, recvBatch)
+	for {
+		n, err := l.cfg.Conn.ReadBatch(msgs)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			l.log.Debug("dtls: read", "err", err)
+			continue
+		}
+		for i := range n {
+			ua, ok := msgs[i].Addr.(*net.UDPAddr)
+			if !ok {
+				continue
+			}
+			src := ua.AddrPort()
+			src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+			out = l.handle(src, bufs[i][:msgs[i].N], out)
+		}
+		if len(out) > 0 {
+			l.cfg.TUN.Write(out, tunOffset)
+			clear(out)
+			out = out[:0]
+		}
+	}
+}
+
+// handle routes one datagram; decrypted packets are appended to out.
+func (l *Listener) handle(src netip.AddrPort, dg []byte, out [][]byte) [][]byte {
+	if len(dg) == 0 {
+		return out
+	}
+	l.mu.RLock()
+	p := l.byAddr[src]
+	l.mu.RUnlock()
+	if p != nil {
+		if d := p.d.Load(); d != nil && dg[0] != byte(record.Handshake) && dg[0] != byte(record.ChangeCipherSpec) {
+			return p.receive(d, dg, out)
+		}
+		if p.d.Load() != nil {
+			// A new ClientHello from an established peer: the client
+			// restarted DTLS (for example after falling back to TLS).
+			if appID, err := ClientHelloAppID(dg); err == nil {
+				l.startHandshake(src, appID, dg)
+				return out
+			}
+		}
+		p.feed.Feed(dg) // handshake in progress, or a retransmitted flight
+		return out
+	}
+	if appID, err := ClientHelloAppID(dg); err == nil {
+		l.startHandshake(src, appID, dg)
+		return out
+	}
+	if dg[0] == byte(record.ApplicationData) {
+		var roamed bool
+		if out, roamed = l.roam(src, dg, out); roamed {
+			return out
+		}
+	}
+	l.Counters.NoSession.Add(1)
+	l.warnRateLimited("dtls: dropped datagram matching no session", "from", src.String(), "bytes", len(dg))
+	return out
+}
+
+// warnRateLimited logs at most once per 5 seconds.
+func (l *Listener) warnRateLimited(msg string, args ...any) {
+	now := time.Now().UnixNano()
+	last := l.lastWarn.Load()
+	if now-last > int64(5*time.Second) && l.lastWarn.CompareAndSwap(last, now) {
+		l.log.Warn(msg, append(args, "no-session-total", l.Counters.NoSession.Load())...)
+	}
+}
+
+// startHandshake begins a pion server handshake for a ClientHello whose
+// App-ID names a session.
+func (l *Listener) startHandshake(src netip.AddrPort, appID, hello []byte) {
+	owner, psk, ok := l.cfg.Find(appID)
+	if !ok {
+		l.Counters.NoSession.Add(1)
+		l.warnRateLimited("dtls: ClientHello names no session", "from", src.String())
+		return
+	}
+	if !l.limiter.allow(src.Addr()) {
+		l.Counters.HandshakeLimit.Add(1)
+		l.warnRateLimited("dtls: handshake rate limit reached", "from", src.String())
+		return
+	}
+	p := &Peer{l: l, owner: owner}
+	p.setAddr(src)
+	p.feed = newFeedConn(l.cfg.Conn.LocalAddr(), net.UDPAddrFromAddrPort(src), func(b []byte) error {
+		_, err := l.cfg.Conn.WriteToUDPAddrPort(b, p.Addr())
+		return err
+	})
+	l.mu.Lock()
+	old := l.byAddr[src]
+	l.byAddr[src] = p
+	l.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	p.feed.Feed(hello)
+	go p.handshake(psk)
+}
+
+// roam finds the established peer that a data record from an unknown
+// address belongs to, by authenticating it with each peer's keys (NAT
+// rebinding: the client's source address or port changed). A record that
+// authenticates proves the sender holds the session keys; the peer then
+// moves to the new address. Rate limited like handshakes, since the trial
+// costs one decryption per peer. The record is decrypted in a copy, so a
+// failed trial leaves dg intact for the next one.
+func (l *Listener) roam(src netip.AddrPort, dg []byte, out [][]byte) ([][]byte, bool) {
+	if !l.limiter.allow(src.Addr()) {
+		return out, false
+	}
+	rec, _, err := record.NextRecord(dg)
+	if err != nil {
+		return out, false
+	}
+	l.mu.RLock()
+	peers := make([]*Peer, 0, len(l.byAddr))
+	for _, p := range l.byAddr {
+		if p.Up() {
+			peers = append(peers, p)
+		}
+	}
+	l.mu.RUnlock()
+	scratch := make([]byte, len(rec))
+	for _, p := range peers {
+		d := p.d.Load()
+		copy(scratch, rec)
+		t, payload, err := d.open(scratch)
+		if err != nil {
+			continue
+		}
+		old := p.Addr()
+		l.mu.Lock()
+		if l.byAddr[old] == p {
+			delete(l.byAddr, old)
+		}
+		l.byAddr[src] = p
+		l.mu.Unlock()
+		p.setAddr(src)
+		l.Counters.Roamed.Add(1)
+		l.log.Info("dtls: peer moved to a new address", "from", old.String(), "to", src.String())
+		out, _ = p.dispatch(d, scratch, t, payload, false, out)
+		return out, true
+	}
+	return out, false
+}
+
+func (l *Listener) remove(p *Peer) {
+	l.mu.Lock()
+	if l.byAddr[p.Addr()] == p {
+		delete(l.byAddr, p.Addr())
+	}
+	l.mu.Unlock()
+}
+
+// Peer is one client's DTLS channel on the server. It implements the
+// sending half of a session channel; receiving is done by the Listener.
+type Peer struct {
+	l     *Listener
+	owner Owner
+	addr  atomic.Pointer[peerAddr]
+	feed  *feedConn
+	pion  *piondtls.Conn           // kept alive after takeover, never Closed
+	d     atomic.Pointer[datapath] // nil until the handshake completes
+
+	wmu   sync.Mutex
+	wmsgs []udp.Message
+
+	closed atomic.Bool
+}
+
+type peerAddr struct {
+	ap netip.AddrPort
+	ua *net.UDPAddr // for batched writes, made once per address
+}
+
+func (p *Peer) setAddr(a netip.AddrPort) {
+	p.addr.Store(&peerAddr{ap: a, ua: net.UDPAddrFromAddrPort(a)})
+}
+
+// Addr is the peer's current address.
+func (p *Peer) Addr() netip.AddrPort { return p.addr.Load().ap }
+
+func (p *Peer) handshake(psk []byte) {
+	pc, err := piondtls.ServerWithOptions(p.feed, net.UDPAddrFromAddrPort(p.Addr()),
+		piondtls.WithPSK(func([]byte) ([]byte, error) { return psk, nil }),
+		piondtls.WithCipherSuites(Suites...),
+		piondtls.WithLoggerFactory(quietPion()),
+	)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
+		err = pc.HandshakeContext(ctx)
+		cancel()
+	}
+	var keys record.Keys
+	if err == nil {
+		keys, err = record.KeysFromConn(pc)
+	}
+	var d *datapath
+	if err == nil {
+		d, err = newDatapath(keys)
+	}
+	if err != nil {
+		p.l.Counters.HandshakeFailed.Add(1)
+		p.l.log.Info("dtls: handshake failed", "from", p.Addr().String(), "err", err)
+		if pc != nil {
+			pc.Close() // no application data yet: safe to close
+		}
+		p.Close()
+		return
+	}
+	p.pion = pc
+	p.d.Store(d)
+	p.l.log.Debug("dtls: handshake complete", "from", p.Addr().String(), "suite", d.suiteName())
+	p.owner.PeerUp(p)
+}
+
+// receive processes a datagram of data records (usually one) from p.
+func (p *Peer) receive(d *datapath, dg []byte, out [][]byte) [][]byte {
+	single := true
+	for len(dg) > 0 {
+		rec, rest, err := record.NextRecord(dg)
+		if err != nil {
+			d.Stats.BadRecords.Add(1)
+			p.l.Counters.BadRecords.Add(1)
+			return out
+		}
+		if len(rest) > 0 {
+			single = false
+		}
+		dg = rest
+		t, payload, err := d.open(rec)
+		if err != nil {
+			p.l.Counters.BadRecords.Add(1)
+			if errors.Is(err, errAlert) {
+				p.l.log.Info("dtls: peer sent an alert; closing its DTLS channel", "from", p.Addr().String(), "err", err)
+				p.Close()
+				return out
+			}
+			continue
+		}
+		var stop bool
+		out, stop = p.dispatch(d, rec, t, payload, single, out)
+		if stop {
+			return out
+		}
+	}
+	return out
+}
+
+// dispatch acts on one decrypted record. It reports whether the rest of
+// the datagram should be ignored.
+func (p *Peer) dispatch(d *datapath, rec []byte, t cstp.FrameType, payload []byte, single bool, out [][]byte) ([][]byte, bool) {
+	switch t {
+	case cstp.TypeData:
+		keep, err := p.owner.Check(payload)
+		if err != nil || !keep {
+			p.l.Counters.Rejected.Add(1)
+			return out, false
+		}
+		d.received(len(payload))
+		// The packet sits in the datagram buffer behind the record header,
+		// which leaves room for the virtio-net header the TUN write puts
+		// in front. For a datagram of one record the view keeps the
+		// buffer's capacity (the TUN device's GRO may append coalesced
+		// segments there); otherwise it is capped so the next record
+		// stays intact.
+		v := rec[d.hr-tunOffset : d.hr+len(payload)]
+		if !single {
+			v = v[:len(v):len(v)]
+		}
+		return append(out, v), false
+	case cstp.TypeDPDReq:
+		// Also openconnect's MTU probe: echo the whole payload.
+		p.sendControl(cstp.TypeDPDResp, payload)
+	case cstp.TypeDisconnect:
+		// openconnect says goodbye on DTLS before its TLS DISCONNECT; the
+		// session ends with the latter.
+		p.Close()
+		return out, true
+	}
+	return out, false
+}
+
+// Up reports whether the handshake completed and the peer is not closed.
+func (p *Peer) Up() bool { return p.d.Load() != nil && !p.closed.Load() }
+
+// Close forgets the peer. pion's Conn is not closed (see ClientChannel.Close).
+func (p *Peer) Close() error {
+	if p.closed.CompareAndSwap(false, true) {
+		p.feed.Close()
+		p.l.remove(p)
+	}
+	return nil
+}
+
+func (p *Peer) Name() string {
+	if d := p.d.Load(); d != nil {
+		return "dtls/" + d.suiteName()
+	}
+	return "dtls"
+}
+
+func (p *Peer) LastReceive() time.Time { return p.d.Load().LastReceive() }
+func (p *Peer) LastSend() time.Time    { return p.d.Load().LastSend() }
+func (p *Peer) Ping() error            { return p.sendControl(cstp.TypeDPDReq, nil) }
+func (p *Peer) Keepalive() error       { return p.sendControl(cstp.TypeKeepalive, nil) }
+
+// Stats returns the peer's counters.
+func (p *Peer) Stats() *Stats { return &p.d.Load().Stats }
+
+func (p *Peer) sendControl(t cstp.FrameType, payload []byte) error {
+	d := p.d.Load()
+	if d == nil || p.closed.Load() {
+		return net.ErrClosed
+	}
+	d.cmu.Lock()
+	defer d.cmu.Unlock()
+	rec, err := d.sealControl(t, payload)
+	if err != nil {
+		return err
+	}
+	if _, err := p.l.cfg.Conn.WriteToUDPAddrPort(rec, p.Addr()); err != nil {
+		return err
+	}
+	d.lastSend.Store(time.Now().UnixNano())
+	return nil
+}
+
+// WritePackets seals each packet in place and sends the batch with
+// sendmmsg. Buffers need Headroom() bytes in front and Tailroom behind.
+func (p *Peer) WritePackets(bufs [][]byte, offset int) error {
+	d := p.d.Load()
+	if d == nil || p.closed.Load() {
+		return net.ErrClosed
+	}
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	if len(p.wmsgs) < len(bufs) {
+		p.wmsgs = make([]udp.Message, len(bufs))
+		for i := range p.wmsgs {
+			p.wmsgs[i].Buffers = make([][]byte, 1)
+		}
+	}
+	msgs := p.wmsgs[:len(bufs)]
+	ua := p.addr.Load().ua
+	bytes := 0
+	for i, b := range bufs {
+		n := len(b) - offset
+		rec, err := d.seal(b[:cap(b)], offset, n, cstp.TypeData)
+		if err != nil {
+			return err
+		}
+		msgs[i].Buffers[0] = rec
+		msgs[i].Addr = ua
+		bytes += n
+	}
+	err := p.l.cfg.Conn.WriteBatch(msgs)
+	for i := range msgs {
+		msgs[i].Buffers[0] = nil
+	}
+	if err != nil {
+		return err
+	}
+	d.sent(len(bufs), bytes)
+	return nil
+}
+
+// rateLimiter is a token bucket per source address.
+type rateLimiter struct {
+	mu sync.Mutex
+	m  map[netip.Addr]*bucket
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+// maxBuckets bounds the limiter's memory under a flood of addresses.
+const maxBuckets = 4096
+
+func (r *rateLimiter) allow(a netip.Addr) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	b := r.m[a]
+	if b == nil {
+		if len(r.m) >= maxBuckets {
+			clear(r.m)
+		}
+		b = &bucket{tokens: handshakesPerSecond, last: now}
+		r.m[a] = b
+	}
+	b.tokens = min(handshakesPerSecond, b.tokens+now.Sub(b.last).Seconds()*handshakesPerSecond)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}

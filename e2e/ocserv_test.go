@@ -1,0 +1,223 @@
+package e2e
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"kvpn/internal/testenv"
+)
+
+// The stock tools' settings used by the interop tests.
+const (
+	vpncScript = "/usr/share/vpnc-scripts/vpnc-script"
+
+	// debianTLSPriorities is the tls-priorities line of Debian's
+	// /etc/ocserv/ocserv.conf (ocserv 1.1.6): TLS 1.2 only, with %COMPAT
+	// (which also turns off Extended Master Secret).
+	debianTLSPriorities = "NORMAL:%SERVER_PRECEDENCE:%COMPAT:-VERS-SSL3.0:-VERS-TLS1.0:-VERS-TLS1.1:-VERS-TLS1.3"
+	// tls13Priorities is the same without -VERS-TLS1.3.
+	tls13Priorities = "NORMAL:%SERVER_PRECEDENCE:%COMPAT:-VERS-SSL3.0:-VERS-TLS1.0:-VERS-TLS1.1"
+
+	ocservNetwork = "10.88.0.0/24"
+	ocservRoute   = "10.98.0.0/16"
+	// ocservTunnelIP is the address ocserv gives its own end of every
+	// client's point-to-point tun device: the first host of ipv4-network.
+	ocservTunnelIP = "10.88.0.1"
+)
+
+// requireOcserv checks what an ocserv test needs besides requireE2E.
+func requireOcserv(t *testing.T) {
+	t.Helper()
+	requireE2E(t)
+	testenv.RequireCommand(t, "ocserv")
+	testenv.RequireCommand(t, "ocpasswd")
+	testenv.RequireCommand(t, "occtl")
+}
+
+// requireOpenconnect checks what an openconnect test needs besides
+// requireE2E, including the vpnc-script openconnect runs by default.
+func requireOpenconnect(t *testing.T) {
+	t.Helper()
+	requireE2E(t)
+	testenv.RequireCommand(t, "openconnect")
+	testenv.RequireCommand(t, vpncScript) // a path: LookPath checks the file itself
+}
+
+// randHex returns n random bytes in hex, for unique names.
+func randHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// writeSelfSigned writes a fresh self-signed ECDSA P-256 certificate for
+// host (an IP address) and its key to dir/cert.pem and dir/key.pem, and
+// returns the paths and the certificate's pin-sha256 (base64 of the SHA-256
+// of the SubjectPublicKeyInfo, as openconnect's --servercert takes it).
+func writeSelfSigned(t *testing.T, dir, host string) (certPath, keyPath, pin string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: host, Organization: []string{"kvpn e2e"}},
+		IPAddresses:           []net.IP{net.ParseIP(host)},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPath, keyPath = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	return certPath, keyPath, "pin-sha256:" + base64.StdEncoding.EncodeToString(sum[:])
+}
+
+// ocservOpts are the knobs the interop tests turn.
+type ocservOpts struct {
+	dtls          bool   // set udp-port (DTLS) as well as tcp-port
+	tlsPriorities string // GnuTLS priority string; empty: Debian's default
+}
+
+// ocservServer is a running ocserv in its own namespace.
+type ocservServer struct {
+	ns     *netns
+	ip     string
+	pin    string
+	device string // prefix of the per-client tun devices
+	// occtlSocket is where `occtl -s` reaches this server.
+	occtlSocket string
+	proc        *proc
+}
+
+// startOcserv writes a certificate, a password file for testUser and a
+// config into a temporary directory (the sockets and the pid file go there
+// too), starts ocserv in the foreground in ns listening on ip:443, and waits
+// until it accepts connections.
+func startOcserv(t *testing.T, ns *netns, ip string, o ocservOpts) *ocservServer {
+	t.Helper()
+	dir := t.TempDir()
+	// ocserv's workers run as run-as-user and reach sec-mod through
+	// socket-file: they must be able to traverse the directory.
+	runAs := "root"
+	if _, err := user.Lookup("ocserv"); err == nil {
+		if _, err := user.LookupGroup("ocserv"); err == nil {
+			runAs = "ocserv"
+			for d := dir; d != os.TempDir() && d != "/" && d != "."; d = filepath.Dir(d) {
+				os.Chmod(d, 0o755)
+			}
+		}
+	}
+	s := &ocservServer{ns: ns, ip: ip, device: "ocs" + randHex(3)}
+	certPath, keyPath, pin := writeSelfSigned(t, dir, ip)
+	s.pin = pin
+	s.occtlSocket = filepath.Join(dir, "occtl.sock")
+
+	passwd := filepath.Join(dir, "passwd")
+	cmd := exec.Command("ocpasswd", "-c", passwd, testUser)
+	cmd.Stdin = strings.NewReader(testPassword + "\n" + testPassword + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ocpasswd: %v\n%s", err, out)
+	}
+
+	prio := o.tlsPriorities
+	if prio == "" {
+		prio = debianTLSPriorities
+	}
+	udp := "# no udp-port: DTLS off"
+	if o.dtls {
+		udp = "udp-port = 443"
+	}
+	cfg := fmt.Sprintf(`auth = "plain[passwd=%s]"
+listen-host = %s
+tcp-port = 443
+%s
+server-cert = %s
+server-key = %s
+socket-file = %s
+occtl-socket-file = %s
+pid-file = %s
+use-occtl = true
+isolate-workers = false
+run-as-user = %s
+run-as-group = %s
+device = %s
+ipv4-network = %s
+route = %s
+predictable-ips = true
+ping-leases = false
+max-clients = 8
+max-same-clients = 4
+rate-limit-ms = 0
+dpd = 2
+mobile-dpd = 2
+keepalive = 10
+switch-to-tcp-timeout = 5
+try-mtu-discovery = false
+cookie-timeout = 30
+auth-timeout = 30
+deny-roaming = false
+cisco-client-compat = true
+tls-priorities = "%s"
+`, passwd, ip, udp, certPath, keyPath,
+		filepath.Join(dir, "ocserv.sock"), s.occtlSocket, filepath.Join(dir, "ocserv.pid"),
+		runAs, runAs, s.device, ocservNetwork, ocservRoute, prio)
+	cfgPath := filepath.Join(dir, "ocserv.conf")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.proc = ns.start(t, "ocserv", "", "ocserv", "--foreground", "--debug", "2", "--config", cfgPath)
+	eventually(t, 10*time.Second, "ocserv listening on "+ip+":443", func() error {
+		select {
+		case <-s.proc.done:
+			t.Fatalf("ocserv exited (%v):\n%s", s.proc.err, s.proc.out.String())
+		default:
+		}
+		out, err := ns.try("ss", "-Hltn", "src", ip, "sport", "=", ":443")
+		if err != nil {
+			return fmt.Errorf("ss: %v: %s", err, out)
+		}
+		if !strings.Contains(out, "LISTEN") {
+			return fmt.Errorf("not listening yet")
+		}
+		return nil
+	})
+	return s
+}
