@@ -48,6 +48,13 @@ type Options struct {
 	ResolvConf        string // resolv.conf to edit for pushed DNS
 	StateDir          string // where the DNS backup lives
 	Log               *slog.Logger
+	// DTLSChaCha asks a kvpn server for ChaCha20-Poly1305 DTLS (the
+	// default where the CPU lacks AES instructions; dtls.PreferChaCha).
+	DTLSChaCha bool
+
+	// extensions is what the server listed in X-Kvpn-Extensions at login.
+	extensions string
+
 	// OnUp, if set, is called once the tunnel is first up (tests, status).
 	OnUp func(*cstp.TunnelParams, string)
 }
@@ -107,6 +114,7 @@ func (o *Options) login(c *conn) (string, error) {
 			return "", withCode(ExitAuth, fmt.Errorf("login: %w", err))
 		}
 		if msg.Type == "complete" {
+			o.extensions = c.extensions
 			cookie := c.cookies["webvpn"]
 			if cookie == "" {
 				return "", withCode(ExitAuth, errors.New("login: server reported success but sent no webvpn cookie"))
@@ -175,6 +183,10 @@ func (o *Options) connect(c *conn, cookie string, prev netip.Addr) (*cstp.Tunnel
 	}
 	if !o.NoDTLS {
 		req.DTLSCipherSuite = "PSK-NEGOTIATE"
+		if o.DTLSChaCha && cstp.HasExtension(o.extensions, cstp.ExtDTLSChaCha) {
+			req.Extra = http.Header{}
+			req.Extra.Set(cstp.HeaderDTLSCipher, cstp.ExtDTLSChaCha)
+		}
 	}
 	var b bytes.Buffer
 	if err := req.WriteTo(&b, c.host); err != nil {

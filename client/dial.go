@@ -85,6 +85,8 @@ type conn struct {
 	br      *bufio.Reader
 	host    string
 	cookies map[string]string
+	// extensions is what a kvpn server listed in X-Kvpn-Extensions.
+	extensions string
 }
 
 // dial connects and runs the TLS handshake. Failures are ExitUnreachable.
@@ -132,6 +134,9 @@ func (c *conn) post(path string, body []byte) (*http.Response, []byte, error) {
 	}
 	for _, ck := range resp.Cookies() {
 		c.cookies[ck.Name] = ck.Value
+	}
+	if ext := resp.Header.Get(cstp.HeaderExtensions); ext != "" {
+		c.extensions = ext
 	}
 	return resp, data, nil
 }

@@ -50,6 +50,7 @@ func (t *tunnel) dtlsOffer(c *conn, p *cstp.TunnelParams) *dtlsParams {
 			AppID:   p.DTLSAppID,
 			PSK:     psk,
 			Timeout: dtlsHandshakeTimeout,
+			ChaCha:  p.Extra.Get(cstp.HeaderDTLSCipher) == cstp.ExtDTLSChaCha,
 		},
 		live: session.Liveness{DPD: dpd, Keepalive: time.Duration(p.DTLSKeepalive) * time.Second},
 	}

@@ -24,16 +24,13 @@ import (
 // nothing (the App-ID in the session_id does).
 const PSKIdentity = "psk"
 
-// Suites are the DTLS cipher suites kvpn offers and accepts. pion has no
-// PSK AES-256-GCM; openconnect and ocserv both accept PSK AES-128-GCM.
-var Suites = []piondtls.CipherSuiteID{piondtls.TLS_PSK_WITH_AES_128_GCM_SHA256}
-
 // ClientConfig configures a client DTLS channel.
 type ClientConfig struct {
 	Server  netip.AddrPort // the server's address and X-DTLS-Port
 	AppID   []byte         // X-DTLS-App-ID
 	PSK     []byte         // exported from the TLS session (see PSK)
 	Timeout time.Duration  // handshake timeout
+	ChaCha  bool           // offer ChaCha20-Poly1305 first (kvpn extension)
 }
 
 // ClientChannel is the client's DTLS data channel. It implements
@@ -94,7 +91,7 @@ func Dial(ctx context.Context, cfg ClientConfig) (*ClientChannel, error) {
 	pc, err := piondtls.ClientWithOptions(feed, uc.RemoteAddr(),
 		piondtls.WithPSK(func([]byte) ([]byte, error) { return psk, nil }),
 		piondtls.WithPSKIdentityHint([]byte(PSKIdentity)),
-		piondtls.WithCipherSuites(Suites...),
+		piondtls.WithCipherSuites(Suites(cfg.ChaCha)...),
 		piondtls.WithLoggerFactory(quietPion()),
 		piondtls.WithClientHelloMessageHook(func(ch handshake.MessageClientHello) handshake.Message {
 			// PSK-NEGOTIATE: the App-ID rides in the session_id.

@@ -28,9 +28,15 @@ type Owner interface {
 	PeerUp(p *Peer)
 }
 
-// Finder looks up the session whose X-DTLS-App-ID is appID and returns it
-// with the PSK of its current TLS connection.
-type Finder func(appID []byte) (Owner, []byte, bool)
+// Match is what a Finder knows of the session a ClientHello names.
+type Match struct {
+	Owner  Owner
+	PSK    []byte // exported from the session's current TLS connection
+	ChaCha bool   // the kvpn ChaCha20 extension was negotiated
+}
+
+// Finder looks up the session whose X-DTLS-App-ID is appID.
+type Finder func(appID []byte) (Match, bool)
 
 // ListenerConfig configures the server side.
 type ListenerConfig struct {
@@ -173,7 +179,7 @@ func (l *Listener) warnRateLimited(msg string, args ...any) {
 // startHandshake begins a pion server handshake for a ClientHello whose
 // App-ID names a session.
 func (l *Listener) startHandshake(src netip.AddrPort, appID, hello []byte) {
-	owner, psk, ok := l.cfg.Find(appID)
+	m, ok := l.cfg.Find(appID)
 	if !ok {
 		l.Counters.NoSession.Add(1)
 		l.warnRateLimited("dtls: ClientHello names no session", "from", src.String())
@@ -184,7 +190,7 @@ func (l *Listener) startHandshake(src netip.AddrPort, appID, hello []byte) {
 		l.warnRateLimited("dtls: handshake rate limit reached", "from", src.String())
 		return
 	}
-	p := &Peer{l: l, owner: owner}
+	p := &Peer{l: l, owner: m.Owner}
 	p.setAddr(src)
 	p.feed = newFeedConn(l.cfg.Conn.LocalAddr(), net.UDPAddrFromAddrPort(src), func(b []byte) error {
 		_, err := l.cfg.Conn.WriteToUDPAddrPort(b, p.Addr())
@@ -198,7 +204,7 @@ func (l *Listener) startHandshake(src netip.AddrPort, appID, hello []byte) {
 		old.Close()
 	}
 	p.feed.Feed(hello)
-	go p.handshake(psk)
+	go p.handshake(m.PSK, Suites(m.ChaCha))
 }
 
 // roam finds the established peer that a data record from an unknown
@@ -284,10 +290,10 @@ func (p *Peer) setAddr(a netip.AddrPort) {
 // Addr is the peer's current address.
 func (p *Peer) Addr() netip.AddrPort { return p.addr.Load().ap }
 
-func (p *Peer) handshake(psk []byte) {
+func (p *Peer) handshake(psk []byte, suites []piondtls.CipherSuiteID) {
 	pc, err := piondtls.ServerWithOptions(p.feed, net.UDPAddrFromAddrPort(p.Addr()),
 		piondtls.WithPSK(func([]byte) ([]byte, error) { return psk, nil }),
-		piondtls.WithCipherSuites(Suites...),
+		piondtls.WithCipherSuites(suites...),
 		piondtls.WithLoggerFactory(quietPion()),
 	)
 	if err == nil {

@@ -76,8 +76,14 @@ var upLine = regexp.MustCompile(`tunnel up: address ([0-9.]+)/`)
 // for the tunnel to come up.
 func startClient(t *testing.T, ns *netns, s *vpnServer, password string, wantUp bool, extra ...string) *vpnClient {
 	t.Helper()
-	args := []string{bins.vpnc, "connect", "-u", testUser, "--passwd-on-stdin", "--servercert", s.pin,
-		"--state-dir", t.TempDir()}
+	return startClientEnv(t, ns, s, password, wantUp, nil, extra...)
+}
+
+// startClientEnv is startClient with extra environment variables for vpnc.
+func startClientEnv(t *testing.T, ns *netns, s *vpnServer, password string, wantUp bool, env []string, extra ...string) *vpnClient {
+	t.Helper()
+	args := append(append([]string{"env"}, env...), bins.vpnc, "connect", "-u", testUser, "--passwd-on-stdin", "--servercert", s.pin,
+		"--state-dir", t.TempDir())
 	args = append(args, extra...)
 	args = append(args, "https://"+s.ip+":443")
 	c := &vpnClient{ns: ns}

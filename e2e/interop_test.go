@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net/netip"
 	"regexp"
 	"strings"
 	"syscall"
@@ -227,8 +228,7 @@ func testVpncToOcserv(t *testing.T, o ocservOpts, wantVersion string) {
 		extra = append(extra, "--no-dtls")
 	}
 	c := startClient(t, cliNS, &vpnServer{ns: srvNS, ip: srvIP, pin: oc.pin}, testPassword, true, extra...)
-	network := strings.TrimSuffix(ocservNetwork, ".0/24") + "."
-	if !strings.HasPrefix(c.addr, network) || c.addr == ocservTunnelIP {
+	if a, err := netip.ParseAddr(c.addr); err != nil || !netip.MustParsePrefix(ocservNetwork).Contains(a) || c.addr == ocservTunnelIP {
 		t.Fatalf("vpnc got address %s, want one of ocserv's pool %s", c.addr, ocservNetwork)
 	}
 	waitTunnelConfig(t, cliNS, "kvpnc0", c.addr, ocservRoute)

@@ -134,14 +134,16 @@ type ocservServer struct {
 func startOcserv(t *testing.T, ns *netns, ip string, o ocservOpts) *ocservServer {
 	t.Helper()
 	dir := t.TempDir()
-	// ocserv's workers run as run-as-user and reach sec-mod through
-	// socket-file: they must be able to traverse the directory.
+	// ocserv's workers run as run-as-user and connect to sec-mod's socket
+	// next to socket-file: without search permission on the directories
+	// they fail with "error connecting to sec-mod socket ... Permission
+	// denied". (The key stays 0600, read by the root processes.)
 	runAs := "root"
 	if _, err := user.Lookup("ocserv"); err == nil {
 		if _, err := user.LookupGroup("ocserv"); err == nil {
 			runAs = "ocserv"
 			for d := dir; d != os.TempDir() && d != "/" && d != "."; d = filepath.Dir(d) {
-				os.Chmod(d, 0o755)
+				os.Chmod(d, 0o711)
 			}
 		}
 	}

@@ -146,17 +146,17 @@ func New(cfg *Config, log *slog.Logger) (*Server, error) {
 }
 
 // findDTLS resolves a ClientHello's App-ID to its session and PSK.
-func (s *Server) findDTLS(appID []byte) (dtls.Owner, []byte, bool) {
+func (s *Server) findDTLS(appID []byte) (dtls.Match, bool) {
 	var key [dtls.AppIDLen]byte
 	copy(key[:], appID)
 	s.mu.RLock()
 	sess := s.byAppID[key]
 	s.mu.RUnlock()
 	if sess == nil {
-		return nil, nil, false
+		return dtls.Match{}, false
 	}
-	psk := sess.dtlsPSK(key)
-	return sess, psk, psk != nil
+	psk, chacha := sess.dtlsPSK(key)
+	return dtls.Match{Owner: sess, PSK: psk, ChaCha: chacha}, psk != nil
 }
 
 // dtlsPort is the UDP port clients send DTLS to, 0 when DTLS is off.
@@ -314,6 +314,12 @@ func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logge
 		return false
 	}
 	xml := func(doc []byte, extra http.Header) bool {
+		if cstp.IsKvpnAgent(req.UserAgent()) {
+			if extra == nil {
+				extra = http.Header{}
+			}
+			extra.Set(cstp.HeaderExtensions, cstp.ExtDTLSChaCha)
+		}
 		return writeResponse(conn, http.StatusOK, "text/xml; charset=utf-8", doc, extra) == nil
 	}
 	const prompt = "Please enter your username and password."
@@ -411,7 +417,8 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 		RekeyMethod:   "none",
 	}
 	if s.dtls != nil && offersPSKNegotiate(creq.DTLSCipherSuite) {
-		if err := s.offerDTLS(sess, conn, params); err != nil {
+		chacha := cstp.IsKvpnAgent(req.UserAgent()) && creq.Extra.Get(cstp.HeaderDTLSCipher) == cstp.ExtDTLSChaCha
+		if err := s.offerDTLS(sess, conn, params, chacha); err != nil {
 			log.Warn("DTLS not offered", "err", err)
 		}
 	}
@@ -444,7 +451,7 @@ func offersPSKNegotiate(suites string) bool {
 
 // offerDTLS gives the session a fresh App-ID and the PSK exported from
 // this TLS connection, and adds the X-DTLS headers to params.
-func (s *Server) offerDTLS(sess *Session, conn record.Conn, params *cstp.TunnelParams) error {
+func (s *Server) offerDTLS(sess *Session, conn record.Conn, params *cstp.TunnelParams, chacha bool) error {
 	psk, err := dtls.PSK(conn.ConnectionState())
 	if err != nil {
 		return err
@@ -453,7 +460,11 @@ func (s *Server) offerDTLS(sess *Session, conn record.Conn, params *cstp.TunnelP
 	if _, err := rand.Read(appID[:]); err != nil {
 		return err
 	}
-	sess.setDTLS(appID, psk)
+	sess.setDTLS(appID, psk, chacha)
+	if chacha {
+		params.Extra = http.Header{}
+		params.Extra.Set(cstp.HeaderDTLSCipher, cstp.ExtDTLSChaCha)
+	}
 	params.DTLSPort = s.dtlsPort()
 	params.DTLSAppID = appID[:]
 	params.DTLSCipherSuite = "PSK-NEGOTIATE"

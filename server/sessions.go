@@ -42,6 +42,7 @@ type Session struct {
 	// the client moved back, as in ocserv).
 	appID      [dtls.AppIDLen]byte
 	psk        []byte
+	chacha     bool // kvpn extension: ChaCha20 first for DTLS
 	peer       atomic.Pointer[dtls.Peer]
 	preferDTLS atomic.Bool
 	ctx        context.Context // of the current connection; ends with it
@@ -209,25 +210,26 @@ func (sess *Session) Check(pkt []byte) (bool, error) {
 }
 
 // setDTLS records the App-ID and PSK offered on the current connection.
-func (sess *Session) setDTLS(appID [dtls.AppIDLen]byte, psk []byte) {
+func (sess *Session) setDTLS(appID [dtls.AppIDLen]byte, psk []byte, chacha bool) {
 	s := sess.srv
 	sess.dropDTLS()
 	sess.mu.Lock()
-	sess.appID, sess.psk = appID, psk
+	sess.appID, sess.psk, sess.chacha = appID, psk, chacha
 	sess.mu.Unlock()
 	s.mu.Lock()
 	s.byAppID[appID] = sess
 	s.mu.Unlock()
 }
 
-// dtlsPSK returns the PSK if appID is still the session's current one.
-func (sess *Session) dtlsPSK(appID [dtls.AppIDLen]byte) []byte {
+// dtlsPSK returns the PSK (and whether ChaCha20 was negotiated) if appID
+// is still the session's current one.
+func (sess *Session) dtlsPSK(appID [dtls.AppIDLen]byte) ([]byte, bool) {
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
 	if sess.ended || sess.appID != appID {
-		return nil
+		return nil, false
 	}
-	return sess.psk
+	return sess.psk, sess.chacha
 }
 
 // dropDTLS forgets the App-ID and closes the peer.

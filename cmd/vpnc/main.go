@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"kvpn/client"
+	"kvpn/dtls"
 	"kvpn/internal/cli"
 	"kvpn/internal/logging"
 	"kvpn/tun"
@@ -153,6 +154,7 @@ func parseConnect(args []string, stderr io.Writer) (*client.Options, error) {
 		Interface:         iface,
 		NoDTLS:            noDTLS,
 		DTLSAttemptPeriod: time.Duration(dtlsPeriod) * time.Second,
+		DTLSChaCha:        dtls.PreferChaCha(),
 		TunBackend:        be,
 		ReconnectTimeout:  time.Duration(reconnect) * time.Second,
 		ForceDPD:          time.Duration(forceDPD) * time.Second,

@@ -233,7 +233,7 @@ func payload(n int, seed byte) []byte {
 }
 
 // sealInto seals p with s from a fresh buffer with exactly the room needed.
-func sealInto(t *testing.T, s *Sealer, p []byte, ct ContentType) []byte {
+func sealInto(t testing.TB, s *Sealer, p []byte, ct ContentType) []byte {
 	t.Helper()
 	buf := make([]byte, s.Headroom()+len(p)+Tailroom)
 	copy(buf[s.Headroom():], p)

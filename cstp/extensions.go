@@ -1,0 +1,32 @@
+package cstp
+
+import "strings"
+
+// kvpn's private protocol extensions (docs/protocol.md). They are only
+// ever sent between two kvpn peers: a kvpn server recognises a kvpn client
+// by the " kvpn" suffix of its User-Agent and then lists the extensions it
+// supports in HeaderExtensions on its login answers; a kvpn client asks
+// for an extension only when the server listed it. Stock openconnect and
+// ocserv therefore never see an X-Kvpn header.
+const (
+	// HeaderExtensions lists the server's extensions, comma-separated.
+	HeaderExtensions = "X-Kvpn-Extensions"
+	// HeaderDTLSCipher, on CONNECT, asks for (request) or confirms
+	// (answer) ChaCha20-Poly1305 as the preferred DTLS cipher.
+	HeaderDTLSCipher = "X-Kvpn-DTLS-Cipher"
+	// ExtDTLSChaCha names the ChaCha20-Poly1305 DTLS extension.
+	ExtDTLSChaCha = "chacha20-poly1305"
+)
+
+// IsKvpnAgent reports whether a User-Agent is kvpn's vpnc.
+func IsKvpnAgent(ua string) bool { return strings.HasSuffix(ua, " kvpn") }
+
+// HasExtension reports whether a HeaderExtensions value lists ext.
+func HasExtension(list, ext string) bool {
+	for _, e := range strings.Split(list, ",") {
+		if strings.TrimSpace(e) == ext {
+			return true
+		}
+	}
+	return false
+}
