@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
 )
 
 // helperEnv makes the test binary act as a traffic helper instead of
@@ -26,8 +28,17 @@ const helperEnv = "KVPN_E2E_HELPER"
 // In both modes it sends SIZE pseudo-random bytes and reads until EOF at
 // the same time, then prints "sent N HASH" and "recv N HASH".
 func runHelper(mode string, args []string) int {
-	if mode == "bad" {
+	switch mode {
+	case "bad":
 		return runBadClient(args)
+	case "ctflush":
+		// Forget every connection-tracking entry of this namespace, so the
+		// next datagram of a flow gets a fresh NAT mapping.
+		if err := netlink.ConntrackTableFlush(netlink.ConntrackTable); err != nil {
+			fmt.Fprintln(os.Stderr, "ctflush:", err)
+			return 1
+		}
+		return 0
 	}
 	if len(args) != 2 {
 		fmt.Fprintln(os.Stderr, "helper: want ADDR SIZE")
