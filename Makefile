@@ -19,5 +19,15 @@ test: deps
 demo: deps build
 	./scripts/demo.sh
 
+# Benchmark in network namespaces (root): kvpn vs raw veth vs ocserv +
+# openconnect; prints the tables and rewrites the generated section of
+# docs/performance.md. Knobs: BENCH_TIME (s per run, 5), BENCH_REPS (3),
+# BENCH_CASES (comma list), BENCH_QUICK=1 (smoke test), BENCH_OUT, BENCH_BIN;
+# e.g. `sudo make bench BENCH_QUICK=1`. See bench/cmd/kvpnbench.
+.PHONY: bench
+bench: deps build
+	$(GO) build -o bin/kvpnbench ./bench/cmd/kvpnbench
+	./bin/kvpnbench
+
 clean:
 	rm -rf bin

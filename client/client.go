@@ -24,6 +24,7 @@ import (
 
 	"kvpn/cstp"
 	"kvpn/dtls"
+	"kvpn/ktlsbridge"
 	"kvpn/netcfg"
 	"kvpn/session"
 	"kvpn/tun"
@@ -38,6 +39,7 @@ type Options struct {
 	CAFile     string
 	Interface  string
 	NoDTLS     bool
+	KTLS       ktlsbridge.Mode // kernel TLS: auto, on or off
 	// DTLSAttemptPeriod is how long after a failed or lost DTLS channel
 	// the client tries DTLS again (openconnect: 60 s).
 	DTLSAttemptPeriod time.Duration
@@ -272,6 +274,7 @@ func Run(ctx context.Context, o *Options) error {
 	dctx, stopDTLS := context.WithCancel(ctx)
 	<-t.startDTLS(dctx, t.dtlsOffer(c, params))
 	transport := t.sender().Name()
+	log.Info("record layer", "engines", c.rc.(*ktlsbridge.Conn).Describe())
 	log.Info(fmt.Sprintf("tunnel up: address %s/%d, MTU %d, routes %s, DNS %s, transport %s",
 		params.Address, maskBits(params.Netmask), params.MTU, t.routeDesc(), addrList(params.DNS), transport))
 	if o.OnUp != nil {

@@ -19,6 +19,7 @@ import (
 
 	"kvpn/certs"
 	"kvpn/cstp"
+	"kvpn/ktlsbridge"
 	"kvpn/record"
 	"kvpn/session"
 )
@@ -99,10 +100,15 @@ func (o *Options) dial(ctx context.Context, tlsCfg *tls.Config) (*conn, error) {
 	raw.SetDeadline(time.Now().Add(exchangeTimeout))
 	hctx, cancel := context.WithTimeout(ctx, exchangeTimeout)
 	defer cancel()
-	rc, err := record.Client(hctx, raw, tlsCfg)
+	rc, err := ktlsbridge.Client(hctx, raw, tlsCfg, o.KTLS)
 	if err != nil {
-		return nil, withCode(ExitUnreachable, fmt.Errorf("TLS handshake with %s: %w", o.addr(), err))
+		code := ExitUnreachable
+		if errors.Is(err, ktlsbridge.ErrKernelRequired) {
+			code = ExitKernelTLS
+		}
+		return nil, withCode(code, fmt.Errorf("TLS handshake with %s: %w", o.addr(), err))
 	}
+	o.Log.Debug("record layer", "engines", rc.Describe())
 	return &conn{rc: rc, br: session.NewFrameReader(rc), host: o.hostPort(), cookies: map[string]string{}}, nil
 }
 

@@ -9,6 +9,7 @@ const (
 	ExitAuth        = 3 // authentication failed
 	ExitUnreachable = 4 // server unreachable, or its certificate does not match
 	ExitTunnelLost  = 5 // the tunnel was lost and could not be re-established
+	ExitKernelTLS   = 6 // --ktls on, but the kernel cannot run this connection's record layer
 )
 
 // Error is an error with the exit code vpnc should end with.

@@ -119,8 +119,28 @@ func interruptOpenconnect(t *testing.T, c *ocClient) {
 // session ends and its address is freed), and reconnects with its cookie
 // after the server side of the TCP connection is cut.
 func TestOpenconnectToVpnd(t *testing.T) {
-	requireOpenconnect(t)
-	testOpenconnectToVpnd(t, false)
+	for _, tc := range []struct {
+		name string
+		dtls bool
+	}{{"tls", false}, {"dtls", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			requireOpenconnect(t)
+			testOpenconnectToVpnd(t, tc.dtls)
+		})
+	}
+}
+
+// checkUDPCarried checks, with the nft counter countUDP installed, that
+// the transfer of size bytes each way went over UDP (DTLS) or not at all.
+func checkUDPCarried(t *testing.T, ns *netns, before int64, size int64, dtls bool) {
+	t.Helper()
+	got := udpBytes(t, ns) - before
+	if dtls && got < size {
+		t.Fatalf("only %d bytes arrived over UDP for a %d-byte upload: DTLS did not carry the data", got, size)
+	}
+	if !dtls && got > 0 {
+		t.Fatalf("%d bytes went over UDP on a TLS-only tunnel", got)
+	}
 }
 
 func testOpenconnectToVpnd(t *testing.T, dtls bool) {
@@ -144,10 +164,17 @@ func testOpenconnectToVpnd(t *testing.T, dtls bool) {
 		t.Fatalf("openconnect does not report address %s:\n%s", addr, oc.proc.out.String())
 	}
 	waitTunnelConfig(t, tp.cliNS, oc.ifname, addr, route)
+	if dtls {
+		oc.proc.waitLog(t, "(DTLS1.2)-(PSK)", 10*time.Second)
+		tp.srv.proc.waitLog(t, `msg="DTLS up"`, 5*time.Second)
+	}
+	countUDP(t, tp.srvNS)
 	ping(t, tp.cliNS, tunnelServer)
 	ping(t, tp.srvNS, addr)
 	const size = 32 << 20
+	udpBefore := udpBytes(t, tp.srvNS)
 	d := bulkBothWays(t, tp.srvNS, tunnelServer, tp.cliNS, size)
+	checkUDPCarried(t, tp.srvNS, udpBefore, size, dtls)
 	t.Logf("openconnect -> vpnd: 32 MiB each way in %s (%.2f Gbit/s per direction)", d.Round(time.Millisecond),
 		float64(size*8)/d.Seconds()/1e9)
 
@@ -205,13 +232,16 @@ func testOpenconnectToVpnd(t *testing.T, dtls bool) {
 func TestVpncToOcserv(t *testing.T) {
 	for _, tc := range []struct {
 		name, prio, version string
+		dtls                bool
 	}{
-		{"tls12", debianTLSPriorities, "TLS1.2"},
-		{"tls13", tls13Priorities, "TLS1.3"},
+		{"tls12", debianTLSPriorities, "TLS1.2", false},
+		{"tls13", tls13Priorities, "TLS1.3", false},
+		{"tls12-dtls", debianTLSPriorities, "TLS1.2", true},
+		{"tls13-dtls", tls13Priorities, "TLS1.3", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			requireOcserv(t)
-			testVpncToOcserv(t, ocservOpts{tlsPriorities: tc.prio}, tc.version)
+			testVpncToOcserv(t, ocservOpts{tlsPriorities: tc.prio, dtls: tc.dtls}, tc.version)
 		})
 	}
 }
@@ -241,10 +271,20 @@ func testVpncToOcserv(t *testing.T, o ocservOpts, wantVersion string) {
 		}
 	}
 
+	wantTransport := "transport tls/"
+	if o.dtls {
+		wantTransport = "transport dtls/"
+	}
+	if !strings.Contains(c.proc.out.String(), wantTransport) {
+		t.Fatalf("vpnc does not report %q:\n%s", wantTransport, c.proc.out.String())
+	}
+	countUDP(t, srvNS)
 	ping(t, cliNS, ocservTunnelIP)
 	ping(t, srvNS, c.addr)
 	const size = 32 << 20
+	udpBefore := udpBytes(t, srvNS)
 	d := bulkBothWays(t, srvNS, ocservTunnelIP, cliNS, size)
+	checkUDPCarried(t, srvNS, udpBefore, size, o.dtls)
 	t.Logf("vpnc -> ocserv: 32 MiB each way in %s (%.2f Gbit/s per direction)", d.Round(time.Millisecond),
 		float64(size*8)/d.Seconds()/1e9)
 

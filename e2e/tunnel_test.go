@@ -328,3 +328,31 @@ func TestDTLSChaChaExtension(t *testing.T) {
 		t.Fatalf("AES-GCM expected without the extension:\n%s", c2.proc.out.String())
 	}
 }
+
+// TestKTLSFallbackOnHost: this machine's kernel has no kTLS, so with
+// ktls=auto both ends fall back to the userspace record layer, say so, and
+// the tunnel works; with --ktls on the client refuses with a clear error.
+func TestKTLSFallbackOnHost(t *testing.T) {
+	requireE2E(t)
+	if _, err := os.Stat("/proc/net/tls_stat"); err == nil {
+		t.Fatal("this kernel has kTLS; the fallback test expects a kernel without it (the VM test covers kTLS)")
+	}
+	tp := newTopology(t, `ktls = "auto"`)
+	c := startClient(t, tp.cliNS, tp.srv, testPassword, true, "--no-dtls", "--ktls", "auto")
+	for _, p := range []*proc{c.proc, tp.srv.proc} {
+		p.waitLog(t, "tx=userspace rx=userspace (kernel TLS unavailable: setsockopt TCP_ULP tls:", 5*time.Second)
+	}
+	if !strings.Contains(c.proc.out.String(), "transport tls/userspace") {
+		t.Fatalf("transport does not name the userspace record layer:\n%s", c.proc.out.String())
+	}
+	ping(t, tp.cliNS, tunnelServer)
+	bulkBothWays(t, tp.srvNS, tunnelServer, tp.cliNS, 8<<20)
+
+	on := startClient(t, tp.cliNS, tp.srv, testPassword, false, "--ktls", "on", "-i", "kvpnc1")
+	if code := on.proc.exitCode(t, 15*time.Second); code != 6 {
+		t.Fatalf("--ktls on without kernel TLS: exit code %d, want 6\n%s", code, on.proc.out.String())
+	}
+	if !strings.Contains(on.proc.out.String(), "ktls=on but the kernel cannot take this connection") {
+		t.Fatalf("no clear error:\n%s", on.proc.out.String())
+	}
+}

@@ -28,9 +28,12 @@ type Conn interface {
 	io.Reader
 	// Write sends p as exactly one TLS record.
 	Write(p []byte) (int, error)
-	// WriteRecords sends every buffer as exactly one TLS record, in order.
-	// The call is atomic with respect to other writers.
-	WriteRecords(recs [][]byte) error
+	// WriteRecords sends every bufs[i][offset:] as exactly one TLS record,
+	// in order, atomically with respect to other writers. The offset bytes
+	// in front of each record's plaintext are headroom the engine may
+	// overwrite (at least Headroom), and each buffer's spare capacity is
+	// tailroom (at least Tailroom), so a userspace engine seals in place.
+	WriteRecords(bufs [][]byte, offset int) error
 	// Close sends close_notify and closes the socket.
 	Close() error
 	SetDeadline(t time.Time) error
@@ -58,6 +61,14 @@ func (e Engine) String() string {
 
 // EngineUserspace is Go's crypto/tls record layer.
 const EngineUserspace = "userspace"
+
+// Headroom and Tailroom are what a record needs around its plaintext: a
+// 5-byte header plus TLS 1.2 AES-GCM's 8-byte explicit nonce in front; a
+// 16-byte tag plus TLS 1.3's inner content type behind.
+const (
+	Headroom = 5 + 8
+	Tailroom = 16 + 1
+)
 
 // MaxRecordPayload is the largest plaintext a TLS record carries (RFC 8446
 // section 5.1, RFC 5246 section 6.2.1).

@@ -23,7 +23,7 @@ func TestWriteRecordsOneRecordPerBuffer(t *testing.T) {
 				recs = append(recs, bytes.Repeat([]byte{byte(i)}, 1+i*29))
 			}
 			errc := make(chan error, 1)
-			go func() { errc <- c.WriteRecords(recs) }()
+			go func() { errc <- c.WriteRecords(recs, 0) }()
 			buf := make([]byte, 64<<10)
 			for i, want := range recs {
 				n, err := s.Read(buf)
@@ -65,7 +65,7 @@ func BenchmarkWriteRecords(b *testing.B) {
 	b.SetBytes(64 * 1400)
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := c.WriteRecords(recs); err != nil {
+		if err := c.WriteRecords(recs, 0); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -22,13 +22,13 @@ func (c *userspaceConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-func (c *userspaceConn) WriteRecords(recs [][]byte) error {
+func (c *userspaceConn) WriteRecords(bufs [][]byte, offset int) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.cork.corked = true
 	var werr error
-	for _, r := range recs {
-		if _, werr = c.Conn.Write(r); werr != nil {
+	for _, b := range bufs {
+		if _, werr = c.Conn.Write(b[offset:]); werr != nil {
 			break
 		}
 	}

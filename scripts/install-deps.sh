@@ -21,6 +21,12 @@ for cmd in "${!need[@]}"; do
 done
 # openconnect runs this script by default to configure its tun device.
 [ -x /usr/share/vpnc-scripts/vpnc-script ] || missing+=(vpnc-scripts)
+# kTLS VM tests (e2e/ktlsvm): QEMU, a static busybox for the initramfs, and
+# depmod/modprobe and xz to unpack Debian's kernel (the tests fetch that
+# themselves with apt-get download into /var/cache/kvpn-ktls).
+for pkg in qemu-system-x86 busybox-static kmod xz-utils; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
+done
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

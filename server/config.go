@@ -15,6 +15,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"kvpn/internal/logging"
+	"kvpn/ktlsbridge"
 	"kvpn/tun"
 )
 
@@ -38,12 +39,14 @@ type Config struct {
 	Device        string   `toml:"device"`         // TUN interface name
 	TunBackend    string   `toml:"tun-backend"`    // offload or plain
 	LogLevel      string   `toml:"log-level"`      // debug, info, warn, error
+	KTLS          string   `toml:"ktls"`           // auto, on, off
 
 	// Parsed forms, filled by Validate.
 	pool   netip.Prefix
 	routes []netip.Prefix
 	dns    []netip.Addr
 	tunBE  tun.Backend
+	ktls   ktlsbridge.Mode
 }
 
 // Defaults for a vpnd started without a configuration file.
@@ -77,6 +80,7 @@ func DefaultConfig(stateDir string) *Config {
 		Device:        DefaultDevice,
 		TunBackend:    string(tun.BackendOffload),
 		LogLevel:      "info",
+		KTLS:          string(ktlsbridge.ModeAuto),
 	}
 }
 
@@ -198,6 +202,11 @@ func (c *Config) Validate() error {
 		bad("tun-backend", "%v", err)
 	}
 	c.tunBE = be
+	if m, err := ktlsbridge.ParseMode(c.KTLS); err != nil {
+		bad("ktls", "%v", err)
+	} else {
+		c.ktls = m
+	}
 	if _, err := logging.ParseLevel(c.LogLevel); err != nil {
 		bad("log-level", "%v", err)
 	}

@@ -27,6 +27,7 @@ import (
 	"kvpn/certs"
 	"kvpn/cstp"
 	"kvpn/dtls"
+	"kvpn/ktlsbridge"
 	"kvpn/netcfg"
 	"kvpn/record"
 	"kvpn/session"
@@ -255,12 +256,13 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
 	}()
 	raw.SetDeadline(time.Now().Add(loginTimeout))
 	hctx, cancel := context.WithTimeout(ctx, loginTimeout)
-	conn, err := record.Server(hctx, raw, s.tlsCfg)
+	conn, err := ktlsbridge.Server(hctx, raw, s.tlsCfg, s.cfg.ktls)
 	cancel()
 	if err != nil {
 		log.Info("TLS handshake failed", "err", err)
 		return
 	}
+	log = log.With("record-layer", conn.Engine().String())
 	br := session.NewFrameReader(conn)
 	for {
 		req, err := http.ReadRequest(br)
@@ -433,6 +435,9 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 	// The tunnel has its own liveness checks from here on.
 	conn.SetReadDeadline(time.Time{})
 	conn.SetWriteDeadline(time.Time{})
+	if kc, ok := conn.(*ktlsbridge.Conn); ok {
+		log.Info("record layer", "engines", kc.Describe())
+	}
 	log.Info("tunnel up", "address", addr.String(), "transport", ch.Name())
 	err = sess.run(ctx, ch, log)
 	sess.detach(ch, err)

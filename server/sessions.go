@@ -14,6 +14,7 @@ import (
 	"kvpn/auth"
 	"kvpn/dtls"
 	"kvpn/ippkt"
+	"kvpn/record"
 	"kvpn/session"
 	"kvpn/tun"
 )
@@ -374,8 +375,9 @@ type batch struct {
 }
 
 func newBatch(mtu int) *batch {
-	// Each buffer leaves room behind the packet for a DTLS record's tag.
-	size := tun.Headroom + mtu + dtls.Tailroom
+	// Each buffer leaves room behind the packet for a record's tag (and
+	// TLS 1.3's inner content type), whichever channel seals it in place.
+	size := tun.Headroom + mtu + max(dtls.Tailroom, record.Tailroom)
 	mem := make([]byte, batchSize*size)
 	b := &batch{bufs: make([][]byte, batchSize), pkts: make([][]byte, batchSize)}
 	for i := range b.bufs {

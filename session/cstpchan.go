@@ -22,9 +22,6 @@ type CSTPChannel struct {
 	lastRecv atomic.Int64 // unix nanoseconds
 	lastSend atomic.Int64
 
-	wmu  sync.Mutex // guards recs, the reused vector of outgoing records
-	recs [][]byte
-
 	cmu  sync.Mutex // guards ctrl, the scratch buffer for control frames
 	ctrl []byte
 
@@ -136,23 +133,18 @@ func (c *CSTPChannel) readPackets(bufs [][]byte, sizes []int, offset int) (int, 
 // into its headroom and becomes one TLS record; the batch goes out in one
 // WriteRecords call.
 func (c *CSTPChannel) WritePackets(bufs [][]byte, offset int) error {
-	if offset < cstp.HeaderLen {
-		return fmt.Errorf("cstp: headroom %d < %d", offset, cstp.HeaderLen)
+	if offset < cstp.HeaderLen+record.Headroom {
+		return fmt.Errorf("cstp: headroom %d < %d", offset, cstp.HeaderLen+record.Headroom)
 	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	recs := c.recs[:0]
 	var bytes uint64
 	for _, b := range bufs {
 		pkt := b[offset:]
-		frame := b[offset-cstp.HeaderLen:]
-		cstp.PutHeader(frame, cstp.TypeData, len(pkt))
-		recs = append(recs, frame)
+		cstp.PutHeader(b[offset-cstp.HeaderLen:], cstp.TypeData, len(pkt))
 		bytes += uint64(len(pkt))
 	}
-	c.recs = recs
-	err := c.conn.WriteRecords(recs)
-	clear(recs) // do not keep callers' buffers reachable
+	// Each frame, header included, is one record: the record layer gets
+	// the headroom in front of the CSTP header.
+	err := c.conn.WriteRecords(bufs, offset-cstp.HeaderLen)
 	if err != nil {
 		return err
 	}

@@ -29,6 +29,7 @@ import (
 	"kvpn/dtls"
 	"kvpn/internal/cli"
 	"kvpn/internal/logging"
+	"kvpn/ktlsbridge"
 	"kvpn/tun"
 )
 
@@ -43,6 +44,7 @@ flags (named as openconnect's):
       --no-dtls              use TLS only (default: DTLS when the server offers it, TLS as fallback)
       --dtls-attempt-period S  retry DTLS S seconds after it failed or was lost (default 60)
       --tun-backend B        offload (default) or plain
+      --ktls MODE            kernel TLS: auto (default), on, off
       --reconnect-timeout S  keep trying to reconnect for S seconds (default 300)
       --force-dpd S          dead-peer-detection interval, overriding the server's
       --base-mtu N           link MTU to the server (default 1500)
@@ -50,7 +52,8 @@ flags (named as openconnect's):
       --log-level L          debug, info, warn, error (default info)
 
 exit codes: 0 clean exit, 2 usage, 3 authentication failed,
-            4 server unreachable or certificate mismatch, 5 tunnel lost
+            4 server unreachable or certificate mismatch, 5 tunnel lost,
+            6 --ktls on but the kernel cannot take the connection
 `
 
 func main() {
@@ -90,6 +93,7 @@ func parseConnect(args []string, stderr io.Writer) (*client.Options, error) {
 	fs.SetOutput(io.Discard)
 	var user, servercert, cafile, iface, backend, stateDir, level string
 	var stdinPass, noDTLS bool
+	var ktlsMode string
 	var reconnect, forceDPD, baseMTU, dtlsPeriod int
 	for _, n := range []string{"u", "user"} {
 		fs.StringVar(&user, n, "", "")
@@ -102,6 +106,7 @@ func parseConnect(args []string, stderr io.Writer) (*client.Options, error) {
 	fs.StringVar(&cafile, "cafile", "", "")
 	fs.BoolVar(&noDTLS, "no-dtls", false, "")
 	fs.StringVar(&backend, "tun-backend", string(tun.BackendOffload), "")
+	fs.StringVar(&ktlsMode, "ktls", string(ktlsbridge.ModeAuto), "")
 	fs.IntVar(&reconnect, "reconnect-timeout", 300, "")
 	fs.IntVar(&dtlsPeriod, "dtls-attempt-period", 60, "")
 	fs.IntVar(&forceDPD, "force-dpd", 0, "")
@@ -120,6 +125,10 @@ func parseConnect(args []string, stderr io.Writer) (*client.Options, error) {
 		return nil, err
 	}
 	be, err := tun.ParseBackend(backend)
+	if err != nil {
+		return nil, err
+	}
+	km, err := ktlsbridge.ParseMode(ktlsMode)
 	if err != nil {
 		return nil, err
 	}
@@ -156,6 +165,7 @@ func parseConnect(args []string, stderr io.Writer) (*client.Options, error) {
 		DTLSAttemptPeriod: time.Duration(dtlsPeriod) * time.Second,
 		DTLSChaCha:        dtls.PreferChaCha(),
 		TunBackend:        be,
+		KTLS:              km,
 		ReconnectTimeout:  time.Duration(reconnect) * time.Second,
 		ForceDPD:          time.Duration(forceDPD) * time.Second,
 		BaseMTU:           baseMTU,

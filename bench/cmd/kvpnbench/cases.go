@@ -1,0 +1,588 @@
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"kvpn/bench"
+)
+
+// Addresses. The veth link is 192.168.203.0/24; vpnd's pool
+// 10.203.0.0/24 (server 10.203.0.1), ocserv's 10.204.0.0/24 (ocserv's
+// end of every point-to-point tun is 10.204.0.1). Both push a split route
+// so nothing else in the client namespace changes.
+const (
+	srvVeth      = "192.168.203.1"
+	cliVeth      = "192.168.203.2"
+	vpndPool     = "10.203.0.0/24"
+	vpndTunnelIP = "10.203.0.1"
+	ocservPool   = "10.204.0.0/24"
+	ocservTunIP  = "10.204.0.1"
+	splitRoute   = "10.99.0.0/16"
+	benchUser    = "bench"
+	benchPass    = "bench-password-1"
+	vpncScript   = "/usr/share/vpnc-scripts/vpnc-script"
+	iperfPort    = "5201"
+)
+
+// topo is one case's pair of namespaces and its working directory.
+type topo struct {
+	dir      string
+	srv, cli *netns
+	cliVeth  string // the client's veth device
+}
+
+// tunnel is what a case's setup brought up.
+type tunnel struct {
+	addr             string // the iperf3 server binds here (server namespace)
+	srvComm, cliComm string // process name prefixes for CPU accounting; "" = none
+	cliIf            string // client interface, for the MTU
+	negotiated       string
+	engine           string
+	notes            []string
+}
+
+func (r *runner) newTopo(name string) (*topo, error) {
+	dir, err := os.MkdirTemp("", "kvpnbench-"+name+"-")
+	if err != nil {
+		return nil, err
+	}
+	r.onCleanup("remove "+dir, func() { os.RemoveAll(dir) })
+	// ocserv's workers run as the ocserv user and must reach sec-mod's
+	// socket in here.
+	if err := os.Chmod(dir, 0o711); err != nil {
+		return nil, err
+	}
+	t := &topo{dir: dir}
+	if t.srv, err = r.newNS("srv"); err != nil {
+		return nil, err
+	}
+	if t.cli, err = r.newNS("cli"); err != nil {
+		return nil, err
+	}
+	id := randHex(3)
+	a, b := "kvb"+id+"s", "kvb"+id+"c"
+	r.onCleanup("veth "+a, func() { r.cmd(nil, 5*time.Second, "ip", "link", "del", a) }) // gone with the namespace normally
+	t.cliVeth = b
+	steps := [][]string{
+		{"ip", "link", "add", a, "type", "veth", "peer", "name", b},
+		{"ip", "link", "set", a, "netns", t.srv.name},
+		{"ip", "link", "set", b, "netns", t.cli.name},
+		{"ip", "-n", t.srv.name, "addr", "add", srvVeth + "/24", "dev", a},
+		{"ip", "-n", t.cli.name, "addr", "add", cliVeth + "/24", "dev", b},
+		{"ip", "-n", t.srv.name, "link", "set", a, "up"},
+		{"ip", "-n", t.cli.name, "link", "set", b, "up"},
+	}
+	for _, s := range steps {
+		if _, err := r.cmd(nil, 10*time.Second, s...); err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+// runCase sets up one case, measures it and tears it down again.
+func (r *runner) runCase(info bench.CaseInfo) *bench.Case {
+	c := &bench.Case{CaseInfo: info, CPU: info.Transport != ""}
+	r.logf("== %s: %s (server %s, client %s)", info.Name, info.Title, info.Server, info.Client)
+	m, np := r.mark(), r.procCount()
+	defer func() {
+		procs := r.procsSince(np)
+		for _, p := range procs {
+			if note := instability(p.name, p.out.String()); note != "" {
+				c.Notes = append(c.Notes, "WARNING: "+note)
+				r.logf("   WARNING: %s", note)
+			}
+		}
+		// On failure (or with BENCH_DEBUG=1) show what the VPN processes said.
+		if c.Err != "" || os.Getenv("BENCH_DEBUG") == "1" {
+			for _, p := range procs {
+				if strings.HasPrefix(p.name, "iperf3") {
+					continue
+				}
+				fmt.Fprintf(os.Stderr, "----- last output of %s -----\n%s\n", p.name, tail(p.out.String(), 25))
+			}
+		}
+		r.unwindTo(m)
+		r.logf("   %s: cleaned up", info.Name)
+	}()
+	if err := r.measureCase(c); err != nil {
+		if r.ctx.Err() != nil {
+			return c
+		}
+		c.Err = firstLine(err.Error())
+		r.logf("   %s FAILED: %v", info.Name, err)
+	}
+	return c
+}
+
+var (
+	vpncReconnect = regexp.MustCompile(`tunnel re-established`)
+	vpncDTLSLost  = regexp.MustCompile(`DTLS lost`)
+	vpndLost      = regexp.MustCompile(`msg="connection lost[^\n]*`)
+	logErr        = regexp.MustCompile(`\berr=("[^"]*"|\S+)`)
+	ocCSTP        = regexp.MustCompile(`CSTP connected`)
+	ocDTLSDead    = regexp.MustCompile(`DTLS Dead Peer Detection detected dead peer`)
+)
+
+// instability reads a VPN process's output for signs that the tunnel did
+// not stay up during the measurements: reconnects, lost connections, DTLS
+// falling back. It returns "" when there are none.
+func instability(name, out string) string {
+	var parts []string
+	switch name {
+	case "vpnc":
+		if n := len(vpncReconnect.FindAllString(out, -1)); n > 0 {
+			parts = append(parts, fmt.Sprintf("re-established the tunnel %d times", n))
+		}
+		if n := len(vpncDTLSLost.FindAllString(out, -1)); n > 0 {
+			parts = append(parts, fmt.Sprintf("lost DTLS %d times", n))
+		}
+	case "vpnd":
+		if lines := vpndLost.FindAllString(out, -1); len(lines) > 0 {
+			s := fmt.Sprintf("lost the client's connection %d times", len(lines))
+			if e := logErr.FindStringSubmatch(lines[0]); e != nil {
+				s += " (first error: " + strings.Trim(e[1], `"`) + ")"
+			}
+			parts = append(parts, s)
+		}
+	case "openconnect":
+		if n := len(ocCSTP.FindAllString(out, -1)); n > 1 {
+			parts = append(parts, fmt.Sprintf("reconnected %d times", n-1))
+		}
+		if n := len(ocDTLSDead.FindAllString(out, -1)); n > 0 {
+			parts = append(parts, fmt.Sprintf("declared DTLS dead %d times", n))
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return name + " " + strings.Join(parts, ", ")
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	return s
+}
+
+func (r *runner) measureCase(c *bench.Case) error {
+	t, err := r.newTopo(c.Name)
+	if err != nil {
+		return err
+	}
+	var tn *tunnel
+	switch c.Name {
+	case "veth":
+		tn = &tunnel{addr: srvVeth, cliIf: t.cliVeth, negotiated: "none (plain veth)"}
+	case "kvpn-dtls":
+		tn, err = r.setupKvpn(t, "offload", true)
+	case "kvpn-tls":
+		tn, err = r.setupKvpn(t, "offload", false)
+	case "kvpn-plain":
+		tn, err = r.setupKvpn(t, "plain", true)
+	case "ocserv-dtls":
+		tn, err = r.setupOcserv(t, true)
+	case "ocserv-tls":
+		tn, err = r.setupOcserv(t, false)
+	case "oc-vpnd-dtls":
+		tn, err = r.setupOpenconnectVpnd(t, true)
+	case "oc-vpnd-tls":
+		tn, err = r.setupOpenconnectVpnd(t, false)
+	default:
+		err = fmt.Errorf("no setup for case %q", c.Name)
+	}
+	if err != nil {
+		return err
+	}
+	c.Negotiated, c.Engine = tn.negotiated, tn.engine
+	c.Notes = append(c.Notes, tn.notes...)
+	if out, err := r.cmd(t.cli, 5*time.Second, "ip", "-o", "link", "show", "dev", tn.cliIf); err == nil {
+		if m := regexp.MustCompile(`\bmtu (\d+)`).FindStringSubmatch(out); m != nil {
+			c.MTU, _ = strconv.Atoi(m[1])
+		}
+	}
+	r.logf("   up: transport %s, MTU %d", c.Negotiated, c.MTU)
+	if c.Engine != "" {
+		r.logf("   record layer: %s", c.Engine)
+	}
+	if err := r.eventually(15*time.Second, "ping through the tunnel", func() error {
+		_, err := r.cmd(t.cli, 5*time.Second, "ping", "-c", "1", "-W", "1", tn.addr)
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := r.startIperfServer(t, tn.addr); err != nil {
+		return err
+	}
+	return r.measure(c, t, tn)
+}
+
+// startIperfServer runs `iperf3 -s -B addr` in the server namespace and
+// waits until it listens.
+func (r *runner) startIperfServer(t *topo, addr string) error {
+	p, err := r.start(t.srv, "iperf3 server", syscall.SIGTERM, "", "iperf3", "-s", "-B", addr, "-p", iperfPort)
+	if err != nil {
+		return err
+	}
+	return r.eventually(10*time.Second, "iperf3 server listening", func() error {
+		if p.exited() {
+			return fmt.Errorf("iperf3 -s exited: %s", tail(p.out.String(), 5))
+		}
+		out, err := r.cmd(t.srv, 5*time.Second, "ss", "-Hltn", "sport", "=", ":"+iperfPort)
+		if err != nil || !strings.Contains(out, "LISTEN") {
+			return fmt.Errorf("not listening yet")
+		}
+		return nil
+	})
+}
+
+// --- kvpn ---
+
+type vpndServer struct {
+	proc *proc
+	pin  string
+}
+
+// startVpnd writes a password file and a config and starts vpnd in the
+// server namespace with its certificate created in dir.
+func (r *runner) startVpnd(t *topo, backend string) (*vpndServer, error) {
+	dir := filepath.Join(t.dir, "vpnd")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	passwd := filepath.Join(dir, "passwd")
+	if _, err := r.cmdIn(nil, 30*time.Second, benchPass+"\n", r.vpnd, "passwd", "--file", passwd, benchUser); err != nil {
+		return nil, err
+	}
+	cert, key := filepath.Join(dir, "server-cert.pem"), filepath.Join(dir, "server-key.pem")
+	cfg := fmt.Sprintf(`# kvpnbench
+listen = "0.0.0.0:443"
+passwd-file = %q
+server-cert = %q
+server-key = %q
+device = "kvpns0"
+ipv4-network = %q
+route = [%q]
+tun-backend = %q
+`, passwd, cert, key, vpndPool, splitRoute, backend)
+	cfgPath := filepath.Join(dir, "vpnd.toml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		return nil, err
+	}
+	p, err := r.start(t.srv, "vpnd", syscall.SIGTERM, "", r.vpnd, "serve", "--config", cfgPath, "--state-dir", dir)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := r.waitFor(p, regexp.MustCompile(`vpnd listening`), 15*time.Second); err != nil {
+		return nil, err
+	}
+	pin, err := r.cmd(nil, 10*time.Second, r.vpnd, "pin", "--cert", cert)
+	if err != nil {
+		return nil, err
+	}
+	return &vpndServer{proc: p, pin: strings.TrimSpace(pin)}, nil
+}
+
+var (
+	vpncUp      = regexp.MustCompile(`tunnel up: address ([0-9.]+)/\d+, MTU (\d+),.*transport ([^"\s]+)`)
+	recordLayer = regexp.MustCompile(`msg="?record layer"?[^\n]*? engines="([^"]*)"`)
+	vpndDTLSUp  = regexp.MustCompile(`msg="DTLS up"`)
+)
+
+// engineOf returns what a kvpn process logged about its TLS record layer
+// (short form for the table, full line for the notes).
+func engineOf(out string) (short, full string) {
+	m := recordLayer.FindStringSubmatch(out)
+	if m == nil {
+		return "", ""
+	}
+	full = m[1]
+	short, _, _ = strings.Cut(full, " (")
+	return short, full
+}
+
+func (r *runner) setupKvpn(t *topo, backend string, dtls bool) (*tunnel, error) {
+	srv, err := r.startVpnd(t, backend)
+	if err != nil {
+		return nil, err
+	}
+	args := []string{r.vpnc, "connect", "-u", benchUser, "--passwd-on-stdin", "--servercert", srv.pin,
+		"--state-dir", filepath.Join(t.dir, "vpnc-state"), "--tun-backend", backend}
+	if !dtls {
+		args = append(args, "--no-dtls")
+	}
+	args = append(args, "https://"+srvVeth+":443")
+	cli, err := r.start(t.cli, "vpnc", syscall.SIGINT, benchPass+"\n", args...)
+	if err != nil {
+		return nil, err
+	}
+	m, err := r.waitFor(cli, vpncUp, 20*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	tn := &tunnel{addr: vpndTunnelIP, srvComm: "vpnd", cliComm: "vpnc", cliIf: "kvpnc0", negotiated: m[3]}
+	want := "tls/"
+	if dtls {
+		want = "dtls/"
+	}
+	if !strings.HasPrefix(m[3], want) {
+		return nil, fmt.Errorf("vpnc came up on transport %s, want %s...", m[3], want)
+	}
+	short, full := engineOf(cli.out.String())
+	_, srvFull := engineOf(srv.proc.out.String())
+	if short == "" {
+		tn.engine = "not logged by this vpnc"
+	} else {
+		tn.engine = short
+		if srvFull == full {
+			tn.notes = append(tn.notes, "record layer of vpnc and vpnd: "+full)
+			srvFull = ""
+		} else {
+			tn.notes = append(tn.notes, "vpnc record layer: "+full)
+		}
+	}
+	if srvFull != "" {
+		tn.notes = append(tn.notes, "vpnd record layer: "+srvFull)
+	}
+	return tn, nil
+}
+
+// --- openconnect ---
+
+var (
+	ocConfigured = regexp.MustCompile(`Configured as ([0-9.]+)`)
+	ocDTLS       = regexp.MustCompile(`Established DTLS connection.*?(\(DTLS[^ \n]*\))`)
+	ocTLS        = regexp.MustCompile(`(?i)ciphersuite (\(TLS[^ \n]*\))`)
+)
+
+// startOpenconnect runs openconnect in the client namespace and waits
+// until its tun device holds its address (and, for DTLS, until DTLS is
+// established).
+func (r *runner) startOpenconnect(t *topo, url, pin string, dtls bool) (*proc, string, string, error) {
+	ifname := "octun" + randHex(3)
+	args := []string{"openconnect", "--non-inter", "-u", benchUser, "--passwd-on-stdin", "--servercert", pin,
+		"-i", ifname, "--reconnect-timeout", "20"}
+	if !dtls {
+		args = append(args, "--no-dtls")
+	}
+	p, err := r.start(t.cli, "openconnect", syscall.SIGINT, benchPass+"\n", append(args, url)...)
+	if err != nil {
+		return nil, "", "", err
+	}
+	m, err := r.waitFor(p, ocConfigured, 20*time.Second)
+	if err != nil {
+		return nil, "", "", err
+	}
+	addr := m[1]
+	var tlsSuite string
+	if tm := ocTLS.FindStringSubmatch(p.out.String()); tm != nil {
+		tlsSuite = gnutlsSuite(tm[1])
+	}
+	neg := tlsSuite
+	if dtls {
+		dm, err := r.waitFor(p, ocDTLS, 15*time.Second)
+		if err != nil {
+			return nil, "", "", fmt.Errorf("DTLS not established: %v", err)
+		}
+		neg = gnutlsSuite(dm[1]) + " (over " + tlsSuite + ")"
+	}
+	// openconnect reports "Configured as" before vpnc-script has run.
+	err = r.eventually(10*time.Second, ifname+" configured", func() error {
+		out, err := r.cmd(t.cli, 5*time.Second, "ip", "-4", "addr", "show", "dev", ifname)
+		if err != nil || !strings.Contains(out, "inet "+addr) {
+			return fmt.Errorf("%s does not hold %s yet", ifname, addr)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", "", err
+	}
+	return p, ifname, neg, nil
+}
+
+// gnutlsSuite turns GnuTLS's "(TLS1.2)-(ECDHE-SECP256R1)-(AES-256-GCM)"
+// into "TLS1.2 ECDHE-SECP256R1 AES-256-GCM".
+func gnutlsSuite(s string) string {
+	s = strings.ReplaceAll(s, ")-(", " ")
+	return strings.Trim(s, "()")
+}
+
+func (r *runner) setupOpenconnectVpnd(t *topo, dtls bool) (*tunnel, error) {
+	srv, err := r.startVpnd(t, "offload")
+	if err != nil {
+		return nil, err
+	}
+	_, ifname, neg, err := r.startOpenconnect(t, "https://"+srvVeth+":443/", srv.pin, dtls)
+	if err != nil {
+		return nil, err
+	}
+	tn := &tunnel{addr: vpndTunnelIP, srvComm: "vpnd", cliComm: "openconnect", cliIf: ifname, negotiated: neg}
+	if dtls {
+		if _, err := r.waitFor(srv.proc, vpndDTLSUp, 10*time.Second); err != nil {
+			return nil, err
+		}
+	}
+	if short, full := engineOf(srv.proc.out.String()); short != "" {
+		tn.engine = short + " (vpnd)"
+		tn.notes = append(tn.notes, "vpnd record layer: "+full)
+	}
+	return tn, nil
+}
+
+// --- ocserv ---
+
+// debianTLSPriorities is the tls-priorities line of Debian's ocserv.conf.
+const debianTLSPriorities = "NORMAL:%SERVER_PRECEDENCE:%COMPAT:-VERS-SSL3.0:-VERS-TLS1.0:-VERS-TLS1.1:-VERS-TLS1.3"
+
+func (r *runner) setupOcserv(t *topo, dtls bool) (*tunnel, error) {
+	dir := filepath.Join(t.dir, "ocserv")
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(dir, 0o711); err != nil {
+		return nil, err
+	}
+	runAs := "root"
+	if _, err := user.Lookup("ocserv"); err == nil {
+		if _, err := user.LookupGroup("ocserv"); err == nil {
+			runAs = "ocserv"
+		}
+	}
+	certPath, keyPath, pin, err := writeSelfSigned(dir, srvVeth)
+	if err != nil {
+		return nil, err
+	}
+	passwd := filepath.Join(dir, "passwd")
+	if _, err := r.cmdIn(nil, 10*time.Second, benchPass+"\n"+benchPass+"\n", "ocpasswd", "-c", passwd, benchUser); err != nil {
+		return nil, err
+	}
+	// Debian's defaults for the timers; the UDP port is always open, the
+	// TLS case is openconnect --no-dtls.
+	cfg := fmt.Sprintf(`auth = "plain[passwd=%s]"
+listen-host = %s
+tcp-port = 443
+udp-port = 443
+server-cert = %s
+server-key = %s
+socket-file = %s
+occtl-socket-file = %s
+pid-file = %s
+use-occtl = true
+isolate-workers = false
+run-as-user = %s
+run-as-group = %s
+device = ocs%s
+ipv4-network = %s
+route = %s
+predictable-ips = true
+ping-leases = false
+max-clients = 8
+max-same-clients = 4
+rate-limit-ms = 0
+keepalive = 32400
+dpd = 90
+mobile-dpd = 1800
+switch-to-tcp-timeout = 25
+try-mtu-discovery = false
+cookie-timeout = 300
+auth-timeout = 240
+deny-roaming = false
+cisco-client-compat = true
+tls-priorities = "%s"
+`, passwd, srvVeth, certPath, keyPath,
+		filepath.Join(dir, "ocserv.sock"), filepath.Join(dir, "occtl.sock"), filepath.Join(dir, "ocserv.pid"),
+		runAs, runAs, randHex(3), ocservPool, splitRoute, debianTLSPriorities)
+	cfgPath := filepath.Join(dir, "ocserv.conf")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	p, err := r.start(t.srv, "ocserv", syscall.SIGTERM, "", "ocserv", "--foreground", "--config", cfgPath)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.eventually(10*time.Second, "ocserv listening", func() error {
+		if p.exited() {
+			return fmt.Errorf("ocserv exited (%v): %s", p.err, tail(p.out.String(), 10))
+		}
+		out, err := r.cmd(t.srv, 5*time.Second, "ss", "-Hltn", "sport", "=", ":443")
+		if err != nil || !strings.Contains(out, "LISTEN") {
+			return fmt.Errorf("not listening yet")
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	_, ifname, neg, err := r.startOpenconnect(t, "https://"+srvVeth+":443/", pin, dtls)
+	if err != nil {
+		return nil, err
+	}
+	// ocserv's worker configures its end of the tun after the CONNECT.
+	if err := r.eventually(10*time.Second, "ocserv's tun address", func() error {
+		out, err := r.cmd(t.srv, 5*time.Second, "ip", "-4", "addr")
+		if err != nil || !strings.Contains(out, "inet "+ocservTunIP) {
+			return fmt.Errorf("%s not configured yet", ocservTunIP)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	return &tunnel{addr: ocservTunIP, srvComm: "ocserv", cliComm: "openconnect", cliIf: ifname, negotiated: neg}, nil
+}
+
+// writeSelfSigned writes a fresh self-signed ECDSA P-256 certificate for
+// host and its key into dir, and returns the paths and the pin-sha256
+// openconnect's --servercert takes.
+func writeSelfSigned(dir, host string) (certPath, keyPath, pin string, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", "", err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: host, Organization: []string{"kvpnbench"}},
+		IPAddresses:           []net.IP{net.ParseIP(host)},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return "", "", "", err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return "", "", "", err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return "", "", "", err
+	}
+	certPath, keyPath = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return "", "", "", err
+	}
+	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		return "", "", "", err
+	}
+	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	return certPath, keyPath, "pin-sha256:" + base64.StdEncoding.EncodeToString(sum[:]), nil
+}

@@ -1,0 +1,168 @@
+package dtls
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+	"testing"
+
+	"kvpn/cstp"
+	"kvpn/dtls/record"
+	"kvpn/udp"
+)
+
+// fuzzKeys returns the server's keys of an established association and the
+// client's mirror image of them.
+func fuzzKeys(chacha bool) (server, client record.Keys) {
+	suite, keyLen, ivLen := record.TLS_PSK_WITH_AES_128_GCM_SHA256, 16, 4
+	if chacha {
+		suite, keyLen, ivLen = record.TLS_PSK_WITH_CHACHA20_POLY1305_SHA256, 32, 12
+	}
+	ck, civ := bytes.Repeat([]byte{1}, keyLen), bytes.Repeat([]byte{2}, ivLen)
+	sk, siv := bytes.Repeat([]byte{3}, keyLen), bytes.Repeat([]byte{4}, ivLen)
+	server = record.Keys{Suite: suite, Epoch: 1, LocalKey: sk, LocalIV: siv, RemoteKey: ck, RemoteIV: civ, LocalSeq: 1, RemoteSeq: 1}
+	client = record.Keys{Suite: suite, Epoch: 1, LocalKey: ck, LocalIV: civ, RemoteKey: sk, RemoteIV: siv, LocalSeq: 1, RemoteSeq: 1}
+	return server, client
+}
+
+// sealFrom seals one CSTP-typed payload with s as the client would.
+func sealFrom(tb testing.TB, s *record.Sealer, t cstp.FrameType, payload []byte) []byte {
+	tb.Helper()
+	hr := s.Headroom() + 1
+	buf := make([]byte, hr+len(payload)+Tailroom)
+	buf[hr-1] = byte(t)
+	copy(buf[hr:], payload)
+	rec, err := s.Seal(buf, hr-1, len(payload)+1, record.ApplicationData)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return rec
+}
+
+// FuzzListenerHandle feeds arbitrary datagrams into Listener.handle, from
+// the address of an established peer (A) and from an unknown one (B), with
+// a Finder that knows one App-ID. It must never panic, and whatever it
+// hands the TUN device has the TUN headroom in front and passed
+// Owner.Check.
+func FuzzListenerHandle(f *testing.F) {
+	conn, err := udp.Listen("127.0.0.1:0")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { conn.Close() })
+	appID := bytes.Repeat([]byte{0xa5}, AppIDLen)
+	psk := bytes.Repeat([]byte{0x5a}, PSKLen)
+	// A and B are ports nobody listens on: the peer's answers (DPD-RESP,
+	// handshake flights) go nowhere.
+	addrA := netip.MustParseAddrPort("127.0.0.1:9")
+	addrB := netip.MustParseAddrPort("127.0.0.1:7")
+
+	ip := make([]byte, 40)
+	ip[0] = 0x45
+	for _, chacha := range []bool{false, true} {
+		_, ck := fuzzKeys(chacha)
+		s, err := record.NewSealer(ck, ck.SealerStart())
+		if err != nil {
+			f.Fatal(err)
+		}
+		data := sealFrom(f, s, cstp.TypeData, ip)
+		two := append(sealFrom(f, s, cstp.TypeData, ip), sealFrom(f, s, cstp.TypeData, ip)...)
+		dpd := sealFrom(f, s, cstp.TypeDPDReq, []byte("probe"))
+		bye := sealFrom(f, s, cstp.TypeDisconnect, nil)
+		notIP := sealFrom(f, s, cstp.TypeData, []byte{0x60, 1, 2, 3})
+		ka := sealFrom(f, s, cstp.TypeKeepalive, nil)
+		empty := func() []byte {
+			buf := make([]byte, s.Headroom()+Tailroom)
+			rec, _ := s.Seal(buf, s.Headroom(), 0, record.ApplicationData)
+			return rec
+		}()
+		alert := func() []byte {
+			buf := make([]byte, s.Headroom()+2+Tailroom)
+			buf[s.Headroom()], buf[s.Headroom()+1] = 2, 10
+			rec, _ := s.Seal(buf, s.Headroom(), 2, record.Alert)
+			return rec
+		}()
+		for _, fromB := range []bool{false, true} {
+			f.Add(chacha, fromB, data, two)
+			f.Add(chacha, fromB, dpd, data)
+			f.Add(chacha, fromB, data, data)
+			f.Add(chacha, fromB, bye, data)
+			f.Add(chacha, fromB, notIP, ka)
+			f.Add(chacha, fromB, empty, alert)
+			f.Add(chacha, fromB, append(bytes.Clone(data), 23, 0xfe), dpd)
+		}
+	}
+	f.Add(false, false, clientHello(appID), []byte{22})
+	f.Add(false, true, clientHello(appID), clientHello(appID))
+	f.Add(false, true, clientHello(make([]byte, AppIDLen)), []byte{})
+	f.Add(false, false, []byte{20, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 1}, []byte{23, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0})
+	f.Add(true, true, []byte{23, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 1, 0xff, 0xff}, []byte{23})
+
+	f.Fuzz(func(t *testing.T, chacha, fromB bool, dg1, dg2 []byte) {
+		owner := &testOwner{}
+		l := NewListener(ListenerConfig{
+			Conn: conn, TUN: &tunRecorder{}, Log: quietLog(),
+			Find: func(id []byte) (Match, bool) {
+				if !bytes.Equal(id, appID) {
+					return Match{}, false
+				}
+				return Match{Owner: owner, PSK: psk, ChaCha: chacha}, true
+			},
+		})
+		sk, _ := fuzzKeys(chacha)
+		d, err := newDatapath(sk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := &Peer{l: l, owner: owner}
+		p.setAddr(addrA)
+		p.feed = newFeedConn(conn.LocalAddr(), net.UDPAddrFromAddrPort(addrA), func([]byte) error { return nil })
+		p.d.Store(d)
+		l.byAddr[addrA] = p
+		defer func() {
+			l.mu.RLock()
+			var ps []*Peer
+			for _, q := range l.byAddr {
+				ps = append(ps, q)
+			}
+			l.mu.RUnlock()
+			for _, q := range append(ps, p) {
+				q.Close()
+			}
+		}()
+
+		first, second := addrA, addrB
+		if fromB {
+			first, second = addrB, addrA
+		}
+		var out [][]byte
+		out = l.handle(first, bytes.Clone(dg1), out)
+		out = l.handle(second, bytes.Clone(dg2), out)
+		for i, v := range out {
+			if len(v) < tunOffset {
+				t.Fatalf("packet %d: %d bytes, less than the TUN headroom", i, len(v))
+			}
+			if keep, _ := owner.Check(v[tunOffset:]); !keep {
+				t.Fatalf("packet %d delivered without passing Check: %x", i, v[tunOffset:])
+			}
+		}
+		if len(out) > 0 && p.Stats().RxPackets.Load() != uint64(len(out)) {
+			t.Fatalf("%d packets out, RxPackets %d", len(out), p.Stats().RxPackets.Load())
+		}
+		// Routing stays consistent: an open peer is routed from its
+		// address, and from no other.
+		l.mu.RLock()
+		defer l.mu.RUnlock()
+		for a, q := range l.byAddr {
+			if q.Addr() != a {
+				t.Fatalf("peer at %v routed from %v", q.Addr(), a)
+			}
+		}
+		if p.Up() && l.byAddr[p.Addr()] != p {
+			t.Fatalf("open peer at %v not routed", p.Addr())
+		}
+		if !p.Up() && l.byAddr[p.Addr()] == p {
+			t.Fatalf("closed peer still routed")
+		}
+	})
+}

@@ -1,0 +1,496 @@
+package ktlsbridge
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"kvpn/record"
+)
+
+// Mode says whether the kernel should run the record layer.
+type Mode string
+
+const (
+	// ModeAuto uses kernel TLS in each direction where the kernel accepts
+	// the cipher, and the userspace record layer elsewhere.
+	ModeAuto Mode = "auto"
+	// ModeOn requires kernel TLS in both directions; a connection the
+	// kernel cannot take fails with a clear error.
+	ModeOn Mode = "on"
+	// ModeOff never uses kernel TLS (kernel crypto is outside Go's FIPS
+	// boundary, for one).
+	ModeOff Mode = "off"
+)
+
+// DisableEnv, set to 1, turns kernel TLS off whatever the configuration
+// says: a kill switch in the manner of quic-go's.
+const DisableEnv = "KVPN_DISABLE_KTLS"
+
+// ParseMode parses auto, on or off.
+func ParseMode(s string) (Mode, error) {
+	switch m := Mode(s); m {
+	case ModeAuto, ModeOn, ModeOff:
+		return m, nil
+	}
+	return "", fmt.Errorf("ktls: unknown mode %q (want auto, on or off)", s)
+}
+
+// Engine names, as reported in record.Engine.
+const (
+	EngineKernel    = "kernel"
+	EngineUserspace = record.EngineUserspace
+)
+
+// Server runs a TLS server handshake on raw with crypto/tls, then hands
+// the record layer to the kernel or to the userspace engine (see Mode).
+func Server(ctx context.Context, raw net.Conn, cfg *tls.Config, mode Mode) (*Conn, error) {
+	return handshake(ctx, raw, cfg, true, mode)
+}
+
+// Client runs a TLS client handshake; see Server.
+func Client(ctx context.Context, raw net.Conn, cfg *tls.Config, mode Mode) (*Conn, error) {
+	return handshake(ctx, raw, cfg, false, mode)
+}
+
+func handshake(ctx context.Context, raw net.Conn, cfg *tls.Config, server bool, mode Mode) (*Conn, error) {
+	if os.Getenv(DisableEnv) == "1" {
+		mode = ModeOff
+	}
+	capt := NewCapture(raw, server)
+	var tc *tls.Conn
+	if server {
+		tc = tls.Server(capt.Conn(), capt.Config(cfg))
+	} else {
+		tc = tls.Client(capt.Conn(), capt.Config(cfg))
+	}
+	fail := func(err error) (*Conn, error) {
+		raw.Close()
+		return nil, err
+	}
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return fail(err)
+	}
+	cs := tc.ConnectionState()
+	secrets, err := capt.Finish(cs)
+	if err != nil {
+		return fail(err)
+	}
+	ck, sk, err := DeriveKeys(secrets)
+	if err != nil {
+		return fail(err)
+	}
+	txKeys, rxKeys := ck, sk
+	if server {
+		txKeys, rxKeys = sk, ck
+	}
+	if testHookKeys != nil {
+		testHookKeys(&txKeys, &rxKeys)
+	}
+	c := &Conn{raw: raw, cs: cs}
+	// From here on crypto/tls is never used again: its Write would
+	// encrypt a second time, and its sequence numbers are now ours.
+	var kerr [2]error // TX, RX
+	if mode == ModeOff {
+		kerr = [2]error{errOff, errOff}
+	} else {
+		kerr = c.tryKernel(txKeys, rxKeys)
+	}
+	if mode == ModeOn && (kerr[0] != nil || kerr[1] != nil) {
+		return fail(fmt.Errorf("%w (%s, %s): tx: %v; rx: %v", ErrKernelRequired,
+			versionName(cs.Version), tls.CipherSuiteName(cs.CipherSuite), kerr[0], kerr[1]))
+	}
+	if kerr[0] != nil {
+		if c.tx, err = newUserTX(raw, txKeys); err != nil {
+			return fail(err)
+		}
+	}
+	if kerr[1] != nil {
+		if c.rx, err = newUserRX(raw, rxKeys); err != nil {
+			return fail(err)
+		}
+	}
+	c.engine = record.Engine{TX: c.tx.name(), RX: c.rx.name()}
+	c.KernelErrors = kerr
+	return c, nil
+}
+
+var errOff = errors.New("kernel TLS turned off")
+
+// testHookKeys lets tests corrupt the derived keys (negative controls).
+var testHookKeys func(tx, rx *Keys)
+
+// ErrKernelRequired is returned in ModeOn when the kernel cannot take the
+// connection in both directions.
+var ErrKernelRequired = errors.New("ktls=on but the kernel cannot take this connection")
+
+// Describe says which engine runs each direction and, for a direction left
+// in userspace, why: the line logged once per session.
+func (c *Conn) Describe() string {
+	s := fmt.Sprintf("%s %s: tx=%s rx=%s", versionName(c.cs.Version), tls.CipherSuiteName(c.cs.CipherSuite), c.engine.TX, c.engine.RX)
+	if c.KernelErrors[0] != nil && !errors.Is(c.KernelErrors[0], errOff) {
+		s += fmt.Sprintf(" (kernel TLS unavailable: %v)", c.KernelErrors[0])
+	} else if c.KernelErrors[1] != nil && !errors.Is(c.KernelErrors[1], errOff) {
+		s += fmt.Sprintf(" (kernel TLS RX unavailable: %v)", c.KernelErrors[1])
+	}
+	return s
+}
+
+// tryKernel attaches the TLS ULP and sets TLS_TX and TLS_RX, each on its
+// own so one direction can stay in userspace.
+func (c *Conn) tryKernel(tx, rx Keys) [2]error {
+	tcp, ok := c.raw.(*net.TCPConn)
+	if !ok {
+		err := errors.New("not a TCP connection")
+		return [2]error{err, err}
+	}
+	rc, err := tcp.SyscallConn()
+	if err != nil {
+		return [2]error{err, err}
+	}
+	var res [2]error
+	cerr := rc.Control(func(fd uintptr) {
+		if err := enableULP(int(fd)); err != nil {
+			res = [2]error{err, err}
+			return
+		}
+		if err := setCrypto(int(fd), tlsTX, tx.KernelInfo()); err != nil {
+			res[0] = err
+		} else {
+			c.tx = &kernelTXEngine{k: kernelTX{rc: rc}}
+		}
+		if err := setCrypto(int(fd), tlsRX, rx.KernelInfo()); err != nil {
+			res[1] = err
+		} else {
+			c.rx = &kernelRXEngine{k: kernelRX{rc: rc}}
+		}
+	})
+	if cerr != nil {
+		return [2]error{cerr, cerr}
+	}
+	return res
+}
+
+func versionName(v uint16) string {
+	switch v {
+	case tls.VersionTLS13:
+		return "TLS 1.3"
+	case tls.VersionTLS12:
+		return "TLS 1.2"
+	}
+	return fmt.Sprintf("TLS 0x%04x", v)
+}
+
+// Conn is a TLS connection after the handshake whose records are handled
+// by the kernel or by kvpn's userspace engine, chosen per direction. It
+// implements record.Conn.
+type Conn struct {
+	raw    net.Conn
+	cs     tls.ConnectionState
+	tx     txEngine
+	rx     rxEngine
+	engine record.Engine
+	// KernelErrors says why the kernel did not take TX ([0]) or RX ([1]);
+	// nil where it did.
+	KernelErrors [2]error
+
+	wmu     sync.Mutex
+	scratch []byte // for Write: copies with headroom
+
+	rmu     sync.Mutex
+	ctlBuf  []byte
+	rpend   []byte // application data read into ctlBuf, not yet returned
+	closeMu sync.Once
+}
+
+var _ record.Conn = (*Conn)(nil)
+
+// txEngine encrypts and sends records.
+type txEngine interface {
+	name() string
+	// writeRecords sends bufs[i][offset:] as one record each; the engine
+	// may use the headroom before offset and the capacity after.
+	writeRecords(bufs [][]byte, offset int) error
+	// control sends one record of another content type (alerts).
+	control(typ uint8, data []byte) error
+}
+
+// rxEngine receives and decrypts records.
+type rxEngine interface {
+	name() string
+	// read returns plaintext of one content type.
+	read(p []byte) (int, uint8, error)
+}
+
+// Read returns application data. Alerts end the stream: close_notify as
+// io.EOF, anything else as an error naming the alert. Post-handshake
+// handshake messages are handled: NewSessionTicket is ignored (kvpn never
+// resumes), KeyUpdate ends the connection with ErrKeyUpdate (the client
+// reconnects with its cookie).
+func (c *Conn) Read(p []byte) (int, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	if len(c.rpend) > 0 {
+		n := copy(p, c.rpend)
+		c.rpend = c.rpend[n:]
+		return n, nil
+	}
+	for {
+		buf := p
+		if len(p) < minControlRead {
+			// A control record must be read whole.
+			if c.ctlBuf == nil {
+				c.ctlBuf = make([]byte, maxControlRecord)
+			}
+			buf = c.ctlBuf
+		}
+		n, typ, err := c.rx.read(buf)
+		if err != nil {
+			return 0, err
+		}
+		switch typ {
+		case typeApplicationData:
+			if len(p) < minControlRead {
+				// Read into the control buffer: keep what p cannot take.
+				k := copy(p, buf[:n])
+				c.rpend = buf[k:n]
+				return k, nil
+			}
+			return n, nil
+		case typeAlert:
+			return 0, alertError(buf[:n])
+		case typeHandshake:
+			if n > 0 && buf[0] == msgKeyUpdate {
+				return 0, ErrKeyUpdate
+			}
+			// NewSessionTicket (or anything else): ignore.
+		default:
+			return 0, fmt.Errorf("ktls: unexpected record type %d after the handshake", typ)
+		}
+	}
+}
+
+const (
+	minControlRead   = 512
+	maxControlRecord = 16384 + 256
+	msgKeyUpdate     = 24 // RFC 8446 section 4.6.3
+)
+
+// ErrKeyUpdate is returned when the peer asks for a TLS 1.3 key update:
+// the kernels kvpn targets cannot rekey a kTLS socket, and kvpn treats the
+// request the same way in userspace: the connection ends and the client
+// reconnects with its session cookie.
+var ErrKeyUpdate = errors.New("ktls: peer sent a TLS 1.3 KeyUpdate; reconnect needed")
+
+// AlertError is a TLS alert from the peer other than close_notify.
+type AlertError struct{ Level, Description uint8 }
+
+func (e *AlertError) Error() string {
+	return fmt.Sprintf("ktls: peer sent TLS alert %d (level %d)", e.Description, e.Level)
+}
+
+func alertError(b []byte) error {
+	if len(b) < 2 {
+		return errors.New("ktls: truncated alert record")
+	}
+	if b[1] == 0 { // close_notify
+		return io.EOF
+	}
+	return &AlertError{Level: b[0], Description: b[1]}
+}
+
+// Write sends p as one record (split at the 16 KiB record limit).
+func (c *Conn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	total := 0
+	for len(p) > 0 {
+		n := min(len(p), MaxPlaintext)
+		need := record.Headroom + n + record.Tailroom
+		if cap(c.scratch) < need {
+			c.scratch = make([]byte, need)
+		}
+		buf := c.scratch[:record.Headroom+n]
+		copy(buf[record.Headroom:], p[:n])
+		if err := c.tx.writeRecords([][]byte{buf}, record.Headroom); err != nil {
+			return total, err
+		}
+		total += n
+		p = p[n:]
+	}
+	return total, nil
+}
+
+// WriteRecords implements record.Conn.
+func (c *Conn) WriteRecords(bufs [][]byte, offset int) error {
+	for _, b := range bufs {
+		if len(b)-offset > MaxPlaintext {
+			return fmt.Errorf("ktls: record of %d bytes exceeds %d", len(b)-offset, MaxPlaintext)
+		}
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.tx.writeRecords(bufs, offset)
+}
+
+// Close sends close_notify and closes the socket.
+func (c *Conn) Close() error {
+	var err error
+	c.closeMu.Do(func() {
+		c.raw.SetWriteDeadline(time.Now().Add(2 * time.Second))
+		c.wmu.Lock()
+		c.tx.control(typeAlert, []byte{1, 0}) // warning, close_notify
+		c.wmu.Unlock()
+		err = c.raw.Close()
+	})
+	return err
+}
+
+func (c *Conn) SetDeadline(t time.Time) error        { return c.raw.SetDeadline(t) }
+func (c *Conn) SetReadDeadline(t time.Time) error    { return c.raw.SetReadDeadline(t) }
+func (c *Conn) SetWriteDeadline(t time.Time) error   { return c.raw.SetWriteDeadline(t) }
+func (c *Conn) RemoteAddr() net.Addr                 { return c.raw.RemoteAddr() }
+func (c *Conn) LocalAddr() net.Addr                  { return c.raw.LocalAddr() }
+func (c *Conn) ConnectionState() tls.ConnectionState { return c.cs }
+func (c *Conn) Engine() record.Engine                { return c.engine }
+
+// kernelTXEngine sends plaintext; the kernel makes the records.
+type kernelTXEngine struct {
+	k    kernelTX
+	recs [][]byte
+}
+
+func (e *kernelTXEngine) name() string { return EngineKernel }
+
+func (e *kernelTXEngine) writeRecords(bufs [][]byte, offset int) error {
+	e.recs = e.recs[:0]
+	for _, b := range bufs {
+		e.recs = append(e.recs, b[offset:])
+	}
+	err := e.k.writeRecords(e.recs)
+	clear(e.recs)
+	return err
+}
+
+func (e *kernelTXEngine) control(typ uint8, data []byte) error { return e.k.sendControl(typ, data) }
+
+// kernelRXEngine reads plaintext with the record type from the kernel.
+type kernelRXEngine struct{ k kernelRX }
+
+func (e *kernelRXEngine) name() string                      { return EngineKernel }
+func (e *kernelRXEngine) read(p []byte) (int, uint8, error) { return e.k.read(p) }
+
+// userTX seals records in place in the caller's buffers and writes a
+// batch with one writev.
+type userTX struct {
+	conn    net.Conn
+	se      *Sealer
+	out     net.Buffers
+	backing [][]byte
+}
+
+func newUserTX(conn net.Conn, k Keys) (*userTX, error) {
+	se, err := NewSealer(k)
+	if err != nil {
+		return nil, err
+	}
+	return &userTX{conn: conn, se: se}, nil
+}
+
+func (u *userTX) name() string { return EngineUserspace }
+
+func (u *userTX) writeRecords(bufs [][]byte, offset int) error {
+	u.backing = u.backing[:0]
+	for _, b := range bufs {
+		rec, err := u.se.Seal(b[:cap(b)], offset, len(b)-offset, typeApplicationData)
+		if err != nil {
+			return err
+		}
+		u.backing = append(u.backing, rec)
+	}
+	u.out = u.backing
+	_, err := u.out.WriteTo(u.conn)
+	clear(u.backing)
+	return err
+}
+
+func (u *userTX) control(typ uint8, data []byte) error {
+	h, t := u.se.Headroom(), u.se.Tailroom()
+	buf := make([]byte, h+len(data)+t)
+	copy(buf[h:], data)
+	rec, err := u.se.Seal(buf, h, len(data), typ)
+	if err != nil {
+		return err
+	}
+	_, err = u.conn.Write(rec)
+	return err
+}
+
+// userRX reads raw records from the socket and opens them in place.
+type userRX struct {
+	conn    net.Conn
+	op      *Opener
+	buf     []byte
+	r, w    int
+	pend    []byte
+	pendTyp uint8
+}
+
+// userRXBuffer holds two maximal records, so a read can always complete
+// the record at the front.
+const userRXBuffer = 2 * (RecordHeaderLen + MaxPlaintext + 256)
+
+func newUserRX(conn net.Conn, k Keys) (*userRX, error) {
+	op, err := NewOpener(k)
+	if err != nil {
+		return nil, err
+	}
+	return &userRX{conn: conn, op: op, buf: make([]byte, userRXBuffer)}, nil
+}
+
+func (u *userRX) name() string { return EngineUserspace }
+
+func (u *userRX) read(p []byte) (int, uint8, error) {
+	if len(u.pend) > 0 {
+		n := copy(p, u.pend)
+		u.pend = u.pend[n:]
+		return n, u.pendTyp, nil
+	}
+	for {
+		l, err := RecordLen(u.buf[u.r:u.w])
+		if err != nil {
+			return 0, 0, fmt.Errorf("ktls: malformed record from peer: %w", err)
+		}
+		if l > 0 && u.w-u.r >= l {
+			rec := u.buf[u.r : u.r+l]
+			u.r += l
+			typ, pt, err := u.op.Open(rec)
+			if err != nil {
+				return 0, 0, err
+			}
+			n := copy(p, pt)
+			u.pend, u.pendTyp = pt[n:], typ
+			return n, typ, nil
+		}
+		if u.r > 0 && (u.w == len(u.buf) || u.r == u.w) {
+			u.w = copy(u.buf, u.buf[u.r:u.w])
+			u.r = 0
+		}
+		n, err := u.conn.Read(u.buf[u.w:])
+		u.w += n
+		if err != nil {
+			if errors.Is(err, io.EOF) && u.w > u.r {
+				return 0, 0, io.ErrUnexpectedEOF
+			}
+			if n == 0 {
+				return 0, 0, err
+			}
+		}
+	}
+}

@@ -1,0 +1,420 @@
+package ktlsbridge
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"kvpn/record"
+)
+
+// expectKernel is set (KVPN_EXPECT_KTLS=1) by the VM harness, which runs
+// this test binary under a kernel with kTLS: there every test asserts
+// that the kernel took the connection. On a kernel without kTLS the same
+// tests assert the userspace fallback.
+var expectKernel = os.Getenv("KVPN_EXPECT_KTLS") == "1"
+
+func testCert(t testing.TB) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "ktls"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// variant is one TLS version and cipher suite to test.
+type variant struct {
+	name    string
+	version uint16
+	suite   uint16 // TLS 1.2 only; TLS 1.3 suites are Go's choice
+}
+
+var variants = []variant{
+	{"tls13", tls.VersionTLS13, 0},
+	{"tls12-aes128gcm", tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256},
+	{"tls12-aes256gcm", tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384},
+	{"tls12-chacha20", tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256},
+}
+
+func configs(t testing.TB, v variant) (server, client *tls.Config) {
+	server = record.BaseConfig()
+	server.Certificates = []tls.Certificate{testCert(t)}
+	server.MaxVersion = v.version
+	client = record.BaseConfig()
+	client.InsecureSkipVerify = true
+	client.MaxVersion = v.version
+	if v.suite != 0 {
+		server.CipherSuites = []uint16{v.suite}
+		client.CipherSuites = []uint16{v.suite}
+	}
+	return server, client
+}
+
+// end is one side of a test connection: our Conn, or crypto/tls's.
+type end interface {
+	io.ReadWriter
+	Close() error
+}
+
+// pair connects two ends over loopback TCP. A nil mode makes that side a
+// plain crypto/tls connection (the reference implementation).
+func pair(t *testing.T, v variant, serverMode, clientMode *Mode) (srv, cli end) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	scfg, ccfg := configs(t, v)
+	type res struct {
+		e   end
+		err error
+	}
+	done := make(chan res, 1)
+	go func() {
+		raw, err := ln.Accept()
+		if err != nil {
+			done <- res{nil, err}
+			return
+		}
+		if serverMode == nil {
+			tc := tls.Server(raw, scfg)
+			done <- res{tc, tc.Handshake()}
+			return
+		}
+		c, err := Server(context.Background(), raw, scfg, *serverMode)
+		done <- res{c, err}
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if clientMode == nil {
+		tc := tls.Client(raw, ccfg)
+		if err := tc.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+		cli = tc
+	} else {
+		c, err := Client(context.Background(), raw, ccfg, *clientMode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cli = c
+	}
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	t.Cleanup(func() { cli.Close(); r.e.Close() })
+	return r.e, cli
+}
+
+func mode(m Mode) *Mode { return &m }
+
+// checkEngines asserts kernel engines where the kernel has kTLS, else the
+// userspace fallback with the reason recorded.
+func checkEngines(t *testing.T, e end, m Mode) {
+	t.Helper()
+	c, ok := e.(*Conn)
+	if !ok {
+		return
+	}
+	want := EngineUserspace
+	if expectKernel && m != ModeOff {
+		want = EngineKernel
+	}
+	if got := c.Engine(); got.TX != want || got.RX != want {
+		t.Fatalf("engines %v, want %s both ways (%s)", got, want, c.Describe())
+	}
+	if want == EngineUserspace && m != ModeOff {
+		if c.KernelErrors[0] == nil || !strings.Contains(c.Describe(), "kernel TLS unavailable") {
+			t.Fatalf("fallback chosen but not explained: %s", c.Describe())
+		}
+	}
+}
+
+// exchange sends size bytes each way as 1400-byte records through
+// WriteRecords (for our Conn) or Write, and compares SHA-256 sums.
+func exchange(t *testing.T, a, b end, size int) {
+	t.Helper()
+	errc := make(chan error, 4)
+	var sumA, sumB [32]byte
+	recv := func(r end, out *[32]byte) {
+		h := sha256.New()
+		_, err := io.CopyN(h, r, int64(size))
+		copy(out[:], h.Sum(nil))
+		errc <- err
+	}
+	go writeSum(a, size, 1, errc)
+	go writeSum(b, size, 2, errc)
+	go recv(b, &sumB)
+	go recv(a, &sumA)
+	for range 4 {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if sumB != payloadSum(size, 1) || sumA != payloadSum(size, 2) {
+		t.Fatal("payload corrupted in transit")
+	}
+}
+
+func payload(size int, seed byte) []byte {
+	buf := make([]byte, size)
+	for i := range buf {
+		buf[i] = byte(i*7) ^ seed
+	}
+	return buf
+}
+
+func payloadSum(size int, seed byte) [32]byte { return sha256.Sum256(payload(size, seed)) }
+
+// writeSum writes the seeded payload: our Conn in batches of 1400-byte
+// records through WriteRecords (with headroom), others with Write.
+func writeSum(w end, size int, seed byte, errc chan<- error) {
+	errc <- writeAll(w, payload(size, seed))
+}
+
+func writeAll(w end, p []byte) error {
+	c, ok := w.(*Conn)
+	if !ok {
+		_, err := w.Write(p)
+		return err
+	}
+	const frame, batch = 1400, 32
+	bufs := make([][]byte, 0, batch)
+	for len(p) > 0 {
+		bufs = bufs[:0]
+		for len(bufs) < batch && len(p) > 0 {
+			n := min(frame, len(p))
+			b := make([]byte, record.Headroom+n, record.Headroom+n+record.Tailroom)
+			copy(b[record.Headroom:], p[:n])
+			bufs = append(bufs, b)
+			p = p[n:]
+		}
+		if err := c.WriteRecords(bufs, record.Headroom); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestEngines runs every version and cipher with both ends ours (auto),
+// with a kernel-capable end against a userspace end (off), and with each
+// end against crypto/tls itself.
+func TestEngines(t *testing.T) {
+	for _, v := range variants {
+		t.Run(v.name, func(t *testing.T) {
+			for _, tc := range []struct {
+				name     string
+				srv, cli *Mode
+			}{
+				{"auto-auto", mode(ModeAuto), mode(ModeAuto)},
+				{"auto-off", mode(ModeAuto), mode(ModeOff)},
+				{"off-auto", mode(ModeOff), mode(ModeAuto)},
+				{"auto-stdlib", mode(ModeAuto), nil},
+				{"stdlib-auto", nil, mode(ModeAuto)},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					srv, cli := pair(t, v, tc.srv, tc.cli)
+					if tc.srv != nil {
+						checkEngines(t, srv, *tc.srv)
+					}
+					if tc.cli != nil {
+						checkEngines(t, cli, *tc.cli)
+					}
+					exchange(t, srv, cli, 1<<20)
+				})
+			}
+		})
+	}
+}
+
+// TestCloseNotify: Close sends close_notify; the peer reads io.EOF.
+func TestCloseNotify(t *testing.T) {
+	srv, cli := pair(t, variants[0], mode(ModeAuto), mode(ModeAuto))
+	if _, err := cli.Write([]byte("bye")); err != nil {
+		t.Fatal(err)
+	}
+	cli.Close()
+	got, err := io.ReadAll(srv)
+	if err != nil || string(got) != "bye" {
+		t.Fatalf("read %q, %v; want \"bye\" then EOF", got, err)
+	}
+}
+
+// TestModeOn: without a kernel that takes the connection, ktls=on fails
+// the handshake with ErrKernelRequired; with one, it succeeds.
+func TestModeOn(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	scfg, ccfg := configs(t, variants[0])
+	go func() {
+		raw, err := ln.Accept()
+		if err == nil {
+			if c, err := Server(context.Background(), raw, scfg, ModeAuto); err == nil {
+				io.Copy(io.Discard, c)
+				c.Close()
+			}
+		}
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Client(context.Background(), raw, ccfg, ModeOn)
+	if expectKernel {
+		if err != nil {
+			t.Fatalf("ktls=on failed on a kTLS kernel: %v", err)
+		}
+		c.Close()
+		return
+	}
+	if !errors.Is(err, ErrKernelRequired) {
+		t.Fatalf("ktls=on without kernel TLS: got %v, want ErrKernelRequired", err)
+	}
+}
+
+// TestNegativeControls: a sequence number off by one or a wrong key must
+// break the connection, whichever engine runs, so a broken key path can
+// never pass silently.
+func TestNegativeControls(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		mangle func(tx, rx *Keys)
+		// writer says which side sends: the mangled one (its TX is wrong,
+		// the reference peer must reject) or the peer (our RX is wrong).
+		mangledSends bool
+	}{
+		{"tx-seq+1", func(tx, rx *Keys) { tx.Seq++ }, true},
+		{"tx-key", func(tx, rx *Keys) { tx.Key = bytes.Repeat([]byte{0x42}, len(tx.Key)) }, true},
+		{"rx-seq+1", func(tx, rx *Keys) { rx.Seq++ }, false},
+		{"rx-key", func(tx, rx *Keys) { rx.Key = bytes.Repeat([]byte{0x42}, len(rx.Key)) }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			testHookKeys = tc.mangle
+			defer func() { testHookKeys = nil }()
+			ours, ref := pair(t, variants[0], mode(ModeAuto), nil) // ours is the server
+			testHookKeys = nil
+			var sender, receiver end = ref, ours
+			if tc.mangledSends {
+				sender, receiver = ours, ref
+			}
+			go sender.Write([]byte("must not arrive"))
+			receiver.(interface{ SetReadDeadline(time.Time) error }).SetReadDeadline(time.Now().Add(5 * time.Second))
+			buf := make([]byte, 100)
+			n, err := receiver.Read(buf)
+			if err == nil {
+				t.Fatalf("read %q through mangled keys", buf[:n])
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("no error, only a timeout: %v", err)
+			}
+			t.Logf("rejected as expected: %v", err)
+		})
+	}
+}
+
+// TestGarbageAfterHandshake: bytes that are not a TLS record end the
+// connection with a clear error.
+func TestGarbageAfterHandshake(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	scfg, ccfg := configs(t, variants[0])
+	errc := make(chan error, 1)
+	go func() {
+		raw, err := ln.Accept()
+		if err != nil {
+			errc <- err
+			return
+		}
+		c, err := Server(context.Background(), raw, scfg, ModeAuto)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = c.Read(make([]byte, 4096))
+		errc <- err
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	tc := tls.Client(raw, ccfg)
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	raw.Write([]byte("GET / HTTP/1.1\r\n\r\n")) // plaintext where records belong
+	err = <-errc
+	if err == nil {
+		t.Fatal("garbage accepted")
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("garbage not detected, only a timeout: %v", err)
+	}
+	t.Logf("rejected: %v", err)
+}
+
+func TestParseMode(t *testing.T) {
+	for _, s := range []string{"auto", "on", "off"} {
+		if m, err := ParseMode(s); err != nil || string(m) != s {
+			t.Errorf("ParseMode(%q) = %q, %v", s, m, err)
+		}
+	}
+	if _, err := ParseMode("maybe"); err == nil {
+		t.Error("ParseMode accepted maybe")
+	}
+}
+
+// TestSmallReads: a reader with small buffers (bufio near its end does
+// this) must not lose data.
+func TestSmallReads(t *testing.T) {
+	srv, cli := pair(t, variants[0], mode(ModeAuto), mode(ModeAuto))
+	want := payload(100000, 3)
+	go writeAll(cli, want)
+	got := make([]byte, 0, len(want))
+	buf := make([]byte, 7)
+	for len(got) < len(want) {
+		n, err := srv.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, buf[:n]...)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("data lost or corrupted with small reads")
+	}
+}
