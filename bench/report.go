@@ -439,6 +439,10 @@ func (r *Report) HowMeasured() string {
   namespace whose name starts with "ocserv": main, sec-mod and workers)
   before and after each throughput run, divided by the GB (10^9 bytes)
   the iperf3 receiver got. iperf3's own CPU is not counted.
+- Each pair runs with what it negotiates by itself (the Cases table):
+  kvpn uses TLS 1.3 with AES-128-GCM; Debian's ocserv allows only TLS 1.2
+  and picks AES-256-GCM for TLS and DTLS. The ratios to ocserv therefore
+  compare implementations as shipped, not the same cipher.
 - Transport check: UDP datagram counters of the server namespace
   (/proc/net/snmp) around each throughput run must show the data on UDP
   for DTLS cases and no UDP for TLS cases; a mismatch is listed in the

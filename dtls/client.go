@@ -38,10 +38,11 @@ type ClientConfig struct {
 type ClientChannel struct {
 	conn *udp.Conn
 	feed *feedConn
-	pion *piondtls.Conn // kept alive, unused after takeover (never Closed)
+	pion *piondtls.Conn // unused for data after takeover; closed with the channel
 	d    *datapath
 
 	rmsgs []udp.Message // reused read vector; only the reading goroutine
+	early [][]byte      // data records that arrived during the handshake
 
 	wmu   sync.Mutex
 	wmsgs []udp.Message
@@ -50,6 +51,9 @@ type ClientChannel struct {
 }
 
 var _ session.Channel = (*ClientChannel)(nil)
+
+// maxEarly bounds the data records kept during a handshake.
+const maxEarly = 64
 
 // quietPion keeps pion's own logging out of kvpn's logs.
 func quietPion() logging.LoggerFactory {
@@ -73,8 +77,11 @@ func Dial(ctx context.Context, cfg ClientConfig) (*ClientChannel, error) {
 		_, err := uc.Write(b)
 		return err
 	})
-	// Until takeover every datagram goes to pion.
+	// Until takeover handshake datagrams go to pion. Data records that
+	// arrive early (the server may finish first and send at once) are kept
+	// for kvpn's record layer: pion would swallow them.
 	readerDone := make(chan struct{})
+	var early [][]byte
 	go func() {
 		defer close(readerDone)
 		buf := make([]byte, 65536)
@@ -82,6 +89,12 @@ func Dial(ctx context.Context, cfg ClientConfig) (*ClientChannel, error) {
 			n, err := uc.Read(buf)
 			if err != nil {
 				return
+			}
+			if n > 0 && buf[0] == byte(record.ApplicationData) {
+				if len(early) < maxEarly {
+					early = append(early, append([]byte(nil), buf[:n]...))
+				}
+				continue
 			}
 			feed.Feed(buf[:n])
 		}
@@ -131,7 +144,8 @@ func Dial(ctx context.Context, cfg ClientConfig) (*ClientChannel, error) {
 	uc.SetReadDeadline(time.Now())
 	<-readerDone
 	uc.SetReadDeadline(time.Time{})
-	return &ClientChannel{conn: conn, feed: feed, pion: pc, d: d}, nil
+	feed.takeOver(pc)
+	return &ClientChannel{conn: conn, feed: feed, pion: pc, d: d, early: early}, nil
 }
 
 func (c *ClientChannel) Name() string           { return "dtls/" + c.d.suiteName() }
@@ -147,12 +161,11 @@ func (c *ClientChannel) Disconnect(string) error {
 }
 func (c *ClientChannel) Headroom() int { return c.d.Headroom() }
 
-// Close closes the socket. pion's Conn is not closed: it would send a
-// close_notify with its own sequence numbers; closing its feed first makes
-// anything it tries to send go nowhere.
+// Close closes the socket and pion's Conn (whose own close_notify, under
+// pion's sequence numbers, the feed drops).
 func (c *ClientChannel) Close() error {
 	c.closeOnce.Do(func() {
-		c.feed.Close()
+		c.feed.closePion(c.pion)
 		c.conn.Close()
 	})
 	return nil
@@ -186,12 +199,21 @@ func (c *ClientChannel) ReadPackets(bufs [][]byte, sizes []int, offset int) (int
 		}
 	}
 	msgs := c.rmsgs[:len(bufs)]
-	for i := range msgs {
-		msgs[i].Buffers[0] = bufs[i][offset-hr:]
-	}
-	n, err := c.conn.ReadBatch(msgs)
-	if err != nil {
-		return 0, err
+	var n int
+	if len(c.early) > 0 {
+		for n < len(bufs) && len(c.early) > 0 {
+			msgs[n].N = copy(bufs[n][offset-hr:], c.early[0])
+			c.early = c.early[1:]
+			n++
+		}
+	} else {
+		for i := range msgs {
+			msgs[i].Buffers[0] = bufs[i][offset-hr:]
+		}
+		var err error
+		if n, err = c.conn.ReadBatch(msgs); err != nil {
+			return 0, err
+		}
 	}
 	out := 0
 	for i := range n {

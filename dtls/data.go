@@ -96,6 +96,21 @@ func (d *datapath) open(rec []byte) (cstp.FrameType, []byte, error) {
 		d.Stats.BadRecords.Add(1)
 		return 0, nil, err
 	}
+	return d.decode(ct, pt)
+}
+
+// tryOpen is open for a record that may not be this peer's at all (the
+// roaming trial): a failure is not counted against the peer.
+func (d *datapath) tryOpen(rec []byte) (cstp.FrameType, []byte, error) {
+	ct, pt, err := d.opener.Open(rec)
+	if err != nil {
+		return 0, nil, err
+	}
+	return d.decode(ct, pt)
+}
+
+// decode interprets an authenticated record.
+func (d *datapath) decode(ct record.ContentType, pt []byte) (cstp.FrameType, []byte, error) {
 	d.lastRecv.Store(time.Now().UnixNano())
 	switch ct {
 	case record.ApplicationData:

@@ -1,9 +1,12 @@
 package dtls
 
 import (
+	"errors"
+	"io"
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -18,11 +21,51 @@ type feedConn struct {
 	send          func([]byte) error
 	in            chan []byte
 
+	// takenOver is set once kvpn's record layer owns the keys. From then
+	// on pion may only retransmit its final flight (handshake and
+	// ChangeCipherSpec records); anything else it would send, such as an
+	// alert provoked by a forged datagram, would be sealed with the
+	// session keys under pion's own sequence numbers, so it is dropped.
+	takenOver atomic.Bool
+
 	mu       sync.Mutex
 	deadline time.Time
 	wake     chan struct{} // closed and replaced when the deadline changes
 	closed   chan struct{}
 	once     sync.Once
+}
+
+const contentChangeCipherSpec = 20
+
+// takeOver marks the handshake done and keeps pion's Conn from wedging:
+// pion queues every record it decrypts (and every read error) for its
+// Read, in a channel of one, and its read loop (which also answers
+// retransmissions) blocks until someone reads. Nobody uses pion for data
+// after the takeover, so a goroutine drains it until the feed closes.
+func (c *feedConn) takeOver(pion interface{ Read([]byte) (int, error) }) {
+	c.takenOver.Store(true)
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			if _, err := pion.Read(buf); err != nil {
+				if errors.Is(err, io.EOF) {
+					return // pion's Conn is closed (see closePion)
+				}
+				// Other errors repeat: pace the loop.
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+	}()
+}
+
+// closePion closes the feed, then pion's Conn, which ends pion's
+// goroutines. Safe after takeOver: the close_notify pion would send under
+// its own sequence numbers is dropped by WriteTo.
+func (c *feedConn) closePion(pion io.Closer) {
+	c.Close()
+	if pion != nil {
+		go pion.Close()
+	}
 }
 
 // feedQueue bounds the datagrams waiting for pion; handshake traffic is a
@@ -93,6 +136,9 @@ func (c *feedConn) WriteTo(p []byte, _ net.Addr) (int, error) {
 	case <-c.closed:
 		return 0, net.ErrClosed
 	default:
+	}
+	if c.takenOver.Load() && (len(p) == 0 || (p[0] != contentHandshake && p[0] != contentChangeCipherSpec)) {
+		return len(p), nil
 	}
 	if err := c.send(p); err != nil {
 		return 0, err

@@ -66,6 +66,9 @@ type Listener struct {
 
 	mu     sync.RWMutex
 	byAddr map[netip.AddrPort]*Peer
+	// pending holds a handshake started from an established peer's
+	// address until it completes and replaces that peer.
+	pending map[netip.AddrPort]*Peer
 
 	limiter  rateLimiter
 	lastWarn atomic.Int64
@@ -90,7 +93,7 @@ const (
 
 // NewListener prepares a listener; Serve runs it.
 func NewListener(cfg ListenerConfig) *Listener {
-	return &Listener{cfg: cfg, log: cfg.Log, byAddr: map[netip.AddrPort]*Peer{}, limiter: rateLimiter{m: map[netip.Addr]*bucket{}}}
+	return &Listener{cfg: cfg, log: cfg.Log, byAddr: map[netip.AddrPort]*Peer{}, pending: map[netip.AddrPort]*Peer{}, limiter: rateLimiter{m: map[netip.Addr]*bucket{}}}
 }
 
 // Serve reads datagrams until the socket is closed.
@@ -134,16 +137,28 @@ func (l *Listener) handle(src netip.AddrPort, dg []byte, out [][]byte) [][]byte 
 	if len(dg) == 0 {
 		return out
 	}
+	handshake := dg[0] == byte(record.Handshake) || dg[0] == byte(record.ChangeCipherSpec)
 	l.mu.RLock()
-	p := l.byAddr[src]
+	p, pend := l.byAddr[src], l.pending[src]
 	l.mu.RUnlock()
+	if handshake && pend != nil {
+		// A new handshake from an established peer's address is under way.
+		pend.feed.Feed(dg)
+		return out
+	}
 	if p != nil {
-		if d := p.d.Load(); d != nil && dg[0] != byte(record.Handshake) && dg[0] != byte(record.ChangeCipherSpec) {
-			return p.receive(d, dg, out)
+		if !handshake {
+			if d := p.d.Load(); d != nil {
+				return p.receive(d, dg, out)
+			}
+			p.holdEarly(dg) // data racing the end of the handshake
+			return out
 		}
 		if p.d.Load() != nil {
-			// A new ClientHello from an established peer: the client
-			// restarted DTLS (for example after falling back to TLS).
+			// A ClientHello from an established peer: the client restarts
+			// DTLS, or it is a stale copy of the first one. The new
+			// handshake runs beside the old channel, which stays until
+			// the new one completes.
 			if appID, err := ClientHelloAppID(dg); err == nil {
 				l.startHandshake(src, appID, dg)
 				return out
@@ -197,12 +212,17 @@ func (l *Listener) startHandshake(src netip.AddrPort, appID, hello []byte) {
 		return err
 	})
 	l.mu.Lock()
-	old := l.byAddr[src]
-	l.byAddr[src] = p
-	l.mu.Unlock()
-	if old != nil {
-		old.Close()
+	if old := l.byAddr[src]; old != nil && old.Up() {
+		if prev := l.pending[src]; prev != nil {
+			prev.closed.Store(true)
+			prev.feed.Close()
+		}
+		l.pending[src] = p
+		p.replacing = old
+	} else {
+		l.byAddr[src] = p
 	}
+	l.mu.Unlock()
 	p.feed.Feed(hello)
 	go p.handshake(m.PSK, Suites(m.ChaCha))
 }
@@ -234,7 +254,7 @@ func (l *Listener) roam(src netip.AddrPort, dg []byte, out [][]byte) ([][]byte, 
 	for _, p := range peers {
 		d := p.d.Load()
 		copy(scratch, rec)
-		t, payload, err := d.open(scratch)
+		t, payload, err := d.tryOpen(scratch)
 		if err != nil {
 			continue
 		}
@@ -248,7 +268,7 @@ func (l *Listener) roam(src netip.AddrPort, dg []byte, out [][]byte) ([][]byte, 
 		p.setAddr(src)
 		l.Counters.Roamed.Add(1)
 		l.log.Info("dtls: peer moved to a new address", "from", old.String(), "to", src.String())
-		out, _ = p.dispatch(d, scratch, t, payload, false, out)
+		out, _ = p.dispatch(d, scratch, 0, t, payload, false, out)
 		return out, true
 	}
 	return out, false
@@ -259,7 +279,24 @@ func (l *Listener) remove(p *Peer) {
 	if l.byAddr[p.Addr()] == p {
 		delete(l.byAddr, p.Addr())
 	}
+	if l.pending[p.Addr()] == p {
+		delete(l.pending, p.Addr())
+	}
 	l.mu.Unlock()
+}
+
+// promote makes a completed pending handshake the peer of its address.
+func (l *Listener) promote(p *Peer) {
+	l.mu.Lock()
+	old := p.replacing
+	if l.pending[p.Addr()] == p {
+		delete(l.pending, p.Addr())
+		l.byAddr[p.Addr()] = p
+	}
+	l.mu.Unlock()
+	if old != nil {
+		old.Close() // safe: it is no longer the address's peer
+	}
 }
 
 // Peer is one client's DTLS channel on the server. It implements the
@@ -269,13 +306,35 @@ type Peer struct {
 	owner Owner
 	addr  atomic.Pointer[peerAddr]
 	feed  *feedConn
-	pion  *piondtls.Conn           // kept alive after takeover, never Closed
+	pion  *piondtls.Conn           // unused for data after takeover; closed with the peer
 	d     atomic.Pointer[datapath] // nil until the handshake completes
 
 	wmu   sync.Mutex
 	wmsgs []udp.Message
 
+	replacing *Peer // the established peer this handshake replaces
+
+	emu   sync.Mutex
+	early [][]byte // data records that raced the end of the handshake
+
 	closed atomic.Bool
+}
+
+// holdEarly keeps a data record that arrived before the keys were taken
+// over (the client finishes its handshake first and may send at once).
+func (p *Peer) holdEarly(dg []byte) {
+	p.emu.Lock()
+	defer p.emu.Unlock()
+	if d := p.d.Load(); d != nil {
+		// The takeover happened meanwhile: deliver directly.
+		if out := p.receive(d, dg, nil); len(out) > 0 {
+			p.l.cfg.TUN.Write(out, tunOffset)
+		}
+		return
+	}
+	if len(p.early) < maxEarly {
+		p.early = append(p.early, append([]byte(nil), dg...))
+	}
 }
 
 type peerAddr struct {
@@ -318,16 +377,29 @@ func (p *Peer) handshake(psk []byte, suites []piondtls.CipherSuiteID) {
 		p.Close()
 		return
 	}
+	p.feed.takeOver(pc)
+	p.emu.Lock()
 	p.pion = pc
 	p.d.Store(d)
+	early := p.early
+	p.early = nil
+	p.emu.Unlock()
+	p.l.promote(p)
+	for _, dg := range early {
+		if out := p.receive(d, dg, nil); len(out) > 0 {
+			p.l.cfg.TUN.Write(out, tunOffset)
+		}
+	}
 	p.l.log.Debug("dtls: handshake complete", "from", p.Addr().String(), "suite", d.suiteName())
 	p.owner.PeerUp(p)
 }
 
 // receive processes a datagram of data records (usually one) from p.
 func (p *Peer) receive(d *datapath, dg []byte, out [][]byte) [][]byte {
+	full := dg
 	single := true
 	for len(dg) > 0 {
+		off := len(full) - len(dg) // the record's offset in the datagram
 		rec, rest, err := record.NextRecord(dg)
 		if err != nil {
 			d.Stats.BadRecords.Add(1)
@@ -340,16 +412,16 @@ func (p *Peer) receive(d *datapath, dg []byte, out [][]byte) [][]byte {
 		dg = rest
 		t, payload, err := d.open(rec)
 		if err != nil {
-			p.l.Counters.BadRecords.Add(1)
 			if errors.Is(err, errAlert) {
 				p.l.log.Info("dtls: peer sent an alert; closing its DTLS channel", "from", p.Addr().String(), "err", err)
 				p.Close()
 				return out
 			}
+			p.l.Counters.BadRecords.Add(1)
 			continue
 		}
 		var stop bool
-		out, stop = p.dispatch(d, rec, t, payload, single, out)
+		out, stop = p.dispatch(d, full, off, t, payload, single, out)
 		if stop {
 			return out
 		}
@@ -359,7 +431,7 @@ func (p *Peer) receive(d *datapath, dg []byte, out [][]byte) [][]byte {
 
 // dispatch acts on one decrypted record. It reports whether the rest of
 // the datagram should be ignored.
-func (p *Peer) dispatch(d *datapath, rec []byte, t cstp.FrameType, payload []byte, single bool, out [][]byte) ([][]byte, bool) {
+func (p *Peer) dispatch(d *datapath, dg []byte, off int, t cstp.FrameType, payload []byte, single bool, out [][]byte) ([][]byte, bool) {
 	switch t {
 	case cstp.TypeData:
 		keep, err := p.owner.Check(payload)
@@ -374,7 +446,7 @@ func (p *Peer) dispatch(d *datapath, rec []byte, t cstp.FrameType, payload []byt
 		// buffer's capacity (the TUN device's GRO may append coalesced
 		// segments there); otherwise it is capped so the next record
 		// stays intact.
-		v := rec[d.hr-tunOffset : d.hr+len(payload)]
+		v := dg[off+d.hr-tunOffset : off+d.hr+len(payload)]
 		if !single {
 			v = v[:len(v):len(v)]
 		}
@@ -394,10 +466,17 @@ func (p *Peer) dispatch(d *datapath, rec []byte, t cstp.FrameType, payload []byt
 // Up reports whether the handshake completed and the peer is not closed.
 func (p *Peer) Up() bool { return p.d.Load() != nil && !p.closed.Load() }
 
-// Close forgets the peer. pion's Conn is not closed (see ClientChannel.Close).
+// Close forgets the peer and closes pion's Conn (see feedConn.closePion).
 func (p *Peer) Close() error {
 	if p.closed.CompareAndSwap(false, true) {
-		p.feed.Close()
+		p.emu.Lock()
+		pion := p.pion
+		p.emu.Unlock()
+		if pion != nil {
+			p.feed.closePion(pion)
+		} else {
+			p.feed.Close()
+		}
 		p.l.remove(p)
 	}
 	return nil

@@ -104,7 +104,7 @@ func run() int {
 		Command:  bench.CommandLine(s.Env, os.Getenv("MAKELEVEL") != "", os.Args),
 		Started:  time.Now(),
 	}
-	r.logf("%s; %d s per run, %d repetitions; cases %s", rep.Machine.CPU, int(s.Time/time.Second), s.Reps, strings.Join(s.Cases, ","))
+	r.logf("%s; %d s per run, %d repetition(s); cases %s", rep.Machine.CPU, int(s.Time/time.Second), s.Reps, strings.Join(s.Cases, ","))
 	failed := 0
 	for _, name := range s.Cases {
 		if ctx.Err() != nil {
