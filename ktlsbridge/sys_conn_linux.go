@@ -52,66 +52,46 @@ func setCrypto(fd, dir int, info []byte) error {
 	return nil
 }
 
-// kernelTX sends records through the kernel's TLS_TX: every sendmsg
-// without MSG_MORE becomes exactly one record, so one message per frame
-// keeps OpenConnect's one-frame-per-record rule, and sendmmsg hands the
-// kernel a whole batch in one system call.
+// kernelTX sends records through the kernel's TLS_TX: every write
+// without MSG_MORE becomes exactly one record, so one write per frame keeps
+// OpenConnect's one-frame-per-record rule. sendmmsg cannot batch them:
+// it marks all but the last message MSG_BATCH, which kTLS's sendmsg
+// rejects with EOPNOTSUPP (seen on Linux 6.1), and a single writev would
+// merge frames into one record. The kernel still saves the copy into
+// userspace crypto and back.
 type kernelTX struct {
-	rc   syscall.RawConn
-	msgs []unix.Mmsghdr
-	iovs []unix.Iovec
-	ctl  []byte
+	rc  syscall.RawConn
+	ctl []byte
 }
 
 // writeRecords sends each rec as one record.
 func (k *kernelTX) writeRecords(recs [][]byte) error {
-	if len(k.msgs) < len(recs) {
-		k.msgs = make([]unix.Mmsghdr, len(recs))
-		k.iovs = make([]unix.Iovec, len(recs))
+	i, off := 0, 0
+	var werr error
+	err := k.rc.Write(func(fd uintptr) bool {
+		for i < len(recs) {
+			n, err := unix.Write(int(fd), recs[i][off:])
+			if err == unix.EAGAIN {
+				return false // wait for room; a partly sent record stays open in the kernel
+			}
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				werr = err
+				return true
+			}
+			off += n
+			if off == len(recs[i]) {
+				i, off = i+1, 0
+			}
+		}
+		return true
+	})
+	if err == nil {
+		err = werr
 	}
-	for len(recs) > 0 {
-		n := len(recs)
-		for i, r := range recs {
-			k.iovs[i] = unix.Iovec{Base: unsafe.SliceData(r)}
-			k.iovs[i].SetLen(len(r))
-			k.msgs[i] = unix.Mmsghdr{}
-			k.msgs[i].Hdr.Iov = &k.iovs[i]
-			k.msgs[i].Hdr.SetIovlen(1)
-		}
-		var sent int
-		var serr error
-		err := k.rc.Write(func(fd uintptr) bool {
-			r, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&k.msgs[0])), uintptr(n), 0, 0, 0)
-			if errno == unix.EAGAIN {
-				return false
-			}
-			if errno != 0 {
-				serr = errno
-			}
-			sent = int(r)
-			return true
-		})
-		if err == nil {
-			err = serr
-		}
-		if err != nil {
-			return err
-		}
-		// A message the kernel took only in part stays an open record in
-		// the kernel, which the rest of it completes (no MSG_MORE: the
-		// record closes when its data is all in).
-		done := 0
-		for done < sent {
-			if l := int(k.msgs[done].Len); l < len(recs[done]) {
-				recs[done] = recs[done][l:]
-				break
-			}
-			done++
-		}
-		clear(k.iovs[:n])
-		recs = recs[done:]
-	}
-	return nil
+	return err
 }
 
 // sendControl sends one record of content type typ (an alert, say), with

@@ -24,7 +24,7 @@ go vet ./...
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
-units=$(go list ./... | grep -v '^kvpn/e2e$')
+units=$(go list ./... | grep -v -e '^kvpn/e2e$' -e '^kvpn/e2e/ktlsvm$')
 echo "== unit tests (allocation counts asserted here)"
 go test -count=1 $units 2>&1 | tee -a "$log"
 echo "== unit tests again under the race detector"
@@ -34,6 +34,12 @@ echo "== end-to-end tests"
 go test -count=1 -v -timeout 20m ./e2e/ 2>&1 | tee -a "$log" | grep -E '^(=== RUN|--- |    --- |PASS|FAIL|ok )|Gbit|SKIP' || true
 if ! grep -q '^ok' <(tail -n 5 "$log"); then
   echo "end-to-end tests failed; full output:"; cat "$log"; exit 1
+fi
+
+echo "== kernel TLS in a VM (Debian's kernel under QEMU; slow: software emulation)"
+go test -count=1 -v -timeout 25m ./e2e/ktlsvm/ 2>&1 | tee -a "$log" | grep -E '^(=== RUN|--- |    --- |PASS|FAIL|ok )|took|tls_stat|SKIP' || true
+if ! grep -q '^ok' <(tail -n 5 "$log"); then
+  echo "kernel TLS VM tests failed; full output:"; cat "$log"; exit 1
 fi
 
 if [ "${KVPN_STRICT:-}" = 1 ] && grep -q -- '--- SKIP' "$log"; then
