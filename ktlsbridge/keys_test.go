@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"io"
+	"kvpn/internal/testenv"
 	"net"
 	"os"
 	"os/exec"
@@ -327,9 +328,7 @@ func TestKernelInfo(t *testing.T) {
 // with `openssl s_client` as the peer, and a client with `openssl
 // s_server`. Skipped when the openssl command is missing.
 func TestDeriveKeysOpenSSL(t *testing.T) {
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("no openssl command")
-	}
+	testenv.RequireCommand(t, "openssl")
 	t.Run("ours=server", func(t *testing.T) {
 		ec, _ := ktCerts(t)
 		ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -10,6 +10,7 @@ declare -A need=(
   [nft]=nftables
   [ping]=iputils-ping
   [iperf3]=iperf3
+  [openssl]=openssl
   [openconnect]=openconnect
   [ocserv]=ocserv
   [ocpasswd]=ocserv

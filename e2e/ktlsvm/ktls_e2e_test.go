@@ -24,9 +24,10 @@ func TestKTLSBridgeInVM(t *testing.T) {
 	start := time.Now()
 	out, ok := Run(t, Config{
 		Binaries: map[string]string{"ktlsbridge.test": bin},
-		Script:   "ktlsbridge.test -test.v -test.count=1 -test.timeout=150s",
-		Args:     "KVPN_EXPECT_KTLS=1",
-		Timeout:  3 * time.Minute,
+		// The VM has no openssl command: that interop test runs on the host.
+		Script:  "ktlsbridge.test -test.v -test.count=1 -test.timeout=150s -test.skip TestDeriveKeysOpenSSL",
+		Args:    "KVPN_EXPECT_KTLS=1",
+		Timeout: 3 * time.Minute,
 	})
 	t.Logf("VM run took %s", time.Since(start).Round(time.Millisecond))
 	if !ok {
