@@ -183,10 +183,16 @@ func (o *Options) connect(c *conn, cookie string, prev netip.Addr) (*cstp.Tunnel
 		MTU:         o.BaseMTU - 110,
 		PrevAddress: prev,
 	}
+	if cstp.HasExtension(o.extensions, cstp.ExtCoalesce) {
+		req.Extra = http.Header{}
+		req.Extra.Set(cstp.HeaderCoalesce, "1")
+	}
 	if !o.NoDTLS {
 		req.DTLSCipherSuite = "PSK-NEGOTIATE"
 		if o.DTLSChaCha && cstp.HasExtension(o.extensions, cstp.ExtDTLSChaCha) {
-			req.Extra = http.Header{}
+			if req.Extra == nil {
+				req.Extra = http.Header{}
+			}
 			req.Extra.Set(cstp.HeaderDTLSCipher, cstp.ExtDTLSChaCha)
 		}
 	}
@@ -211,6 +217,11 @@ func (o *Options) connect(c *conn, cookie string, prev netip.Addr) (*cstp.Tunnel
 	p, err := cstp.ParseTunnelParams(resp.Header)
 	if err != nil {
 		return nil, err
+	}
+	if p.Extra.Get(cstp.HeaderCoalesce) == "1" {
+		if kc, ok := c.rc.(*ktlsbridge.Conn); ok {
+			kc.SetCoalesce(true)
+		}
 	}
 	c.rc.SetDeadline(time.Time{})
 	return p, nil

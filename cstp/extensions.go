@@ -16,6 +16,14 @@ const (
 	HeaderDTLSCipher = "X-Kvpn-DTLS-Cipher"
 	// ExtDTLSChaCha names the ChaCha20-Poly1305 DTLS extension.
 	ExtDTLSChaCha = "chacha20-poly1305"
+	// HeaderCoalesce, on CONNECT, asks for (request) or confirms (answer)
+	// that CSTP frames may share TLS records: kernel TLS then sends a
+	// whole batch with one writev in full-size records.
+	HeaderCoalesce = "X-Kvpn-CSTP-Coalesce"
+	// ExtCoalesce names that extension.
+	ExtCoalesce = "cstp-coalesce"
+	// ExtList is what vpnd announces.
+	ExtList = ExtDTLSChaCha + "," + ExtCoalesce
 )
 
 // IsKvpnAgent reports whether a User-Agent is kvpn's vpnc.

@@ -9,6 +9,8 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"kvpn/record"
@@ -90,8 +92,8 @@ func handshake(ctx context.Context, raw net.Conn, cfg *tls.Config, server bool, 
 	if server {
 		txKeys, rxKeys = sk, ck
 	}
-	if testHookKeys != nil {
-		testHookKeys(&txKeys, &rxKeys)
+	if hook := testHookKeys.Load(); hook != nil {
+		(*hook)(&txKeys, &rxKeys)
 	}
 	c := &Conn{raw: raw, cs: cs}
 	// From here on crypto/tls is never used again: its Write would
@@ -124,7 +126,7 @@ func handshake(ctx context.Context, raw net.Conn, cfg *tls.Config, server bool, 
 var errOff = errors.New("kernel TLS turned off")
 
 // testHookKeys lets tests corrupt the derived keys (negative controls).
-var testHookKeys func(tx, rx *Keys)
+var testHookKeys atomic.Pointer[func(tx, rx *Keys)]
 
 // ErrKernelRequired is returned in ModeOn when the kernel cannot take the
 // connection in both directions.
@@ -252,7 +254,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 		}
 		n, typ, err := c.rx.read(buf)
 		if err != nil {
-			return 0, err
+			return 0, corrupt(err)
 		}
 		switch typ {
 		case typeApplicationData:
@@ -264,16 +266,29 @@ func (c *Conn) Read(p []byte) (int, error) {
 			}
 			return n, nil
 		case typeAlert:
-			return 0, alertError(buf[:n])
+			return 0, corrupt(alertError(buf[:n]))
 		case typeHandshake:
 			if n > 0 && buf[0] == msgKeyUpdate {
 				return 0, ErrKeyUpdate
 			}
 			// NewSessionTicket (or anything else): ignore.
 		default:
-			return 0, fmt.Errorf("ktls: unexpected record type %d after the handshake", typ)
+			return 0, fmt.Errorf("%w: ktls: unexpected record type %d after the handshake", record.ErrCorrupt, typ)
 		}
 	}
+}
+
+// corrupt marks errors caused by what the peer sent (see record.ErrCorrupt);
+// end of stream, closed sockets and timeouts pass through.
+func corrupt(err error) error {
+	var ne net.Error
+	switch {
+	case err == nil, errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed),
+		errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne), errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ECONNABORTED), errors.Is(err, syscall.ETIMEDOUT):
+		return err
+	}
+	return fmt.Errorf("%w: %w", record.ErrCorrupt, err)
 }
 
 const (
@@ -339,6 +354,19 @@ func (c *Conn) WriteRecords(bufs [][]byte, offset int) error {
 	return c.tx.writeRecords(bufs, offset)
 }
 
+// SetCoalesce lets the kernel engine pack many frames into each record
+// (one writev per batch) instead of one record per frame. Only for a peer
+// that reads frames as a byte stream: vpnd and vpnc negotiate it with the
+// cstp-coalesce extension; stock OpenConnect peers need one frame per
+// record. The userspace engine keeps one record per frame either way.
+func (c *Conn) SetCoalesce(on bool) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if k, ok := c.tx.(*kernelTXEngine); ok {
+		k.coalesce = on
+	}
+}
+
 // Close sends close_notify and closes the socket.
 func (c *Conn) Close() error {
 	var err error
@@ -362,8 +390,9 @@ func (c *Conn) Engine() record.Engine                { return c.engine }
 
 // kernelTXEngine sends plaintext; the kernel makes the records.
 type kernelTXEngine struct {
-	k    kernelTX
-	recs [][]byte
+	k        kernelTX
+	recs     [][]byte
+	coalesce bool
 }
 
 func (e *kernelTXEngine) name() string { return EngineKernel }
@@ -373,7 +402,12 @@ func (e *kernelTXEngine) writeRecords(bufs [][]byte, offset int) error {
 	for _, b := range bufs {
 		e.recs = append(e.recs, b[offset:])
 	}
-	err := e.k.writeRecords(e.recs)
+	var err error
+	if e.coalesce {
+		err = e.k.writeStream(e.recs)
+	} else {
+		err = e.k.writeRecords(e.recs)
+	}
 	clear(e.recs)
 	return err
 }

@@ -321,10 +321,10 @@ func TestNegativeControls(t *testing.T) {
 		{"rx-key", func(tx, rx *Keys) { rx.Key = bytes.Repeat([]byte{0x42}, len(rx.Key)) }, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			testHookKeys = tc.mangle
-			defer func() { testHookKeys = nil }()
+			testHookKeys.Store(&tc.mangle)
+			defer testHookKeys.Store(nil)
 			ours, ref := pair(t, variants[0], mode(ModeAuto), nil) // ours is the server
-			testHookKeys = nil
+			testHookKeys.Store(nil)
 			var sender, receiver end = ref, ours
 			if tc.mangledSends {
 				sender, receiver = ours, ref
@@ -420,5 +420,28 @@ func TestSmallReads(t *testing.T) {
 	}
 	if !bytes.Equal(got, want) {
 		t.Fatal("data lost or corrupted with small reads")
+	}
+}
+
+// TestCoalesce: with the cstp-coalesce extension the kernel engine packs
+// frames into full records; the peer reads the same byte stream.
+func TestCoalesce(t *testing.T) {
+	srv, cli := pair(t, variants[0], mode(ModeAuto), mode(ModeAuto))
+	srv.(*Conn).SetCoalesce(true)
+	cli.(*Conn).SetCoalesce(true)
+	exchange(t, srv, cli, exchangeSize)
+}
+
+// TestCorruptIsMarked: a forged record surfaces as record.ErrCorrupt (the
+// server ends such a session at once), a clean close as io.EOF.
+func TestCorruptIsMarked(t *testing.T) {
+	hook := func(tx, rx *Keys) { rx.Seq++ }
+	testHookKeys.Store(&hook)
+	ours, ref := pair(t, variants[0], mode(ModeAuto), nil)
+	testHookKeys.Store(nil)
+	go ref.Write([]byte("x"))
+	_, err := ours.Read(make([]byte, 100))
+	if !errors.Is(err, record.ErrCorrupt) {
+		t.Fatalf("got %v, want record.ErrCorrupt", err)
 	}
 }

@@ -94,6 +94,42 @@ func (k *kernelTX) writeRecords(recs [][]byte) error {
 	return err
 }
 
+// writeStream sends all bufs with writev, leaving record boundaries to
+// the kernel (full 16 KiB records): only for peers that parse frames as a
+// byte stream (the kvpn cstp-coalesce extension).
+func (k *kernelTX) writeStream(bufs [][]byte) error {
+	var werr error
+	err := k.rc.Write(func(fd uintptr) bool {
+		for len(bufs) > 0 {
+			n, err := unix.Writev(int(fd), bufs)
+			if err == unix.EAGAIN {
+				return false
+			}
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				werr = err
+				return true
+			}
+			for n > 0 && len(bufs) > 0 {
+				if n >= len(bufs[0]) {
+					n -= len(bufs[0])
+					bufs = bufs[1:]
+				} else {
+					bufs[0] = bufs[0][n:]
+					n = 0
+				}
+			}
+		}
+		return true
+	})
+	if err == nil {
+		err = werr
+	}
+	return err
+}
+
 // sendControl sends one record of content type typ (an alert, say), with
 // the TLS_SET_RECORD_TYPE control message.
 func (k *kernelTX) sendControl(typ uint8, data []byte) error {

@@ -12,6 +12,7 @@ package record
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"time"
@@ -69,6 +70,11 @@ const (
 	Headroom = 5 + 8
 	Tailroom = 16 + 1
 )
+
+// ErrCorrupt marks a read error caused by what the peer sent: a record that
+// fails authentication, a malformed record, a fatal alert. Such a session
+// ends at once (its address is freed), unlike a lost connection.
+var ErrCorrupt = errors.New("corrupt or forged TLS record")
 
 // MaxRecordPayload is the largest plaintext a TLS record carries (RFC 8446
 // section 5.1, RFC 5246 section 6.2.1).

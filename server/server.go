@@ -320,7 +320,7 @@ func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logge
 			if extra == nil {
 				extra = http.Header{}
 			}
-			extra.Set(cstp.HeaderExtensions, cstp.ExtDTLSChaCha)
+			extra.Set(cstp.HeaderExtensions, cstp.ExtList)
 		}
 		return writeResponse(conn, http.StatusOK, "text/xml; charset=utf-8", doc, extra) == nil
 	}
@@ -424,6 +424,13 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 			log.Warn("DTLS not offered", "err", err)
 		}
 	}
+	coalesce := cstp.IsKvpnAgent(req.UserAgent()) && creq.Extra.Get(cstp.HeaderCoalesce) == "1"
+	if coalesce {
+		if params.Extra == nil {
+			params.Extra = http.Header{}
+		}
+		params.Extra.Set(cstp.HeaderCoalesce, "1")
+	}
 	var hdr bytes.Buffer
 	params.WriteResponse(&hdr)
 	if _, err := conn.Write(hdr.Bytes()); err != nil {
@@ -431,6 +438,9 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 		sess.detach(ch, err)
 		conn.Close()
 		return
+	}
+	if kc, ok := conn.(*ktlsbridge.Conn); ok && coalesce {
+		kc.SetCoalesce(true)
 	}
 	// The tunnel has its own liveness checks from here on.
 	conn.SetReadDeadline(time.Time{})

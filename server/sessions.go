@@ -112,8 +112,12 @@ func (sess *Session) detach(ch *session.CSTPChannel, err error) {
 		return
 	}
 	var perr *session.ProtocolError
-	if errors.As(err, &perr) {
-		log.Warn("closing connection: client broke the protocol", "err", err)
+	if errors.As(err, &perr) || errors.Is(err, record.ErrCorrupt) {
+		// Forged, corrupt or malformed input: no reconnect with this
+		// session; its address is freed at once.
+		log.Warn("closing connection and ending the session: client broke the protocol", "err", err)
+		sess.end("protocol violation")
+		return
 	}
 	if !sess.ended {
 		log.Info("connection lost; keeping session for reconnect",
