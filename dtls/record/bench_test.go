@@ -15,8 +15,12 @@ const benchPayload = 1400 // an MTU-size tunnelled packet
 // as the two ends of the data channel would.
 func benchSealOpen(b *testing.B, s Suite) {
 	se, op := pair(b, s, 0)
-	off := s.Headroom()
-	buf := make([]byte, off+benchPayload+Tailroom)
+	benchSealOpenWith(b, se, op)
+}
+
+func benchSealOpenWith(b *testing.B, se *Sealer, op *Opener) {
+	off := se.Headroom()
+	buf := make([]byte, off+benchPayload+se.Tailroom())
 	b.SetBytes(benchPayload)
 	b.ReportAllocs()
 	for b.Loop() {
@@ -32,6 +36,18 @@ func benchSealOpen(b *testing.B, s Suite) {
 
 func BenchmarkSealOpen(b *testing.B)         { benchSealOpen(b, TLS_PSK_WITH_AES_128_GCM_SHA256) }
 func BenchmarkSealOpenChaCha20(b *testing.B) { benchSealOpen(b, TLS_PSK_WITH_CHACHA20_POLY1305_SHA256) }
+
+// The same with connection IDs (RFC 9146): a longer header and AAD, from a
+// pooled scratch, and the inner content type.
+func BenchmarkSealOpenCID(b *testing.B) {
+	se, op := pairCID(b, TLS_PSK_WITH_AES_128_GCM_SHA256, 0)
+	benchSealOpenWith(b, se, op)
+}
+
+func BenchmarkSealOpenCIDChaCha20(b *testing.B) {
+	se, op := pairCID(b, TLS_PSK_WITH_CHACHA20_POLY1305_SHA256, 0)
+	benchSealOpenWith(b, se, op)
+}
 
 // benchRaw is the same work with the bare AEAD: Seal and Open in place on
 // one buffer, a fresh nonce each time, no record layer.

@@ -35,6 +35,14 @@ type Keys struct {
 	// number pion accepted from the peer in Epoch (0 if none); NewOpener
 	// rejects everything below it, as pion already consumed those records.
 	LocalSeq, RemoteSeq uint64
+	// Connection IDs (RFC 9146), empty if none was negotiated in that
+	// direction. LocalCID is the one the peer asked for: it goes into every
+	// record we send (pion's RemoteConnectionID). RemoteCID is the one we
+	// asked for: the peer puts it into every record it sends us, and a
+	// server finds the peer by it (pion's LocalConnectionID). With a
+	// LocalCID the Sealer writes tls12_cid records; with a RemoteCID the
+	// Opener accepts only tls12_cid records that carry it.
+	LocalCID, RemoteCID []byte
 }
 
 // SealerStart is the first sequence number our Sealer should use:
@@ -65,6 +73,13 @@ type pionState struct {
 // TLS 1.2 key expansion (RFC 5246 section 6.3) on the master secret and
 // both randoms with pion's prf.GenerateEncryptionKeys: the client writes
 // with the client keys, the server with the server keys.
+//
+// Connection IDs: pion's state names them from its own side.
+// LocalConnectionID is the one pion generated and sent in its hello, which
+// the peer must put into the records it sends (pion checks incoming
+// tls12_cid records against it): our RemoteCID. RemoteConnectionID is the
+// one the peer sent, which pion puts into every record it writes once
+// non-empty (Conn.Write, alerts, the Finished): our LocalCID.
 func KeysFromPion(state []byte) (Keys, error) {
 	var st pionState
 	if err := gob.NewDecoder(bytes.NewReader(state)).Decode(&st); err != nil {
@@ -84,9 +99,8 @@ func KeysFromPion(state []byte) (Keys, error) {
 		return Keys{}, fmt.Errorf("record: pion state: epochs local %d remote %d, want equal and > 0",
 			st.LocalEpoch, st.RemoteEpoch)
 	}
-	if len(st.LocalConnectionID) > 0 || len(st.RemoteConnectionID) > 0 {
-		// RFC 9146 records have another header and AAD.
-		return Keys{}, errors.New("record: pion state: connection IDs negotiated, not supported")
+	if len(st.LocalConnectionID) > MaxCIDLen || len(st.RemoteConnectionID) > MaxCIDLen {
+		return Keys{}, errors.New("record: pion state: connection ID longer than 255 bytes")
 	}
 	if len(st.MasterSecret) != 48 {
 		return Keys{}, fmt.Errorf("record: pion state: master secret of %d bytes, want 48", len(st.MasterSecret))
@@ -109,6 +123,12 @@ func KeysFromPion(state []byte) (Keys, error) {
 		Epoch:     st.LocalEpoch,
 		LocalSeq:  st.SequenceNumber,
 		RemoteSeq: st.RemoteSequenceNumber,
+	}
+	if len(st.RemoteConnectionID) > 0 {
+		k.LocalCID = st.RemoteConnectionID
+	}
+	if len(st.LocalConnectionID) > 0 {
+		k.RemoteCID = st.LocalConnectionID
 	}
 	if st.IsClient {
 		k.LocalKey, k.LocalIV = ek.ClientWriteKey, ek.ClientWriteIV
@@ -136,8 +156,12 @@ func KeysFromConn(c *dtls.Conn) (Keys, error) {
 	return KeysFromPion(b)
 }
 
-// check validates the key and IV sizes of one direction.
-func (k Keys) check(p suiteParams, key, iv []byte) error {
+// check validates the key and IV sizes and the connection ID of one
+// direction.
+func (k Keys) check(p suiteParams, key, iv, cid []byte) error {
+	if len(cid) > MaxCIDLen {
+		return fmt.Errorf("record: connection ID of %d bytes, at most %d", len(cid), MaxCIDLen)
+	}
 	if len(key) != p.keyLen || len(iv) != p.ivLen {
 		return fmt.Errorf("record: %v needs a %d-byte key and %d-byte IV, have %d and %d",
 			k.Suite, p.keyLen, p.ivLen, len(key), len(iv))

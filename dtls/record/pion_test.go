@@ -235,7 +235,7 @@ func payload(n int, seed byte) []byte {
 // sealInto seals p with s from a fresh buffer with exactly the room needed.
 func sealInto(t testing.TB, s *Sealer, p []byte, ct ContentType) []byte {
 	t.Helper()
-	buf := make([]byte, s.Headroom()+len(p)+Tailroom)
+	buf := make([]byte, s.Headroom()+len(p)+s.Tailroom())
 	copy(buf[s.Headroom():], p)
 	rec, err := s.Seal(buf, s.Headroom(), len(p), ct)
 	if err != nil {

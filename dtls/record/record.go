@@ -8,14 +8,21 @@
 // explicit nonce into headroom in front of the payload and the tag into
 // tailroom behind it, Open decrypts the body where it lies. Neither allocates.
 //
-// Connection IDs (RFC 9146) are not supported: kvpn does not offer them in
-// the handshake, and KeysFromPion refuses a state that negotiated them.
+// Connection IDs (RFC 9146) are supported as pion/dtls v3 implements them:
+// when the handshake negotiated them, Keys.LocalCID goes into every record
+// the Sealer writes (content type tls12_cid, the CID after the sequence
+// number, the real content type inside the encrypted DTLSInnerPlaintext)
+// and the Opener accepts only records that carry Keys.RemoteCID. Such
+// records have a longer header whose size depends on the CID length, so a
+// demultiplexer that sees them splits and parses datagrams with
+// NextRecordCID and ParseCIDHeader, and finds the peer with PeekCID.
 package record
 
 import (
 	"encoding/binary"
 	"errors"
 	"strconv"
+	"sync"
 )
 
 // HeaderLen is the size of a DTLS 1.2 record header (RFC 6347 section
@@ -31,6 +38,9 @@ const (
 	Alert            ContentType = 21
 	Handshake        ContentType = 22
 	ApplicationData  ContentType = 23
+	// ConnectionID is tls12_cid (RFC 9146 section 3): the outer type of a
+	// record that carries a connection ID. Its real type is encrypted.
+	ConnectionID ContentType = 25
 )
 
 func (t ContentType) String() string {
@@ -43,6 +53,8 @@ func (t ContentType) String() string {
 		return "handshake"
 	case ApplicationData:
 		return "application_data"
+	case ConnectionID:
+		return "tls12_cid"
 	}
 	return "content_type(" + strconv.Itoa(int(t)) + ")"
 }
@@ -63,9 +75,14 @@ const MaxPlaintext = 1 << 14
 // 6.2.3: 2^14 + 2048).
 const maxCiphertext = MaxPlaintext + 2048
 
-// Tailroom is the number of bytes Seal needs after the payload: the AEAD tag
-// (16 bytes for both AES-GCM and ChaCha20-Poly1305).
+// Tailroom is the number of bytes Seal needs after the payload of a record
+// without a connection ID: the AEAD tag (16 bytes for both AES-GCM and
+// ChaCha20-Poly1305). A Sealer with a connection ID needs one byte more, for
+// the real content type; Sealer.Tailroom tells.
 const Tailroom = 16
+
+// MaxCIDLen is the longest connection ID (RFC 9146 section 3: cid<0..2^8-1>).
+const MaxCIDLen = 255
 
 const (
 	tagLen      = 16
@@ -98,6 +115,11 @@ var (
 	ErrSeqExhausted = errors.New("record: sequence numbers exhausted")
 	// ErrSuite: a cipher suite this package does not implement.
 	ErrSuite = errors.New("record: unsupported cipher suite")
+	// ErrCID: the record's connection ID is not the one negotiated, or the
+	// record lacks one that was negotiated (or carries one that was not),
+	// or a tls12_cid header was given to a function that cannot know its
+	// size (ParseHeader, NextRecord).
+	ErrCID = errors.New("record: connection ID mismatch")
 )
 
 func wrap(err error, detail string) error {
@@ -129,15 +151,28 @@ var (
 	errHeadroom      = wrap(ErrRoom, "offset smaller than the headroom")
 	errTailroom      = wrap(ErrRoom, "buffer ends before payload plus tag")
 	errPayloadRange  = wrap(ErrRoom, "negative payload length or offset")
+
+	errShortCIDHeader = wrap(ErrTruncated, "shorter than the record header with its connection ID")
+	errNoInnerType    = wrap(ErrTruncated, "inner plaintext is all zeros: no content type")
+	errCIDMismatch    = wrap(ErrCID, "connection ID differs from the negotiated one")
+	errCIDMissing     = wrap(ErrCID, "record without the negotiated connection ID")
+	errCIDUnexpected  = wrap(ErrCID, "tls12_cid record, but no connection ID was negotiated")
+	errCIDLen         = wrap(ErrCID, "connection ID length outside 0..255")
+	errCIDHeader      = wrap(ErrCID, "tls12_cid record: its header size depends on the connection ID length (use ParseCIDHeader, NextRecordCID)")
 )
 
 // ParseHeader decodes a record header for routing: content type, epoch,
 // sequence number and the length field. Only the size of b is checked: the
 // version is not, because pion's first ClientHello carries FE FF (DTLS 1.0)
-// and a demultiplexer must still be able to hand it to pion.
+// and a demultiplexer must still be able to hand it to pion. A tls12_cid
+// record is refused with ErrCID: where its length field lies depends on the
+// connection ID length, which only ParseCIDHeader is told.
 func ParseHeader(b []byte) (ct ContentType, epoch uint16, seq uint64, length int, err error) {
 	if len(b) < HeaderLen {
 		return 0, 0, 0, 0, errShortHeader
+	}
+	if ContentType(b[0]) == ConnectionID {
+		return 0, 0, 0, 0, errCIDHeader
 	}
 	ct = ContentType(b[0])
 	epoch = binary.BigEndian.Uint16(b[3:5])
@@ -146,19 +181,97 @@ func ParseHeader(b []byte) (ct ContentType, epoch uint16, seq uint64, length int
 	return ct, epoch, seq, length, nil
 }
 
+// ParseCIDHeader is ParseHeader for a channel whose records may carry a
+// connection ID of cidLen bytes (RFC 9146 section 4): a tls12_cid record's
+// header is type(1), version(2), epoch(2), sequence_number(6), cid(cidLen),
+// length(2), and cid is returned (aliasing b, its capacity cut at its end).
+// Any other record parses as with ParseHeader, with a nil cid. cidLen must
+// be 0..MaxCIDLen.
+func ParseCIDHeader(b []byte, cidLen int) (ct ContentType, epoch uint16, seq uint64, cid []byte, length int, err error) {
+	if cidLen < 0 || cidLen > MaxCIDLen {
+		return 0, 0, 0, nil, 0, errCIDLen
+	}
+	if len(b) < HeaderLen {
+		return 0, 0, 0, nil, 0, errShortHeader
+	}
+	ct = ContentType(b[0])
+	epoch = binary.BigEndian.Uint16(b[3:5])
+	seq = uint48(b[5:11])
+	l := 11 // where the length field is
+	if ct == ConnectionID {
+		if len(b) < HeaderLen+cidLen {
+			return 0, 0, 0, nil, 0, errShortCIDHeader
+		}
+		cid = b[11 : 11+cidLen : 11+cidLen]
+		l += cidLen
+	}
+	length = int(binary.BigEndian.Uint16(b[l : l+2]))
+	return ct, epoch, seq, cid, length, nil
+}
+
 // NextRecord splits the first record off a datagram: RFC 6347 section 4.1.1
 // lets a datagram carry several records (pion packs a handshake flight that
 // way). rec has its capacity cut at its end, so writing into it can never
-// touch rest.
+// touch rest. A tls12_cid record is refused with ErrCID (see ParseHeader);
+// NextRecordCID splits those.
 func NextRecord(datagram []byte) (rec, rest []byte, err error) {
 	if len(datagram) < HeaderLen {
 		return nil, nil, errShortHeader
 	}
-	end := HeaderLen + int(binary.BigEndian.Uint16(datagram[11:13]))
+	if ContentType(datagram[0]) == ConnectionID {
+		return nil, nil, errCIDHeader
+	}
+	return NextRecordCID(datagram, 0)
+}
+
+// NextRecordCID is NextRecord for a channel whose records may carry a
+// connection ID of cidLen bytes (0..MaxCIDLen): the header of a tls12_cid
+// record is cidLen bytes longer. pion packs a connection ID record behind
+// plain ones in a handshake flight (its Finished), and several of them into
+// one datagram, as NextRecord's records.
+func NextRecordCID(datagram []byte, cidLen int) (rec, rest []byte, err error) {
+	if cidLen < 0 || cidLen > MaxCIDLen {
+		return nil, nil, errCIDLen
+	}
+	if len(datagram) < HeaderLen {
+		return nil, nil, errShortHeader
+	}
+	hl := HeaderLen
+	if ContentType(datagram[0]) == ConnectionID {
+		hl += cidLen
+		if len(datagram) < hl {
+			return nil, nil, errShortCIDHeader
+		}
+	}
+	end := hl + int(binary.BigEndian.Uint16(datagram[hl-2:hl]))
 	if end > len(datagram) {
 		return nil, nil, errShortDatagram
 	}
 	return datagram[:end:end], datagram[end:], nil
+}
+
+// PeekCID returns the connection ID of the first tls12_cid record in the
+// datagram dg, for a server that routes datagrams to peers by connection ID
+// (RFC 9146 section 6) when their address changes. It walks the records as
+// NextRecordCID does, since pion may put a connection ID record behind plain
+// handshake records, and reports false if there is none, the datagram is
+// malformed before it, or cidLen is not 1..MaxCIDLen. The CID aliases dg.
+// Nothing is authenticated: the record must still pass the peer's Opener.
+func PeekCID(dg []byte, cidLen int) ([]byte, bool) {
+	if cidLen < 1 || cidLen > MaxCIDLen {
+		return nil, false
+	}
+	for len(dg) > 0 {
+		rec, rest, err := NextRecordCID(dg, cidLen)
+		if err != nil {
+			return nil, false
+		}
+		if ContentType(rec[0]) == ConnectionID {
+			return rec[11 : 11+cidLen : 11+cidLen], true
+		}
+		dg = rest
+	}
+	return nil, false
 }
 
 func uint48(b []byte) uint64 {
@@ -199,3 +312,56 @@ func putAAD(b []byte, ct ContentType, epoch uint16, seq uint64, plaintextLen int
 	binary.BigEndian.PutUint16(b[9:11], VersionDTLS12)
 	binary.BigEndian.PutUint16(b[11:13], uint16(plaintextLen))
 }
+
+// cidAADLen is the size of the additional data of a connection ID record
+// without the CID itself (RFC 9146 section 5): seq_num_placeholder(8),
+// tls12_cid(1), cid_length(1), tls12_cid(1), version(2), epoch(2),
+// sequence_number(6), length_of_DTLSInnerPlaintext(2).
+const cidAADLen = 23
+
+// cidAADTemplate returns the constant parts of the additional data of a
+// connection ID record with cid, for putCIDAAD to complete:
+//
+//	seq_num_placeholder (8 x 0xff) || tls12_cid || cid_length || tls12_cid ||
+//	version || epoch || sequence_number || cid || length_of_DTLSInnerPlaintext
+//
+// This is RFC 9146 section 5 as published, and what pion/dtls v3 builds
+// (generateAEADAdditionalDataCID); the drafts before it had another layout.
+func cidAADTemplate(epoch uint16, cid []byte) []byte {
+	b := make([]byte, cidAADLen+len(cid))
+	binary.BigEndian.PutUint64(b[0:8], ^uint64(0))
+	b[8] = byte(ConnectionID)
+	b[9] = byte(len(cid))
+	b[10] = byte(ConnectionID)
+	binary.BigEndian.PutUint16(b[11:13], VersionDTLS12)
+	binary.BigEndian.PutUint16(b[13:15], epoch)
+	copy(b[21:], cid)
+	return b
+}
+
+// putCIDAAD completes a copy of cidAADTemplate in b with the sequence
+// number and the length of the DTLSInnerPlaintext.
+func putCIDAAD(b []byte, seq uint64, innerLen int) {
+	putUint48(b[15:21], seq)
+	binary.BigEndian.PutUint16(b[len(b)-2:], uint16(innerLen))
+}
+
+// putCIDHeader writes the header of a connection ID record into
+// b[:HeaderLen+len(cid)] (RFC 9146 section 4): tls12_cid, version, epoch,
+// sequence number, cid, length.
+func putCIDHeader(b []byte, epoch uint16, seq uint64, cid []byte, length int) {
+	_ = b[HeaderLen+len(cid)-1]
+	b[0] = byte(ConnectionID)
+	binary.BigEndian.PutUint16(b[1:3], VersionDTLS12)
+	binary.BigEndian.PutUint16(b[3:5], epoch)
+	putUint48(b[5:11], seq)
+	copy(b[11:], cid)
+	binary.BigEndian.PutUint16(b[11+len(cid):], uint16(length))
+}
+
+// cidScratch holds the nonce and the additional data of a connection ID
+// record, which do not fit into the record's headroom as the plain
+// record's do.
+type cidScratch [12 + cidAADLen + MaxCIDLen]byte
+
+var cidScratchPool = sync.Pool{New: func() any { return new(cidScratch) }}

@@ -95,12 +95,14 @@ func (s Suite) explicit() int {
 	return explicitLen
 }
 
-// Overhead returns the bytes a record adds to its payload: header, explicit
-// nonce (8 for GCM, 0 for ChaCha20-Poly1305) and tag (16).
+// Overhead returns the bytes a record without a connection ID adds to its
+// payload: header, explicit nonce (8 for GCM, 0 for ChaCha20-Poly1305) and
+// tag (16). Sealer.Overhead also counts a connection ID and the inner type.
 func (s Suite) Overhead() int { return HeaderLen + s.explicit() + tagLen }
 
-// Headroom returns the bytes Seal needs in front of the payload: header and
-// explicit nonce.
+// Headroom returns the bytes Seal needs in front of the payload of a record
+// without a connection ID: header and explicit nonce. Sealer.Headroom adds
+// the connection ID's length.
 func (s Suite) Headroom() int { return HeaderLen + s.explicit() }
 
 // newAEAD builds the stateless AEAD of a suite. Both crypto/cipher's GCM
