@@ -53,6 +53,9 @@ type Options struct {
 	// DTLSChaCha asks a kvpn server for ChaCha20-Poly1305 DTLS (the
 	// default where the CPU lacks AES instructions; dtls.PreferChaCha).
 	DTLSChaCha bool
+	// DTLSCID asks a kvpn server for DTLS connection IDs (RFC 9146), so
+	// roaming needs no trial decryption (on unless KVPN_DTLS_CID=0).
+	DTLSCID bool
 
 	// extensions is what the server listed in X-Kvpn-Extensions at login.
 	extensions string
@@ -189,6 +192,12 @@ func (o *Options) connect(c *conn, cookie string, prev netip.Addr) (*cstp.Tunnel
 	}
 	if !o.NoDTLS {
 		req.DTLSCipherSuite = "PSK-NEGOTIATE"
+		if o.DTLSCID && cstp.HasExtension(o.extensions, cstp.ExtDTLSCID) {
+			if req.Extra == nil {
+				req.Extra = http.Header{}
+			}
+			req.Extra.Set(cstp.HeaderDTLSCID, "1")
+		}
 		if o.DTLSChaCha && cstp.HasExtension(o.extensions, cstp.ExtDTLSChaCha) {
 			if req.Extra == nil {
 				req.Extra = http.Header{}

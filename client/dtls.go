@@ -51,6 +51,7 @@ func (t *tunnel) dtlsOffer(c *conn, p *cstp.TunnelParams) *dtlsParams {
 			PSK:     psk,
 			Timeout: dtlsHandshakeTimeout,
 			ChaCha:  p.Extra.Get(cstp.HeaderDTLSCipher) == cstp.ExtDTLSChaCha,
+			CID:     p.Extra.Get(cstp.HeaderDTLSCID) == "1",
 		},
 		live: session.Liveness{DPD: dpd, Keepalive: time.Duration(p.DTLSKeepalive) * time.Second},
 	}

@@ -22,8 +22,14 @@ const (
 	HeaderCoalesce = "X-Kvpn-CSTP-Coalesce"
 	// ExtCoalesce names that extension.
 	ExtCoalesce = "cstp-coalesce"
+	// HeaderDTLSCID, on CONNECT, asks for (request) or confirms (answer)
+	// RFC 9146 connection IDs on the DTLS channel, so a roaming client's
+	// records name their session wherever they come from.
+	HeaderDTLSCID = "X-Kvpn-DTLS-CID"
+	// ExtDTLSCID names that extension.
+	ExtDTLSCID = "dtls-cid"
 	// ExtList is what vpnd announces.
-	ExtList = ExtDTLSChaCha + "," + ExtCoalesce
+	ExtList = ExtDTLSChaCha + "," + ExtCoalesce + "," + ExtDTLSCID
 )
 
 // IsKvpnAgent reports whether a User-Agent is kvpn's vpnc.

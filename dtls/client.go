@@ -31,6 +31,7 @@ type ClientConfig struct {
 	PSK     []byte         // exported from the TLS session (see PSK)
 	Timeout time.Duration  // handshake timeout
 	ChaCha  bool           // offer ChaCha20-Poly1305 first (kvpn extension)
+	CID     bool           // use RFC 9146 connection IDs (kvpn extension)
 }
 
 // ClientChannel is the client's DTLS data channel. It implements
@@ -90,18 +91,26 @@ func Dial(ctx context.Context, cfg ClientConfig) (*ClientChannel, error) {
 			if err != nil {
 				return
 			}
-			if n > 0 && buf[0] == byte(record.ApplicationData) {
+			if n > 0 && (buf[0] == byte(record.ApplicationData) || buf[0] == byte(record.ConnectionID)) {
 				if len(early) < maxEarly {
 					early = append(early, append([]byte(nil), buf[:n]...))
 				}
-				continue
+				if buf[0] == byte(record.ApplicationData) {
+					continue
+				}
+				// A connection-ID record may be the server's Finished:
+				// pion gets it too (data it also gets is drained).
 			}
 			feed.Feed(buf[:n])
 		}
 	}()
 	appID := append([]byte(nil), cfg.AppID...)
 	psk := append([]byte(nil), cfg.PSK...)
-	pc, err := piondtls.ClientWithOptions(feed, uc.RemoteAddr(),
+	opts := []piondtls.ClientOption{}
+	if cfg.CID {
+		opts = append(opts, piondtls.WithConnectionIDGenerator(piondtls.RandomCIDGenerator(CIDLen)))
+	}
+	pc, err := piondtls.ClientWithOptions(feed, uc.RemoteAddr(), append(opts,
 		piondtls.WithPSK(func([]byte) ([]byte, error) { return psk, nil }),
 		piondtls.WithPSKIdentityHint([]byte(PSKIdentity)),
 		piondtls.WithCipherSuites(Suites(cfg.ChaCha)...),
@@ -110,7 +119,7 @@ func Dial(ctx context.Context, cfg ClientConfig) (*ClientChannel, error) {
 			// PSK-NEGOTIATE: the App-ID rides in the session_id.
 			ch.SessionID = appID
 			return &ch
-		}),
+		}))...,
 	)
 	fail := func(err error) (*ClientChannel, error) {
 		feed.Close()
@@ -225,10 +234,19 @@ func (c *ClientChannel) ReadPackets(bufs [][]byte, sizes []int, offset int) (int
 			c.feed.Feed(dg) // a retransmitted flight: pion answers it
 			continue
 		}
-		t, payload, err := c.d.open(dg)
+		rec := dg
+		if c.d.cidLen > 0 {
+			if r, _, err := c.d.nextRecord(dg); err == nil {
+				rec = r
+			}
+		}
+		t, payload, err := c.d.open(rec)
 		if err != nil {
 			if errors.Is(err, errAlert) {
 				return out, &session.PeerClosedError{Reason: err.Error()}
+			}
+			if dg[0] == byte(record.ConnectionID) && errors.Is(err, record.ErrReplay) {
+				c.feed.Feed(dg) // pion's retransmitted Finished (CID mode)
 			}
 			continue // counted in Stats.BadRecords
 		}

@@ -24,6 +24,7 @@ type datapath struct {
 	sealer *record.Sealer
 	opener *record.Opener
 	hr     int // bytes in front of the packet: record headroom + type byte
+	cidLen int // length of the connection ID in records from the peer (0: none)
 
 	lastRecv atomic.Int64 // unix nanoseconds
 	lastSend atomic.Int64
@@ -50,7 +51,8 @@ func newDatapath(keys record.Keys) (*datapath, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &datapath{keys: keys, sealer: sealer, opener: opener, hr: keys.Suite.Headroom() + 1}
+	d := &datapath{keys: keys, sealer: sealer, opener: opener, hr: sealer.Headroom() + 1,
+		cidLen: len(keys.RemoteCID)}
 	now := time.Now().UnixNano()
 	d.lastRecv.Store(now)
 	d.lastSend.Store(now)
@@ -61,7 +63,20 @@ func newDatapath(keys record.Keys) (*datapath, error) {
 // explicit nonce and type byte; Tailroom the room behind it for the tag.
 func (d *datapath) Headroom() int { return d.hr }
 
-const Tailroom = record.Tailroom
+// With a connection ID the inner content type takes one more byte.
+const Tailroom = record.Tailroom + 1
+
+// CIDLen is the length of the connection IDs kvpn generates (RFC 9146),
+// between two kvpn peers only (the dtls-cid extension).
+const CIDLen = 8
+
+// nextRecord splits the next record off a datagram from the peer.
+func (d *datapath) nextRecord(dg []byte) ([]byte, []byte, error) {
+	if d.cidLen > 0 {
+		return record.NextRecordCID(dg, d.cidLen)
+	}
+	return record.NextRecord(dg)
+}
 
 // seal turns the packet at buf[off:off+n] into a record in place.
 func (d *datapath) seal(buf []byte, off, n int, t cstp.FrameType) ([]byte, error) {
@@ -75,7 +90,7 @@ func (d *datapath) seal(buf []byte, off, n int, t cstp.FrameType) ([]byte, error
 // sealControl builds a control record (DPD, keepalive) in the scratch
 // buffer. The caller holds cmu until the record is sent.
 func (d *datapath) sealControl(t cstp.FrameType, payload []byte) ([]byte, error) {
-	need := d.hr + len(payload) + Tailroom
+	need := d.hr + len(payload) + d.sealer.Tailroom()
 	if cap(d.ctrl) < need {
 		d.ctrl = make([]byte, need)
 	}

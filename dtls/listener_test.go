@@ -177,7 +177,7 @@ func TestDPD(t *testing.T) {
 			if err != nil {
 				t.Fatalf("reading the probe's answer: %v", err)
 			}
-			if want := c.d.hr + len(probe) + Tailroom; n != want {
+			if want := c.d.hr + len(probe) + c.d.sealer.Tailroom(); n != want {
 				t.Errorf("answer datagram of %d bytes, want %d", n, want)
 			}
 			typ, payload, err := c.d.open(buf[:n])

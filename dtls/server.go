@@ -33,6 +33,7 @@ type Match struct {
 	Owner  Owner
 	PSK    []byte // exported from the session's current TLS connection
 	ChaCha bool   // the kvpn ChaCha20 extension was negotiated
+	CID    bool   // the kvpn connection-ID extension was negotiated
 }
 
 // Finder looks up the session whose X-DTLS-App-ID is appID.
@@ -69,6 +70,9 @@ type Listener struct {
 	// pending holds a handshake started from an established peer's
 	// address until it completes and replaces that peer.
 	pending map[netip.AddrPort]*Peer
+	// byCID finds peers that negotiated connection IDs (RFC 9146): their
+	// records name them wherever they come from.
+	byCID map[string]*Peer
 
 	limiter  rateLimiter
 	lastWarn atomic.Int64
@@ -93,7 +97,7 @@ const (
 
 // NewListener prepares a listener; Serve runs it.
 func NewListener(cfg ListenerConfig) *Listener {
-	return &Listener{cfg: cfg, log: cfg.Log, byAddr: map[netip.AddrPort]*Peer{}, pending: map[netip.AddrPort]*Peer{}, limiter: rateLimiter{m: map[netip.Addr]*bucket{}}}
+	return &Listener{cfg: cfg, log: cfg.Log, byAddr: map[netip.AddrPort]*Peer{}, pending: map[netip.AddrPort]*Peer{}, byCID: map[string]*Peer{}, limiter: rateLimiter{m: map[netip.Addr]*bucket{}}}
 }
 
 // Serve reads datagrams until the socket is closed.
@@ -137,6 +141,16 @@ func (l *Listener) handle(src netip.AddrPort, dg []byte, out [][]byte) [][]byte 
 	if len(dg) == 0 {
 		return out
 	}
+	if dg[0] == byte(record.ConnectionID) {
+		if cid, ok := record.PeekCID(dg, CIDLen); ok {
+			l.mu.RLock()
+			p := l.byCID[string(cid)]
+			l.mu.RUnlock()
+			if p != nil {
+				return l.receiveCID(p, src, dg, out)
+			}
+		}
+	}
 	handshake := dg[0] == byte(record.Handshake) || dg[0] == byte(record.ChangeCipherSpec)
 	l.mu.RLock()
 	p, pend := l.byAddr[src], l.pending[src]
@@ -152,6 +166,10 @@ func (l *Listener) handle(src netip.AddrPort, dg []byte, out [][]byte) [][]byte 
 				return p.receive(d, dg, out)
 			}
 			p.holdEarly(dg) // data racing the end of the handshake
+			if dg[0] == byte(record.ConnectionID) {
+				// Possibly the client's Finished: pion needs it.
+				p.feed.Feed(dg)
+			}
 			return out
 		}
 		if p.d.Load() != nil {
@@ -224,7 +242,7 @@ func (l *Listener) startHandshake(src netip.AddrPort, appID, hello []byte) {
 	}
 	l.mu.Unlock()
 	p.feed.Feed(hello)
-	go p.handshake(m.PSK, Suites(m.ChaCha))
+	go p.handshake(m.PSK, Suites(m.ChaCha), m.CID)
 }
 
 // roam finds the established peer that a data record from an unknown
@@ -274,8 +292,49 @@ func (l *Listener) roam(src netip.AddrPort, dg []byte, out [][]byte) ([][]byte, 
 	return out, false
 }
 
+// receiveCID handles a connection-ID record for peer p. From a new
+// address it must authenticate before the peer moves there (roaming
+// without trial decryption); pion's retransmitted Finished, which our
+// Opener refuses as a replay, goes to pion.
+func (l *Listener) receiveCID(p *Peer, src netip.AddrPort, dg []byte, out [][]byte) [][]byte {
+	d := p.d.Load()
+	if d == nil {
+		p.feed.Feed(dg)
+		return out
+	}
+	if src == p.Addr() {
+		return p.receive(d, dg, out)
+	}
+	rec, _, err := d.nextRecord(dg)
+	if err != nil {
+		l.Counters.BadRecords.Add(1)
+		return out
+	}
+	scratch := append([]byte(nil), rec...)
+	t, payload, err := d.tryOpen(scratch)
+	if err != nil {
+		l.Counters.BadRecords.Add(1)
+		return out
+	}
+	old := p.Addr()
+	l.mu.Lock()
+	if l.byAddr[old] == p {
+		delete(l.byAddr, old)
+	}
+	l.byAddr[src] = p
+	l.mu.Unlock()
+	p.setAddr(src)
+	l.Counters.Roamed.Add(1)
+	l.log.Info("dtls: peer moved to a new address", "from", old.String(), "to", src.String(), "by", "connection-id")
+	out, _ = p.dispatch(d, scratch, 0, t, payload, false, out)
+	return out
+}
+
 func (l *Listener) remove(p *Peer) {
 	l.mu.Lock()
+	if cid := p.cid; cid != "" && l.byCID[cid] == p {
+		delete(l.byCID, cid)
+	}
 	if l.byAddr[p.Addr()] == p {
 		delete(l.byAddr, p.Addr())
 	}
@@ -312,7 +371,8 @@ type Peer struct {
 	wmu   sync.Mutex
 	wmsgs []udp.Message
 
-	replacing *Peer // the established peer this handshake replaces
+	replacing *Peer  // the established peer this handshake replaces
+	cid       string // the connection ID the client puts in its records, if any
 
 	emu   sync.Mutex
 	early [][]byte // data records that raced the end of the handshake
@@ -349,12 +409,16 @@ func (p *Peer) setAddr(a netip.AddrPort) {
 // Addr is the peer's current address.
 func (p *Peer) Addr() netip.AddrPort { return p.addr.Load().ap }
 
-func (p *Peer) handshake(psk []byte, suites []piondtls.CipherSuiteID) {
-	pc, err := piondtls.ServerWithOptions(p.feed, net.UDPAddrFromAddrPort(p.Addr()),
+func (p *Peer) handshake(psk []byte, suites []piondtls.CipherSuiteID, cid bool) {
+	opts := []piondtls.ServerOption{
 		piondtls.WithPSK(func([]byte) ([]byte, error) { return psk, nil }),
 		piondtls.WithCipherSuites(suites...),
 		piondtls.WithLoggerFactory(quietPion()),
-	)
+	}
+	if cid {
+		opts = append(opts, piondtls.WithConnectionIDGenerator(piondtls.RandomCIDGenerator(CIDLen)))
+	}
+	pc, err := piondtls.ServerWithOptions(p.feed, net.UDPAddrFromAddrPort(p.Addr()), opts...)
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
 		err = pc.HandshakeContext(ctx)
@@ -381,6 +445,12 @@ func (p *Peer) handshake(psk []byte, suites []piondtls.CipherSuiteID) {
 	p.emu.Lock()
 	p.pion = pc
 	p.d.Store(d)
+	if len(keys.RemoteCID) > 0 {
+		p.cid = string(keys.RemoteCID)
+		p.l.mu.Lock()
+		p.l.byCID[p.cid] = p
+		p.l.mu.Unlock()
+	}
 	early := p.early
 	p.early = nil
 	p.emu.Unlock()
@@ -400,7 +470,7 @@ func (p *Peer) receive(d *datapath, dg []byte, out [][]byte) [][]byte {
 	single := true
 	for len(dg) > 0 {
 		off := len(full) - len(dg) // the record's offset in the datagram
-		rec, rest, err := record.NextRecord(dg)
+		rec, rest, err := d.nextRecord(dg)
 		if err != nil {
 			d.Stats.BadRecords.Add(1)
 			p.l.Counters.BadRecords.Add(1)
@@ -412,6 +482,10 @@ func (p *Peer) receive(d *datapath, dg []byte, out [][]byte) [][]byte {
 		dg = rest
 		t, payload, err := d.open(rec)
 		if err != nil {
+			if rec[0] == byte(record.ConnectionID) && errors.Is(err, record.ErrReplay) {
+				p.feed.Feed(rec) // pion's retransmitted Finished (CID mode)
+				continue
+			}
 			if errors.Is(err, errAlert) {
 				p.l.log.Info("dtls: peer sent an alert; closing its DTLS channel", "from", p.Addr().String(), "err", err)
 				p.Close()

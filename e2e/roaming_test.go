@@ -12,7 +12,20 @@ import (
 // address authenticates, without a new handshake.
 //
 //	client 192.168.79.2 -- .79.1 router .78.1/.78.3/.78.4 -- 192.168.78.2 server
+//
+// With connection IDs (the kvpn dtls-cid extension, the default between
+// vpnd and vpnc) the server finds the peer by the CID in the record; without
+// (KVPN_DTLS_CID=0, as with stock clients) by trial authentication.
 func TestDTLSRoaming(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  []string
+	}{{"cid", nil}, {"no-cid", []string{"KVPN_DTLS_CID=0"}}} {
+		t.Run(tc.name, func(t *testing.T) { testDTLSRoaming(t, tc.env) })
+	}
+}
+
+func testDTLSRoaming(t *testing.T, env []string) {
 	requireE2E(t)
 	cli, rtr, srv := newNS(t, "cli"), newNS(t, "rtr"), newNS(t, "srv")
 	link(t, cli, "192.168.79.2/24", rtr, "192.168.79.1/24")
@@ -33,7 +46,7 @@ func TestDTLSRoaming(t *testing.T) {
 
 	s := startServer(t, srv, "192.168.78.2", "")
 	countUDP(t, srv)
-	c := startClient(t, cli, s, testPassword, true)
+	c := startClientEnv(t, cli, s, testPassword, true, env)
 	if !strings.Contains(c.proc.out.String(), "transport dtls/") {
 		t.Fatalf("DTLS not up:\n%s", c.proc.out.String())
 	}
@@ -46,6 +59,9 @@ func TestDTLSRoaming(t *testing.T) {
 	s.proc.waitLog(t, "dtls: peer moved to a new address", 5*time.Second)
 	if !strings.Contains(s.proc.out.String(), "to=192.168.78.4:") {
 		t.Fatalf("peer did not move to the new address:\n%s", s.proc.out.String())
+	}
+	if byCID := strings.Contains(s.proc.out.String(), "by=connection-id"); byCID != (env == nil) {
+		t.Fatalf("roamed by connection ID: %v, want %v:\n%s", byCID, env == nil, s.proc.out.String())
 	}
 	bulkBothWays(t, srv, tunnelServer, cli, 4<<20)
 	if got := udpBytes(t, srv) - before; got < 4<<20 {

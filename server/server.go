@@ -156,8 +156,8 @@ func (s *Server) findDTLS(appID []byte) (dtls.Match, bool) {
 	if sess == nil {
 		return dtls.Match{}, false
 	}
-	psk, chacha := sess.dtlsPSK(key)
-	return dtls.Match{Owner: sess, PSK: psk, ChaCha: chacha}, psk != nil
+	psk, chacha, cid := sess.dtlsPSK(key)
+	return dtls.Match{Owner: sess, PSK: psk, ChaCha: chacha, CID: cid}, psk != nil
 }
 
 // dtlsPort is the UDP port clients send DTLS to, 0 when DTLS is off.
@@ -419,8 +419,10 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 		RekeyMethod:   "none",
 	}
 	if s.dtls != nil && offersPSKNegotiate(creq.DTLSCipherSuite) {
-		chacha := cstp.IsKvpnAgent(req.UserAgent()) && creq.Extra.Get(cstp.HeaderDTLSCipher) == cstp.ExtDTLSChaCha
-		if err := s.offerDTLS(sess, conn, params, chacha); err != nil {
+		kvpn := cstp.IsKvpnAgent(req.UserAgent())
+		chacha := kvpn && creq.Extra.Get(cstp.HeaderDTLSCipher) == cstp.ExtDTLSChaCha
+		cid := kvpn && creq.Extra.Get(cstp.HeaderDTLSCID) == "1"
+		if err := s.offerDTLS(sess, conn, params, chacha, cid); err != nil {
 			log.Warn("DTLS not offered", "err", err)
 		}
 	}
@@ -466,7 +468,7 @@ func offersPSKNegotiate(suites string) bool {
 
 // offerDTLS gives the session a fresh App-ID and the PSK exported from
 // this TLS connection, and adds the X-DTLS headers to params.
-func (s *Server) offerDTLS(sess *Session, conn record.Conn, params *cstp.TunnelParams, chacha bool) error {
+func (s *Server) offerDTLS(sess *Session, conn record.Conn, params *cstp.TunnelParams, chacha, cid bool) error {
 	psk, err := dtls.PSK(conn.ConnectionState())
 	if err != nil {
 		return err
@@ -475,10 +477,15 @@ func (s *Server) offerDTLS(sess *Session, conn record.Conn, params *cstp.TunnelP
 	if _, err := rand.Read(appID[:]); err != nil {
 		return err
 	}
-	sess.setDTLS(appID, psk, chacha)
-	if chacha {
+	sess.setDTLS(appID, psk, chacha, cid)
+	if chacha || cid {
 		params.Extra = http.Header{}
+	}
+	if chacha {
 		params.Extra.Set(cstp.HeaderDTLSCipher, cstp.ExtDTLSChaCha)
+	}
+	if cid {
+		params.Extra.Set(cstp.HeaderDTLSCID, "1")
 	}
 	params.DTLSPort = s.dtlsPort()
 	params.DTLSAppID = appID[:]

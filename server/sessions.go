@@ -44,6 +44,7 @@ type Session struct {
 	appID      [dtls.AppIDLen]byte
 	psk        []byte
 	chacha     bool // kvpn extension: ChaCha20 first for DTLS
+	cid        bool // kvpn extension: DTLS connection IDs
 	peer       atomic.Pointer[dtls.Peer]
 	preferDTLS atomic.Bool
 	ctx        context.Context // of the current connection; ends with it
@@ -215,26 +216,26 @@ func (sess *Session) Check(pkt []byte) (bool, error) {
 }
 
 // setDTLS records the App-ID and PSK offered on the current connection.
-func (sess *Session) setDTLS(appID [dtls.AppIDLen]byte, psk []byte, chacha bool) {
+func (sess *Session) setDTLS(appID [dtls.AppIDLen]byte, psk []byte, chacha, cid bool) {
 	s := sess.srv
 	sess.dropDTLS()
 	sess.mu.Lock()
-	sess.appID, sess.psk, sess.chacha = appID, psk, chacha
+	sess.appID, sess.psk, sess.chacha, sess.cid = appID, psk, chacha, cid
 	sess.mu.Unlock()
 	s.mu.Lock()
 	s.byAppID[appID] = sess
 	s.mu.Unlock()
 }
 
-// dtlsPSK returns the PSK (and whether ChaCha20 was negotiated) if appID
+// dtlsPSK returns the PSK (and the negotiated extensions) if appID
 // is still the session's current one.
-func (sess *Session) dtlsPSK(appID [dtls.AppIDLen]byte) ([]byte, bool) {
+func (sess *Session) dtlsPSK(appID [dtls.AppIDLen]byte) (psk []byte, chacha, cid bool) {
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
 	if sess.ended || sess.appID != appID {
-		return nil, false
+		return nil, false, false
 	}
-	return sess.psk, sess.chacha
+	return sess.psk, sess.chacha, sess.cid
 }
 
 // dropDTLS forgets the App-ID and closes the peer.

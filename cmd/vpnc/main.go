@@ -164,6 +164,7 @@ func parseConnect(args []string, stderr io.Writer) (*client.Options, error) {
 		NoDTLS:            noDTLS,
 		DTLSAttemptPeriod: time.Duration(dtlsPeriod) * time.Second,
 		DTLSChaCha:        dtls.PreferChaCha(),
+		DTLSCID:           os.Getenv("KVPN_DTLS_CID") != "0",
 		TunBackend:        be,
 		KTLS:              km,
 		ReconnectTimeout:  time.Duration(reconnect) * time.Second,
