@@ -276,20 +276,26 @@ func (l *Listener) roam(src netip.AddrPort, dg []byte, out [][]byte) ([][]byte, 
 		if err != nil {
 			continue
 		}
-		old := p.Addr()
-		l.mu.Lock()
-		if l.byAddr[old] == p {
-			delete(l.byAddr, old)
-		}
-		l.byAddr[src] = p
-		l.mu.Unlock()
-		p.setAddr(src)
-		l.Counters.Roamed.Add(1)
-		l.log.Info("dtls: peer moved to a new address", "from", old.String(), "to", src.String())
+		l.move(p, src, "trial-authentication")
 		out, _ = p.dispatch(d, scratch, 0, t, payload, false, out)
 		return out, true
 	}
 	return out, false
+}
+
+// move re-homes p at src once a record from there authenticated (how says
+// how the peer was found, for the log).
+func (l *Listener) move(p *Peer, src netip.AddrPort, how string) {
+	old := p.Addr()
+	l.mu.Lock()
+	if l.byAddr[old] == p {
+		delete(l.byAddr, old)
+	}
+	l.byAddr[src] = p
+	l.mu.Unlock()
+	p.setAddr(src)
+	l.Counters.Roamed.Add(1)
+	l.log.Info("dtls: peer moved to a new address", "from", old.String(), "to", src.String(), "by", how)
 }
 
 // receiveCID handles a connection-ID record for peer p. From a new
@@ -316,16 +322,7 @@ func (l *Listener) receiveCID(p *Peer, src netip.AddrPort, dg []byte, out [][]by
 		l.Counters.BadRecords.Add(1)
 		return out
 	}
-	old := p.Addr()
-	l.mu.Lock()
-	if l.byAddr[old] == p {
-		delete(l.byAddr, old)
-	}
-	l.byAddr[src] = p
-	l.mu.Unlock()
-	p.setAddr(src)
-	l.Counters.Roamed.Add(1)
-	l.log.Info("dtls: peer moved to a new address", "from", old.String(), "to", src.String(), "by", "connection-id")
+	l.move(p, src, "connection-id")
 	out, _ = p.dispatch(d, scratch, 0, t, payload, false, out)
 	return out
 }
