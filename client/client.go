@@ -277,7 +277,7 @@ func Run(ctx context.Context, o *Options) error {
 		}
 		return withCode(ExitUnreachable, err)
 	}
-	ch, err := session.NewCSTPChannel(c.rc, c.br, params.MTU)
+	ch, err := session.NewCSTPChannel(c.rc, c.br, clientFrameLimit(params.MTU))
 	if err != nil {
 		c.close()
 		return err

@@ -170,6 +170,11 @@ func (t *tunnel) reconnectOnce(ctx context.Context) (*session.CSTPChannel, *conn
 			p.Address, p.Netmask, t.params.Address, t.params.Netmask)
 	}
 	t.lastParams = p
-	ch, err := session.NewCSTPChannel(c.rc, c.br, t.params.MTU)
+	ch, err := session.NewCSTPChannel(c.rc, c.br, clientFrameLimit(t.params.MTU))
 	return ch, c, err
 }
+
+// clientFrameLimit is the largest DATA payload vpnc accepts: like
+// openconnect, max(MTU, 16384), since a server's own MTU may exceed what
+// it told us (vpnd lowers the MTU it announces for connection-ID DTLS).
+func clientFrameLimit(mtu int) int { return max(mtu, 16384) }

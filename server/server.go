@@ -486,6 +486,9 @@ func (s *Server) offerDTLS(sess *Session, conn record.Conn, params *cstp.TunnelP
 	}
 	if cid {
 		params.Extra.Set(cstp.HeaderDTLSCID, "1")
+		// Connection-ID records are longer (the CID and the inner content
+		// type): keep full-size packets within the link MTU.
+		params.MTU -= dtls.CIDLen + 1
 	}
 	params.DTLSPort = s.dtlsPort()
 	params.DTLSAppID = appID[:]

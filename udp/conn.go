@@ -4,6 +4,7 @@
 package udp
 
 import (
+	"errors"
 	"net"
 	"os"
 
@@ -31,6 +32,10 @@ type batchRW interface {
 type Conn struct {
 	*net.UDPConn
 	b batchRW
+
+	// gso is the reused vector of coalesced messages for WriteBatch.
+	gso  []Message
+	oobs [][]byte
 }
 
 // New wraps c, enlarging its socket buffers (with SO_*BUFFORCE when root,
@@ -95,9 +100,81 @@ func (c *Conn) ReadBatch(msgs []Message) (int, error) {
 	return c.b.ReadBatch(msgs, 0)
 }
 
-// WriteBatch sends every message, in as few sendmmsg calls as the kernel
-// allows.
+// WriteBatch sends every message, in as few system calls as the kernel
+// allows: runs of datagrams of one size to one address go out as one
+// UDP_SEGMENT (GSO) send each, and those sends leave in sendmmsg calls.
+// Not safe for concurrent use.
 func (c *Conn) WriteBatch(msgs []Message) error {
+	if len(msgs) > 1 && !gsoDisabled.Load() {
+		err := c.writeGSO(msgs)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, unix.EMSGSIZE):
+			// A segment larger than the path MTU: the kernel fragments
+			// such datagrams only when sent one by one.
+		case isGSOError(err):
+			// The device cannot segment: send plainly from now on.
+			gsoDisabled.Store(true)
+		default:
+			return err
+		}
+	}
+	return c.writePlain(msgs)
+}
+
+// writeGSO coalesces runs of equal-size datagrams (the last of a run may
+// be shorter) to the same address into single messages whose buffers the
+// kernel cuts into segments.
+func (c *Conn) writeGSO(msgs []Message) error {
+	out := c.gso[:0]
+	oi := 0
+	for i := 0; i < len(msgs); {
+		size := msgLen(&msgs[i])
+		j, total := i+1, size
+		for j < len(msgs) && j-i < maxGSOSegments && msgs[j].Addr == msgs[i].Addr && total+msgLen(&msgs[j]) <= maxGSOBytes {
+			l := msgLen(&msgs[j])
+			if l > size {
+				break
+			}
+			total += l
+			j++
+			if l < size {
+				break // a shorter datagram ends the run
+			}
+		}
+		m := Message{Addr: msgs[i].Addr}
+		if j-i == 1 {
+			m.Buffers = msgs[i].Buffers
+		} else {
+			for k := i; k < j; k++ {
+				m.Buffers = append(m.Buffers, msgs[k].Buffers...)
+			}
+			if oi == len(c.oobs) {
+				c.oobs = append(c.oobs, nil)
+			}
+			c.oobs[oi] = gsoCmsg(c.oobs[oi], size)
+			m.OOB = c.oobs[oi]
+			oi++
+		}
+		out = append(out, m)
+		i = j
+	}
+	c.gso = out
+	err := c.writePlain(out)
+	clear(c.gso)
+	return err
+}
+
+func msgLen(m *Message) int {
+	n := 0
+	for _, b := range m.Buffers {
+		n += len(b)
+	}
+	return n
+}
+
+func (c *Conn) writePlain(msgs []Message) error {
 	for len(msgs) > 0 {
 		n, err := c.b.WriteBatch(msgs, 0)
 		if err != nil {
