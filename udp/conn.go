@@ -33,8 +33,10 @@ type Conn struct {
 	*net.UDPConn
 	b batchRW
 
-	// gso is the reused vector of coalesced messages for WriteBatch.
+	// gso is the reused vector of coalesced messages for WriteBatch, and
+	// iov the reused backing array of their buffer lists.
 	gso  []Message
+	iov  [][]byte
 	oobs [][]byte
 }
 
@@ -129,6 +131,14 @@ func (c *Conn) WriteBatch(msgs []Message) error {
 func (c *Conn) writeGSO(msgs []Message) error {
 	out := c.gso[:0]
 	oi := 0
+	nbuf := 0
+	for i := range msgs {
+		nbuf += len(msgs[i].Buffers)
+	}
+	if cap(c.iov) < nbuf {
+		c.iov = make([][]byte, 0, nbuf)
+	}
+	iov := c.iov[:0] // never grows past nbuf: slices into it stay valid
 	for i := 0; i < len(msgs); {
 		size := msgLen(&msgs[i])
 		j, total := i+1, size
@@ -147,9 +157,11 @@ func (c *Conn) writeGSO(msgs []Message) error {
 		if j-i == 1 {
 			m.Buffers = msgs[i].Buffers
 		} else {
+			start := len(iov)
 			for k := i; k < j; k++ {
-				m.Buffers = append(m.Buffers, msgs[k].Buffers...)
+				iov = append(iov, msgs[k].Buffers...)
 			}
+			m.Buffers = iov[start:len(iov):len(iov)]
 			if oi == len(c.oobs) {
 				c.oobs = append(c.oobs, nil)
 			}
@@ -163,6 +175,7 @@ func (c *Conn) writeGSO(msgs []Message) error {
 	c.gso = out
 	err := c.writePlain(out)
 	clear(c.gso)
+	clear(iov)
 	return err
 }
 
