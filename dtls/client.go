@@ -44,6 +44,7 @@ type ClientChannel struct {
 
 	rmsgs []udp.Message // reused read vector; only the reading goroutine
 	early [][]byte      // data records that arrived during the handshake
+	gro   *groReader    // reads coalesced datagrams when UDP GRO is on
 
 	wmu   sync.Mutex
 	wmsgs []udp.Message
@@ -154,7 +155,12 @@ func Dial(ctx context.Context, cfg ClientConfig) (*ClientChannel, error) {
 	<-readerDone
 	uc.SetReadDeadline(time.Time{})
 	feed.takeOver(pc)
-	return &ClientChannel{conn: conn, feed: feed, pion: pc, d: d, early: early}, nil
+	ch := &ClientChannel{conn: conn, feed: feed, pion: pc, d: d, early: early}
+	// Only now: the handshake reader above reads single datagrams.
+	if conn.EnableGRO() {
+		ch.gro = newGROReader()
+	}
+	return ch, nil
 }
 
 func (c *ClientChannel) Name() string           { return "dtls/" + c.d.suiteName() }
@@ -209,13 +215,19 @@ func (c *ClientChannel) ReadPackets(bufs [][]byte, sizes []int, offset int) (int
 	}
 	msgs := c.rmsgs[:len(bufs)]
 	var n int
-	if len(c.early) > 0 {
+	switch {
+	case len(c.early) > 0:
 		for n < len(bufs) && len(c.early) > 0 {
 			msgs[n].N = copy(bufs[n][offset-hr:], c.early[0])
 			c.early = c.early[1:]
 			n++
 		}
-	} else {
+	case c.gro != nil:
+		var err error
+		if n, err = c.gro.fill(c.conn, msgs, bufs, offset-hr, &c.d.Stats.Coalesced); err != nil {
+			return 0, err
+		}
+	default:
 		for i := range msgs {
 			msgs[i].Buffers[0] = bufs[i][offset-hr:]
 		}

@@ -40,6 +40,9 @@ type Stats struct {
 	RxPackets, RxBytes atomic.Uint64
 	TxPackets, TxBytes atomic.Uint64
 	BadRecords         atomic.Uint64 // failed authentication, replay, bad epoch
+	// Coalesced counts datagrams that arrived merged with others by UDP
+	// GRO (client side; the server counts them in Counters.Coalesced).
+	Coalesced atomic.Uint64
 }
 
 func newDatapath(keys record.Keys) (*datapath, error) {

@@ -55,6 +55,7 @@ type Counters struct {
 	BadRecords      atomic.Uint64 // failed authentication, replay, bad epoch
 	Roamed          atomic.Uint64 // peers that moved to a new address
 	Rejected        atomic.Uint64 // packets refused by Owner.Check
+	Coalesced       atomic.Uint64 // datagrams that arrived merged by UDP GRO
 }
 
 // Listener demultiplexes the server's UDP socket: datagrams from a known
@@ -105,9 +106,15 @@ func (l *Listener) Serve() error {
 	msgs := make([]udp.Message, recvBatch)
 	bufs := make([][]byte, recvBatch)
 	mem := make([]byte, recvBatch*recvBufSize)
+	oob := make([]byte, recvBatch*udp.OOBSize)
 	for i := range msgs {
 		bufs[i] = mem[i*recvBufSize : (i+1)*recvBufSize : (i+1)*recvBufSize]
 		msgs[i].Buffers = [][]byte{bufs[i]}
+		msgs[i].OOB = oob[i*udp.OOBSize : (i+1)*udp.OOBSize]
+	}
+	var sp *spill
+	if l.cfg.Conn.EnableGRO() {
+		sp = newSpill()
 	}
 	out := make([][]byte, 0, recvBatch)
 	for {
@@ -126,14 +133,66 @@ func (l *Listener) Serve() error {
 			}
 			src := ua.AddrPort()
 			src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
-			out = l.handle(src, bufs[i][:msgs[i].N], out)
+			dg := bufs[i][:msgs[i].N]
+			seg := 0
+			if sp != nil {
+				seg = udp.SegmentSize(&msgs[i])
+			}
+			if seg == 0 {
+				out = l.handle(src, dg, out)
+				continue
+			}
+			out = l.handleCoalesced(src, dg, seg, sp, out)
 		}
-		if len(out) > 0 {
-			l.cfg.TUN.Write(out, tunOffset)
-			clear(out)
-			out = out[:0]
+		out = l.writeTUN(out)
+		if sp != nil {
+			sp.reset()
 		}
 	}
+}
+
+// handleCoalesced handles a datagram that UDP GRO coalesced from
+// datagrams of seg bytes (the last may be shorter). Every one but the first
+// is copied to a spill buffer of its own before any is decrypted: each
+// packet then owns a buffer whose spare capacity the TUN device's GRO may
+// fill, and the first keeps its place (and the receive buffer's capacity).
+func (l *Listener) handleCoalesced(src netip.AddrPort, dg []byte, seg int, sp *spill, out [][]byte) [][]byte {
+	segments := (len(dg) + seg - 1) / seg
+	l.Counters.Coalesced.Add(uint64(segments))
+	if segments-1 > len(sp.bufs) {
+		// More than the kernel coalesces (UDP_GRO_CNT_MAX is 64): decrypt
+		// in place, each packet capped so that none spills into the next.
+		for off := 0; off < len(dg); off += seg {
+			end := min(off+seg, len(dg))
+			out = l.handle(src, dg[off:end:end], out)
+		}
+		return out
+	}
+	if !sp.room(segments - 1) {
+		// Earlier packets still sit in the spill buffers: send them on
+		// before the buffers are reused.
+		out = l.writeTUN(out)
+		sp.reset()
+	}
+	first := sp.used
+	for off := seg; off < len(dg); off += seg {
+		sp.add(dg[off:min(off+seg, len(dg))])
+	}
+	out = l.handle(src, dg[:seg], out)
+	for j := first; j < sp.used; j++ {
+		out = l.handle(src, sp.dgs[j], out)
+	}
+	return out
+}
+
+// writeTUN writes the decrypted packets in out to the TUN device and
+// returns out emptied.
+func (l *Listener) writeTUN(out [][]byte) [][]byte {
+	if len(out) > 0 {
+		l.cfg.TUN.Write(out, tunOffset)
+		clear(out)
+	}
+	return out[:0]
 }
 
 // handle routes one datagram; decrypted packets are appended to out.

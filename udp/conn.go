@@ -38,6 +38,8 @@ type Conn struct {
 	gso  []Message
 	iov  [][]byte
 	oobs [][]byte
+
+	gro bool // UDP_GRO is on: reads may return coalesced datagrams
 }
 
 // New wraps c, enlarging its socket buffers (with SO_*BUFFORCE when root,
