@@ -1,5 +1,5 @@
 // Package udp is the UDP socket glue of the DTLS data path: batched reads
-// and writes (recvmmsg/sendmmsg through golang.org/x/net) and socket
+// and writes (recvmmsg of its own, sendmmsg through golang.org/x/net) and socket
 // buffer sizing.
 package udp
 
@@ -22,9 +22,8 @@ type Message = ipv4.Message
 // pion-based servers losing packets there.
 const SocketBuffer = 4 << 20
 
-// batchRW is what x/net's ipv4 and ipv6 PacketConns have in common.
+// batchRW is what kvpn uses of x/net's ipv4 and ipv6 PacketConns.
 type batchRW interface {
-	ReadBatch(ms []ipv4.Message, flags int) (int, error)
 	WriteBatch(ms []ipv4.Message, flags int) (int, error)
 }
 
@@ -40,6 +39,8 @@ type Conn struct {
 	oobs [][]byte
 
 	gro bool // UDP_GRO is on: reads may return coalesced datagrams
+
+	r recvmmsg // the reader's state; only the reading goroutine
 }
 
 // New wraps c, enlarging its socket buffers (with SO_*BUFFORCE when root,
@@ -99,9 +100,11 @@ func setBuffers(c *net.UDPConn) {
 }
 
 // ReadBatch blocks until at least one datagram arrives and returns how many
-// of msgs were filled (recvmmsg).
+// of msgs were filled (recvmmsg). It allocates nothing: each Message's Addr
+// points into storage the next ReadBatch reuses. Not safe for concurrent
+// use.
 func (c *Conn) ReadBatch(msgs []Message) (int, error) {
-	return c.b.ReadBatch(msgs, 0)
+	return c.r.read(c, msgs)
 }
 
 // WriteBatch sends every message, in as few system calls as the kernel
