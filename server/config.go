@@ -41,12 +41,20 @@ type Config struct {
 	LogLevel      string   `toml:"log-level"`      // debug, info, warn, error
 	KTLS          string   `toml:"ktls"`           // auto, on, off
 
+	// RestrictUserToRoutes (ocserv's restrict-user-to-routes) drops
+	// packets from a client to destinations outside the routes pushed to
+	// it; a full-tunnel client may send anywhere.
+	RestrictUserToRoutes bool `toml:"restrict-user-to-routes"`
+	// Users holds the per-user [users.NAME] tables (site-to-site).
+	Users map[string]*UserConfig `toml:"users"`
+
 	// Parsed forms, filled by Validate.
 	pool   netip.Prefix
 	routes []netip.Prefix
 	dns    []netip.Addr
 	tunBE  tun.Backend
 	ktls   ktlsbridge.Mode
+	pol    *policy
 }
 
 // Defaults for a vpnd started without a configuration file.
@@ -210,6 +218,7 @@ func (c *Config) Validate() error {
 	if _, err := logging.ParseLevel(c.LogLevel); err != nil {
 		bad("log-level", "%v", err)
 	}
+	c.pol = c.buildPolicy(bad)
 	if c.ServerCert == "" || c.ServerKey == "" {
 		bad("server-cert", "server-cert and server-key must both be set")
 	}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"sync"
 )
@@ -17,6 +18,9 @@ type pool struct {
 	gateway netip.Addr
 	used    map[netip.Addr]bool
 	next    netip.Addr
+	// reserved are users' fixed addresses ([users.NAME] ipv4): Get never
+	// hands them out, only GetFixed does.
+	reserved map[netip.Addr]bool
 }
 
 var errPoolExhausted = errors.New("address pool exhausted")
@@ -41,7 +45,7 @@ func (p *pool) usable(a netip.Addr) bool {
 func (p *pool) Get(want netip.Addr) (netip.Addr, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if want.IsValid() && p.usable(want) && !p.used[want] {
+	if want.IsValid() && p.usable(want) && !p.used[want] && !p.reserved[want] {
 		p.used[want] = true
 		return want, nil
 	}
@@ -50,7 +54,7 @@ func (p *pool) Get(want netip.Addr) (netip.Addr, error) {
 		if !p.network.Contains(a) {
 			a = p.network.Addr() // wrap around
 		}
-		if p.usable(a) && !p.used[a] {
+		if p.usable(a) && !p.used[a] && !p.reserved[a] {
 			p.used[a] = true
 			p.next = a.Next()
 			return a, nil
@@ -58,6 +62,33 @@ func (p *pool) Get(want netip.Addr) (netip.Addr, error) {
 		a = a.Next()
 	}
 	return netip.Addr{}, errPoolExhausted
+}
+
+// GetFixed allocates a user's fixed address a, which must be usable and
+// not in use.
+func (p *pool) GetFixed(a netip.Addr) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.usable(a) {
+		return fmt.Errorf("fixed address %s is not a client address of %s", a, p.network)
+	}
+	if p.used[a] {
+		return fmt.Errorf("fixed address %s is in use by another session", a)
+	}
+	p.used[a] = true
+	return nil
+}
+
+// Reserve replaces the set of fixed addresses Get must not hand out.
+// Addresses already in use stay with their sessions.
+func (p *pool) Reserve(fixed map[netip.Addr]string) {
+	r := make(map[netip.Addr]bool, len(fixed))
+	for a := range fixed {
+		r[a] = true
+	}
+	p.mu.Lock()
+	p.reserved = r
+	p.mu.Unlock()
 }
 
 // Put frees a.

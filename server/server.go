@@ -57,6 +57,7 @@ type Counters struct {
 	DropNoIPv6     atomic.Uint64 // IPv6 packet from a session without an IPv6 address
 	DropQueueFull  atomic.Uint64 // session's downlink queue full
 	DropTooBig     atomic.Uint64 // packet from TUN larger than the tunnel MTU
+	DropRestricted atomic.Uint64 // packet from a session outside its routes (restrict-user-to-routes)
 	LoginFailures  atomic.Uint64
 	LoginThrottled atomic.Uint64
 	BadRequests    atomic.Uint64
@@ -83,6 +84,15 @@ type Server struct {
 	byAppID  map[[dtls.AppIDLen]byte]*Session
 	sessions map[*Session]struct{}
 	nextID   uint64
+	iroutes  routeTable // networks behind connected site-to-site clients
+
+	// The users table and route policy (policy.go), swapped as a whole by
+	// ApplyPolicy; polMu serializes that, and guards kroutes, the kernel
+	// routes for iroutes (addRoute installs one; a test replaces it).
+	policy   atomic.Pointer[policy]
+	polMu    sync.Mutex
+	kroutes  map[netip.Prefix]*netcfg.Changes
+	addRoute func(netip.Prefix) (*netcfg.Changes, error)
 
 	batches sync.Pool // *batch
 
@@ -113,7 +123,9 @@ func New(cfg *Config, log *slog.Logger) (*Server, error) {
 		byAddr:   map[netip.Addr]*Session{},
 		byAppID:  map[[dtls.AppIDLen]byte]*Session{},
 		sessions: map[*Session]struct{}{},
+		kroutes:  map[netip.Prefix]*netcfg.Changes{},
 	}
+	s.addRoute = s.installRoute
 	s.tlsCfg = record.BaseConfig()
 	s.tlsCfg.Certificates = []tls.Certificate{cert}
 	if err := s.ReloadPasswd(); err != nil {
@@ -133,9 +145,19 @@ func New(cfg *Config, log *slog.Logger) (*Server, error) {
 		dev.Close()
 		return nil, fmt.Errorf("configuring %s: %w", dev.Name(), err)
 	}
+	s.polMu.Lock()
+	err = s.applyPolicy(cfg.pol)
+	s.polMu.Unlock()
+	if err != nil {
+		s.removeRoutes()
+		dev.Close()
+		s.net.Restore()
+		return nil, err
+	}
 	if cfg.UDPListen != "" {
 		uc, err := udp.Listen(cfg.UDPListen)
 		if err != nil {
+			s.removeRoutes()
 			dev.Close()
 			s.net.Restore()
 			return nil, fmt.Errorf("udp-listen %s: %w", cfg.UDPListen, err)
@@ -222,6 +244,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.udp != nil {
 		s.udp.Close()
 	}
+	s.removeRoutes()
 	s.dev.Close()
 	if err := s.net.Restore(); err != nil {
 		s.log.Warn("restoring network configuration", "err", err)
@@ -410,7 +433,7 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 		Address:       addr,
 		MTU:           tunnelMTU(s.cfg.MTU, creq.BaseMTU),
 		Netmask:       s.pool.netmask(),
-		SplitInclude:  s.cfg.routes,
+		SplitInclude:  sess.pol.Load().routes,
 		DNS:           s.cfg.dns,
 		DefaultDomain: s.cfg.DefaultDomain,
 		BaseMTU:       1500,

@@ -49,8 +49,14 @@ type Session struct {
 	preferDTLS atomic.Bool
 	ctx        context.Context // of the current connection; ends with it
 
-	spoofed      atomic.Uint64
-	lastSpoofLog atomic.Int64
+	// pol is the user's policy (fixed address, iroutes, routes), set when
+	// the session gets its address and swapped by ApplyPolicy.
+	pol atomic.Pointer[userPolicy]
+
+	spoofed         atomic.Uint64
+	lastSpoofLog    atomic.Int64
+	restricted      atomic.Uint64
+	lastRestrictLog atomic.Int64
 }
 
 func (s *Server) newSession(user string, from netip.Addr) *Session {
@@ -66,9 +72,16 @@ func (s *Server) newSession(user string, from netip.Addr) *Session {
 }
 
 // attach makes ch the session's channel, replacing (and closing) an older
-// one, and returns the session's tunnel address, allocating it on first use.
+// one, and returns the session's tunnel address, allocating it on first use:
+// the user's fixed address if it has one, else one from the pool.
 func (sess *Session) attach(ch *session.CSTPChannel, prev netip.Addr) (netip.Addr, error) {
 	s := sess.srv
+	if u := s.policy.Load().user(sess.user); u.exclusive() {
+		// A fixed address and the networks behind a site cannot be in two
+		// sessions: a new login of the user replaces the old session (a
+		// gateway that restarted must not wait for cookie-timeout).
+		s.replaceOthers(sess)
+	}
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
 	if sess.ended {
@@ -78,17 +91,46 @@ func (sess *Session) attach(ch *session.CSTPChannel, prev netip.Addr) (netip.Add
 		old.Close()
 	}
 	if !sess.addr.IsValid() {
-		a, err := s.pool.Get(prev)
+		// Allocate and publish under s.mu, so that a concurrent
+		// ApplyPolicy sees either none or both of address and policy.
+		s.mu.Lock()
+		u := s.policy.Load().user(sess.user)
+		var a netip.Addr
+		var err error
+		if u.ipv4.IsValid() {
+			a, err = u.ipv4, s.pool.GetFixed(u.ipv4)
+		} else {
+			a, err = s.pool.Get(prev)
+		}
 		if err != nil {
-			return a, err
+			s.mu.Unlock()
+			return netip.Addr{}, err
 		}
 		sess.addr = a
-		s.mu.Lock()
+		sess.pol.Store(u)
 		s.byAddr[a] = sess
+		s.bindLocked(sess, u)
 		s.mu.Unlock()
 	}
 	sess.ch = ch
 	return sess.addr, nil
+}
+
+// replaceOthers ends every other session of sess's user.
+func (s *Server) replaceOthers(sess *Session) {
+	var old []*Session
+	s.mu.RLock()
+	for o := range s.sessions {
+		if o != sess && o.user == sess.user {
+			old = append(old, o)
+		}
+	}
+	s.mu.RUnlock()
+	for _, o := range old {
+		s.log.Warn("new session of a site-to-site user replaces the old one", "user", sess.user,
+			"session", sess.id, "replaced", o.id)
+		o.terminate("replaced by a new session of the same user")
+	}
 }
 
 // detach records that ch ended with err. A DISCONNECT from the client ends
@@ -149,6 +191,7 @@ func (sess *Session) end(reason string) {
 	if addr.IsValid() && s.byAddr[addr] == sess {
 		delete(s.byAddr, addr)
 	}
+	s.iroutes.removeSession(sess)
 	delete(s.sessions, sess)
 	s.mu.Unlock()
 	if addr.IsValid() {
@@ -286,14 +329,26 @@ func (sess *Session) PeerUp(p *dtls.Peer) {
 }
 
 // check accepts a packet from the client only if its source address is
-// the session's own: a client must not speak for other addresses.
+// the session's own or lies in one of its user's iroutes: a client must not
+// speak for other addresses. Under restrict-user-to-routes the destination
+// must also lie in the routes pushed to the client.
 func (sess *Session) check(pkt []byte) (bool, error) {
-	src, _, err := ippkt.Addrs(pkt)
+	src, dst, err := ippkt.Addrs(pkt)
 	if err != nil {
 		return false, &session.ProtocolError{Err: fmt.Errorf("client sent a packet that is %w", err)}
 	}
-	if src == sess.addr {
-		return true, nil
+	u := sess.pol.Load()
+	if src == sess.addr || (u != nil && u.ownsSource(src)) {
+		if u == nil || u.allows(dst) {
+			return true, nil
+		}
+		n := sess.restricted.Add(1)
+		sess.srv.Counters.DropRestricted.Add(1)
+		if rateOK(&sess.lastRestrictLog) {
+			sess.srv.log.Warn("dropped packets to a destination outside the user's routes (restrict-user-to-routes)",
+				"user", sess.user, "session", sess.id, "source", src.String(), "destination", dst.String(), "count", n)
+		}
+		return false, nil
 	}
 	if src.Is6() {
 		// No IPv6 address is assigned yet; the client's kernel still sends
@@ -304,13 +359,19 @@ func (sess *Session) check(pkt []byte) (bool, error) {
 	}
 	n := sess.spoofed.Add(1)
 	sess.srv.Counters.DropSpoofed.Add(1)
-	// Log the first drop at once, then at most every 5 s with the count.
-	now := time.Now().UnixNano()
-	if last := sess.lastSpoofLog.Load(); now-last > int64(5*time.Second) && sess.lastSpoofLog.CompareAndSwap(last, now) {
+	if rateOK(&sess.lastSpoofLog) {
 		sess.srv.log.Warn("dropped packets with a spoofed source address", "user", sess.user,
 			"session", sess.id, "address", sess.addr.String(), "source", src.String(), "count", n)
 	}
 	return false, nil
+}
+
+// rateOK reports whether a rate-limited log line may be written now: the
+// first at once, then at most every 5 s (the line carries the count).
+func rateOK(last *atomic.Int64) bool {
+	now := time.Now().UnixNano()
+	l := last.Load()
+	return now-l > int64(5*time.Second) && last.CompareAndSwap(l, now)
 }
 
 // sendLoop writes the packets queued for the session to ch. It gathers
@@ -443,6 +504,9 @@ func (s *Server) routeFromTUN() {
 			}
 			_, dst, err := ippkt.Addrs(pkt)
 			sess := s.byAddr[dst]
+			if sess == nil && err == nil {
+				sess = s.iroutes.lookup(dst) // a network behind a site-to-site client
+			}
 			if err != nil || sess == nil {
 				s.Counters.DropNoSession.Add(1)
 				continue
@@ -484,15 +548,21 @@ func (s *Server) sweep(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		// Copy the list first: attach takes sess.mu before s.mu, so
+		// holding s.mu while taking sess.mu could deadlock with it.
 		s.mu.RLock()
+		list := make([]*Session, 0, len(s.sessions))
 		for sess := range s.sessions {
+			list = append(list, sess)
+		}
+		s.mu.RUnlock()
+		for _, sess := range list {
 			sess.mu.Lock()
 			if sess.ch != nil {
 				s.cookies.Extend(sess.cookie, s.cfg.cookieTimeout()+loginTimeout)
 			}
 			sess.mu.Unlock()
 		}
-		s.mu.RUnlock()
 		for _, sess := range s.cookies.Sweep() {
 			sess.end("cookie expired")
 		}
