@@ -32,12 +32,21 @@ type vpnServer struct {
 // file for testUser, and starts vpnd in ns.
 func startServer(t *testing.T, ns *netns, ip string, extra string) *vpnServer {
 	t.Helper()
+	return startServerUsers(t, ns, ip, extra)
+}
+
+// startServerUsers is startServer with more users in the password file,
+// all with testPassword.
+func startServerUsers(t *testing.T, ns *netns, ip string, extra string, users ...string) *vpnServer {
+	t.Helper()
 	s := &vpnServer{ns: ns, dir: t.TempDir(), ip: ip}
 	passwd := filepath.Join(s.dir, "passwd")
-	cmd := exec.Command(bins.vpnd, "passwd", "--file", passwd, testUser)
-	cmd.Stdin = strings.NewReader(testPassword + "\n")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("vpnd passwd: %v\n%s", err, out)
+	for _, u := range append([]string{testUser}, users...) {
+		cmd := exec.Command(bins.vpnd, "passwd", "--file", passwd, u)
+		cmd.Stdin = strings.NewReader(testPassword + "\n")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("vpnd passwd %s: %v\n%s", u, err, out)
+		}
 	}
 	cfg := fmt.Sprintf(`listen = "0.0.0.0:443"
 passwd-file = %q
