@@ -143,8 +143,12 @@ func (c *Config) buildPolicy(bad func(key, format string, a ...any)) *policy {
 				bad(key("ipv4"), "%q is not an IPv4 address", uc.IPv4)
 			case pool.IsValid() && !pool.Contains(a):
 				bad(key("ipv4"), "%s is outside ipv4-network %s", a, pool)
-			case pool.IsValid() && (a == pool.Addr() || a == gateway || !pool.Contains(a.Next())):
-				bad(key("ipv4"), "%s is the network, vpnd's own or the broadcast address of %s", a, pool)
+			case pool.IsValid() && a == pool.Addr():
+				bad(key("ipv4"), "%s is the network address of %s", a, pool)
+			case pool.IsValid() && a == gateway:
+				bad(key("ipv4"), "%s is vpnd's own address in %s", a, pool)
+			case pool.IsValid() && !pool.Contains(a.Next()):
+				bad(key("ipv4"), "%s is the broadcast address of %s", a, pool)
 			case pol.fixed[a] != "":
 				bad(key("ipv4"), "%s is also the address of user %q", a, pol.fixed[a])
 			default:
