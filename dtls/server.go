@@ -426,6 +426,7 @@ type Peer struct {
 
 	wmu   sync.Mutex
 	wmsgs []udp.Message
+	w     *udp.Writer // the peer's own: sessions send at once
 
 	replacing *Peer  // the established peer this handshake replaces
 	cid       string // the connection ID the client puts in its records, if any
@@ -673,7 +674,10 @@ func (p *Peer) WritePackets(bufs [][]byte, offset int) error {
 		msgs[i].Addr = ua
 		bytes += n
 	}
-	err := p.l.cfg.Conn.WriteBatch(msgs)
+	if p.w == nil {
+		p.w = p.l.cfg.Conn.NewWriter()
+	}
+	err := p.w.WriteBatch(msgs)
 	for i := range msgs {
 		msgs[i].Buffers[0] = nil
 	}

@@ -32,11 +32,7 @@ type Conn struct {
 	*net.UDPConn
 	b batchRW
 
-	// gso is the reused vector of coalesced messages for WriteBatch, and
-	// iov the reused backing array of their buffer lists.
-	gso  []Message
-	iov  [][]byte
-	oobs [][]byte
+	w Writer // WriteBatch's; other writers bring their own (NewWriter)
 
 	gro bool // UDP_GRO is on: reads may return coalesced datagrams
 
@@ -48,6 +44,7 @@ type Conn struct {
 func New(c *net.UDPConn) *Conn {
 	setBuffers(c)
 	conn := &Conn{UDPConn: c}
+	conn.w.c = conn
 	// x/net marshals each address by its own family, so the socket's family
 	// must match the peers': sockets come from Listen (udp4 for IPv4
 	// addresses, including 0.0.0.0) or from a dial to one address.
@@ -107,13 +104,31 @@ func (c *Conn) ReadBatch(msgs []Message) (int, error) {
 	return c.r.read(c, msgs)
 }
 
+// Writer sends batches on a Conn. It keeps the vectors that coalescing
+// builds, so one Writer serves one goroutine at a time; several Writers
+// may send on one Conn at once (each session of a server has its own).
+type Writer struct {
+	c *Conn
+	// gso is the reused vector of coalesced messages, and iov the reused
+	// backing array of their buffer lists.
+	gso  []Message
+	iov  [][]byte
+	oobs [][]byte
+}
+
+// NewWriter returns a Writer of its own for c.
+func (c *Conn) NewWriter() *Writer { return &Writer{c: c} }
+
+// WriteBatch sends msgs with the Conn's own Writer. Not safe for
+// concurrent use: concurrent senders use NewWriter.
+func (c *Conn) WriteBatch(msgs []Message) error { return c.w.WriteBatch(msgs) }
+
 // WriteBatch sends every message, in as few system calls as the kernel
 // allows: runs of datagrams of one size to one address go out as one
 // UDP_SEGMENT (GSO) send each, and those sends leave in sendmmsg calls.
-// Not safe for concurrent use.
-func (c *Conn) WriteBatch(msgs []Message) error {
+func (w *Writer) WriteBatch(msgs []Message) error {
 	if len(msgs) > 1 && !gsoDisabled.Load() {
-		err := c.writeGSO(msgs)
+		err := w.writeGSO(msgs)
 		switch {
 		case err == nil:
 			return nil
@@ -127,23 +142,23 @@ func (c *Conn) WriteBatch(msgs []Message) error {
 			return err
 		}
 	}
-	return c.writePlain(msgs)
+	return w.c.writePlain(msgs)
 }
 
 // writeGSO coalesces runs of equal-size datagrams (the last of a run may
 // be shorter) to the same address into single messages whose buffers the
 // kernel cuts into segments.
-func (c *Conn) writeGSO(msgs []Message) error {
-	out := c.gso[:0]
+func (w *Writer) writeGSO(msgs []Message) error {
+	out := w.gso[:0]
 	oi := 0
 	nbuf := 0
 	for i := range msgs {
 		nbuf += len(msgs[i].Buffers)
 	}
-	if cap(c.iov) < nbuf {
-		c.iov = make([][]byte, 0, nbuf)
+	if cap(w.iov) < nbuf {
+		w.iov = make([][]byte, 0, nbuf)
 	}
-	iov := c.iov[:0] // never grows past nbuf: slices into it stay valid
+	iov := w.iov[:0] // never grows past nbuf: slices into it stay valid
 	for i := 0; i < len(msgs); {
 		size := msgLen(&msgs[i])
 		j, total := i+1, size
@@ -167,19 +182,19 @@ func (c *Conn) writeGSO(msgs []Message) error {
 				iov = append(iov, msgs[k].Buffers...)
 			}
 			m.Buffers = iov[start:len(iov):len(iov)]
-			if oi == len(c.oobs) {
-				c.oobs = append(c.oobs, nil)
+			if oi == len(w.oobs) {
+				w.oobs = append(w.oobs, nil)
 			}
-			c.oobs[oi] = gsoCmsg(c.oobs[oi], size)
-			m.OOB = c.oobs[oi]
+			w.oobs[oi] = gsoCmsg(w.oobs[oi], size)
+			m.OOB = w.oobs[oi]
 			oi++
 		}
 		out = append(out, m)
 		i = j
 	}
-	c.gso = out
-	err := c.writePlain(out)
-	clear(c.gso)
+	w.gso = out
+	err := w.c.writePlain(out)
+	clear(w.gso)
 	clear(iov)
 	return err
 }
