@@ -179,3 +179,17 @@ func (j *CookieJar[T]) Len() int {
 	defer j.mu.Unlock()
 	return len(j.entries)
 }
+
+// Insert stores v under the given cookie (a resumed session keeps the
+// identity its signed cookie names). It reports false, changing nothing,
+// if c is already in the jar and live.
+func (j *CookieJar[T]) Insert(c Cookie, v T, ttl time.Duration) bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	k, e := j.find(c)
+	if e != nil {
+		return false
+	}
+	j.entries[k] = &jarEntry[T]{cookie: c, value: v, expires: j.now().Add(ttl)}
+	return true
+}

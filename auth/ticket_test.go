@@ -1,0 +1,275 @@
+package auth
+
+import (
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func testKeys(t testing.TB, seeds ...byte) *TicketKeys {
+	t.Helper()
+	var raw [][]byte
+	for _, s := range seeds {
+		raw = append(raw, bytes.Repeat([]byte{s}, TicketKeyBytes))
+	}
+	k, err := NewTicketKeys(raw...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func sampleTicket(t testing.TB) *Ticket {
+	id, err := NewCookie()
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1_800_000_000, 0)
+	return &Ticket{Session: id, User: "alice", Node: "node-a", Issued: now, Expires: now.Add(5 * time.Minute),
+		Addr4: netip.MustParseAddr("10.77.0.9"), Addr6: netip.MustParseAddr("fd00::9")}
+}
+
+func TestTicketRoundTrip(t *testing.T) {
+	k := testKeys(t, 1)
+	want := sampleTicket(t)
+	s, err := k.Seal(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(s, "alice") || strings.ContainsAny(s, "=+/; ") {
+		t.Fatalf("cookie %q shows the user or has characters that need quoting", s)
+	}
+	got, err := k.OpenTicket(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *got != *want {
+		t.Fatalf("round trip: got %+v, want %+v", got, want)
+	}
+	// No addresses: they come back invalid, not as 0.0.0.0.
+	want.Addr4, want.Addr6 = netip.Addr{}, netip.Addr{}
+	s, _ = k.Seal(want)
+	got, err = k.OpenTicket(s)
+	if err != nil || got.Addr4.IsValid() || got.Addr6.IsValid() {
+		t.Fatalf("ticket without addresses: %+v, %v", got, err)
+	}
+	// Two seals of the same ticket differ (random nonce).
+	s2, _ := k.Seal(want)
+	if s2 == s {
+		t.Fatal("two seals are identical")
+	}
+}
+
+func TestTicketRefused(t *testing.T) {
+	k := testKeys(t, 1)
+	s, err := k.Seal(sampleTicket(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := base64.RawURLEncoding.DecodeString(s)
+	flip := func(i int) string {
+		b := bytes.Clone(raw)
+		b[i] ^= 0x01
+		return base64.RawURLEncoding.EncodeToString(b)
+	}
+	for _, tc := range []struct {
+		name, cookie string
+		want         error
+	}{
+		{"empty", "", ErrTicketMalformed},
+		{"old hex cookie", strings.Repeat("ab", 32), ErrTicketMalformed},
+		{"not base64", s[:20] + "!" + s[21:], ErrTicketMalformed},
+		{"truncated", s[:len(s)-8], ErrTicketForged},
+		{"cut to the header", s[:30], ErrTicketMalformed},
+		{"too long", s + strings.Repeat("A", MaxTicketLen), ErrTicketMalformed},
+		{"version", flip(0), ErrTicketMalformed},
+		{"nonce bit", flip(3), ErrTicketForged},
+		{"ciphertext bit", flip(20), ErrTicketForged},
+		{"tag bit", flip(len(raw) - 1), ErrTicketForged},
+	} {
+		if _, err := k.OpenTicket(tc.cookie); !errors.Is(err, tc.want) {
+			t.Errorf("%s: got %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	if _, err := testKeys(t, 2).OpenTicket(s); !errors.Is(err, ErrTicketForged) {
+		t.Errorf("other key: got %v, want %v", err, ErrTicketForged)
+	}
+}
+
+func TestTicketKeyRollover(t *testing.T) {
+	old, both, next := testKeys(t, 1), testKeys(t, 2, 1), testKeys(t, 2)
+	s, _ := old.Seal(sampleTicket(t))
+	if _, err := both.OpenTicket(s); err != nil {
+		t.Fatalf("second key does not open: %v", err)
+	}
+	s2, _ := both.Seal(sampleTicket(t))
+	if _, err := next.OpenTicket(s2); err != nil {
+		t.Fatalf("first key does not seal: %v", err)
+	}
+	if _, err := next.OpenTicket(s); !errors.Is(err, ErrTicketForged) {
+		t.Fatalf("removed key still opens: %v", err)
+	}
+}
+
+func TestTicketExpiry(t *testing.T) {
+	tk := sampleTicket(t)
+	if err := tk.Check(tk.Issued); err != nil {
+		t.Fatal(err)
+	}
+	if err := tk.Check(tk.Expires.Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := tk.Check(tk.Expires); !errors.Is(err, ErrTicketExpired) {
+		t.Fatalf("at expiry: %v", err)
+	}
+}
+
+func TestTicketSealRefusesLongNames(t *testing.T) {
+	tk := sampleTicket(t)
+	tk.User = strings.Repeat("u", 256)
+	if _, err := testKeys(t, 1).Seal(tk); err == nil {
+		t.Fatal("sealed a 256-byte user name")
+	}
+	tk.User = strings.Repeat("u", 255)
+	tk.Node = strings.Repeat("n", 255)
+	s, err := testKeys(t, 1).Seal(tk)
+	if err != nil || len(s) > MaxTicketLen {
+		t.Fatalf("longest ticket: %d chars, %v", len(s), err)
+	}
+}
+
+func TestLoadOrCreateTicketKeys(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "sub", "cookie-key")
+	k1, created, err := LoadOrCreateTicketKeys(path)
+	if err != nil || !created {
+		t.Fatalf("create: %v, created %v", err, created)
+	}
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file mode: %v, %v", st.Mode(), err)
+	}
+	k2, created, err := LoadOrCreateTicketKeys(path)
+	if err != nil || created {
+		t.Fatalf("reload: %v, created %v", err, created)
+	}
+	s, _ := k1.Seal(sampleTicket(t))
+	if _, err := k2.OpenTicket(s); err != nil {
+		t.Fatalf("reloaded key does not open: %v", err)
+	}
+
+	for _, tc := range []struct{ name, body, want string }{
+		{"short", "abcd\n", ":1: want 64 hex digits"},
+		{"not hex", strings.Repeat("zz", 32) + "\n", ":1: want 64 hex digits"},
+		{"empty", "# nothing\n\n", "holds no key"},
+	} {
+		p := filepath.Join(dir, tc.name)
+		os.WriteFile(p, []byte(tc.body), 0o600)
+		if _, _, err := LoadOrCreateTicketKeys(p); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want %q", tc.name, err, tc.want)
+		}
+	}
+	p := filepath.Join(dir, "open")
+	os.WriteFile(p, []byte(strings.Repeat("ab", 32)+"\n"), 0o644)
+	os.Chmod(p, 0o644)
+	if _, _, err := LoadOrCreateTicketKeys(p); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Errorf("world-readable key file: %v", err)
+	}
+	os.Chmod(p, 0o600)
+	if _, _, err := LoadOrCreateTicketKeys(p); err != nil {
+		t.Errorf("0600 key file: %v", err)
+	}
+}
+
+func TestRevoked(t *testing.T) {
+	r := NewRevoked()
+	a, _ := NewCookie()
+	b, _ := NewCookie()
+	now := time.Unix(1000, 0)
+	r.Add(a, now.Add(time.Minute))
+	r.Add(a, now.Add(time.Second)) // earlier: keeps the later one
+	r.Add(b, now.Add(10*time.Second))
+	if !r.Has(a) || !r.Has(b) || r.Len() != 2 {
+		t.Fatal("revoked ids missing")
+	}
+	r.Sweep(now.Add(10 * time.Second))
+	if !r.Has(a) || r.Has(b) {
+		t.Fatalf("sweep at b's expiry: a %v, b %v", r.Has(a), r.Has(b))
+	}
+	r.Sweep(now.Add(time.Minute))
+	if r.Len() != 0 {
+		t.Fatal("not swept")
+	}
+}
+
+func TestCookieJarInsert(t *testing.T) {
+	clk := newFakeClock()
+	j := NewCookieJar[int](clk.Now)
+	c, _ := NewCookie()
+	if !j.Insert(c, 1, time.Minute) {
+		t.Fatal("insert into empty jar")
+	}
+	if j.Insert(c, 2, time.Minute) {
+		t.Fatal("insert replaced a live entry")
+	}
+	if v, ok := j.Lookup(c); !ok || v != 1 {
+		t.Fatalf("lookup: %v %v", v, ok)
+	}
+	clk.Advance(time.Minute)
+	if !j.Insert(c, 3, time.Minute) {
+		t.Fatal("insert over an expired entry")
+	}
+	if v, _ := j.Lookup(c); v != 3 {
+		t.Fatalf("lookup after re-insert: %v", v)
+	}
+}
+
+// FuzzOpenTicket feeds arbitrary cookie text to the parser: it must never
+// panic, and anything it accepts must seal again to a ticket that opens to
+// the same fields.
+func FuzzOpenTicket(f *testing.F) {
+	k := testKeys(f, 1)
+	s, _ := k.Seal(sampleTicket(f))
+	f.Add(s)
+	f.Add(s[:len(s)/2])
+	f.Add("")
+	f.Add(strings.Repeat("ab", 32))
+	f.Add("AQ" + strings.Repeat("A", 200))
+	f.Fuzz(func(t *testing.T, in string) {
+		tk, err := k.OpenTicket(in)
+		if err != nil {
+			if tk != nil {
+				t.Fatal("ticket and error")
+			}
+			return
+		}
+		again, err := k.Seal(tk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := k.OpenTicket(again)
+		if err != nil || *back != *tk {
+			t.Fatalf("reseal: %+v %v, want %+v", back, err, tk)
+		}
+	})
+}
+
+// FuzzDecodeTicket fuzzes the field parser behind the MAC, which a fuzzer
+// cannot reach through OpenTicket.
+func FuzzDecodeTicket(f *testing.F) {
+	f.Add(make([]byte, fixedPlain+2))
+	f.Add(append(make([]byte, fixedPlain), 1, 'n', 1, 'u'))
+	f.Add(append(make([]byte, fixedPlain), 200, 'n'))
+	f.Fuzz(func(t *testing.T, p []byte) {
+		tk, err := decodeTicket(p)
+		if err == nil && (tk.User == "" || len(tk.User) > 255 || len(tk.Node) > 255) {
+			t.Fatalf("accepted %+v", tk)
+		}
+	})
+}
