@@ -259,3 +259,15 @@ func writeFileAtomic(path string, data []byte) (err error) {
 	}
 	return nil
 }
+
+// Active reports whether user exists and is not locked: a session resumed
+// from a cookie needs no password, but only an account that could log in
+// may resume one.
+func (p *PasswdFile) Active(user string) bool {
+	l, ok := p.users[user]
+	if !ok {
+		return false
+	}
+	_, locked := l.hash.(lockedHash)
+	return !locked
+}

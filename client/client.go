@@ -227,6 +227,12 @@ func (o *Options) connect(c *conn, cookie string, prev netip.Addr) (*cstp.Tunnel
 	if err != nil {
 		return nil, err
 	}
+	// vpnd renews the cookie with the address just assigned (resume.go).
+	for _, ck := range resp.Cookies() {
+		if ck.Name == "webvpn" && ck.Value != "" {
+			c.cookies["webvpn"] = ck.Value
+		}
+	}
 	if p.Extra.Get(cstp.HeaderCoalesce) == "1" {
 		if kc, ok := c.rc.(*ktlsbridge.Conn); ok {
 			kc.SetCoalesce(true)
@@ -283,6 +289,7 @@ func Run(ctx context.Context, o *Options) error {
 		return err
 	}
 	t := &tunnel{o: o, log: log, tlsCfg: tlsCfg, cookie: cookie, params: params}
+	t.connected(c, params)
 	if err := t.up(); err != nil {
 		ch.Disconnect("setup failed")
 		t.down()
@@ -300,6 +307,7 @@ func Run(ctx context.Context, o *Options) error {
 	if o.OnUp != nil {
 		o.OnUp(params, transport)
 	}
+	go t.refreshCookie(ctx)
 	return t.loop(ctx, ch, stopDTLS)
 }
 
@@ -316,8 +324,15 @@ type tunnel struct {
 	o      *Options
 	log    *slog.Logger
 	tlsCfg *tls.Config
-	cookie string
 	params *cstp.TunnelParams
+
+	// cookie is the session cookie, renewed by the server on CONNECT and
+	// by refreshCookie (guarded by cookieMu).
+	cookieMu sync.Mutex
+	cookie   string
+	// refreshEvery is how often the server wants the cookie renewed
+	// (X-Kvpn-Cookie-Refresh), 0 if it does not.
+	refreshEvery atomic.Int64
 	// lastParams is the latest CONNECT answer (it carries the DTLS offer
 	// of the current TLS connection).
 	lastParams *cstp.TunnelParams

@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"kvpn/cstp"
 	"kvpn/session"
 	"kvpn/tun"
 )
@@ -67,15 +68,20 @@ func (t *tunnel) loop(ctx context.Context, ch *session.CSTPChannel, stopDTLS con
 		t.cur.Store(nil)
 		ch.Close()
 		var pc *session.PeerClosedError
-		if errors.As(err, &pc) {
+		if errors.As(err, &pc) && !(pc.Terminate && pc.Reason == cstp.ReasonServerShutdown) {
 			return withCode(ExitTunnelLost, fmt.Errorf("server ended the session: %s", pc.Reason))
 		}
+		// A lost connection, or a vpnd that stops (restart, or a node
+		// taken out of a cluster): the session lives on in the cookie.
 		t.log.Warn("connection to server lost; reconnecting", "err", err, "reconnect-timeout", t.o.ReconnectTimeout.String())
 		var c *conn
 		ch, c, err = t.reconnect(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
+			}
+			if errors.Is(err, errCookieRefused) {
+				return withCode(ExitAuth, err)
 			}
 			// Whatever made the last attempt fail, the tunnel is lost.
 			return &Error{Code: ExitTunnelLost, Err: err}
@@ -127,30 +133,34 @@ func (t *tunnel) run(parent context.Context, ch *session.CSTPChannel, bufs [][]b
 }
 
 // reconnect re-establishes the tunnel with the session cookie, with
-// exponential backoff, for at most ReconnectTimeout. The server must give
-// back the same address (the interface keeps it meanwhile); a refused
-// cookie ends the attempt at once.
+// exponential backoff and jitter, until ReconnectTimeout has passed. The
+// TUN interface, its address, routes and DNS stay as they are meanwhile
+// (packets to the tunnel are dropped, as on any link that is down), and no
+// password is asked for. A refused cookie ends the attempt at once.
 func (t *tunnel) reconnect(ctx context.Context) (*session.CSTPChannel, *conn, error) {
 	deadline := time.Now().Add(t.o.ReconnectTimeout)
-	backoff := 500 * time.Millisecond
+	actx, cancel := context.WithDeadline(ctx, deadline.Add(time.Second))
+	defer cancel()
+	b := newBackoff()
 	for attempt := 1; ; attempt++ {
-		ch, c, err := t.reconnectOnce(ctx)
+		ch, c, err := t.reconnectOnce(actx)
 		if err == nil {
 			return ch, c, nil
 		}
 		if errors.Is(err, errCookieRefused) {
 			return nil, nil, err
 		}
-		if time.Now().Add(backoff).After(deadline) {
+		left := time.Until(deadline)
+		if left <= 0 || ctx.Err() != nil {
 			return nil, nil, fmt.Errorf("gave up reconnecting after %s: %w", t.o.ReconnectTimeout, err)
 		}
-		t.log.Info("reconnect failed; retrying", "attempt", attempt, "err", err, "retry-in", backoff.String())
+		wait := min(b.next(), left)
+		t.log.Info("reconnect failed; retrying", "attempt", attempt, "err", err, "retry-in", wait.Round(time.Millisecond).String())
 		select {
 		case <-ctx.Done():
 			return nil, nil, ctx.Err()
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
-		backoff = min(2*backoff, 10*time.Second)
 	}
 }
 
@@ -159,16 +169,17 @@ func (t *tunnel) reconnectOnce(ctx context.Context) (*session.CSTPChannel, *conn
 	if err != nil {
 		return nil, nil, err
 	}
-	p, err := t.o.connect(c, t.cookie, t.params.Address)
+	p, err := t.o.connect(c, t.cookieNow(), t.params.Address)
 	if err != nil {
 		c.close()
 		return nil, nil, err
 	}
-	if p.Address != t.params.Address || p.Netmask != t.params.Netmask {
+	if err := t.readdress(p); err != nil {
 		c.close()
-		return nil, nil, fmt.Errorf("%w: server assigned %s/%s on reconnect, had %s/%s", errCookieRefused,
-			p.Address, p.Netmask, t.params.Address, t.params.Netmask)
+		return nil, nil, withCode(ExitTunnelLost, fmt.Errorf("moving to the address assigned on reconnect: %w", err))
 	}
+	t.connected(c, p)
+	t.adopt(p)
 	t.lastParams = p
 	ch, err := session.NewCSTPChannel(c.rc, c.br, clientFrameLimit(t.params.MTU))
 	return ch, c, err

@@ -28,6 +28,17 @@ const (
 	HeaderDTLSCID = "X-Kvpn-DTLS-CID"
 	// ExtDTLSCID names that extension.
 	ExtDTLSCID = "dtls-cid"
+	// HeaderCookieRefresh, on a CONNECT answer to a kvpn client, says
+	// every how many seconds the client should exchange its signed session
+	// cookie for a fresh one (POST CookieRefreshPath with the cookie), so
+	// that the cookie stays valid for a reconnect to any node.
+	HeaderCookieRefresh = "X-Kvpn-Cookie-Refresh"
+	// CookieRefreshPath is where a fresh cookie is handed out.
+	CookieRefreshPath = "/+kvpn+/cookie"
+	// ReasonServerShutdown is the TERMINATE reason vpnd sends when it stops.
+	// The session stays resumable from its cookie (on a restarted vpnd or
+	// another node), so vpnc reconnects instead of exiting.
+	ReasonServerShutdown = "server shutting down"
 	// ExtList is what vpnd announces.
 	ExtList = ExtDTLSChaCha + "," + ExtCoalesce + "," + ExtDTLSCID
 )

@@ -40,6 +40,10 @@ type Config struct {
 	TunBackend    string   `toml:"tun-backend"`    // offload or plain
 	LogLevel      string   `toml:"log-level"`      // debug, info, warn, error
 	KTLS          string   `toml:"ktls"`           // auto, on, off
+	// CookieKeyFile holds the key that seals session cookies; nodes that
+	// share it resume each other's sessions (docs/scaling.md).
+	CookieKeyFile string `toml:"cookie-key-file"`
+	NodeName      string `toml:"node-name"` // names this node in cookies and logs (default: host name)
 
 	// RestrictUserToRoutes (ocserv's restrict-user-to-routes) drops
 	// packets from a client to destinations outside the routes pushed to
@@ -89,6 +93,7 @@ func DefaultConfig(stateDir string) *Config {
 		TunBackend:    string(tun.BackendOffload),
 		LogLevel:      "info",
 		KTLS:          string(ktlsbridge.ModeAuto),
+		CookieKeyFile: filepath.Join(stateDir, "cookie-key"),
 	}
 }
 
@@ -224,6 +229,12 @@ func (c *Config) Validate() error {
 	}
 	if c.PasswdFile == "" {
 		bad("passwd-file", "must be set")
+	}
+	if c.CookieKeyFile == "" {
+		bad("cookie-key-file", "must be set")
+	}
+	if len(c.NodeName) > 255 {
+		bad("node-name", "longer than 255 bytes")
 	}
 	return errors.Join(errs...)
 }

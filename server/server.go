@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -72,6 +73,10 @@ type Server struct {
 	passwd   atomic.Pointer[auth.PasswdFile]
 	throttle *auth.Throttle
 	cookies  *auth.CookieJar[*Session]
+	tickets  *auth.TicketKeys // seals and opens session cookies (resume.go)
+	revoked  *auth.Revoked    // sessions logged out here, until their cookies expire
+	node     string           // this node's name in cookies
+	resumeMu sync.Mutex       // serialises resuming sessions from cookies
 	pool     *pool
 	dev      tun.Device
 	net      *netcfg.Changes
@@ -129,6 +134,9 @@ func New(cfg *Config, log *slog.Logger) (*Server, error) {
 	s.tlsCfg = record.BaseConfig()
 	s.tlsCfg.Certificates = []tls.Certificate{cert}
 	if err := s.ReloadPasswd(); err != nil {
+		return nil, err
+	}
+	if err := s.loadTickets(); err != nil {
 		return nil, err
 	}
 	mtu := cfg.MTU
@@ -261,7 +269,7 @@ func (s *Server) shutdown() {
 	}
 	s.mu.RUnlock()
 	for _, sess := range list {
-		sess.terminate("server shutting down")
+		sess.terminate(cstp.ReasonServerShutdown)
 	}
 }
 
@@ -301,6 +309,11 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
 		switch {
 		case req.Method == http.MethodPost && (req.URL.Path == "/" || req.URL.Path == "/auth"):
 			if !s.handleAuth(conn, req, log) {
+				conn.Close()
+				return
+			}
+		case req.Method == http.MethodPost && req.URL.Path == cstp.CookieRefreshPath:
+			if !s.handleRefresh(conn, req, log) {
 				conn.Close()
 				return
 			}
@@ -352,10 +365,13 @@ func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logge
 	case "init":
 		return xml(cstp.AuthRequestForm(prompt, ""), nil)
 	case "logout":
-		if c, ok := cookieOf(req); ok {
-			if sess, ok := s.cookies.Lookup(c); ok {
+		if t, sess, err := s.ticketOf(req); err == nil {
+			if sess != nil {
 				sess.end("logout")
 			}
+			// Also when another node holds the session: it cannot be
+			// resumed here any more (other nodes learn nothing of it).
+			s.revoked.Add(t.Session, t.Expires)
 		}
 		return xml(cstp.AuthComplete("Logged out."), nil)
 	case "auth-reply":
@@ -387,9 +403,15 @@ func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logge
 		return false
 	}
 	sess.cookie = cookie
+	ticket, err := s.sealTicket(sess)
+	if err != nil {
+		log.Error("sealing cookie", "err", err)
+		sess.end("no cookie")
+		return false
+	}
 	log.Info("login succeeded", "session", sess.id)
 	h := http.Header{}
-	h.Set("Set-Cookie", "webvpn="+cookie.String()+"; Secure")
+	h.Set("Set-Cookie", "webvpn="+ticket+"; Secure")
 	return xml(cstp.AuthComplete("Success"), h)
 }
 
@@ -404,13 +426,9 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 		conn.Close()
 		return
 	}
-	c, err := auth.ParseCookie(creq.Cookie)
-	var sess *Session
-	if err == nil {
-		sess, _ = s.cookies.Lookup(c)
-	}
-	if sess == nil {
-		log.Info("CONNECT refused: unknown or expired cookie")
+	sess, prev, err := s.sessionFor(creq, remoteAddr(conn), log)
+	if err != nil {
+		log.Warn("CONNECT refused: bad cookie", "err", err)
 		writeResponse(conn, http.StatusUnauthorized, "", nil, nil)
 		conn.Close()
 		return
@@ -422,7 +440,7 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 		conn.Close()
 		return
 	}
-	addr, err := sess.attach(ch, creq.PrevAddress)
+	addr, err := sess.attach(ch, prev)
 	if err != nil {
 		log.Warn("CONNECT refused", "err", err)
 		writeResponse(conn, http.StatusServiceUnavailable, "", nil, nil)
@@ -455,6 +473,19 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 			params.Extra = http.Header{}
 		}
 		params.Extra.Set(cstp.HeaderCoalesce, "1")
+	}
+	if cstp.IsKvpnAgent(req.UserAgent()) {
+		// A fresh cookie that names the address just assigned, and how
+		// often to renew it: vpnc can then resume on any node.
+		if ticket, err := s.sealTicket(sess); err == nil {
+			if params.Extra == nil {
+				params.Extra = http.Header{}
+			}
+			params.Extra.Set("Set-Cookie", "webvpn="+ticket+"; Secure")
+			params.Extra.Set(cstp.HeaderCookieRefresh, strconv.Itoa(int(s.refreshInterval()/time.Second)))
+		} else {
+			log.Warn("sealing cookie", "err", err)
+		}
 	}
 	var hdr bytes.Buffer
 	params.WriteResponse(&hdr)
@@ -542,15 +573,6 @@ func remoteAddr(conn record.Conn) netip.Addr {
 		return a.Unmap()
 	}
 	return netip.Addr{}
-}
-
-func cookieOf(req *http.Request) (auth.Cookie, bool) {
-	ck, err := req.Cookie("webvpn")
-	if err != nil {
-		return auth.Cookie{}, false
-	}
-	c, err := auth.ParseCookie(ck.Value)
-	return c, err == nil
 }
 
 // writeResponse writes a complete HTTP/1.1 response with a body.

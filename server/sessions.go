@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"kvpn/auth"
+	"kvpn/cstp"
 	"kvpn/dtls"
 	"kvpn/ippkt"
 	"kvpn/record"
@@ -48,6 +49,10 @@ type Session struct {
 	peer       atomic.Pointer[dtls.Peer]
 	preferDTLS atomic.Bool
 	ctx        context.Context // of the current connection; ends with it
+
+	// ticketExpires is the latest expiry of a cookie handed out for this
+	// session (guarded by mu): a revocation lasts until then.
+	ticketExpires time.Time
 
 	// pol is the user's policy (fixed address, iroutes, routes), set when
 	// the session gets its address and swapped by ApplyPolicy.
@@ -186,6 +191,12 @@ func (sess *Session) end(reason string) {
 		ch.Close()
 	}
 	s.cookies.Revoke(sess.cookie)
+	if reason != cstp.ReasonServerShutdown {
+		// Logged out, kicked, expired or broke the protocol: its cookie
+		// must not bring it back on this node. A shutdown leaves it
+		// resumable, on this node once restarted or on another.
+		s.revokeSession(sess)
+	}
 	sess.dropDTLS()
 	s.mu.Lock()
 	if addr.IsValid() && s.byAddr[addr] == sess {
@@ -566,5 +577,6 @@ func (s *Server) sweep(ctx context.Context) {
 		for _, sess := range s.cookies.Sweep() {
 			sess.end("cookie expired")
 		}
+		s.revoked.Sweep(time.Now())
 	}
 }
