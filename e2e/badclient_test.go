@@ -20,6 +20,9 @@ import (
 //	bad ADDR not-protocol USER PASS   a TLS request that is not the protocol
 //	bad ADDR bad-frame USER PASS      log in, CONNECT, then a malformed CSTP header
 //	bad ADDR oversized USER PASS      log in, CONNECT, then a DATA frame > MTU
+//	bad ADDR tampered USER PASS       log in, CONNECT with one cookie character changed
+//	bad ADDR truncated USER PASS      log in, CONNECT with the cookie cut short
+//	bad ADDR garbage USER PASS        log in, CONNECT with a cookie that is not one
 func runBadClient(args []string) int {
 	if len(args) != 4 {
 		fmt.Fprintln(os.Stderr, "bad: want ADDR MODE USER PASS")
@@ -74,6 +77,13 @@ func runBadClient(args []string) int {
 		fmt.Fprintln(os.Stderr, "bad: login failed")
 		return 1
 	}
+	if bad, ok := badCookie(mode, cookie); ok {
+		var b bytes.Buffer
+		(&cstp.ConnectRequest{Cookie: bad, Hostname: "bad", BaseMTU: 1500, MTU: 1400}).WriteTo(&b, "x")
+		resp, _ := do(b.String(), http.MethodConnect)
+		fmt.Printf("status %d\n", resp.StatusCode)
+		return 0
+	}
 	var b bytes.Buffer
 	(&cstp.ConnectRequest{Cookie: cookie, Hostname: "bad", BaseMTU: 1500, MTU: 1400}).WriteTo(&b, "x")
 	if resp, _ := do(b.String(), http.MethodConnect); resp.StatusCode != 200 {
@@ -91,6 +101,24 @@ func runBadClient(args []string) int {
 	}
 	awaitClose(br)
 	return 0
+}
+
+// badCookie spoils a valid cookie the way mode says.
+func badCookie(mode, cookie string) (string, bool) {
+	switch mode {
+	case "tampered":
+		i := len(cookie) / 2
+		c := byte('A')
+		if cookie[i] == c {
+			c = 'B'
+		}
+		return cookie[:i] + string(c) + cookie[i+1:], true
+	case "truncated":
+		return cookie[:len(cookie)-8], true
+	case "garbage":
+		return "not-a-cookie!", true
+	}
+	return "", false
 }
 
 // awaitClose reads (discarding frames such as keepalives) until the server

@@ -26,6 +26,7 @@ type vpnServer struct {
 	ip   string
 	pin  string
 	proc *proc
+	args []string // vpnd's command line, for restart
 }
 
 // startServer writes a config (with extra TOML lines appended), a password
@@ -39,9 +40,20 @@ func startServer(t *testing.T, ns *netns, ip string, extra string) *vpnServer {
 // all with testPassword.
 func startServerUsers(t *testing.T, ns *netns, ip string, extra string, users ...string) *vpnServer {
 	t.Helper()
-	s := &vpnServer{ns: ns, dir: t.TempDir(), ip: ip}
+	return startServerIn(t, ns, ip, t.TempDir(), "vpnd.toml", extra, users...)
+}
+
+// startServerIn is startServerUsers with the state directory and the
+// config file's name given: several vpnd nodes sharing one directory
+// share its certificate, password file and cookie key.
+func startServerIn(t *testing.T, ns *netns, ip, dir, cfgName, extra string, users ...string) *vpnServer {
+	t.Helper()
+	s := &vpnServer{ns: ns, dir: dir, ip: ip}
 	passwd := filepath.Join(s.dir, "passwd")
 	for _, u := range append([]string{testUser}, users...) {
+		if _, err := os.Stat(passwd); err == nil && u == testUser {
+			continue // a node sharing the directory made it already
+		}
 		cmd := exec.Command(bins.vpnd, "passwd", "--file", passwd, u)
 		cmd.Stdin = strings.NewReader(testPassword + "\n")
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -58,11 +70,12 @@ keepalive = 1
 cookie-timeout = 30
 %s
 `, passwd, filepath.Join(s.dir, "cert.pem"), filepath.Join(s.dir, "key.pem"), extra)
-	cfgPath := filepath.Join(s.dir, "vpnd.toml")
+	cfgPath := filepath.Join(s.dir, cfgName)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s.proc = ns.start(t, "vpnd", "", bins.vpnd, "serve", "--config", cfgPath, "--state-dir", s.dir)
+	s.args = []string{bins.vpnd, "serve", "--config", cfgPath, "--state-dir", s.dir}
+	s.proc = ns.start(t, "vpnd", "", s.args...)
 	s.proc.waitLog(t, "vpnd listening", 15*time.Second)
 	out, err := exec.Command(bins.vpnd, "pin", "--cert", filepath.Join(s.dir, "cert.pem")).Output()
 	if err != nil {
@@ -70,6 +83,15 @@ cookie-timeout = 30
 	}
 	s.pin = strings.TrimSpace(string(out))
 	return s
+}
+
+// restart stops vpnd with SIGTERM and starts it again with the same
+// configuration and state directory.
+func (s *vpnServer) restart(t *testing.T) {
+	t.Helper()
+	s.proc.stop(10 * time.Second)
+	s.proc = s.ns.start(t, "vpnd (restarted)", "", s.args...)
+	s.proc.waitLog(t, "vpnd listening", 15*time.Second)
 }
 
 // vpnClient is a running vpnc.
