@@ -45,14 +45,14 @@ flags (named as openconnect's):
       --dtls-attempt-period S  retry DTLS S seconds after it failed or was lost (default 60)
       --tun-backend B        offload (default) or plain
       --ktls MODE            kernel TLS: auto (default), on, off
-      --reconnect-timeout S  keep trying to reconnect for S seconds (default 300)
+      --reconnect-timeout S  keep trying to reconnect with the session cookie for S seconds (default 300)
       --force-dpd S          dead-peer-detection interval, overriding the server's
       --base-mtu N           link MTU to the server (default 1500)
       --state-dir DIR        where undo records live (default /run/kvpn)
       --log-level L          debug, info, warn, error (default info)
 
-exit codes: 0 clean exit, 2 usage, 3 authentication failed,
-            4 server unreachable or certificate mismatch, 5 tunnel lost,
+exit codes: 0 clean exit, 2 usage, 3 authentication failed (or session
+            cookie refused on reconnect), 4 server unreachable or certificate mismatch, 5 tunnel lost,
             6 --ktls on but the kernel cannot take the connection
 `
 
