@@ -272,7 +272,8 @@ func (t *Ticket) Check(now time.Time) error {
 // Revoked is a set of session identities that must not be resumed,
 // each kept until the last cookie naming it has expired. It is local to
 // one node (docs/scaling.md): a logout on one node does not reach the
-// others before the cookie expires. Safe for concurrent use.
+// others before the cookie expires. Safe for concurrent use; a nil set
+// holds nothing and ignores Add.
 type Revoked struct {
 	mu sync.Mutex
 	m  map[Cookie]time.Time
@@ -283,6 +284,9 @@ func NewRevoked() *Revoked { return &Revoked{m: map[Cookie]time.Time{}} }
 
 // Add revokes id until until (later wins when added twice).
 func (r *Revoked) Add(id Cookie, until time.Time) {
+	if r == nil {
+		return
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if old, ok := r.m[id]; !ok || until.After(old) {
@@ -292,6 +296,9 @@ func (r *Revoked) Add(id Cookie, until time.Time) {
 
 // Has reports whether id is revoked.
 func (r *Revoked) Has(id Cookie) bool {
+	if r == nil {
+		return false
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	_, ok := r.m[id]
@@ -300,6 +307,9 @@ func (r *Revoked) Has(id Cookie) bool {
 
 // Sweep forgets entries whose cookies have expired by now.
 func (r *Revoked) Sweep(now time.Time) {
+	if r == nil {
+		return
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for id, until := range r.m {
@@ -311,6 +321,9 @@ func (r *Revoked) Sweep(now time.Time) {
 
 // Len returns the number of revoked sessions held.
 func (r *Revoked) Len() int {
+	if r == nil {
+		return 0
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.m)

@@ -206,6 +206,12 @@ func TestRevoked(t *testing.T) {
 	if r.Len() != 0 {
 		t.Fatal("not swept")
 	}
+	var none *Revoked // a server built without one
+	none.Add(a, now.Add(time.Minute))
+	none.Sweep(now)
+	if none.Has(a) || none.Len() != 0 {
+		t.Fatal("nil set holds an id")
+	}
 }
 
 func TestCookieJarInsert(t *testing.T) {
