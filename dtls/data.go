@@ -22,6 +22,11 @@ const ReplayWindow = 4096
 type datapath struct {
 	keys   record.Keys
 	sealer *record.Sealer
+	// omu guards opener (its replay window): a peer's records are read by
+	// one socket's reader, but a roaming trial, a record held during the
+	// handshake or a move between sockets of the group may come from
+	// another.
+	omu    sync.Mutex
 	opener *record.Opener
 	hr     int // bytes in front of the packet: record headroom + type byte
 	cidLen int // length of the connection ID in records from the peer (0: none)
@@ -109,7 +114,9 @@ var errAlert = errors.New("dtls: peer sent an alert")
 // open authenticates and decrypts one record in place. For application
 // data it returns the CSTP type and the payload after the type byte.
 func (d *datapath) open(rec []byte) (cstp.FrameType, []byte, error) {
+	d.omu.Lock()
 	ct, pt, err := d.opener.Open(rec)
+	d.omu.Unlock()
 	if err != nil {
 		d.Stats.BadRecords.Add(1)
 		return 0, nil, err
@@ -120,7 +127,9 @@ func (d *datapath) open(rec []byte) (cstp.FrameType, []byte, error) {
 // tryOpen is open for a record that may not be this peer's at all (the
 // roaming trial): a failure is not counted against the peer.
 func (d *datapath) tryOpen(rec []byte) (cstp.FrameType, []byte, error) {
+	d.omu.Lock()
 	ct, pt, err := d.opener.Open(rec)
+	d.omu.Unlock()
 	if err != nil {
 		return 0, nil, err
 	}

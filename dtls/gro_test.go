@@ -3,8 +3,10 @@ package dtls
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -60,8 +62,16 @@ func TestGROBothWays(t *testing.T) {
 // one UDP socket (each from its own goroutine); every client gets all of
 // its own packets intact. Under -race this also checks that the peers'
 // send paths share no state.
-func TestConcurrentPeerWrites(t *testing.T) {
-	conn, err := udp.Listen("127.0.0.1:0")
+func TestConcurrentPeerWrites(t *testing.T) { pumpSessions(t, 1, 2) }
+
+// TestSocketGroup: a listener reading an SO_REUSEPORT group of sockets
+// with one goroutine each carries several sessions both ways at once.
+func TestSocketGroup(t *testing.T) { pumpSessions(t, 2, 6) }
+
+// pumpSessions runs nsess DTLS sessions through a listener on a group of
+// sockets, sending packets both ways in all sessions at once.
+func pumpSessions(t *testing.T, group, nsess int) {
+	conns, err := udp.ListenGroup("127.0.0.1:0", group)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,8 +79,12 @@ func TestConcurrentPeerWrites(t *testing.T) {
 		appID, psk []byte
 		owner      *testOwner
 	}
-	sessions := []sess{{randBytes(AppIDLen), randBytes(PSKLen), &testOwner{}}, {randBytes(AppIDLen), randBytes(PSKLen), &testOwner{}}}
-	l := NewListener(ListenerConfig{Conn: conn, TUN: &tunRecorder{}, Log: quietLog(), Find: func(appID []byte) (Match, bool) {
+	sessions := make([]sess, nsess)
+	for k := range sessions {
+		sessions[k] = sess{randBytes(AppIDLen), randBytes(PSKLen), &testOwner{}}
+	}
+	tun := &tunRecorder{}
+	l := NewListener(ListenerConfig{Conn: conns[0], Readers: conns[1:], TUN: tun, Log: quietLog(), Find: func(appID []byte) (Match, bool) {
 		for _, s := range sessions {
 			if bytes.Equal(appID, s.appID) {
 				return Match{Owner: s.owner, PSK: s.psk}, true
@@ -80,10 +94,16 @@ func TestConcurrentPeerWrites(t *testing.T) {
 	}})
 	done := make(chan error, 1)
 	go func() { done <- l.Serve() }()
-	defer func() { conn.Close(); <-done }()
-	addr := conn.LocalAddr().(*net.UDPAddr).AddrPort()
-	var clients [2]*ClientChannel
-	var peers [2]*Peer
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+		<-done
+		tun.check(t)
+	}()
+	addr := conns[0].LocalAddr().(*net.UDPAddr).AddrPort()
+	clients := make([]*ClientChannel, nsess)
+	peers := make([]*Peer, nsess)
 	for k, s := range sessions {
 		c, err := Dial(context.Background(), ClientConfig{Server: addr, AppID: s.appID, PSK: s.psk, Timeout: 5 * time.Second})
 		if err != nil {
@@ -95,19 +115,30 @@ func TestConcurrentPeerWrites(t *testing.T) {
 		peers[k] = s.owner.last()
 		defer peers[k].Close()
 	}
-	rng := rand.New(rand.NewPCG(9, 9))
+	rng := rand.New(rand.NewPCG(9, uint64(group)))
 	const rounds, per = 8, 32
-	var want [2][][]byte
-	for k := range want {
+	down := make([][][]byte, nsess)
+	up := make([][][]byte, nsess)
+	for k := range nsess {
 		for range rounds * per {
-			want[k] = append(want[k], ipv4Packet(rng, 1000+k*100))
+			down[k] = append(down[k], ipv4Packet(rng, 1000+k*10))
+			up[k] = append(up[k], ipv4Packet(rng, 900+k*10))
 		}
 	}
-	errc := make(chan error, 2)
-	for k, p := range peers {
+	errc := make(chan error, 2*nsess)
+	for k := range nsess {
 		go func() {
 			for r := range rounds {
-				if err := p.WritePackets(withRoom(want[k][r*per:(r+1)*per]), room); err != nil {
+				if err := peers[k].WritePackets(withRoom(down[k][r*per:(r+1)*per]), room); err != nil {
+					errc <- err
+					return
+				}
+			}
+			errc <- nil
+		}()
+		go func() {
+			for r := range rounds {
+				if err := clients[k].WritePackets(withRoom(up[k][r*per:(r+1)*per]), room); err != nil {
 					errc <- err
 					return
 				}
@@ -115,19 +146,38 @@ func TestConcurrentPeerWrites(t *testing.T) {
 			errc <- nil
 		}()
 	}
-	var got [2][][]byte
-	read := make(chan struct{})
-	go func() {
-		defer close(read)
-		got[1] = clientRead(t, clients[1], rounds*per)
-	}()
-	got[0] = clientRead(t, clients[0], rounds*per)
-	<-read
-	for range 2 {
+	got := make([][][]byte, nsess)
+	var wg sync.WaitGroup
+	for k := range nsess {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got[k] = clientRead(t, clients[k], rounds*per)
+		}()
+	}
+	wg.Wait()
+	for range 2 * nsess {
 		if err := <-errc; err != nil {
 			t.Fatal(err)
 		}
 	}
-	samePackets(t, "client 1", got[0], want[0])
-	samePackets(t, "client 2", got[1], want[1])
+	for k := range nsess {
+		samePackets(t, fmt.Sprintf("to client %d", k), got[k], down[k])
+	}
+	waitFor(t, "upstream packets at the TUN", func() bool { return tun.count() >= nsess*rounds*per })
+	// Each session's upstream packets (sized 900+10k) arrive whole and in
+	// its own order: one socket of the group reads them all.
+	all := tun.packets()
+	for k := range nsess {
+		var mine [][]byte
+		for _, p := range all {
+			if len(p) == 900+k*10 {
+				mine = append(mine, p)
+			}
+		}
+		samePackets(t, fmt.Sprintf("from client %d", k), mine, up[k])
+	}
+	if n := l.Counters.BadRecords.Load(); n != 0 {
+		t.Errorf("%d bad records", n)
+	}
 }

@@ -41,8 +41,11 @@ type Finder func(appID []byte) (Match, bool)
 
 // ListenerConfig configures the server side.
 type ListenerConfig struct {
-	Conn *udp.Conn
-	Find Finder
+	Conn *udp.Conn // receives, and sends for every peer
+	// Readers are more sockets of Conn's SO_REUSEPORT group
+	// (udp.ListenGroup), each read by a goroutine of its own.
+	Readers []*udp.Conn
+	Find    Finder
 	TUN  session.PacketWriter
 	Log  *slog.Logger
 }
@@ -101,8 +104,25 @@ func NewListener(cfg ListenerConfig) *Listener {
 	return &Listener{cfg: cfg, log: cfg.Log, byAddr: map[netip.AddrPort]*Peer{}, pending: map[netip.AddrPort]*Peer{}, byCID: map[string]*Peer{}, limiter: rateLimiter{m: map[netip.Addr]*bucket{}}}
 }
 
-// Serve reads datagrams until the socket is closed.
+// Serve reads datagrams until the socket is closed: one reader per
+// socket of the group (Conn and Readers), each with buffers of its own.
 func (l *Listener) Serve() error {
+	var wg sync.WaitGroup
+	for _, c := range l.cfg.Readers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l.serveConn(c)
+		}()
+	}
+	l.serveConn(l.cfg.Conn)
+	wg.Wait()
+	return nil
+}
+
+// serveConn is one socket's receive loop, the server's DTLS upstream hot
+// loop.
+func (l *Listener) serveConn(conn *udp.Conn) {
 	msgs := make([]udp.Message, recvBatch)
 	bufs := make([][]byte, recvBatch)
 	mem := make([]byte, recvBatch*recvBufSize)
@@ -113,15 +133,15 @@ func (l *Listener) Serve() error {
 		msgs[i].OOB = oob[i*udp.OOBSize : (i+1)*udp.OOBSize]
 	}
 	var sp *spill
-	if l.cfg.Conn.EnableGRO() {
+	if conn.EnableGRO() {
 		sp = newSpill()
 	}
 	out := make([][]byte, 0, recvBatch)
 	for {
-		n, err := l.cfg.Conn.ReadBatch(msgs)
+		n, err := conn.ReadBatch(msgs)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
-				return nil
+				return
 			}
 			l.log.Debug("dtls: read", "err", err)
 			continue

@@ -81,8 +81,10 @@ type Server struct {
 	dev      tun.Device
 	net      *netcfg.Changes
 
-	udp  *udp.Conn      // nil when DTLS is off
-	dtls *dtls.Listener // nil when DTLS is off
+	udp *udp.Conn // nil when DTLS is off
+	// udpReaders are the other sockets of udp's SO_REUSEPORT group.
+	udpReaders []*udp.Conn
+	dtls       *dtls.Listener // nil when DTLS is off
 
 	mu       sync.RWMutex
 	byAddr   map[netip.Addr]*Session
@@ -249,6 +251,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	s.shutdown()
 	wg.Wait()
+	for _, c := range s.udpReaders {
+		c.Close()
+	}
 	if s.udp != nil {
 		s.udp.Close()
 	}

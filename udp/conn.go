@@ -61,15 +61,7 @@ func New(c *net.UDPConn) *Conn {
 // dual-stack IPv6 socket for 0.0.0.0, on which batched writes to IPv4 peers
 // fail.
 func Listen(addr string) (*Conn, error) {
-	network := "udp6"
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, err
-	}
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.To4() != nil) {
-		network = "udp4"
-	}
-	ua, err := net.ResolveUDPAddr(network, addr)
+	network, ua, err := resolve(addr)
 	if err != nil {
 		return nil, err
 	}
@@ -78,6 +70,20 @@ func Listen(addr string) (*Conn, error) {
 		return nil, err
 	}
 	return New(c), nil
+}
+
+// resolve picks the socket family for addr (see Listen) and resolves it.
+func resolve(addr string) (string, *net.UDPAddr, error) {
+	network := "udp6"
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", nil, err
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.To4() != nil) {
+		network = "udp4"
+	}
+	ua, err := net.ResolveUDPAddr(network, addr)
+	return network, ua, err
 }
 
 func setBuffers(c *net.UDPConn) {
