@@ -46,8 +46,8 @@ type ListenerConfig struct {
 	// (udp.ListenGroup), each read by a goroutine of its own.
 	Readers []*udp.Conn
 	Find    Finder
-	TUN  session.PacketWriter
-	Log  *slog.Logger
+	TUN     session.PacketWriter
+	Log     *slog.Logger
 }
 
 // Counters are the listener's drop counters.
