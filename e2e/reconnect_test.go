@@ -212,3 +212,39 @@ func TestBadCookieRefused(t *testing.T) {
 	}
 	ping(t, tp.cliNS, tunnelServer, "-I", c.addr)
 }
+
+// TestOpenconnectResumesAfterServerCrash: stock openconnect, which never
+// renews its cookie, survives a vpnd that dies (SIGKILL) and is started
+// again with the same state directory: openconnect reconnects with the
+// cookie from its login, and the new vpnd resumes the session from it with
+// the same address and no second login.
+func TestOpenconnectResumesAfterServerCrash(t *testing.T) {
+	requireE2E(t)
+	requireOpenconnect(t)
+	const route = "10.99.0.0/16"
+	tp := newTopology(t, `route = ["`+route+`"]`)
+	oc := startOpenconnect(t, tp.cliNS, "https://"+tp.srv.ip+":443/", tp.srv.pin, false)
+	addr := waitTunnelUp(t, tp.srv, 1)
+	waitTunnelConfig(t, tp.cliNS, oc.ifname, addr, route)
+	ping(t, tp.cliNS, tunnelServer)
+
+	tp.srv.proc.cmd.Process.Kill()
+	<-tp.srv.proc.done
+	tp.srv.restart(t)
+	oc.proc.waitCount(t, "CSTP connected", 2, 40*time.Second)
+	if got := waitTunnelUp(t, tp.srv, 1); got != addr {
+		t.Fatalf("resumed with address %s, want %s", got, addr)
+	}
+	tp.srv.proc.waitLog(t, "session resumed from cookie", 5*time.Second)
+	waitTunnelConfig(t, tp.cliNS, oc.ifname, addr, route)
+	ping(t, tp.cliNS, tunnelServer)
+	ping(t, tp.srvNS, addr)
+	if n := len(ocAuthPost.FindAllString(oc.proc.out.String(), -1)); n != 1 {
+		t.Fatalf("openconnect posted its credentials %d times, want once:\n%s", n, oc.proc.out.String())
+	}
+	if strings.Contains(tp.srv.proc.out.String(), "login succeeded") {
+		t.Fatalf("the restarted vpnd saw a login:\n%s", tp.srv.proc.out.String())
+	}
+	interruptOpenconnect(t, oc)
+	tp.srv.proc.waitLog(t, "client disconnected", 5*time.Second)
+}
