@@ -307,7 +307,9 @@ func Run(ctx context.Context, o *Options) error {
 	if o.OnUp != nil {
 		o.OnUp(params, transport)
 	}
-	go t.refreshCookie(ctx)
+	rctx, stopRefresh := context.WithCancel(ctx)
+	defer stopRefresh()
+	go t.refreshCookie(rctx)
 	return t.loop(ctx, ch, stopDTLS)
 }
 
