@@ -29,7 +29,8 @@ type Config struct {
 	ServerKey     string   `toml:"server-key"`
 	PasswdFile    string   `toml:"passwd-file"`
 	IPv4Network   string   `toml:"ipv4-network"` // address pool, CIDR
-	Route         []string `toml:"route"`        // split-include; empty = full tunnel
+	Route         []string `toml:"route"`        // split-include; empty or "default" = full tunnel
+	NoRoute       []string `toml:"no-route"`     // split-exclude (routes.go)
 	DNS           []string `toml:"dns"`
 	DefaultDomain string   `toml:"default-domain"`
 	MTU           int      `toml:"mtu"`
@@ -59,6 +60,9 @@ type Config struct {
 	tunBE  tun.Backend
 	ktls   ktlsbridge.Mode
 	pol    *policy
+
+	// noRoutes are the split-exclude routes (X-CSTP-Split-Exclude).
+	noRoutes []netip.Prefix
 }
 
 // Defaults for a vpnd started without a configuration file.
@@ -173,19 +177,9 @@ func (c *Config) Validate() error {
 	default:
 		c.pool = pool
 	}
-	c.routes = c.routes[:0]
-	for _, r := range c.Route {
-		p, err := netip.ParsePrefix(r)
-		if err != nil {
-			bad("route", "%v", err)
-			continue
-		}
-		if p.Masked() != p {
-			bad("route", "%q has host bits set (did you mean %s?)", r, p.Masked())
-			continue
-		}
-		c.routes = append(c.routes, p)
-	}
+	plan := validateRoutes(c.Route, c.NoRoute, c.pool,
+		[]listenAddr{{"listen", c.Listen}, {"udp-listen", c.UDPListen}}, bad)
+	c.routes, c.noRoutes = plan.include, plan.exclude
 	c.dns = c.dns[:0]
 	for _, d := range c.DNS {
 		a, err := netip.ParseAddr(d)

@@ -33,6 +33,9 @@ type userPolicy struct {
 	ipv4    netip.Addr     // fixed address; zero: from the pool
 	iroutes []netip.Prefix // networks behind the client
 	routes  []netip.Prefix // pushed to the client; empty = full tunnel
+	// excludes are the split-exclude routes pushed to the client (the
+	// global no-route), so a reload swaps them with the routes.
+	excludes []netip.Prefix
 	// allow is where the client may send to under restrict-user-to-routes
 	// (its routes, vpnd's tunnel address, the DNS servers); nil = anywhere.
 	allow []netip.Prefix
@@ -110,7 +113,7 @@ func (c *Config) buildPolicy(bad func(key, format string, a ...any)) *policy {
 		}
 		return allow
 	}
-	pol.def = &userPolicy{routes: c.routes, allow: allowList(c.routes)}
+	pol.def = &userPolicy{routes: c.routes, excludes: c.noRoutes, allow: allowList(c.routes)}
 
 	var listen netip.Addr
 	if host, _, err := net.SplitHostPort(c.Listen); err == nil {
@@ -130,7 +133,7 @@ func (c *Config) buildPolicy(bad func(key, format string, a ...any)) *policy {
 			bad("users", "a user table needs a name")
 			continue
 		}
-		u := &userPolicy{name: name}
+		u := &userPolicy{name: name, excludes: c.noRoutes}
 		if uc == nil {
 			uc = &UserConfig{}
 		}

@@ -457,6 +457,7 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 		MTU:           tunnelMTU(s.cfg.MTU, creq.BaseMTU),
 		Netmask:       s.pool.netmask(),
 		SplitInclude:  sess.pol.Load().routes,
+		SplitExclude:  sess.pol.Load().excludes,
 		DNS:           s.cfg.dns,
 		DefaultDomain: s.cfg.DefaultDomain,
 		BaseMTU:       1500,
