@@ -110,12 +110,35 @@ func (c *Changes) PinHostRoute(server netip.Addr) error {
 	if !server.IsValid() {
 		return errors.New("netcfg: PinHostRoute: invalid server address")
 	}
-	routes, err := netlink.RouteGet(server.AsSlice())
+	return c.outerRoute(netip.PrefixFrom(server, server.BitLen()), "server", "host route")
+}
+
+// ExcludeRoute keeps dst (a split-exclude network) outside the tunnel: it
+// routes dst the way the kernel routes dst's first address now, before
+// tunnel routes exist (the gateway and link of `ip route get`, as
+// openconnect's vpnc-script does), so it stays more specific than the
+// tunnel routes that cover it. A route to exactly dst that exists already
+// is left alone (it keeps the traffic where it was). dst without a route
+// at all is an error wrapping ENETUNREACH (nothing to keep it on; the caller
+// decides). Call it before AddRoute. Undo: delete the route.
+func (c *Changes) ExcludeRoute(dst netip.Prefix) error {
+	if !dst.IsValid() {
+		return fmt.Errorf("netcfg: ExcludeRoute: invalid destination %v", dst)
+	}
+	return c.outerRoute(dst.Masked(), "excluded network", "exclude route")
+}
+
+// outerRoute installs dst via the path the kernel uses for dst's address
+// now; see PinHostRoute and ExcludeRoute. The route carries the protocol
+// RouteProtocol and is recorded in the journal (SetJournal) before it is
+// added, so RecoverRoutes can remove it after a crash.
+func (c *Changes) outerRoute(dst netip.Prefix, what, kind string) error {
+	routes, err := netlink.RouteGet(dst.Addr().AsSlice())
 	if err == nil && len(routes) == 0 {
 		err = errors.New("empty answer")
 	}
 	if err != nil {
-		return fmt.Errorf("netcfg: route lookup for server %s: %w", server, err)
+		return fmt.Errorf("netcfg: route lookup for %s %s: %w", what, dst.Addr(), err)
 	}
 	cur := routes[0]
 	if cur.Type == unix.RTN_LOCAL {
@@ -125,29 +148,44 @@ func (c *Changes) PinHostRoute(server netip.Addr) error {
 	inTunnel := c.tunnelLinks[cur.LinkIndex]
 	c.mu.Unlock()
 	if inTunnel {
-		return fmt.Errorf("netcfg: server %s is already routed into the tunnel; pin it before adding tunnel routes", server)
+		return fmt.Errorf("netcfg: %s %s is already routed into the tunnel; add its route before the tunnel routes", what, dst.Addr())
 	}
 
-	host := netip.PrefixFrom(server, server.BitLen())
-	pin := &netlink.Route{Dst: ipNet(host), Gw: cur.Gw, LinkIndex: cur.LinkIndex, Scope: netlink.SCOPE_UNIVERSE}
+	r := &netlink.Route{Dst: ipNet(dst), Gw: cur.Gw, LinkIndex: cur.LinkIndex, Scope: netlink.SCOPE_UNIVERSE,
+		Table: unix.RT_TABLE_MAIN, Protocol: RouteProtocol}
 	if cur.Gw == nil {
-		pin.Scope = netlink.SCOPE_LINK // directly connected
+		r.Scope = netlink.SCOPE_LINK // directly connected
 	}
 	existing, err := netlink.RouteListFiltered(netlink.FAMILY_ALL,
-		&netlink.Route{Dst: pin.Dst, Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
+		&netlink.Route{Dst: r.Dst, Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
 	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		return fmt.Errorf("netcfg: list routes to %s: %w", host, err)
+		return fmt.Errorf("netcfg: list routes to %s: %w", dst, err)
 	}
 	for _, e := range existing {
-		if e.LinkIndex == pin.LinkIndex && e.Gw.Equal(pin.Gw) {
-			return nil // identical pin exists (not ours to remove)
+		if e.LinkIndex == r.LinkIndex && e.Gw.Equal(r.Gw) {
+			return nil // identical route exists (not ours to remove)
 		}
 	}
-	desc := fmt.Sprintf("host route %s via %v dev #%d", host, cur.Gw, cur.LinkIndex)
-	if err := netlink.RouteAdd(pin); err != nil {
+	desc := fmt.Sprintf("%s %s via %v dev #%d", kind, dst, cur.Gw, cur.LinkIndex)
+	if err := c.journalAdd(r); err != nil {
+		return fmt.Errorf("netcfg: record %s: %w", desc, err)
+	}
+	if err := netlink.RouteAdd(r); err != nil {
+		c.journalDel(r)
+		if errors.Is(err, unix.EEXIST) {
+			// Another route to exactly dst (other gateway or link) is
+			// already there: the kernel uses it, not the tunnel's shorter
+			// prefixes, so dst stays outside the tunnel without us.
+			return nil
+		}
 		return fmt.Errorf("netcfg: add %s: %w", desc, err)
 	}
-	c.Undo(desc, func() error { return delRoute(pin) })
+	c.Undo(desc, func() error {
+		if err := delRoute(r); err != nil {
+			return err
+		}
+		return c.journalDel(r)
+	})
 	return nil
 }
 

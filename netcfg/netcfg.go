@@ -25,6 +25,10 @@ type Changes struct {
 	// tunnelLinks are the ifindexes AddRoute sent routes through, so
 	// PinHostRoute can refuse to pin a path that already enters the tunnel.
 	tunnelLinks map[int]bool
+	// journal is the file listing the outer routes that exist now, and
+	// journaled its entries (journal.go).
+	journal   string
+	journaled []journalEntry
 }
 
 type step struct {
