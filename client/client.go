@@ -48,7 +48,7 @@ type Options struct {
 	ForceDPD          time.Duration // overrides the server's DPD when > 0
 	BaseMTU           int
 	ResolvConf        string // resolv.conf to edit for pushed DNS
-	StateDir          string // where the DNS backup lives
+	StateDir          string // where the DNS backup and the route journal live
 	Log               *slog.Logger
 	// DTLSChaCha asks a kvpn server for ChaCha20-Poly1305 DTLS (the
 	// default where the CPU lacks AES instructions; dtls.PreferChaCha).
@@ -56,9 +56,15 @@ type Options struct {
 	// DTLSCID asks a kvpn server for DTLS connection IDs (RFC 9146), so
 	// roaming needs no trial decryption (on unless KVPN_DTLS_CID=0).
 	DTLSCID bool
+	// DNSBackend is how pushed DNS is applied: auto (the default),
+	// resolvconf, resolved or none (--dns-backend).
+	DNSBackend netcfg.DNSBackend
 
 	// extensions is what the server listed in X-Kvpn-Extensions at login.
 	extensions string
+	// pinned is the server address and port the first connection reached
+	// (dialTarget).
+	pinned netip.AddrPort
 
 	// OnUp, if set, is called once the tunnel is first up (tests, status).
 	OnUp func(*cstp.TunnelParams, string)
@@ -259,13 +265,7 @@ func Run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return withCode(ExitUsage, err)
 	}
-	if o.ResolvConf != "" {
-		if ok, err := netcfg.RecoverDNS(o.ResolvConf, o.dnsBackup()); err != nil {
-			log.Warn("could not restore DNS left by an earlier run", "err", err)
-		} else if ok {
-			log.Info("restored DNS settings left behind by an earlier run", "file", o.ResolvConf)
-		}
-	}
+	o.recoverCrashedRun()
 	c, err := o.dial(ctx, tlsCfg)
 	if err != nil {
 		return err
@@ -288,8 +288,11 @@ func Run(ctx context.Context, o *Options) error {
 		c.close()
 		return err
 	}
-	t := &tunnel{o: o, log: log, tlsCfg: tlsCfg, cookie: cookie, params: params}
+	t := &tunnel{o: o, log: log, tlsCfg: tlsCfg, cookie: cookie, params: params, server: remoteIP(c)}
 	t.connected(c, params)
+	if ta, ok := c.rc.RemoteAddr().(*net.TCPAddr); ok && t.server.IsValid() {
+		o.pinned = netip.AddrPortFrom(t.server, uint16(ta.Port))
+	}
 	if err := t.up(); err != nil {
 		ch.Disconnect("setup failed")
 		t.down()
@@ -314,11 +317,14 @@ func Run(ctx context.Context, o *Options) error {
 }
 
 func (o *Options) dnsBackup() string {
-	dir := o.StateDir
-	if dir == "" {
-		dir = os.TempDir()
+	return filepath.Join(o.stateDir(), "resolv.conf.kvpn-backup")
+}
+
+func (o *Options) stateDir() string {
+	if o.StateDir == "" {
+		return os.TempDir()
 	}
-	return filepath.Join(dir, "resolv.conf.kvpn-backup")
+	return o.StateDir
 }
 
 // tunnel is a running client tunnel.
@@ -341,6 +347,9 @@ type tunnel struct {
 	dev        tun.Device
 	changes    *netcfg.Changes
 	routes     []netip.Prefix
+	// server is the address the TLS connection reached, pinned outside
+	// the tunnel.
+	server netip.Addr
 
 	cur       atomic.Pointer[session.CSTPChannel]
 	dtls      atomic.Pointer[dtls.ClientChannel]
@@ -372,37 +381,10 @@ func (t *tunnel) up() error {
 	if err := t.changes.SetLink(name, netip.PrefixFrom(p.Address, maskBits(p.Netmask)), p.MTU); err != nil {
 		return withCode(ExitTunnelLost, err)
 	}
-	t.routes = p.SplitInclude
-	if len(t.routes) == 0 {
-		t.routes = fullTunnel
+	if err := t.applyRoutes(name); err != nil {
+		return err
 	}
-	if server, err := t.serverAddr(); err == nil {
-		if err := t.changes.PinHostRoute(server); err != nil {
-			t.log.Warn("could not pin the route to the server", "err", err)
-		}
-	}
-	for _, r := range t.routes {
-		if !r.Addr().Is4() {
-			continue // IPv6 routes need an IPv6 address; not assigned here
-		}
-		if err := t.changes.AddRoute(r, name); err != nil {
-			return withCode(ExitTunnelLost, fmt.Errorf("adding route %s: %w", r, err))
-		}
-	}
-	if len(p.DNS) > 0 && t.o.ResolvConf != "" {
-		if err := t.changes.SetDNS(t.o.ResolvConf, p.DNS, p.DefaultDomain, t.o.dnsBackup()); err != nil {
-			return withCode(ExitTunnelLost, fmt.Errorf("setting DNS: %w", err))
-		}
-	}
-	return nil
-}
-
-func (t *tunnel) serverAddr() (netip.Addr, error) {
-	ips, err := net.DefaultResolver.LookupNetIP(context.Background(), "ip4", t.o.host())
-	if err != nil || len(ips) == 0 {
-		return netip.Addr{}, fmt.Errorf("resolving %s: %v", t.o.host(), err)
-	}
-	return ips[0].Unmap(), nil
+	return t.applyDNS(name)
 }
 
 // down undoes everything up did, in reverse order.
@@ -426,14 +408,22 @@ func (t *tunnel) down() {
 }
 
 func (t *tunnel) routeDesc() string {
-	if len(t.params.SplitInclude) == 0 {
-		return "0.0.0.0/0 (full tunnel)"
+	desc := "0.0.0.0/0 (full tunnel)"
+	if len(t.params.SplitInclude) > 0 {
+		parts := make([]string, len(t.routes))
+		for i, r := range t.routes {
+			parts[i] = r.String()
+		}
+		desc = strings.Join(parts, ",")
 	}
-	parts := make([]string, len(t.routes))
-	for i, r := range t.routes {
-		parts[i] = r.String()
+	if x := t.params.SplitExclude; len(x) > 0 {
+		parts := make([]string, len(x))
+		for i, r := range x {
+			parts[i] = r.String()
+		}
+		desc += " except " + strings.Join(parts, ",")
 	}
-	return strings.Join(parts, ",")
+	return desc
 }
 
 func addrList(as []netip.Addr) string {

@@ -93,7 +93,7 @@ type conn struct {
 // dial connects and runs the TLS handshake. Failures are ExitUnreachable.
 func (o *Options) dial(ctx context.Context, tlsCfg *tls.Config) (*conn, error) {
 	d := net.Dialer{Timeout: dialTimeout}
-	raw, err := d.DialContext(ctx, "tcp", o.addr())
+	raw, err := d.DialContext(ctx, "tcp", o.dialTarget())
 	if err != nil {
 		return nil, withCode(ExitUnreachable, fmt.Errorf("cannot reach %s: %w", o.addr(), err))
 	}

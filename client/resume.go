@@ -141,7 +141,8 @@ func (t *tunnel) readdress(p *cstp.TunnelParams) error {
 	}
 	t.log.Warn("server assigned a different address on reconnect; interface moved to it",
 		"old", old.String(), "new", now.String())
-	if !slices.Equal(p.SplitInclude, t.params.SplitInclude) || !slices.Equal(p.DNS, t.params.DNS) ||
+	if !slices.Equal(p.SplitInclude, t.params.SplitInclude) || !slices.Equal(p.SplitExclude, t.params.SplitExclude) ||
+		!slices.Equal(p.DNS, t.params.DNS) ||
 		p.DefaultDomain != t.params.DefaultDomain {
 		t.log.Warn("server pushes different routes or DNS on reconnect; keeping those of the first connection")
 	}
@@ -152,6 +153,7 @@ func (t *tunnel) readdress(p *cstp.TunnelParams) error {
 // routes and DNS that were applied at the start.
 func (t *tunnel) adopt(p *cstp.TunnelParams) {
 	np := *p
-	np.SplitInclude, np.DNS, np.DefaultDomain = t.params.SplitInclude, t.params.DNS, t.params.DefaultDomain
+	np.SplitInclude, np.SplitExclude = t.params.SplitInclude, t.params.SplitExclude
+	np.DNS, np.DefaultDomain = t.params.DNS, t.params.DefaultDomain
 	t.params = &np
 }

@@ -30,6 +30,7 @@ import (
 	"kvpn/internal/cli"
 	"kvpn/internal/logging"
 	"kvpn/ktlsbridge"
+	"kvpn/netcfg"
 	"kvpn/tun"
 )
 
@@ -48,7 +49,11 @@ flags (named as openconnect's):
       --reconnect-timeout S  keep trying to reconnect with the session cookie for S seconds (default 300)
       --force-dpd S          dead-peer-detection interval, overriding the server's
       --base-mtu N           link MTU to the server (default 1500)
-      --state-dir DIR        where undo records live (default /run/kvpn)
+      --state-dir DIR        where undo records live (default /run/kvpn); a run killed
+                             without cleaning up is undone by the next start
+      --dns-backend B        how pushed DNS is applied: auto (default: resolved if
+                             /etc/resolv.conf points at its 127.0.0.53 stub and resolvectl
+                             exists, else resolvconf), resolvconf, resolved, none
       --log-level L          debug, info, warn, error (default info)
 
 exit codes: 0 clean exit, 2 usage, 3 authentication failed (or session
@@ -91,7 +96,7 @@ func run(args []string, stderr io.Writer) int {
 func parseConnect(args []string, stderr io.Writer) (*client.Options, error) {
 	fs := flag.NewFlagSet("vpnc connect", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	var user, servercert, cafile, iface, backend, stateDir, level string
+	var user, servercert, cafile, iface, backend, stateDir, level, dnsBackend string
 	var stdinPass, noDTLS bool
 	var ktlsMode string
 	var reconnect, forceDPD, baseMTU, dtlsPeriod int
@@ -113,6 +118,7 @@ func parseConnect(args []string, stderr io.Writer) (*client.Options, error) {
 	fs.IntVar(&baseMTU, "base-mtu", 1500, "")
 	fs.StringVar(&stateDir, "state-dir", "/run/kvpn", "")
 	fs.StringVar(&level, "log-level", "info", "")
+	fs.StringVar(&dnsBackend, "dns-backend", string(netcfg.DNSAuto), "")
 	pos, err := cli.Parse(fs, args)
 	if err != nil {
 		return nil, fmt.Errorf("%v (see vpnc --help)", err)
@@ -131,6 +137,10 @@ func parseConnect(args []string, stderr io.Writer) (*client.Options, error) {
 	km, err := ktlsbridge.ParseMode(ktlsMode)
 	if err != nil {
 		return nil, err
+	}
+	dnsBE, err := netcfg.ParseDNSBackend(dnsBackend)
+	if err != nil {
+		return nil, fmt.Errorf("--dns-backend: %v", err)
 	}
 	log, err := logging.New(stderr, level)
 	if err != nil {
@@ -172,6 +182,7 @@ func parseConnect(args []string, stderr io.Writer) (*client.Options, error) {
 		BaseMTU:           baseMTU,
 		ResolvConf:        "/etc/resolv.conf",
 		StateDir:          stateDir,
+		DNSBackend:        dnsBE,
 		Log:               log,
 	}, nil
 }

@@ -1,0 +1,179 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+
+	"kvpn/netcfg"
+)
+
+// Routes and DNS pushed by the server: split-include routes (or the two
+// halves of a full tunnel), split-exclude routes kept on the path they had
+// before the tunnel, the host route that keeps the server itself outside
+// the tunnel, and the DNS servers and search domain through resolv.conf or
+// systemd-resolved. Everything is recorded in t.changes and undone by
+// down(); the routes that outlive the TUN device (pin, excludes) are also
+// journaled in the state directory, so the next start removes them if
+// this run is killed.
+
+// routeJournal is the file listing this run's routes outside the tunnel.
+func (o *Options) routeJournal() string {
+	return filepath.Join(o.stateDir(), "routes.kvpn-undo")
+}
+
+// recoverCrashedRun undoes what a run that died without cleaning up left
+// behind in the state directory: its resolv.conf edit and its routes
+// outside the tunnel. (Routes into its TUN device, and a systemd-resolved
+// link configuration, went away with the device.)
+func (o *Options) recoverCrashedRun() {
+	log := o.Log
+	if o.ResolvConf != "" {
+		if ok, err := netcfg.RecoverDNS(o.ResolvConf, o.dnsBackup()); err != nil {
+			log.Warn("could not restore DNS left by an earlier run", "err", err)
+		} else if ok {
+			log.Info("restored DNS settings left behind by an earlier run", "file", o.ResolvConf)
+		}
+	}
+	if n, err := netcfg.RecoverRoutes(o.routeJournal()); err != nil {
+		log.Warn("could not remove routes left by an earlier run", "err", err)
+	} else if n > 0 {
+		log.Info("removed routes left behind by an earlier run", "routes", n)
+	}
+}
+
+// remoteIP is the address the connection c actually reached (not a fresh
+// lookup of the host name, which may give another address, or fail once
+// the tunnel's DNS servers are in place).
+func remoteIP(c *conn) netip.Addr {
+	if ta, ok := c.rc.RemoteAddr().(*net.TCPAddr); ok {
+		if a, ok := netip.AddrFromSlice(ta.IP); ok {
+			return a.Unmap()
+		}
+	}
+	return netip.Addr{}
+}
+
+// dialTarget is where dial connects: the server's URL, or once the tunnel
+// is up the address the first connection reached, so reconnects go to the
+// address whose host route is pinned outside the tunnel (and need no DNS
+// lookup through a tunnel that is down), as openconnect does.
+func (o *Options) dialTarget() string {
+	if o.pinned.IsValid() {
+		return o.pinned.String()
+	}
+	return o.addr()
+}
+
+// capturingRoute returns the tunnel route that would carry packets for
+// server, if any: one that contains it, with no split-exclude route
+// carving it out.
+func capturingRoute(routes, excludes []netip.Prefix, server netip.Addr) (netip.Prefix, bool) {
+	for _, x := range excludes {
+		if x.Contains(server) {
+			return netip.Prefix{}, false
+		}
+	}
+	for _, r := range routes {
+		if r.Contains(server) {
+			return r, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+// tunnelFamily reports whether routes of r's address family go into the
+// tunnel: IPv4 always (the address is IPv4), IPv6 only with an IPv6
+// address.
+func (t *tunnel) tunnelFamily(r netip.Prefix) bool {
+	return r.Addr().Is4() || t.params.AddressIP6.IsValid()
+}
+
+// applyRoutes installs, in this order, the host route to the server, the
+// split-exclude routes and the tunnel routes through link: the first two
+// look up the path the kernel uses before the tunnel routes exist. A
+// tunnel route that would contain the server's address while the host
+// route to the server cannot be added is refused before any route is
+// added: the tunnel would carry its own packets and the connection would
+// die.
+func (t *tunnel) applyRoutes(link string) error {
+	p := t.params
+	t.routes = p.SplitInclude
+	if len(t.routes) == 0 {
+		t.routes = fullTunnel
+	}
+	t.changes.SetJournal(t.o.routeJournal())
+	var routes []netip.Prefix
+	for _, r := range t.routes {
+		if t.tunnelFamily(r) {
+			routes = append(routes, r)
+		}
+	}
+	if server := t.server; server.IsValid() {
+		if err := t.changes.PinHostRoute(server); err != nil {
+			if r, ok := capturingRoute(routes, p.SplitExclude, server); ok {
+				return withCode(ExitTunnelLost, fmt.Errorf("refusing the server's route %s: it contains the server's own address %s, "+
+					"and the host route that would keep the server outside the tunnel could not be added (%v); no routes were added", r, server, err))
+			}
+			t.log.Warn("could not pin the route to the server (no tunnel route contains it)", "server", server.String(), "err", err)
+		}
+	}
+	for _, x := range p.SplitExclude {
+		if !t.tunnelFamily(x) {
+			continue
+		}
+		if err := t.changes.ExcludeRoute(x); err != nil {
+			if errors.Is(err, unix.ENETUNREACH) || errors.Is(err, unix.EHOSTUNREACH) {
+				// Nothing outside the tunnel reaches it either.
+				t.log.Warn("split-exclude network has no route outside the tunnel; left to the tunnel routes", "network", x.String())
+				continue
+			}
+			return withCode(ExitTunnelLost, fmt.Errorf("split-exclude route %s: %w", x, err))
+		}
+	}
+	for _, r := range routes {
+		if err := t.changes.AddRoute(r, link); err != nil {
+			return withCode(ExitTunnelLost, fmt.Errorf("adding route %s: %w", r, err))
+		}
+	}
+	return nil
+}
+
+// applyDNS hands the pushed DNS servers and search domain to the resolver
+// chosen by --dns-backend (auto: systemd-resolved if it runs the
+// machine's resolver, resolv.conf otherwise).
+func (t *tunnel) applyDNS(link string) error {
+	p := t.params
+	if len(p.DNS) == 0 {
+		return nil
+	}
+	backend := t.o.DNSBackend
+	if backend == "" || backend == netcfg.DNSAuto {
+		backend = netcfg.DNSResolvConf
+		if t.o.ResolvConf != "" {
+			backend = netcfg.DetectDNSBackend(t.o.ResolvConf)
+		}
+	}
+	var err error
+	switch backend {
+	case netcfg.DNSNone:
+		t.log.Info("pushed DNS not applied (--dns-backend none)", "servers", addrList(p.DNS), "domain", p.DefaultDomain)
+		return nil
+	case netcfg.DNSResolved:
+		err = t.changes.SetResolved(link, p.DNS, p.DefaultDomain, len(p.SplitInclude) == 0)
+	default:
+		if t.o.ResolvConf == "" {
+			return nil
+		}
+		err = t.changes.SetDNS(t.o.ResolvConf, p.DNS, p.DefaultDomain, t.o.dnsBackup())
+	}
+	if err != nil {
+		return withCode(ExitTunnelLost, fmt.Errorf("setting DNS (%s): %w", backend, err))
+	}
+	t.log.Info("DNS applied", "backend", string(backend), "servers", addrList(p.DNS), "domain", p.DefaultDomain)
+	return nil
+}
