@@ -25,8 +25,8 @@ type ocClient struct {
 // startOpenconnect runs openconnect in ns against url with the default
 // vpnc-script and a tun device of a name unique on this machine, and waits
 // until it reports the tunnel configured. With dtls false it passes
-// --no-dtls.
-func startOpenconnect(t *testing.T, ns *netns, url, pin string, dtls bool) *ocClient {
+// --no-dtls. extra flags (e.g. --script) go before the URL.
+func startOpenconnect(t *testing.T, ns *netns, url, pin string, dtls bool, extra ...string) *ocClient {
 	t.Helper()
 	c := &ocClient{ns: ns, ifname: "octun" + randHex(3)}
 	args := []string{"openconnect", "--non-inter", "-u", testUser, "--passwd-on-stdin", "--servercert", pin,
@@ -34,6 +34,7 @@ func startOpenconnect(t *testing.T, ns *netns, url, pin string, dtls bool) *ocCl
 	if !dtls {
 		args = append(args, "--no-dtls")
 	}
+	args = append(args, extra...)
 	c.proc = ns.start(t, "openconnect "+c.ifname, testPassword+"\n", append(args, url)...)
 	c.proc.waitLog(t, "Configured as ", 20*time.Second)
 	return c
