@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 )
 
@@ -27,6 +28,32 @@ type Check func(pkt []byte) (keep bool, err error)
 // This is the receive hot loop: it allocates nothing per packet. out is a
 // reused vector of views into bufs, holding only the packets that passed.
 func Uplink(ch Channel, dev PacketWriter, bufs [][]byte, offset int, check Check) error {
+	return UplinkCounted(ch, dev, bufs, offset, check, nil)
+}
+
+// Traffic counts what a session moved: packets and bytes (IP packet
+// lengths, without any framing) in each direction. "In" is from the peer,
+// "out" is to the peer. The pumps add once per batch, not per packet.
+type Traffic struct {
+	InPackets, InBytes   atomic.Uint64
+	OutPackets, OutBytes atomic.Uint64
+}
+
+// AddIn counts a batch received from the peer.
+func (t *Traffic) AddIn(pkts, bytes int) {
+	t.InPackets.Add(uint64(pkts))
+	t.InBytes.Add(uint64(bytes))
+}
+
+// AddOut counts a batch sent to the peer.
+func (t *Traffic) AddOut(pkts, bytes int) {
+	t.OutPackets.Add(uint64(pkts))
+	t.OutBytes.Add(uint64(bytes))
+}
+
+// UplinkCounted is Uplink that also counts, per batch, the packets that
+// passed check into t (nil: no counting).
+func UplinkCounted(ch Channel, dev PacketWriter, bufs [][]byte, offset int, check Check, t *Traffic) error {
 	sizes := make([]int, len(bufs))
 	out := make([][]byte, 0, len(bufs))
 	for {
@@ -35,6 +62,7 @@ func Uplink(ch Channel, dev PacketWriter, bufs [][]byte, offset int, check Check
 			return err
 		}
 		out = out[:0]
+		bytes := 0
 		for i := 0; i < n; i++ {
 			pkt := bufs[i][:offset+sizes[i]]
 			if check != nil {
@@ -47,9 +75,13 @@ func Uplink(ch Channel, dev PacketWriter, bufs [][]byte, offset int, check Check
 				}
 			}
 			out = append(out, pkt)
+			bytes += sizes[i]
 		}
 		if len(out) == 0 {
 			continue
+		}
+		if t != nil {
+			t.AddIn(len(out), bytes)
 		}
 		// A TUN write error concerns one packet the kernel refused (for
 		// example a bad checksum); it is no reason to end the session.
