@@ -152,3 +152,20 @@ func ParseID(s string) (uint64, error) {
 	}
 	return id, nil
 }
+
+// Lookup turns command-line words ("show", "user", "alice") into a
+// request, matching the longest command the words start with.
+func Lookup(words []string) (Request, error) {
+	for n := min(2, len(words)); n > 0; n-- {
+		cmd := strings.Join(words[:n], " ")
+		if _, ok := commands[cmd]; ok {
+			r := Request{Command: cmd, Args: words[n:]}
+			if len(r.Args) == 0 {
+				r.Args = nil
+			}
+			data, _ := json.Marshal(r)
+			return ParseRequest(data)
+		}
+	}
+	return Request{}, fmt.Errorf("unknown command %q (commands: %s)", strings.Join(words, " "), CommandList)
+}

@@ -14,6 +14,7 @@ import (
 
 	"kvpn/cstp"
 	"kvpn/dtls/record"
+	"kvpn/internal/hist"
 	"kvpn/session"
 	"kvpn/udp"
 )
@@ -59,6 +60,7 @@ type Counters struct {
 	Roamed          atomic.Uint64 // peers that moved to a new address
 	Rejected        atomic.Uint64 // packets refused by Owner.Check
 	Coalesced       atomic.Uint64 // datagrams that arrived merged by UDP GRO
+	HandshakeTime   hist.Latency  // completed handshakes, ClientHello to keys taken over
 }
 
 // Listener demultiplexes the server's UDP socket: datagrams from a known
@@ -487,6 +489,7 @@ func (p *Peer) setAddr(a netip.AddrPort) {
 func (p *Peer) Addr() netip.AddrPort { return p.addr.Load().ap }
 
 func (p *Peer) handshake(psk []byte, suites []piondtls.CipherSuiteID, cid bool) {
+	start := time.Now()
 	opts := []piondtls.ServerOption{
 		piondtls.WithPSK(func([]byte) ([]byte, error) { return psk, nil }),
 		piondtls.WithCipherSuites(suites...),
@@ -519,6 +522,7 @@ func (p *Peer) handshake(psk []byte, suites []piondtls.CipherSuiteID, cid bool) 
 		return
 	}
 	p.feed.takeOver(pc)
+	p.l.Counters.HandshakeTime.Observe(time.Since(start))
 	p.emu.Lock()
 	p.pion = pc
 	p.d.Store(d)

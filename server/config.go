@@ -14,6 +14,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"kvpn/ctl"
 	"kvpn/internal/logging"
 	"kvpn/ktlsbridge"
 	"kvpn/tun"
@@ -44,7 +45,10 @@ type Config struct {
 	// CookieKeyFile holds the key that seals session cookies; nodes that
 	// share it resume each other's sessions (docs/scaling.md).
 	CookieKeyFile string `toml:"cookie-key-file"`
-	NodeName      string `toml:"node-name"` // names this node in cookies and logs (default: host name)
+	NodeName      string `toml:"node-name"`      // names this node in cookies and logs (default: host name)
+	LogFormat     string `toml:"log-format"`     // text or json
+	CtlSocket     string `toml:"ctl-socket"`     // control socket for vpnd ctl ("" disables)
+	MetricsListen string `toml:"metrics-listen"` // Prometheus /metrics address ("" disables)
 
 	// RestrictUserToRoutes (ocserv's restrict-user-to-routes) drops
 	// packets from a client to destinations outside the routes pushed to
@@ -98,6 +102,8 @@ func DefaultConfig(stateDir string) *Config {
 		LogLevel:      "info",
 		KTLS:          string(ktlsbridge.ModeAuto),
 		CookieKeyFile: filepath.Join(stateDir, "cookie-key"),
+		LogFormat:     "text",
+		CtlSocket:     ctl.DefaultSocket,
 	}
 }
 
@@ -216,6 +222,17 @@ func (c *Config) Validate() error {
 	}
 	if _, err := logging.ParseLevel(c.LogLevel); err != nil {
 		bad("log-level", "%v", err)
+	}
+	if _, err := logging.ParseFormat(c.LogFormat); err != nil {
+		bad("log-format", "%v", err)
+	}
+	if c.CtlSocket != "" && !filepath.IsAbs(c.CtlSocket) {
+		bad("ctl-socket", "%q is not an absolute path", c.CtlSocket)
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			bad("metrics-listen", "%v", err)
+		}
 	}
 	c.pol = c.buildPolicy(bad)
 	if c.ServerCert == "" || c.ServerKey == "" {

@@ -123,7 +123,7 @@ func (s *Server) openTicket(text string) (t *auth.Ticket, sess *Session, err err
 		return nil, nil, fmt.Errorf("%w (issued by node %q at %s, expired %s)", err, t.Node,
 			t.Issued.UTC().Format(time.RFC3339), t.Expires.UTC().Format(time.RFC3339))
 	}
-	if !s.passwd.Load().Active(t.User) {
+	if !s.currentSettings().Passwd.Active(t.User) {
 		return nil, nil, errUserGone
 	}
 	return t, nil, nil

@@ -28,6 +28,7 @@ import (
 	"kvpn/certs"
 	"kvpn/cstp"
 	"kvpn/dtls"
+	"kvpn/internal/hist"
 	"kvpn/ktlsbridge"
 	"kvpn/netcfg"
 	"kvpn/record"
@@ -62,6 +63,10 @@ type Counters struct {
 	LoginFailures  atomic.Uint64
 	LoginThrottled atomic.Uint64
 	BadRequests    atomic.Uint64
+	Logins         atomic.Uint64 // successful logins (sessions created)
+
+	TLSHandshakeFailed atomic.Uint64
+	TLSHandshake       hist.Latency // successful TLS handshakes (and kTLS setup)
 }
 
 // Server is a running vpnd.
@@ -70,7 +75,7 @@ type Server struct {
 	log      *slog.Logger
 	tlsCfg   *tls.Config
 	Pin      string
-	passwd   atomic.Pointer[auth.PasswdFile]
+	settings atomic.Pointer[Settings] // login and push settings a reload may change; see reload.go
 	throttle *auth.Throttle
 	cookies  *auth.CookieJar[*Session]
 	tickets  *auth.TicketKeys // seals and opens session cookies (resume.go)
@@ -104,6 +109,13 @@ type Server struct {
 	batches sync.Pool // *batch
 
 	Counters Counters
+
+	// Reload and the operator's view (reload.go, stats.go).
+	reloadMu sync.Mutex
+	active   *Config // the running configuration, as reload compares it
+	source   func() (*Config, error)
+	started  time.Time
+	retired  Totals // traffic of ended sessions, under mu
 }
 
 // New prepares a server: certificate, password file, TUN device with the
@@ -135,12 +147,16 @@ func New(cfg *Config, log *slog.Logger) (*Server, error) {
 	s.addRoute = s.installRoute
 	s.tlsCfg = record.BaseConfig()
 	s.tlsCfg.Certificates = []tls.Certificate{cert}
-	if err := s.ReloadPasswd(); err != nil {
+	set, err := BuildSettings(cfg)
+	if err != nil {
 		return nil, err
 	}
 	if err := s.loadTickets(); err != nil {
 		return nil, err
 	}
+	s.settings.Store(set)
+	s.active = cfg
+	s.started = time.Now()
 	mtu := cfg.MTU
 	s.batches.New = func() any { return newBatch(mtu) }
 
@@ -200,16 +216,6 @@ func (s *Server) dtlsPort() int {
 	return s.udp.LocalAddr().(*net.UDPAddr).Port
 }
 
-// ReloadPasswd re-reads the password file.
-func (s *Server) ReloadPasswd() error {
-	p, err := auth.LoadPasswd(s.cfg.PasswdFile)
-	if err != nil {
-		return fmt.Errorf("password file: %w", err)
-	}
-	s.passwd.Store(p)
-	return nil
-}
-
 // Device returns the server's TUN device name.
 func (s *Server) Device() string { return s.dev.Name() }
 
@@ -228,6 +234,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		<-ctx.Done()
 		ln.Close()
 	}()
+	// Connections get their own context, cancelled only after shutdown
+	// has sent TERMINATE to every client: were they to end with ctx, a
+	// session could close its channel before the TERMINATE went out, and
+	// its client would take the shutdown for a lost connection.
+	connCtx, cancelConns := context.WithCancel(context.Background())
+	defer cancelConns()
 	var wg sync.WaitGroup
 	for {
 		c, err := ln.Accept()
@@ -246,10 +258,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.handleConn(ctx, c)
+			s.handleConn(connCtx, c)
 		}()
 	}
 	s.shutdown()
+	cancelConns()
 	wg.Wait()
 	for _, c := range s.udpReaders {
 		c.Close()
@@ -292,12 +305,15 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
 	}()
 	raw.SetDeadline(time.Now().Add(loginTimeout))
 	hctx, cancel := context.WithTimeout(ctx, loginTimeout)
+	start := time.Now()
 	conn, err := ktlsbridge.Server(hctx, raw, s.tlsCfg, s.cfg.ktls)
 	cancel()
 	if err != nil {
+		s.Counters.TLSHandshakeFailed.Add(1)
 		log.Info("TLS handshake failed", "err", err)
 		return
 	}
+	s.Counters.TLSHandshake.Observe(time.Since(start))
 	log = log.With("record-layer", conn.Engine().String())
 	br := session.NewFrameReader(conn)
 	for {
@@ -394,13 +410,14 @@ func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logge
 		log.Warn("login throttled after repeated failures", "retry-after", wait.Round(time.Second).String())
 		return xml(cstp.AuthRequestForm(prompt, fmt.Sprintf("Too many failed logins; try again in %s.", wait.Round(time.Second))), nil)
 	}
-	if user == "" || !s.passwd.Load().Verify(user, msg.Password) {
+	if user == "" || !s.currentSettings().Passwd.Verify(user, msg.Password) {
 		s.throttle.Fail(user, addr)
 		s.Counters.LoginFailures.Add(1)
 		log.Warn("login failed: wrong username or password")
 		return xml(cstp.AuthRequestForm(prompt, "Login failed."), nil)
 	}
 	s.throttle.Succeed(user, addr)
+	s.Counters.Logins.Add(1)
 	sess := s.newSession(user, addr)
 	cookie, err := s.cookies.Issue(sess, s.cfg.cookieTimeout()+loginTimeout)
 	if err != nil {
@@ -452,14 +469,15 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 		conn.Close()
 		return
 	}
+	set := s.currentSettings()
 	params := &cstp.TunnelParams{
 		Address:       addr,
 		MTU:           tunnelMTU(s.cfg.MTU, creq.BaseMTU),
 		Netmask:       s.pool.netmask(),
 		SplitInclude:  sess.pol.Load().routes,
 		SplitExclude:  sess.pol.Load().excludes,
-		DNS:           s.cfg.dns,
-		DefaultDomain: s.cfg.DefaultDomain,
+		DNS:           set.DNS,
+		DefaultDomain: set.DefaultDomain,
 		BaseMTU:       1500,
 		DPD:           s.cfg.DPD,
 		Keepalive:     s.cfg.Keepalive,

@@ -62,6 +62,12 @@ type Session struct {
 	lastSpoofLog    atomic.Int64
 	restricted      atomic.Uint64
 	lastRestrictLog atomic.Int64
+
+	// Traffic (stats.go): what the TLS channel carried, counted per batch;
+	// DTLS peers count their own, folded into dtlsDone when they go.
+	traffic  session.Traffic
+	statMu   sync.Mutex // orders retiring a peer against reading the counters
+	dtlsDone Totals
 }
 
 func (s *Server) newSession(user string, from netip.Addr) *Session {
@@ -204,6 +210,7 @@ func (sess *Session) end(reason string) {
 	}
 	s.iroutes.removeSession(sess)
 	delete(s.sessions, sess)
+	s.retired.add(sess.totals()) // server totals stay monotonic
 	s.mu.Unlock()
 	if addr.IsValid() {
 		s.pool.Put(addr)
@@ -238,7 +245,7 @@ func (sess *Session) run(ctx context.Context, ch *session.CSTPChannel, log *slog
 	}()
 	go func() {
 		bufs := tun.NewBuffers(uplinkBatch)
-		errc <- session.Uplink(ch, s.dev, bufs, tun.Headroom, sess.checkTLS)
+		errc <- session.UplinkCounted(ch, s.dev, bufs, tun.Headroom, sess.checkTLS, &sess.traffic)
 	}()
 	err := <-errc
 	cancel()
@@ -305,7 +312,7 @@ func (sess *Session) dropDTLS() {
 	}
 	s.mu.Unlock()
 	sess.preferDTLS.Store(false)
-	if p := sess.peer.Swap(nil); p != nil {
+	if p := sess.swapPeer(nil); p != nil {
 		p.Close()
 	}
 }
@@ -321,7 +328,7 @@ func (sess *Session) PeerUp(p *dtls.Peer) {
 		p.Close()
 		return
 	}
-	if old := sess.peer.Swap(p); old != nil {
+	if old := sess.swapPeer(p); old != nil {
 		old.Close()
 	}
 	sess.preferDTLS.Store(true)
@@ -329,7 +336,7 @@ func (sess *Session) PeerUp(p *dtls.Peer) {
 	log.Info("DTLS up", "from", p.Addr().String(), "transport", p.Name())
 	go func() {
 		err := session.KeepAlive(ctx, p, session.Liveness{DPD: s.cfg.dpd(), Keepalive: s.cfg.keepalive()})
-		if sess.peer.CompareAndSwap(p, nil) {
+		if sess.clearPeer(p) {
 			sess.preferDTLS.Store(false)
 			if err != nil {
 				log.Info("DTLS lost; downstream traffic moves to TLS", "err", err)
@@ -434,7 +441,15 @@ func (sess *Session) send(ch session.Channel, pkts [][]byte) error {
 			}
 		}
 	}
-	return ch.WritePackets(pkts, tun.Headroom)
+	if err := ch.WritePackets(pkts, tun.Headroom); err != nil {
+		return err
+	}
+	bytes := 0
+	for _, p := range pkts {
+		bytes += len(p) - tun.Headroom
+	}
+	sess.traffic.AddOut(len(pkts), bytes)
+	return nil
 }
 
 // maxGather bounds how many queued batches one write may carry.

@@ -5,6 +5,7 @@
 //	vpnd passwd [--file FILE] [--delete] USER
 //	vpnd pin    --cert FILE
 //	vpnd check  --config FILE
+//	vpnd ctl    [--socket PATH] [--json] COMMAND
 
 // OpenConnect's DTLS key is a TLS exporter; Go refuses it over TLS 1.2
 // without extended master secret, which GnuTLS's %COMPAT disables (see
@@ -27,8 +28,10 @@ import (
 
 	"kvpn/auth"
 	"kvpn/certs"
+	"kvpn/ctl"
 	"kvpn/internal/cli"
 	"kvpn/internal/logging"
+	"kvpn/metrics"
 	"kvpn/server"
 )
 
@@ -37,6 +40,9 @@ const usage = `usage:
   vpnd passwd [--file FILE] [--delete] USER        set (or delete) a user's password
   vpnd pin    --cert FILE                          print a certificate's pin-sha256
   vpnd check  --config FILE                        validate a configuration file
+  vpnd ctl    [--socket PATH] [--json] COMMAND     talk to a running vpnd (like occtl):
+              show users | show user NAME | show stats |
+              disconnect user NAME | disconnect id ID | reload
 `
 
 // exitUsage is the exit code for bad flags or arguments.
@@ -62,6 +68,8 @@ func run(args []string, stderr io.Writer) int {
 		err = pin(args, stderr)
 	case "check":
 		err = check(args, stderr)
+	case "ctl":
+		err = ctlCommand(args, os.Stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stderr, usage)
 		return 0
@@ -120,12 +128,21 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log, err := logging.New(stderr, cfg.LogLevel)
+	log, err := logging.NewFormat(stderr, cfg.LogLevel, cfg.LogFormat)
 	if err != nil {
 		return err
 	}
 	if _, err := os.Stat(cfg.PasswdFile); errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("password file %s does not exist; add a user with: vpnd passwd --file %s USER", cfg.PasswdFile, cfg.PasswdFile)
+	}
+	// The control socket comes first: if another vpnd answers on it, this
+	// one must not touch the TUN device or the ports.
+	var ctlLn *ctl.Listener
+	if cfg.CtlSocket != "" {
+		if ctlLn, err = ctl.Listen(cfg.CtlSocket); err != nil {
+			return fmt.Errorf("%w (set ctl-socket to another path, or \"\" to disable it)", err)
+		}
+		defer ctlLn.Close()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -133,20 +150,31 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	srv.SetConfigSource(func() (*server.Config, error) { return loadConfig(*config, *stateDir) })
 	log.Info("certificate pin", "pin", srv.Pin)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
 	}
+	if cfg.MetricsListen != "" {
+		ms, err := metrics.Listen(cfg.MetricsListen, srv.Snapshot, log)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("metrics-listen %s: %w", cfg.MetricsListen, err)
+		}
+		defer ms.Close()
+		log.Info("metrics listening", "metrics-listen", ms.Addr().String())
+	}
+	if ctlLn != nil {
+		go ctlLn.Serve(srv, log)
+		log.Info("control socket listening", "ctl-socket", ctlLn.Path())
+	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
 		for range hup {
-			if err := srv.ReloadPasswd(); err != nil {
-				log.Error("reload failed; keeping the old password file", "err", err)
-			} else {
-				log.Info("password file reloaded", "file", cfg.PasswdFile)
-			}
+			log.Info("SIGHUP: reloading the configuration")
+			srv.ReloadFromSource() // logs what it did, or why it kept the old one
 		}
 	}()
 	err = srv.Serve(ctx, ln)

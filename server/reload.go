@@ -1,0 +1,203 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"reflect"
+	"slices"
+	"strings"
+
+	"kvpn/auth"
+)
+
+// Reload (SIGHUP, `vpnd ctl reload`) changes what new connections get
+// without dropping a session. Each part it changes is an immutable value
+// built from a validated Config and swapped in with one atomic store:
+//
+//   - Settings (here): the password file, the DNS servers and the search
+//     domain pushed to clients;
+//   - the users table and routes (policy.go, applied by applyPolicy).
+//
+// A connection reads each once while it is set up, so it never sees half a
+// reload, and a reload that fails before the swap leaves everything as it
+// was. Sessions keep what they were given until they reconnect, as with
+// ocserv.
+//
+// To make another key reloadable: add its parsed form to Settings (or to
+// the policy), fill it in BuildSettings, read it through currentSettings()
+// where connections are set up, and list the key in reloadableKeys.
+
+// Settings are the login and push settings a reload may change.
+type Settings struct {
+	Passwd        *auth.PasswdFile
+	DNS           []netip.Addr
+	DefaultDomain string
+}
+
+// BuildSettings makes the settings of a validated configuration; it reads
+// the password file.
+func BuildSettings(cfg *Config) (*Settings, error) {
+	p, err := auth.LoadPasswd(cfg.PasswdFile)
+	if err != nil {
+		return nil, fmt.Errorf("password file: %w", err)
+	}
+	return &Settings{
+		Passwd:        p,
+		DNS:           slices.Clone(cfg.dns),
+		DefaultDomain: cfg.DefaultDomain,
+	}, nil
+}
+
+// reloadableKeys are the configuration keys a reload applies. Any other
+// key that changes needs a restart, and Reload says so.
+var reloadableKeys = map[string]bool{
+	"passwd-file":             true,
+	"route":                   true,
+	"no-route":                true,
+	"dns":                     true,
+	"default-domain":          true,
+	"users":                   true,
+	"restrict-user-to-routes": true,
+}
+
+// currentSettings are the settings new connections use.
+func (s *Server) currentSettings() *Settings { return s.settings.Load() }
+
+// ReloadResult says what a reload did.
+type ReloadResult struct {
+	Applied []string // reloadable keys whose value changed (the password file is always re-read)
+	Restart []string // keys that changed but need a restart; their old values stay in force
+	// Partial lists what could not be applied after the new configuration
+	// was swapped in (a kernel route refused, a connected session that
+	// keeps an address until it logs in again); see ApplyPolicy.
+	Partial []error
+}
+
+// Reload applies cfg's reloadable settings for new connections. cfg is
+// validated and the password file read first; on any error there nothing
+// changes. Keys that need a restart are reported, not applied; a new
+// ipv4-network is refused (sessions hold addresses of the running pool).
+func (s *Server) Reload(cfg *Config) (ReloadResult, error) {
+	var res ReloadResult
+	if err := cfg.Validate(); err != nil {
+		return res, err
+	}
+	if cfg.pool != s.cfg.pool {
+		return res, errPoolChange
+	}
+	set, err := BuildSettings(cfg)
+	if err != nil {
+		return res, err
+	}
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	old := s.active
+	res.Applied, res.Restart = diffKeys(old, cfg)
+	s.polMu.Lock()
+	perr := s.applyPolicy(cfg.pol)
+	s.polMu.Unlock()
+	if perr != nil {
+		res.Partial = unjoin(perr)
+	}
+	s.settings.Store(set)
+	// Remember the new values of the applied keys only, so the next diff
+	// still reports a restart-only key that differs from what runs.
+	next := *old
+	nv, ov := reflect.ValueOf(cfg).Elem(), reflect.ValueOf(&next).Elem()
+	for i := range nv.NumField() {
+		if k := fieldKey(nv.Type().Field(i)); k != "" && reloadableKeys[k] {
+			ov.Field(i).Set(nv.Field(i))
+		}
+	}
+	s.active = &next
+	return res, nil
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// ReloadFromSource reloads from the configuration source vpnd was started
+// with (SetConfigSource) and logs the outcome.
+func (s *Server) ReloadFromSource() (ReloadResult, error) {
+	if s.source == nil {
+		return ReloadResult{}, errors.New("no configuration source to reload from")
+	}
+	cfg, err := s.source()
+	if err == nil {
+		var res ReloadResult
+		res, err = s.Reload(cfg)
+		if err == nil {
+			s.log.Info("configuration reloaded; new connections use it", "changed", res.Applied)
+			for _, k := range res.Restart {
+				s.log.Warn("configuration key changed but needs a restart; keeping the running value", "key", k)
+			}
+			for _, e := range res.Partial {
+				s.log.Warn("reload: not applied", "err", e)
+			}
+			return res, nil
+		}
+	}
+	s.log.Error("reload failed; keeping the running configuration", "err", err)
+	return ReloadResult{}, err
+}
+
+// SetConfigSource tells the server how to re-read its configuration.
+func (s *Server) SetConfigSource(f func() (*Config, error)) { s.source = f }
+
+// diffKeys lists the keys whose values differ between a and b, split into
+// reloadable ones and ones that need a restart. It walks the struct's toml
+// tags, so a key added to Config is covered without listing it here.
+func diffKeys(a, b *Config) (applied, restart []string) {
+	av, bv := reflect.ValueOf(a).Elem(), reflect.ValueOf(b).Elem()
+	for i := range av.NumField() {
+		k := fieldKey(av.Type().Field(i))
+		if k == "" || reflect.DeepEqual(av.Field(i).Interface(), bv.Field(i).Interface()) {
+			continue
+		}
+		if reloadableKeys[k] {
+			applied = append(applied, k)
+		} else {
+			restart = append(restart, k)
+		}
+	}
+	return applied, restart
+}
+
+// fieldKey is the configuration key of a Config field ("" for none).
+func fieldKey(f reflect.StructField) string {
+	if !f.IsExported() {
+		return ""
+	}
+	k, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+	if k == "-" {
+		return ""
+	}
+	return k
+}
+
+// ReloadPasswd re-reads only the password file, keeping the other
+// settings (for callers that change users and nothing else).
+func (s *Server) ReloadPasswd() error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	cfg := s.active
+	if cfg == nil {
+		cfg = s.cfg
+	}
+	p, err := auth.LoadPasswd(cfg.PasswdFile)
+	if err != nil {
+		return fmt.Errorf("password file: %w", err)
+	}
+	set := Settings{DNS: cfg.dns, DefaultDomain: cfg.DefaultDomain}
+	if old := s.settings.Load(); old != nil {
+		set = *old
+	}
+	set.Passwd = p
+	s.settings.Store(&set)
+	return nil
+}
