@@ -21,12 +21,15 @@ const (
 
 // vpnServer is a running vpnd in its own namespace.
 type vpnServer struct {
-	ns   *netns
-	dir  string
-	ip   string
-	pin  string
-	proc *proc
-	args []string // vpnd's command line, for restart
+	ns     *netns
+	dir    string
+	ip     string
+	pin    string
+	proc   *proc
+	args   []string // vpnd's command line, for restart
+	ctl    string   // control socket path
+	config string   // configuration file path
+	passwd string   // password file path
 }
 
 // startServer writes a config (with extra TOML lines appended), a password
@@ -60,17 +63,22 @@ func startServerIn(t *testing.T, ns *netns, ip, dir, cfgName, extra string, user
 			t.Fatalf("vpnd passwd %s: %v\n%s", u, err, out)
 		}
 	}
+	// One control socket per node: nodes sharing the directory must not
+	// find each other's.
+	ctlPath := filepath.Join(s.dir, strings.TrimSuffix(cfgName, ".toml")+".sock")
 	cfg := fmt.Sprintf(`listen = "0.0.0.0:443"
 passwd-file = %q
 server-cert = %q
 server-key = %q
 device = "kvpns0"
+ctl-socket = %q
 dpd = 2
 keepalive = 1
 cookie-timeout = 30
 %s
-`, passwd, filepath.Join(s.dir, "cert.pem"), filepath.Join(s.dir, "key.pem"), extra)
+`, passwd, filepath.Join(s.dir, "cert.pem"), filepath.Join(s.dir, "key.pem"), ctlPath, extra)
 	cfgPath := filepath.Join(s.dir, cfgName)
+	s.ctl, s.config, s.passwd = ctlPath, cfgPath, passwd
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +121,13 @@ func startClient(t *testing.T, ns *netns, s *vpnServer, password string, wantUp 
 // startClientEnv is startClient with extra environment variables for vpnc.
 func startClientEnv(t *testing.T, ns *netns, s *vpnServer, password string, wantUp bool, env []string, extra ...string) *vpnClient {
 	t.Helper()
-	args := append(append([]string{"env"}, env...), bins.vpnc, "connect", "-u", testUser, "--passwd-on-stdin", "--servercert", s.pin,
+	return startClientAs(t, ns, s, testUser, password, wantUp, env, extra...)
+}
+
+// startClientAs is startClientEnv for another user than testUser.
+func startClientAs(t *testing.T, ns *netns, s *vpnServer, user, password string, wantUp bool, env []string, extra ...string) *vpnClient {
+	t.Helper()
+	args := append(append([]string{"env"}, env...), bins.vpnc, "connect", "-u", user, "--passwd-on-stdin", "--servercert", s.pin,
 		"--state-dir", t.TempDir())
 	args = append(args, extra...)
 	args = append(args, "https://"+s.ip+":443")

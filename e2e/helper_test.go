@@ -31,6 +31,8 @@ func runHelper(mode string, args []string) int {
 	switch mode {
 	case "bad":
 		return runBadClient(args)
+	case "httpget":
+		return runHTTPGet(args)
 	case "ctflush":
 		// Forget every connection-tracking entry of this namespace, so the
 		// next datagram of a flow gets a fresh NAT mapping.
