@@ -55,6 +55,7 @@ flags (named as openconnect's):
                              /etc/resolv.conf points at its 127.0.0.53 stub and resolvectl
                              exists, else resolvconf), resolvconf, resolved, none
       --log-level L          debug, info, warn, error (default info)
+      --log-format F         text (default) or json
 
 exit codes: 0 clean exit, 2 usage, 3 authentication failed (or session
             cookie refused on reconnect), 4 server unreachable or certificate mismatch, 5 tunnel lost,
@@ -98,7 +99,7 @@ func parseConnect(args []string, stderr io.Writer) (*client.Options, error) {
 	fs.SetOutput(io.Discard)
 	var user, servercert, cafile, iface, backend, stateDir, level, dnsBackend string
 	var stdinPass, noDTLS bool
-	var ktlsMode string
+	var ktlsMode, logFormat string
 	var reconnect, forceDPD, baseMTU, dtlsPeriod int
 	for _, n := range []string{"u", "user"} {
 		fs.StringVar(&user, n, "", "")
@@ -119,6 +120,7 @@ func parseConnect(args []string, stderr io.Writer) (*client.Options, error) {
 	fs.StringVar(&stateDir, "state-dir", "/run/kvpn", "")
 	fs.StringVar(&level, "log-level", "info", "")
 	fs.StringVar(&dnsBackend, "dns-backend", string(netcfg.DNSAuto), "")
+	fs.StringVar(&logFormat, "log-format", "text", "")
 	pos, err := cli.Parse(fs, args)
 	if err != nil {
 		return nil, fmt.Errorf("%v (see vpnc --help)", err)
@@ -142,7 +144,7 @@ func parseConnect(args []string, stderr io.Writer) (*client.Options, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--dns-backend: %v", err)
 	}
-	log, err := logging.New(stderr, level)
+	log, err := logging.NewFormat(stderr, level, logFormat)
 	if err != nil {
 		return nil, err
 	}

@@ -162,7 +162,7 @@ func printStats(w io.Writer, st *ctl.Stats) {
 	row("login throttled", st.LoginThrottled)
 	row("bytes in/out", fmt.Sprintf("%d / %d", st.BytesIn, st.BytesOut))
 	row("packets in/out", fmt.Sprintf("%d / %d", st.PacketsIn, st.PacketsOut))
-	fmt.Fprintln(tw, "drops:\t")
+	fmt.Fprintln(tw, "drops:")
 	for _, r := range sortedKeys(st.Drops) {
 		row("  "+r, st.Drops[r])
 	}
