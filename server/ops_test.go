@@ -219,4 +219,21 @@ mtu = 1400`)
 	if err != nil || len(res.Applied) != 0 || len(res.Restart) != 3 {
 		t.Errorf("second reload: %+v, %v", res, err)
 	}
+
+	// Site-to-site tables reload through the same path (the policy swap).
+	writeFile(t, cfgPath, `passwd-file = "`+pw+`"
+route = ["192.168.20.0/24"]
+dns = ["192.168.20.53"]
+default-domain = "corp.example"
+listen = "0.0.0.0:8443"
+mtu = 1400
+[users.bob]
+iroute = ["192.168.30.0/24"]`)
+	res, err = s.ReloadFromSource()
+	if err != nil || !slices.Equal(res.Applied, []string{"users"}) {
+		t.Fatalf("reload with a users table: %+v, %v", res, err)
+	}
+	if _, ok := s.kroutes[netip.MustParsePrefix("192.168.30.0/24")]; !ok {
+		t.Errorf("iroute not routed after reload: %v", s.kroutes)
+	}
 }
