@@ -184,13 +184,14 @@ func firstNonEmpty(s ...string) string {
 var errCookieRefused = errors.New("server refused the session cookie")
 
 // connect sends CONNECT on c and returns the tunnel parameters.
-func (o *Options) connect(c *conn, cookie string, prev netip.Addr) (*cstp.TunnelParams, error) {
+func (o *Options) connect(c *conn, cookie string, prev netip.Addr, prev6 netip.Prefix) (*cstp.TunnelParams, error) {
 	req := &cstp.ConnectRequest{
-		Cookie:      cookie,
-		Hostname:    hostname(),
-		BaseMTU:     o.BaseMTU,
-		MTU:         o.BaseMTU - 110,
-		PrevAddress: prev,
+		Cookie:         cookie,
+		Hostname:       hostname(),
+		BaseMTU:        o.BaseMTU,
+		MTU:            o.BaseMTU - 110,
+		PrevAddress:    prev,
+		PrevAddressIP6: prev6,
 	}
 	if cstp.HasExtension(o.extensions, cstp.ExtCoalesce) {
 		req.Extra = http.Header{}
@@ -275,7 +276,7 @@ func Run(ctx context.Context, o *Options) error {
 		c.close()
 		return err
 	}
-	params, err := o.connect(c, cookie, netip.Addr{})
+	params, err := o.connect(c, cookie, netip.Addr{}, netip.Prefix{})
 	if err != nil {
 		c.close()
 		if errors.Is(err, errCookieRefused) {
@@ -305,8 +306,8 @@ func Run(ctx context.Context, o *Options) error {
 	<-t.startDTLS(dctx, t.dtlsOffer(c, params))
 	transport := t.sender().Name()
 	log.Info("record layer", "engines", c.rc.(*ktlsbridge.Conn).Describe())
-	log.Info(fmt.Sprintf("tunnel up: address %s/%d, MTU %d, routes %s, DNS %s, transport %s",
-		params.Address, maskBits(params.Netmask), params.MTU, t.routeDesc(), addrList(params.DNS), transport))
+	log.Info(fmt.Sprintf("tunnel up: address %s/%d%s, MTU %d, routes %s, DNS %s, transport %s",
+		params.Address, maskBits(params.Netmask), t.ipv6Desc(), params.MTU, t.routeDesc(), addrList(params.DNS), transport))
 	if o.OnUp != nil {
 		o.OnUp(params, transport)
 	}
@@ -347,6 +348,7 @@ type tunnel struct {
 	dev        tun.Device
 	changes    *netcfg.Changes
 	routes     []netip.Prefix
+	routes6    []netip.Prefix // the IPv6 part of routes (ipv6.go)
 	// server is the address the TLS connection reached, pinned outside
 	// the tunnel.
 	server netip.Addr
@@ -381,6 +383,9 @@ func (t *tunnel) up() error {
 	if err := t.changes.SetLink(name, netip.PrefixFrom(p.Address, maskBits(p.Netmask)), p.MTU); err != nil {
 		return withCode(ExitTunnelLost, err)
 	}
+	if err := t.upIPv6(name); err != nil {
+		return withCode(ExitTunnelLost, err)
+	}
 	if err := t.applyRoutes(name); err != nil {
 		return err
 	}
@@ -409,13 +414,14 @@ func (t *tunnel) down() {
 
 func (t *tunnel) routeDesc() string {
 	desc := "0.0.0.0/0 (full tunnel)"
-	if len(t.params.SplitInclude) > 0 {
-		parts := make([]string, len(t.routes))
-		for i, r := range t.routes {
+	if v4 := ipv4Routes(t.params.SplitInclude); &v4[0] != &fullTunnel[0] {
+		parts := make([]string, len(v4))
+		for i, r := range v4 {
 			parts[i] = r.String()
 		}
 		desc = strings.Join(parts, ",")
 	}
+	desc += t.routes6Desc()
 	if x := t.params.SplitExclude; len(x) > 0 {
 		parts := make([]string, len(x))
 		for i, r := range x {

@@ -169,7 +169,7 @@ func (t *tunnel) reconnectOnce(ctx context.Context) (*session.CSTPChannel, *conn
 	if err != nil {
 		return nil, nil, err
 	}
-	p, err := t.o.connect(c, t.cookieNow(), t.params.Address)
+	p, err := t.o.connect(c, t.cookieNow(), t.params.Address, t.params.AddressIP6)
 	if err != nil {
 		c.close()
 		return nil, nil, err
@@ -177,6 +177,10 @@ func (t *tunnel) reconnectOnce(ctx context.Context) (*session.CSTPChannel, *conn
 	if err := t.readdress(p); err != nil {
 		c.close()
 		return nil, nil, withCode(ExitTunnelLost, fmt.Errorf("moving to the address assigned on reconnect: %w", err))
+	}
+	if err := t.readdress6(p); err != nil {
+		c.close()
+		return nil, nil, withCode(ExitTunnelLost, fmt.Errorf("moving to the IPv6 address assigned on reconnect: %w", err))
 	}
 	t.connected(c, p)
 	t.adopt(p)

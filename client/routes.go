@@ -102,10 +102,8 @@ func (t *tunnel) tunnelFamily(r netip.Prefix) bool {
 // die.
 func (t *tunnel) applyRoutes(link string) error {
 	p := t.params
-	t.routes = p.SplitInclude
-	if len(t.routes) == 0 {
-		t.routes = fullTunnel
-	}
+	// Per family: its split includes, or its full tunnel (ipv6.go).
+	t.routes = append(ipv4Routes(p.SplitInclude), t.routes6...)
 	t.changes.SetJournal(t.o.routeJournal())
 	var routes []netip.Prefix
 	for _, r := range t.routes {

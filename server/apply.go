@@ -35,6 +35,9 @@ func (s *Server) ApplyPolicy(cfg *Config) error {
 	if cfg.pool != s.cfg.pool {
 		return errPoolChange
 	}
+	if cfg.pool6 != s.cfg.pool6 {
+		return errPool6Change
+	}
 	s.polMu.Lock()
 	defer s.polMu.Unlock()
 	return s.applyPolicy(cfg.pol)

@@ -30,6 +30,7 @@ type Config struct {
 	ServerKey     string   `toml:"server-key"`
 	PasswdFile    string   `toml:"passwd-file"`
 	IPv4Network   string   `toml:"ipv4-network"` // address pool, CIDR
+	IPv6Network   string   `toml:"ipv6-network"` // optional IPv6 pool, CIDR (docs/ipv6.md)
 	Route         []string `toml:"route"`        // split-include; empty or "default" = full tunnel
 	NoRoute       []string `toml:"no-route"`     // split-exclude (routes.go)
 	DNS           []string `toml:"dns"`
@@ -59,6 +60,7 @@ type Config struct {
 
 	// Parsed forms, filled by Validate.
 	pool   netip.Prefix
+	pool6  netip.Prefix // invalid when ipv6-network is unset
 	routes []netip.Prefix
 	dns    []netip.Addr
 	tunBE  tun.Backend
@@ -186,6 +188,7 @@ func (c *Config) Validate() error {
 	plan := validateRoutes(c.Route, c.NoRoute, c.pool,
 		[]listenAddr{{"listen", c.Listen}, {"udp-listen", c.UDPListen}}, bad)
 	c.routes, c.noRoutes = plan.include, plan.exclude
+	c.validateIPv6(bad)
 	c.dns = c.dns[:0]
 	for _, d := range c.DNS {
 		a, err := netip.ParseAddr(d)

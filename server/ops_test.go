@@ -68,7 +68,7 @@ func writeFile(t *testing.T, path, body string) {
 func opsLogin(t *testing.T, s *Server, user string) *Session {
 	t.Helper()
 	sess := s.newSession(user, netip.MustParseAddr("192.0.2.7"))
-	if _, err := sess.attach(nil, netip.Addr{}); err != nil {
+	if _, err := sess.attach(nil, netip.Addr{}, netip.Prefix{}); err != nil {
 		t.Fatal(err)
 	}
 	return sess

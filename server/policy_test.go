@@ -244,7 +244,7 @@ func (ts *testServer) routes() []string {
 func (ts *testServer) connect(t *testing.T, user string) *Session {
 	t.Helper()
 	sess := ts.newSession(user, netip.MustParseAddr("192.0.2.99"))
-	if _, err := sess.attach(nil, netip.Addr{}); err != nil {
+	if _, err := sess.attach(nil, netip.Addr{}, netip.Prefix{}); err != nil {
 		t.Fatalf("attach %s: %v", user, err)
 	}
 	return sess
@@ -278,7 +278,7 @@ func TestSessionsSiteToSite(t *testing.T) {
 	}
 	// Another user never gets gwa's fixed address, even when asking for it.
 	rw := ts.newSession("road warrior", netip.Addr{})
-	if a, err := rw.attach(nil, netip.MustParseAddr("10.77.0.10")); err != nil || a == netip.MustParseAddr("10.77.0.10") {
+	if a, err := rw.attach(nil, netip.MustParseAddr("10.77.0.10"), netip.Prefix{}); err != nil || a == netip.MustParseAddr("10.77.0.10") {
 		t.Fatalf("road warrior got %s, %v", a, err)
 	}
 	gwa := ts.connect(t, "gwa")

@@ -7,8 +7,9 @@ import (
 	"sync"
 )
 
-// pool hands out IPv4 tunnel addresses. The first host address of the
-// network belongs to the server's TUN interface; the rest go to clients.
+// pool hands out tunnel addresses of one family (vpnd has an IPv4 pool and
+// optionally an IPv6 one). The first host address of the network belongs
+// to the server's TUN interface; the rest go to clients.
 // Allocation walks round-robin from the last address handed out, so a freed
 // address is not reused at once (a stale peer's packets would land on the
 // wrong client).
@@ -30,9 +31,10 @@ func newPool(network netip.Prefix) *pool {
 	return &pool{network: network, gateway: gw, used: map[netip.Addr]bool{}, next: gw.Next()}
 }
 
-// broadcast reports whether a is the last address of the network.
+// broadcast reports whether a is the IPv4 broadcast address (the last of
+// the network). IPv6 has no broadcast address.
 func (p *pool) broadcast(a netip.Addr) bool {
-	return !p.network.Contains(a.Next())
+	return a.Is4() && !p.network.Contains(a.Next())
 }
 
 // usable reports whether a may be given to a client.
@@ -50,7 +52,7 @@ func (p *pool) Get(want netip.Addr) (netip.Addr, error) {
 		return want, nil
 	}
 	a := p.next
-	for range 1 << (32 - p.network.Bits()) {
+	for range p.span() {
 		if !p.network.Contains(a) {
 			a = p.network.Addr() // wrap around
 		}
@@ -89,6 +91,13 @@ func (p *pool) Reserve(fixed map[netip.Addr]string) {
 	p.mu.Lock()
 	p.reserved = r
 	p.mu.Unlock()
+}
+
+// span is how many addresses a full walk of the network visits: all of
+// them, capped at 2^32 for IPv6 networks (a walk never gets that far: it
+// stops at the first free address, and a session table holds far fewer).
+func (p *pool) span() uint64 {
+	return uint64(1) << min(p.network.Addr().BitLen()-p.network.Bits(), 32)
 }
 
 // Put frees a.

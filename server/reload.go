@@ -86,6 +86,9 @@ func (s *Server) Reload(cfg *Config) (ReloadResult, error) {
 	if cfg.pool != s.cfg.pool {
 		return res, errPoolChange
 	}
+	if cfg.pool6 != s.cfg.pool6 {
+		return res, errPool6Change
+	}
 	set, err := BuildSettings(cfg)
 	if err != nil {
 		return res, err

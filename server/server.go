@@ -83,6 +83,7 @@ type Server struct {
 	node     string           // this node's name in cookies
 	resumeMu sync.Mutex       // serialises resuming sessions from cookies
 	pool     *pool
+	pool6    *pool // nil without ipv6-network
 	dev      tun.Device
 	net      *netcfg.Changes
 
@@ -171,6 +172,15 @@ func New(cfg *Config, log *slog.Logger) (*Server, error) {
 		dev.Close()
 		return nil, fmt.Errorf("configuring %s: %w", dev.Name(), err)
 	}
+	if cfg.pool6.IsValid() {
+		s.pool6 = newPool(cfg.pool6)
+		gw6 := netip.PrefixFrom(s.pool6.gateway, cfg.pool6.Bits())
+		if err := s.net.SetLink(dev.Name(), gw6, cfg.MTU); err != nil {
+			dev.Close()
+			s.net.Restore()
+			return nil, fmt.Errorf("configuring %s: %w", dev.Name(), err)
+		}
+	}
 	s.polMu.Lock()
 	err = s.applyPolicy(cfg.pol)
 	s.polMu.Unlock()
@@ -223,7 +233,7 @@ func (s *Server) Device() string { return s.dev.Name() }
 // session and releases the TUN device.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.log.Info("vpnd listening", "listen", ln.Addr().String(), "device", s.dev.Name(),
-		"pool", s.cfg.pool.String(), "mtu", s.cfg.MTU, "tun-backend", string(s.cfg.tunBE), "pin", s.Pin)
+		"pool", s.cfg.pool.String(), "pool6", s.cfg.pool6.String(), "mtu", s.cfg.MTU, "tun-backend", string(s.cfg.tunBE), "pin", s.Pin)
 	go s.routeFromTUN()
 	go s.sweep(ctx)
 	if s.dtls != nil {
@@ -462,7 +472,7 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 		conn.Close()
 		return
 	}
-	addr, err := sess.attach(ch, prev)
+	addr, err := sess.attach(ch, prev, creq.PrevAddressIP6)
 	if err != nil {
 		log.Warn("CONNECT refused", "err", err)
 		writeResponse(conn, http.StatusServiceUnavailable, "", nil, nil)
@@ -470,11 +480,18 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 		return
 	}
 	set := s.currentSettings()
+	mtu := tunnelMTU(s.cfg.MTU, linkBase(creq.BaseMTU, remoteAddr(conn)))
+	addr6 := sess.ipv6()
+	if addr6.IsValid() && mtu < minIPv6MTU {
+		// As ocserv: a link this small cannot carry IPv6.
+		log.Info("no IPv6 for this connection: tunnel MTU below IPv6's minimum", "mtu", mtu)
+		addr6 = netip.Addr{}
+	}
 	params := &cstp.TunnelParams{
 		Address:       addr,
-		MTU:           tunnelMTU(s.cfg.MTU, creq.BaseMTU),
+		MTU:           mtu,
 		Netmask:       s.pool.netmask(),
-		SplitInclude:  sess.pol.Load().routes,
+		SplitInclude:  s.splitInclude(sess.pol.Load().routes, addr6),
 		SplitExclude:  sess.pol.Load().excludes,
 		DNS:           set.DNS,
 		DefaultDomain: set.DefaultDomain,
@@ -482,6 +499,9 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 		DPD:           s.cfg.DPD,
 		Keepalive:     s.cfg.Keepalive,
 		RekeyMethod:   "none",
+	}
+	if addr6.IsValid() {
+		params.AddressIP6 = netip.PrefixFrom(addr6, 128)
 	}
 	if s.dtls != nil && offersPSKNegotiate(creq.DTLSCipherSuite) {
 		kvpn := cstp.IsKvpnAgent(req.UserAgent())
@@ -528,7 +548,11 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 	if kc, ok := conn.(*ktlsbridge.Conn); ok {
 		log.Info("record layer", "engines", kc.Describe())
 	}
-	log.Info("tunnel up", "address", addr.String(), "transport", ch.Name())
+	up := []any{"address", addr.String(), "transport", ch.Name()}
+	if addr6.IsValid() {
+		up = append(up, "address6", addr6.String())
+	}
+	log.Info("tunnel up", up...)
 	err = sess.run(ctx, ch, log)
 	sess.detach(ch, err)
 }

@@ -33,6 +33,7 @@ type Session struct {
 
 	mu    sync.Mutex
 	addr  netip.Addr
+	addr6 netip.Addr           // from the IPv6 pool; invalid without one (ipv6.go)
 	ch    *session.CSTPChannel // nil while detached
 	ended bool
 
@@ -85,7 +86,7 @@ func (s *Server) newSession(user string, from netip.Addr) *Session {
 // attach makes ch the session's channel, replacing (and closing) an older
 // one, and returns the session's tunnel address, allocating it on first use:
 // the user's fixed address if it has one, else one from the pool.
-func (sess *Session) attach(ch *session.CSTPChannel, prev netip.Addr) (netip.Addr, error) {
+func (sess *Session) attach(ch *session.CSTPChannel, prev netip.Addr, prev6 netip.Prefix) (netip.Addr, error) {
 	s := sess.srv
 	if u := s.policy.Load().user(sess.user); u.exclusive() {
 		// A fixed address and the networks behind a site cannot be in two
@@ -122,6 +123,10 @@ func (sess *Session) attach(ch *session.CSTPChannel, prev netip.Addr) (netip.Add
 		s.byAddr[a] = sess
 		s.bindLocked(sess, u)
 		s.mu.Unlock()
+		// Only with the first address: a reconnecting client must get the
+		// same addresses back (openconnect aborts otherwise), and check
+		// reads addr6 without the lock.
+		sess.attach6(prev6)
 	}
 	sess.ch = ch
 	return sess.addr, nil
@@ -191,7 +196,7 @@ func (sess *Session) end(reason string) {
 	sess.ended = true
 	ch := sess.ch
 	sess.ch = nil
-	addr := sess.addr
+	addr, addr6 := sess.addr, sess.addr6
 	sess.mu.Unlock()
 	if ch != nil {
 		ch.Close()
@@ -208,6 +213,9 @@ func (sess *Session) end(reason string) {
 	if addr.IsValid() && s.byAddr[addr] == sess {
 		delete(s.byAddr, addr)
 	}
+	if addr6.IsValid() && s.byAddr[addr6] == sess {
+		delete(s.byAddr, addr6)
+	}
 	s.iroutes.removeSession(sess)
 	delete(s.sessions, sess)
 	s.retired.add(sess.totals()) // server totals stay monotonic
@@ -215,8 +223,11 @@ func (sess *Session) end(reason string) {
 	if addr.IsValid() {
 		s.pool.Put(addr)
 	}
+	if addr6.IsValid() {
+		s.pool6.Put(addr6)
+	}
 	s.log.Info("session ended", "user", sess.user, "session", sess.id, "reason", reason,
-		"address", addr.String(), "spoofed-drops", sess.spoofed.Load())
+		"address", addr.String(), "address6", addrString(addr6), "spoofed-drops", sess.spoofed.Load())
 }
 
 // terminate kicks the client (TERMINATE) and ends the session.
@@ -356,7 +367,7 @@ func (sess *Session) check(pkt []byte) (bool, error) {
 		return false, &session.ProtocolError{Err: fmt.Errorf("client sent a packet that is %w", err)}
 	}
 	u := sess.pol.Load()
-	if src == sess.addr || (u != nil && u.ownsSource(src)) {
+	if src == sess.addr || src == sess.addr6 || (u != nil && u.ownsSource(src)) {
 		if u == nil || u.allows(dst) {
 			return true, nil
 		}
@@ -368,10 +379,11 @@ func (sess *Session) check(pkt []byte) (bool, error) {
 		}
 		return false, nil
 	}
-	if src.Is6() {
-		// No IPv6 address is assigned yet; the client's kernel still sends
-		// router solicitations and MLD reports from its link-local address
-		// (openconnect's tun does). Not an attack: count quietly.
+	if src.Is6() && sess.quietIPv6Drop(src) {
+		// No IPv6 address is assigned, or the source is link-local: the
+		// client's kernel sends router solicitations and MLD reports from
+		// its link-local address (openconnect's tun does). Not an attack:
+		// count quietly.
 		sess.srv.Counters.DropNoIPv6.Add(1)
 		return false, nil
 	}

@@ -20,7 +20,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -152,7 +151,7 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	srv.SetConfigSource(func() (*server.Config, error) { return loadConfig(*config, *stateDir) })
 	log.Info("certificate pin", "pin", srv.Pin)
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := server.Listen(cfg.Listen)
 	if err != nil {
 		return err
 	}
