@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -66,7 +67,11 @@ func startServerIn(t *testing.T, ns *netns, ip, dir, cfgName, extra string, user
 	// One control socket per node: nodes sharing the directory must not
 	// find each other's.
 	ctlPath := filepath.Join(s.dir, strings.TrimSuffix(cfgName, ".toml")+".sock")
-	cfg := fmt.Sprintf(`listen = "0.0.0.0:443"
+	listen := `listen = "0.0.0.0:443"`
+	if listenKey.MatchString(extra) {
+		listen = "" // extra sets its own (an IPv6 one, say)
+	}
+	cfg := fmt.Sprintf(`%s
 passwd-file = %q
 server-cert = %q
 server-key = %q
@@ -76,7 +81,7 @@ dpd = 2
 keepalive = 1
 cookie-timeout = 30
 %s
-`, passwd, filepath.Join(s.dir, "cert.pem"), filepath.Join(s.dir, "key.pem"), ctlPath, extra)
+`, listen, passwd, filepath.Join(s.dir, "cert.pem"), filepath.Join(s.dir, "key.pem"), ctlPath, extra)
 	cfgPath := filepath.Join(s.dir, cfgName)
 	s.ctl, s.config, s.passwd = ctlPath, cfgPath, passwd
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
@@ -102,14 +107,21 @@ func (s *vpnServer) restart(t *testing.T) {
 	s.proc.waitLog(t, "vpnd listening", 15*time.Second)
 }
 
+// listenKey finds a listen setting in startServer's extra lines.
+var listenKey = regexp.MustCompile(`(?m)^\s*listen\s*=`)
+
 // vpnClient is a running vpnc.
 type vpnClient struct {
-	ns   *netns
-	proc *proc
-	addr string // tunnel address, known once up
+	ns    *netns
+	proc  *proc
+	addr  string // tunnel address, known once up
+	addr6 string // IPv6 tunnel address, if the server assigned one
 }
 
-var upLine = regexp.MustCompile(`tunnel up: address ([0-9.]+)/`)
+var (
+	upLine  = regexp.MustCompile(`tunnel up: address ([0-9.]+)/`)
+	upLine6 = regexp.MustCompile(`tunnel up: address [0-9.]+/\d+, IPv6 ([0-9a-f:]+)/`)
+)
 
 // startClient runs vpnc in ns against s and, unless wantUp is false, waits
 // for the tunnel to come up.
@@ -130,7 +142,7 @@ func startClientAs(t *testing.T, ns *netns, s *vpnServer, user, password string,
 	args := append(append([]string{"env"}, env...), bins.vpnc, "connect", "-u", user, "--passwd-on-stdin", "--servercert", s.pin,
 		"--state-dir", t.TempDir())
 	args = append(args, extra...)
-	args = append(args, "https://"+s.ip+":443")
+	args = append(args, "https://"+net.JoinHostPort(s.ip, "443"))
 	c := &vpnClient{ns: ns}
 	c.proc = ns.start(t, "vpnc", password+"\n", args...)
 	if wantUp {
@@ -140,6 +152,9 @@ func startClientAs(t *testing.T, ns *netns, s *vpnServer, user, password string,
 			t.Fatalf("no address in vpnc output:\n%s", c.proc.out.String())
 		}
 		c.addr = m[1]
+		if m := upLine6.FindStringSubmatch(c.proc.out.String()); m != nil {
+			c.addr6 = m[1]
+		}
 	}
 	return c
 }

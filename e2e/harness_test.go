@@ -131,7 +131,7 @@ func mustRun(t *testing.T, args ...string) {
 }
 
 // link joins two namespaces with a veth pair: a gets addrA, b gets addrB
-// (CIDR), device names are "veth0" in both.
+// (CIDR, IPv4 or IPv6).
 func link(t *testing.T, a *netns, addrA string, b *netns, addrB string) {
 	t.Helper()
 	var rnd [3]byte
@@ -144,7 +144,13 @@ func link(t *testing.T, a *netns, addrA string, b *netns, addrB string) {
 		ns        *netns
 		dev, addr string
 	}{{a, tmpA, addrA}, {b, tmpB, addrB}} {
-		x.ns.run(t, "ip", "addr", "add", x.addr, "dev", x.dev)
+		args := []string{"ip", "addr", "add", x.addr, "dev", x.dev}
+		if strings.Contains(x.addr, ":") {
+			// IPv6: skip duplicate address detection, so the address is
+			// usable at once instead of "tentative" for a second or more.
+			args = append(args, "nodad")
+		}
+		x.ns.run(t, args...)
 		x.ns.run(t, "ip", "link", "set", x.dev, "up")
 	}
 }

@@ -391,7 +391,7 @@ func (sess *Session) check(pkt []byte) (bool, error) {
 	sess.srv.Counters.DropSpoofed.Add(1)
 	if rateOK(&sess.lastSpoofLog) {
 		sess.srv.log.Warn("dropped packets with a spoofed source address", "user", sess.user,
-			"session", sess.id, "address", sess.addr.String(), "source", src.String(), "count", n)
+			"session", sess.id, "address", sess.addr.String(), "address6", addrString(sess.addr6), "source", src.String(), "count", n)
 	}
 	return false, nil
 }
