@@ -326,7 +326,7 @@ func ParseTunnelParams(h http.Header) (*TunnelParams, error) {
 	}
 	if v := hr.get("X-CSTP-Address-IP6"); v != "" {
 		pfx, err := netip.ParsePrefix(v)
-		if err != nil || !pfx.Addr().Is6() {
+		if err != nil || !pfx.Addr().Is6() || pfx.Addr().Is4In6() {
 			return nil, fmt.Errorf("cstp: bad X-CSTP-Address-IP6 %q", v)
 		}
 		p.AddressIP6 = pfx
