@@ -267,3 +267,36 @@ func TestIPv6Openconnect(t *testing.T) {
 		})
 	}
 }
+
+// TestIPv6VpncToOcserv: our vpnc against the stock ocserv with an
+// ipv6-network: vpnc takes the X-CSTP-Address-IP6 ocserv sends (and, as
+// ocserv pushes only an IPv4 route, routes all of IPv6 into the tunnel),
+// pings ocserv's IPv6 end of the tunnel and is pinged back.
+func TestIPv6VpncToOcserv(t *testing.T) {
+	requireOcserv(t)
+	const srvIP, cliIP = "192.168.88.1", "192.168.88.2"
+	srvNS, cliNS := newNS(t, "osrv6"), newNS(t, "cli6")
+	link(t, srvNS, srvIP+"/24", cliNS, cliIP+"/24")
+	oc := startOcserv(t, srvNS, srvIP, ocservOpts{dtls: true, extra: "ipv6-network = fd00:98::/64"})
+	before, before6 := routes(t, cliNS), routes6(t, cliNS)
+	c := startClient(t, cliNS, &vpnServer{ns: srvNS, ip: srvIP, pin: oc.pin}, testPassword, true)
+	if c.addr6 == "" || !strings.HasPrefix(c.addr6, "fd00:98::") {
+		t.Fatalf("vpnc took no IPv6 address from ocserv's pool:\n%s", c.proc.out.String())
+	}
+	info := srvNS.run(t, "occtl", "-s", oc.occtlSocket, "show", "user", testUser)
+	if !strings.Contains(info, "IPv6: "+c.addr6) {
+		t.Fatalf("occtl does not show IPv6 %s:\n%s", c.addr6, info)
+	}
+	m := regexp.MustCompile(`P-t-P IPv6: (\S+)`).FindStringSubmatch(info)
+	if m == nil {
+		t.Fatalf("occtl shows no P-t-P IPv6 address:\n%s", info)
+	}
+	ptp6 := m[1]
+	if dev := route6Dev(t, cliNS, ptp6); dev != "kvpnc0" {
+		t.Fatalf("ocserv's IPv6 end %s is routed to %q, not kvpnc0", ptp6, dev)
+	}
+	ping(t, cliNS, ptp6)
+	ping(t, srvNS, c.addr6)
+	ping(t, cliNS, ocservTunnelIP)
+	stopVpnc(t, c, before, before6)
+}

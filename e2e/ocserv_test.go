@@ -114,6 +114,7 @@ func writeSelfSigned(t *testing.T, dir, host string) (certPath, keyPath, pin str
 type ocservOpts struct {
 	dtls          bool   // set udp-port (DTLS) as well as tcp-port
 	tlsPriorities string // GnuTLS priority string; empty: Debian's default
+	extra         string // more config lines (ipv6-network, say)
 }
 
 // ocservServer is a running ocserv in its own namespace.
@@ -198,9 +199,10 @@ auth-timeout = 30
 deny-roaming = false
 cisco-client-compat = true
 tls-priorities = "%s"
+%s
 `, passwd, ip, udp, certPath, keyPath,
 		filepath.Join(dir, "ocserv.sock"), s.occtlSocket, filepath.Join(dir, "ocserv.pid"),
-		runAs, runAs, s.device, ocservNetwork, ocservRoute, prio)
+		runAs, runAs, s.device, ocservNetwork, ocservRoute, prio, o.extra)
 	cfgPath := filepath.Join(dir, "ocserv.conf")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
