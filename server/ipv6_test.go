@@ -47,6 +47,7 @@ func TestIPv6ConfigErrors(t *testing.T) {
 		{"ipv6-network = \"fd00::/64\"\nroute = [\"fd00::/80\"]", "route: fd00::/80 lies inside ipv6-network fd00::/64"},
 		{"ipv6-network = \"fd00::/64\"\nlisten = \"[fd00::5]:443\"", "listen: fd00::5 lies inside ipv6-network"},
 		{"ipv6-network = \"fd00::/64\"\nudp-listen = \"[fd00::5]:443\"", "udp-listen: fd00::5 lies inside ipv6-network"},
+		{"ipv6-network = \"fd00::/64\"\n[users.site]\niroute = [\"fd00::/56\"]", "users.site.iroute: fd00::/56 overlaps ipv6-network fd00::/64"},
 	} {
 		_, err := LoadConfig(writeConfig(t, tc.body+"\n"), "/state")
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -185,7 +186,7 @@ func ipv4Packet(src, dst string) []byte {
 	return p
 }
 
-func testServer() *Server {
+func bareServer() *Server {
 	return &Server{
 		cfg:      &Config{MTU: DefaultMTU},
 		log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -198,7 +199,7 @@ func testServer() *Server {
 // counts a foreign one as spoofed, and drops link-local noise quietly; a
 // session without an IPv6 address drops every IPv6 packet quietly.
 func TestCheckIPv6Source(t *testing.T) {
-	s := testServer()
+	s := bareServer()
 	with := &Session{srv: s, addr: netip.MustParseAddr("10.77.0.2"), addr6: netip.MustParseAddr("fd00:77::2")}
 	without := &Session{srv: s, addr: netip.MustParseAddr("10.77.0.3")}
 	for _, tc := range []struct {
@@ -235,7 +236,7 @@ func TestCheckIPv6Source(t *testing.T) {
 // owning their IPv6 (or IPv4) destination; others are counted as having
 // no session.
 func TestRouteFromTUNIPv6(t *testing.T) {
-	s := testServer()
+	s := bareServer()
 	dev, kernel := tuntest.NewPair()
 	s.dev = dev
 	s.batches.New = func() any { return newBatch(s.cfg.MTU) }
@@ -287,5 +288,26 @@ func TestRouteFromTUNIPv6(t *testing.T) {
 	}
 	if n := s.Counters.DropNoSession.Load(); n != 1 {
 		t.Errorf("no-session drops %d, want 1", n)
+	}
+}
+
+// TestRestrictAllowsIPv6Gateway: under restrict-user-to-routes a client
+// may still reach vpnd's IPv6 tunnel address, as it may the IPv4 one.
+func TestRestrictAllowsIPv6Gateway(t *testing.T) {
+	cfg, err := LoadConfig(writeConfig(t, `ipv6-network = "fd00:77::/64"
+route = ["10.1.0.0/16"]
+restrict-user-to-routes = true
+`), "/state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := cfg.pol.def
+	for _, tc := range []struct {
+		dst  string
+		want bool
+	}{{"fd00:77::1", true}, {"10.77.0.1", true}, {"10.1.2.3", true}, {"fd00:77::3", false}, {"2001:db8::1", false}} {
+		if got := u.allows(netip.MustParseAddr(tc.dst)); got != tc.want {
+			t.Errorf("allows(%s) = %v, want %v", tc.dst, got, tc.want)
+		}
 	}
 }

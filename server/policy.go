@@ -108,6 +108,10 @@ func (c *Config) buildPolicy(bad func(key, format string, a ...any)) *policy {
 		if gateway.IsValid() {
 			allow = append(allow, netip.PrefixFrom(gateway, 32))
 		}
+		if c.pool6.IsValid() {
+			// vpnd's IPv6 tunnel address (ipv6.go)
+			allow = append(allow, netip.PrefixFrom(c.pool6.Addr().Next(), 128))
+		}
 		for _, d := range c.dns {
 			allow = append(allow, netip.PrefixFrom(d, d.BitLen()))
 		}
@@ -170,6 +174,9 @@ func (c *Config) buildPolicy(bad func(key, format string, a ...any)) *policy {
 				continue
 			case pool.IsValid() && p.Overlaps(pool):
 				bad(key("iroute"), "%s overlaps ipv4-network %s", p, pool)
+				continue
+			case c.pool6.IsValid() && p.Overlaps(c.pool6):
+				bad(key("iroute"), "%s overlaps ipv6-network %s", p, c.pool6)
 				continue
 			case listen.IsValid() && p.Contains(listen):
 				bad(key("iroute"), "%s contains vpnd's own listen address %s", p, listen)
