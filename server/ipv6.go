@@ -68,6 +68,13 @@ func (c *Config) validateIPv6(bad func(key string, format string, a ...any)) {
 			ok = false
 		}
 	}
+	for _, x := range c.noRoutes {
+		// Clients would send their own tunnel addresses around the tunnel.
+		if x.Overlaps(p) {
+			bad("no-route", "%s overlaps ipv6-network %s: clients would route their own tunnel addresses outside the tunnel", x, p)
+			ok = false
+		}
+	}
 	for _, l := range []struct{ key, addr string }{{"listen", c.Listen}, {"udp-listen", c.UDPListen}} {
 		host, _, err := net.SplitHostPort(l.addr)
 		if err != nil {

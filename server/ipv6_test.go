@@ -16,7 +16,8 @@ import (
 
 func TestIPv6ConfigValid(t *testing.T) {
 	cfg, err := LoadConfig(writeConfig(t, `ipv6-network = "fd00:77::/64"
-route = ["10.1.0.0/16", "::/0", "fd00:77::/64"]
+route = ["10.1.0.0/16", "fd00::/16"]
+no-route = ["fd00:1::/64"]
 listen = "[::]:443"
 `), "/state")
 	if err != nil {
@@ -45,6 +46,7 @@ func TestIPv6ConfigErrors(t *testing.T) {
 		{`ipv6-network = "::/0"`, "is not a unicast network"},
 		{"ipv6-network = \"fd00::/64\"\nmtu = 1200", "ipv6-network: needs mtu 1280 or more"},
 		{"ipv6-network = \"fd00::/64\"\nroute = [\"fd00::/80\"]", "route: fd00::/80 lies inside ipv6-network fd00::/64"},
+		{"ipv6-network = \"fd00::/64\"\nno-route = [\"fd00::/96\"]", "no-route: fd00::/96 overlaps ipv6-network fd00::/64"},
 		{"ipv6-network = \"fd00::/64\"\nlisten = \"[fd00::5]:443\"", "listen: fd00::5 lies inside ipv6-network"},
 		{"ipv6-network = \"fd00::/64\"\nudp-listen = \"[fd00::5]:443\"", "udp-listen: fd00::5 lies inside ipv6-network"},
 		{"ipv6-network = \"fd00::/64\"\n[users.site]\niroute = [\"fd00::/56\"]", "users.site.iroute: fd00::/56 overlaps ipv6-network fd00::/64"},
