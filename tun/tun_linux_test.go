@@ -78,27 +78,7 @@ func TestCreateValidates(t *testing.T) {
 // setup creates a TUN with local/24 on it, up, and a goroutine reading it
 // whose batches (one per Read call, packets copied) arrive on the channel.
 func setup(t *testing.T, backend tun.Backend) (tun.Device, <-chan [][]byte) {
-	testenv.RequireNetNS(t)
-	dev, err := tun.Create("", mtu, backend)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dev.Close() })
-	if !strings.HasPrefix(dev.Name(), "tun") || dev.MTU() != mtu {
-		t.Errorf("Name %q MTU %d; want tunN and %d", dev.Name(), dev.MTU(), mtu)
-	}
-	link, err := netlink.LinkByName(dev.Name())
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := &netlink.Addr{IPNet: &net.IPNet{IP: local.AsSlice(), Mask: net.CIDRMask(24, 32)}}
-	if err := netlink.AddrAdd(link, addr); err != nil {
-		t.Fatal(err)
-	}
-	if err := netlink.LinkSetUp(link); err != nil {
-		t.Fatal(err)
-	}
-
+	dev := setupDevice(t, backend)
 	batches := make(chan [][]byte, 4096)
 	go func() {
 		defer close(batches)
@@ -120,6 +100,31 @@ func setup(t *testing.T, backend tun.Backend) (tun.Device, <-chan [][]byte) {
 		}
 	}()
 	return dev, batches
+}
+
+// setupDevice creates a TUN with local/24 on it, up.
+func setupDevice(t *testing.T, backend tun.Backend) tun.Device {
+	testenv.RequireNetNS(t)
+	dev, err := tun.Create("", mtu, backend)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dev.Close() })
+	if !strings.HasPrefix(dev.Name(), "tun") || dev.MTU() != mtu {
+		t.Errorf("Name %q MTU %d; want tunN and %d", dev.Name(), dev.MTU(), mtu)
+	}
+	link, err := netlink.LinkByName(dev.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: local.AsSlice(), Mask: net.CIDRMask(24, 32)}}
+	if err := netlink.AddrAdd(link, addr); err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		t.Fatal(err)
+	}
+	return dev
 }
 
 // await returns the first batch holding a packet match accepts.
