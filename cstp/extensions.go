@@ -28,6 +28,13 @@ const (
 	HeaderDTLSCID = "X-Kvpn-DTLS-CID"
 	// ExtDTLSCID names that extension.
 	ExtDTLSCID = "dtls-cid"
+	// HeaderGSO, on CONNECT, asks for (request) or confirms (answer) that
+	// the client may send GSO-DATA frames over TLS: a whole TSO
+	// super-packet with its virtio-net header, written to the server's TUN
+	// as it is (one frame and one write per 64 KiB TCP burst).
+	HeaderGSO = "X-Kvpn-CSTP-GSO"
+	// ExtGSO names that extension.
+	ExtGSO = "cstp-gso"
 	// HeaderCookieRefresh, on a CONNECT answer to a kvpn client, says
 	// every how many seconds the client should exchange its signed session
 	// cookie for a fresh one (POST CookieRefreshPath with the cookie), so
@@ -40,7 +47,7 @@ const (
 	// another node), so vpnc reconnects instead of exiting.
 	ReasonServerShutdown = "server shutting down"
 	// ExtList is what vpnd announces.
-	ExtList = ExtDTLSChaCha + "," + ExtCoalesce + "," + ExtDTLSCID
+	ExtList = ExtDTLSChaCha + "," + ExtCoalesce + "," + ExtDTLSCID + "," + ExtGSO
 )
 
 // IsKvpnAgent reports whether a User-Agent is kvpn's vpnc.

@@ -31,6 +31,10 @@ const (
 	TypeKeepalive  FrameType = 0x07
 	TypeCompressed FrameType = 0x08
 	TypeTerminate  FrameType = 0x09
+	// TypeGSOData is kvpn's own (cstp-gso extension, only between two
+	// kvpn peers): the payload is a struct virtio_net_hdr followed by an
+	// IP packet that may be a TSO super-packet. Cisco's codes stop at 9.
+	TypeGSOData FrameType = 0x20
 )
 
 func (t FrameType) String() string {
@@ -49,6 +53,8 @@ func (t FrameType) String() string {
 		return "COMPRESSED"
 	case TypeTerminate:
 		return "TERMINATE"
+	case TypeGSOData:
+		return "GSO-DATA"
 	}
 	return fmt.Sprintf("FrameType(0x%02x)", uint8(t))
 }

@@ -27,6 +27,13 @@ type CSTPChannel struct {
 
 	rerr error // sticky read error: a broken stream stays broken
 
+	// gso receives GSO-DATA frames (cstp-gso extension) when the peer
+	// negotiated it; pending holds one that arrived behind packets still
+	// to be delivered, so it goes out after them, in order.
+	gso     func(frame []byte) error
+	pending []byte
+	hasPend bool
+
 	Stats Stats
 }
 
@@ -84,8 +91,30 @@ func (c *CSTPChannel) ReadPackets(bufs [][]byte, sizes []int, offset int) (int, 
 	return n, err
 }
 
+// AcceptGSO lets the peer send GSO-DATA frames (a virtio-net header and
+// a possibly segmented-later super-packet); each is handed to deliver in
+// order with the DATA frames around it. deliver's error ends the channel.
+// Call before the first ReadPackets.
+func (c *CSTPChannel) AcceptGSO(deliver func(frame []byte) error) {
+	c.gso = deliver
+	c.pending = make([]byte, 0, cstp.MaxPayload)
+}
+
+// deliverGSO hands a GSO-DATA frame to the AcceptGSO callback.
+func (c *CSTPChannel) deliverGSO(frame []byte) error {
+	c.Stats.RxPackets.Add(1)
+	c.Stats.RxBytes.Add(uint64(len(frame)))
+	return c.gso(frame)
+}
+
 func (c *CSTPChannel) readPackets(bufs [][]byte, sizes []int, offset int) (int, error) {
 	n := 0
+	if c.hasPend {
+		c.hasPend = false
+		if err := c.deliverGSO(c.pending); err != nil {
+			return 0, err
+		}
+	}
 	for n < len(bufs) {
 		if n > 0 && c.fr.Buffered() == 0 {
 			break
@@ -107,6 +136,19 @@ func (c *CSTPChannel) readPackets(bufs [][]byte, sizes []int, offset int) (int, 
 			c.Stats.RxPackets.Add(1)
 			c.Stats.RxBytes.Add(uint64(len(payload)))
 			n++
+		case cstp.TypeGSOData:
+			if c.gso == nil {
+				return n, &ProtocolError{errors.New("cstp: GSO-DATA frame but cstp-gso was not negotiated")}
+			}
+			if n > 0 {
+				// Packets read before it go to the TUN first.
+				c.pending = append(c.pending[:0], payload...)
+				c.hasPend = true
+				return n, nil
+			}
+			if err := c.deliverGSO(payload); err != nil {
+				return n, err
+			}
 		case cstp.TypeDPDReq:
 			// Echo the payload, as openconnect and ocserv do.
 			if err := c.sendControl(cstp.TypeDPDResp, payload); err != nil {
@@ -151,6 +193,28 @@ func (c *CSTPChannel) WritePackets(bufs [][]byte, offset int) error {
 	c.lastSend.Store(time.Now().UnixNano())
 	c.Stats.TxPackets.Add(uint64(len(bufs)))
 	c.Stats.TxBytes.Add(bytes)
+	return nil
+}
+
+// WriteGSO sends the GSO frame buf[offset:] (virtio-net header and
+// packet, as tun.VirtioDevice.ReadGSO returns it) as one GSO-DATA frame;
+// the CSTP header goes into the headroom. Only to a peer that negotiated
+// cstp-gso. The record layer cuts the frame into records of at most 16 KiB.
+func (c *CSTPChannel) WriteGSO(buf []byte, offset int) error {
+	if offset < cstp.HeaderLen {
+		return fmt.Errorf("cstp: headroom %d < %d", offset, cstp.HeaderLen)
+	}
+	frame := buf[offset:]
+	if len(frame) > cstp.MaxPayload {
+		return fmt.Errorf("cstp: GSO frame of %d bytes exceeds %d", len(frame), cstp.MaxPayload)
+	}
+	cstp.PutHeader(buf[offset-cstp.HeaderLen:], cstp.TypeGSOData, len(frame))
+	if _, err := c.conn.Write(buf[offset-cstp.HeaderLen:]); err != nil {
+		return err
+	}
+	c.lastSend.Store(time.Now().UnixNano())
+	c.Stats.TxPackets.Add(1)
+	c.Stats.TxBytes.Add(uint64(len(frame)))
 	return nil
 }
 
