@@ -197,6 +197,12 @@ func (o *Options) connect(c *conn, cookie string, prev netip.Addr, prev6 netip.P
 		req.Extra = http.Header{}
 		req.Extra.Set(cstp.HeaderCoalesce, "1")
 	}
+	if o.wantGSO() && cstp.HasExtension(o.extensions, cstp.ExtGSO) {
+		if req.Extra == nil {
+			req.Extra = http.Header{}
+		}
+		req.Extra.Set(cstp.HeaderGSO, "1")
+	}
 	if !o.NoDTLS {
 		req.DTLSCipherSuite = "PSK-NEGOTIATE"
 		if o.DTLSCID && cstp.HasExtension(o.extensions, cstp.ExtDTLSCID) {
@@ -284,7 +290,7 @@ func Run(ctx context.Context, o *Options) error {
 		}
 		return withCode(ExitUnreachable, err)
 	}
-	ch, err := session.NewCSTPChannel(c.rc, c.br, clientFrameLimit(params.MTU))
+	ch, err := newChannel(c, params, params.MTU)
 	if err != nil {
 		c.close()
 		return err

@@ -26,7 +26,18 @@ func (t *tunnel) downlink() {
 	bufs := tun.NewBuffers(t.dev.BatchSize())
 	sizes := make([]int, len(bufs))
 	out := make([][]byte, 0, len(bufs))
+	vd, _ := t.dev.(tun.VirtioDevice)
+	var frame []byte // for GSO frames, made on first use
 	for {
+		if ch := t.gsoChannel(vd); ch != nil {
+			if frame == nil {
+				frame = make([]byte, cstp.HeaderLen+tun.VirtioHdrLen+tun.MaxPacketSize)
+			}
+			if err := t.sendGSO(vd, frame); errors.Is(err, os.ErrClosed) {
+				return
+			}
+			continue
+		}
 		n, err := t.dev.Read(bufs, sizes, tun.Headroom)
 		if err != nil && n == 0 {
 			if errors.Is(err, os.ErrClosed) {
@@ -48,6 +59,26 @@ func (t *tunnel) downlink() {
 			ch.Close()
 		}
 	}
+}
+
+// sendGSO reads one GSO frame from the TUN device and sends it whole over
+// the TLS channel. The frame is sent even if DTLS came up meanwhile (the
+// TLS channel still works); it is dropped, like any packet, while there is
+// no channel or the current one does not take GSO frames (reconnected to a
+// server without the extension).
+func (t *tunnel) sendGSO(vd tun.VirtioDevice, buf []byte) error {
+	n, err := vd.ReadGSO(buf[cstp.HeaderLen:])
+	if err != nil {
+		return err
+	}
+	ch := t.cur.Load()
+	if ch == nil || !ch.PeerGSO() {
+		return nil
+	}
+	if err := ch.WriteGSO(buf[:cstp.HeaderLen+n], cstp.HeaderLen); err != nil {
+		ch.Close() // the uplink's read fails too, which starts the reconnect
+	}
+	return nil
 }
 
 // loop runs the tunnel over ch, reconnecting when ch is lost, until ctx
@@ -185,7 +216,7 @@ func (t *tunnel) reconnectOnce(ctx context.Context) (*session.CSTPChannel, *conn
 	t.connected(c, p)
 	t.adopt(p)
 	t.lastParams = p
-	ch, err := session.NewCSTPChannel(c.rc, c.br, clientFrameLimit(t.params.MTU))
+	ch, err := newChannel(c, p, t.params.MTU)
 	return ch, c, err
 }
 

@@ -62,6 +62,15 @@ func TestPingAndBulk(t *testing.T) {
 				t.Fatalf("interface kvpnc0 left behind: %s", out)
 			}
 			tp.srv.proc.waitLog(t, "client disconnected", 5*time.Second)
+			if tc.name == "offload-tls" {
+				// Between kvpn peers TCP bursts cross TLS as whole
+				// super-packets (cstp-gso): the session counted them.
+				tp.srv.proc.waitLog(t, "session ended", 5*time.Second)
+				m := regexp.MustCompile(`gso-frames=(\d+)`).FindStringSubmatch(tp.srv.proc.out.String())
+				if m == nil || m[1] == "0" {
+					t.Errorf("no GSO-DATA frame reached the server over TLS (%v)", m)
+				}
+			}
 		})
 	}
 }

@@ -518,6 +518,16 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 		}
 		params.Extra.Set(cstp.HeaderCoalesce, "1")
 	}
+	var gso tun.VirtioDevice
+	if cstp.IsKvpnAgent(req.UserAgent()) && creq.Extra.Get(cstp.HeaderGSO) == "1" {
+		if gso = s.gsoWriter(); gso != nil {
+			if params.Extra == nil {
+				params.Extra = http.Header{}
+			}
+			params.Extra.Set(cstp.HeaderGSO, "1")
+			ch.AcceptGSO(sess.deliverGSO(gso, params.MTU))
+		}
+	}
 	if cstp.IsKvpnAgent(req.UserAgent()) {
 		// A fresh cookie that names the address just assigned, and how
 		// often to renew it: vpnc can then resume on any node.

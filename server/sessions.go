@@ -60,6 +60,7 @@ type Session struct {
 	pol atomic.Pointer[userPolicy]
 
 	spoofed         atomic.Uint64
+	gsoFrames       atomic.Uint64 // GSO-DATA frames written to the TUN (cstp-gso)
 	lastSpoofLog    atomic.Int64
 	restricted      atomic.Uint64
 	lastRestrictLog atomic.Int64
@@ -227,7 +228,8 @@ func (sess *Session) end(reason string) {
 		s.pool6.Put(addr6)
 	}
 	s.log.Info("session ended", "user", sess.user, "session", sess.id, "reason", reason,
-		"address", addr.String(), "address6", addrString(addr6), "spoofed-drops", sess.spoofed.Load())
+		"address", addr.String(), "address6", addrString(addr6), "spoofed-drops", sess.spoofed.Load(),
+		"gso-frames", sess.gsoFrames.Load())
 }
 
 // terminate kicks the client (TERMINATE) and ends the session.

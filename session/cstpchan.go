@@ -33,6 +33,8 @@ type CSTPChannel struct {
 	gso     func(frame []byte) error
 	pending []byte
 	hasPend bool
+	// peerGSO: the peer accepts GSO-DATA frames from us.
+	peerGSO atomic.Bool
 
 	Stats Stats
 }
@@ -195,6 +197,12 @@ func (c *CSTPChannel) WritePackets(bufs [][]byte, offset int) error {
 	c.Stats.TxBytes.Add(bytes)
 	return nil
 }
+
+// SetPeerGSO records that the peer confirmed cstp-gso: it takes WriteGSO.
+func (c *CSTPChannel) SetPeerGSO() { c.peerGSO.Store(true) }
+
+// PeerGSO reports whether the peer takes WriteGSO.
+func (c *CSTPChannel) PeerGSO() bool { return c.peerGSO.Load() }
 
 // WriteGSO sends the GSO frame buf[offset:] (virtio-net header and
 // packet, as tun.VirtioDevice.ReadGSO returns it) as one GSO-DATA frame;
