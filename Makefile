@@ -1,5 +1,5 @@
-# kvpn: the two commands a fresh machine needs are `sudo make demo` and
-# `sudo make test` (see README.md).
+# kvpn: the two commands a fresh machine needs are `make demo` and
+# `make test`, as root (see README.md).
 export PATH := $(PATH):/usr/local/go/bin
 GO ?= go
 
@@ -23,7 +23,7 @@ demo: deps build
 # openconnect; prints the tables and rewrites the generated section of
 # docs/performance.md. Knobs: BENCH_TIME (s per run, 5), BENCH_REPS (3),
 # BENCH_CASES (comma list), BENCH_QUICK=1 (smoke test), BENCH_OUT, BENCH_BIN;
-# e.g. `sudo make bench BENCH_QUICK=1`. See bench/cmd/kvpnbench.
+# e.g. `make bench BENCH_QUICK=1` (as root). See bench/cmd/kvpnbench.
 .PHONY: bench
 bench: deps build
 	$(GO) build -o bin/kvpnbench ./bench/cmd/kvpnbench

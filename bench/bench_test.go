@@ -260,7 +260,7 @@ func sampleReport() *Report {
 	return &Report{
 		Settings: Settings{Time: 5 * time.Second, Reps: 3, Cases: []string{"veth", "kvpn-dtls", "kvpn-tls", "kvpn-plain", "ocserv-dtls", "ocserv-tls"}},
 		Machine:  Machine{CPU: "Test CPU", NProc: 2, Kernel: "6.1.0", Go: "go1.26", LoadAvg: "0.00 0.01 0.05"},
-		Command:  "sudo make bench",
+		Command:  "make bench",
 		Started:  time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC),
 		Elapsed:  15 * time.Minute,
 		Cases:    []*Case{veth, kd, kt, bad, ocd, oct},
@@ -341,7 +341,7 @@ func TestSection(t *testing.T) {
 	s := r.Section()
 	for _, want := range []string{
 		"## Results", "2026-11-21 12:00 UTC", "Test CPU, 2 CPUs (nproc), kernel 6.1.0", "go1.26",
-		"`sudo make bench`", "median [min–max] of 3 runs of 5 s", "### How measured", "iperf3 -c ADDR -t 5 -J",
+		"`make bench`", "median [min–max] of 3 runs of 5 s", "### How measured", "iperf3 -c ADDR -t 5 -J",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("section lacks %q", want)
@@ -465,10 +465,10 @@ func TestParseCases(t *testing.T) {
 }
 
 func TestCommandLine(t *testing.T) {
-	if got := CommandLine([]string{"BENCH_QUICK=1"}, true, []string{"bin/kvpnbench"}); got != "sudo BENCH_QUICK=1 make bench" {
+	if got := CommandLine([]string{"BENCH_QUICK=1"}, true, []string{"bin/kvpnbench"}); got != "BENCH_QUICK=1 make bench" {
 		t.Errorf("via make: %q", got)
 	}
-	if got := CommandLine(nil, false, []string{"bin/kvpnbench", "-reps", "5"}); got != "sudo bin/kvpnbench -reps 5" {
+	if got := CommandLine(nil, false, []string{"bin/kvpnbench", "-reps", "5"}); got != "bin/kvpnbench -reps 5" {
 		t.Errorf("direct: %q", got)
 	}
 }

@@ -1,5 +1,5 @@
 // Package bench holds the pure parts of kvpn's benchmark harness
-// (bench/cmd/kvpnbench, run by `sudo make bench`): parsers for iperf3's
+// (bench/cmd/kvpnbench, run by `make bench`): parsers for iperf3's
 // JSON output, /proc/PID/stat, /proc/net/snmp and ping's summary, the
 // statistics, the result tables with their ratios, the harness settings,
 // and the replacement of the generated section of docs/performance.md.

@@ -258,11 +258,11 @@ func ParseCases(v string) ([]string, error) {
 	return out, nil
 }
 
-// CommandLine is the command recorded in the docs: `sudo [BENCH_*=...]
-// make bench` when run through make, else the program's own arguments.
+// CommandLine is the command recorded in the docs (run as root):
+// `[BENCH_*=...] make bench` when run through make, else the program's own
+// arguments.
 func CommandLine(env []string, viaMake bool, args []string) string {
-	parts := []string{"sudo"}
-	parts = append(parts, env...)
+	parts := append([]string(nil), env...)
 	if viaMake {
 		parts = append(parts, "make", "bench")
 	} else {

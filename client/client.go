@@ -309,14 +309,28 @@ func Run(ctx context.Context, o *Options) error {
 	t.cur.Store(ch)
 	go t.downlink()
 	dctx, stopDTLS := context.WithCancel(ctx)
-	<-t.startDTLS(dctx, t.dtlsOffer(c, params))
-	transport := t.sender().Name()
+	up := t.startDTLS(dctx, t.dtlsOffer(c, params))
 	log.Info("record layer", "engines", c.rc.(*ktlsbridge.Conn).Describe())
-	log.Info(fmt.Sprintf("tunnel up: address %s/%d%s, MTU %d, routes %s, DNS %s, transport %s",
-		params.Address, maskBits(params.Netmask), t.ipv6Desc(), params.MTU, t.routeDesc(), addrList(params.DNS), transport))
-	if o.OnUp != nil {
-		o.OnUp(params, transport)
-	}
+	// The up line names the transport, so it waits for the first DTLS
+	// attempt (up to dtlsHandshakeTimeout); the TLS channel is served
+	// meanwhile: a server with a short DPD must get its answers, and its
+	// packets must not pile up unread.
+	go func() {
+		select {
+		case <-up:
+		case <-ctx.Done():
+			return
+		}
+		transport := "none (reconnecting)"
+		if s := t.sender(); s != nil {
+			transport = s.Name()
+		}
+		log.Info(fmt.Sprintf("tunnel up: address %s/%d%s, MTU %d, routes %s, DNS %s, transport %s",
+			params.Address, maskBits(params.Netmask), t.ipv6Desc(), params.MTU, t.routeDesc(), addrList(params.DNS), transport))
+		if o.OnUp != nil {
+			o.OnUp(params, transport)
+		}
+	}()
 	rctx, stopRefresh := context.WithCancel(ctx)
 	defer stopRefresh()
 	go t.refreshCookie(rctx)

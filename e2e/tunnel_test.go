@@ -88,11 +88,7 @@ func TestDTLSFallbackAndReturn(t *testing.T) {
 	}
 	// Drop on the server's side, both ways: the client's sends still
 	// succeed, so only its dead-peer detection can notice.
-	tp.srvNS.run(t, "nft", "add table inet kvpn_block")
-	tp.srvNS.run(t, "nft", "add chain inet kvpn_block in { type filter hook input priority -10 ; }")
-	tp.srvNS.run(t, "nft", "add chain inet kvpn_block out { type filter hook output priority -10 ; }")
-	tp.srvNS.run(t, "nft", "add rule inet kvpn_block in udp dport 443 drop")
-	tp.srvNS.run(t, "nft", "add rule inet kvpn_block out udp sport 443 drop")
+	blockUDP(t, tp.srvNS)
 	blocked := time.Now()
 	c.proc.waitLog(t, "DTLS lost: traffic falls back to TLS", 10*time.Second)
 	const dpd = 2 * time.Second
@@ -119,6 +115,41 @@ func TestDTLSFallbackAndReturn(t *testing.T) {
 	}
 	if n := strings.Count(c.proc.out.String(), "tunnel up"); n != 1 {
 		t.Fatalf("session was re-established %d times; fallback must keep it", n)
+	}
+}
+
+// blockUDP drops UDP to and from port 443 in ns (until the table
+// kvpn_block is deleted; the namespace goes with the test anyway).
+func blockUDP(t *testing.T, ns *netns) {
+	t.Helper()
+	ns.run(t, "nft", "add table inet kvpn_block")
+	ns.run(t, "nft", "add chain inet kvpn_block in { type filter hook input priority -10 ; }")
+	ns.run(t, "nft", "add chain inet kvpn_block out { type filter hook output priority -10 ; }")
+	ns.run(t, "nft", "add rule inet kvpn_block in udp dport 443 drop")
+	ns.run(t, "nft", "add rule inet kvpn_block out udp sport 443 drop")
+}
+
+// TestUDPBlockedFromStart: with UDP blocked before the client starts, its
+// first DTLS handshake times out (5 s) while the server's DPD is 2 s. The
+// client serves the TLS channel meanwhile, so the server never declares
+// it dead: one session, no reconnect, traffic over TLS.
+func TestUDPBlockedFromStart(t *testing.T) {
+	requireE2E(t)
+	tp := newTopology(t, "")
+	blockUDP(t, tp.srvNS)
+	c := startClient(t, tp.cliNS, tp.srv, testPassword, true)
+	if !strings.Contains(c.proc.out.String(), "transport tls/") {
+		t.Fatalf("up line does not name TLS:\n%s", c.proc.out.String())
+	}
+	ping(t, tp.cliNS, tunnelServer)
+	time.Sleep(3 * 2 * time.Second) // three server DPD periods
+	ping(t, tp.srvNS, c.addr)
+	out := c.proc.out.String()
+	if strings.Contains(out, "reconnecting") || strings.Count(out, "tunnel up") != 1 {
+		t.Fatalf("the session did not survive the first DTLS attempt:\n%s", out)
+	}
+	if strings.Contains(tp.srv.proc.out.String(), "connection lost") {
+		t.Fatalf("the server lost the connection:\n%s", tp.srv.proc.out.String())
 	}
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # kvpn demo: two network namespaces joined by a veth pair, vpnd on its
 # built-in defaults in one, vpnc in the other, traffic through the tunnel,
-# a summary, and everything removed again. Needs root; run `sudo make demo`.
+# a summary, and everything removed again. Needs root; run `make demo` as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin}
@@ -23,7 +23,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-if [ "$(id -u)" -ne 0 ]; then echo "demo: run as root (sudo make demo)" >&2; exit 1; fi
+if [ "$(id -u)" -ne 0 ]; then echo "demo: run as root (make demo)" >&2; exit 1; fi
 # A leftover from an interrupted run would make `ip netns add` fail.
 ip netns del "$CLI" 2>/dev/null || true
 ip netns del "$SRV" 2>/dev/null || true

@@ -32,7 +32,7 @@ if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
-  echo "install-deps: missing packages ${missing[*]}; run as root (sudo make ...)" >&2
+  echo "install-deps: missing packages ${missing[*]}; run as root (make ...)" >&2
   exit 1
 fi
 # Sort and deduplicate.

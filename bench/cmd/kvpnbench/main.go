@@ -1,4 +1,4 @@
-// Command kvpnbench is kvpn's benchmark harness, run by `sudo make bench`.
+// Command kvpnbench is kvpn's benchmark harness, run by `make bench`.
 //
 // In fresh network namespaces on this machine it measures, with iperf3,
 // single-stream and 4-stream TCP throughput both ways (several
@@ -59,7 +59,7 @@ func main() {
 func run() int {
 	s, err := bench.LoadSettings(os.Args[1:], os.Getenv)
 	if errors.Is(err, flag.ErrHelp) {
-		fmt.Print("usage: kvpnbench [flags] (as root; normally via sudo make bench)\n\n" + bench.EnvHelp)
+		fmt.Print("usage: kvpnbench [flags] (as root; normally via make bench)\n\n" + bench.EnvHelp)
 		return 0
 	}
 	if err != nil {
@@ -67,7 +67,7 @@ func run() int {
 		return 2
 	}
 	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "kvpnbench: needs root (sudo make bench)")
+		fmt.Fprintln(os.Stderr, "kvpnbench: needs root (make bench)")
 		return 1
 	}
 
