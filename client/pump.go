@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"kvpn/cstp"
+	"kvpn/record"
 	"kvpn/session"
 	"kvpn/tun"
 )
@@ -27,13 +28,13 @@ func (t *tunnel) downlink() {
 	sizes := make([]int, len(bufs))
 	out := make([][]byte, 0, len(bufs))
 	vd, _ := t.dev.(tun.VirtioDevice)
-	var frame []byte // for GSO frames, made on first use
+	var gso *gsoBufs // made on first use
 	for {
 		if ch := t.gsoChannel(vd); ch != nil {
-			if frame == nil {
-				frame = make([]byte, cstp.HeaderLen+tun.VirtioHdrLen+tun.MaxPacketSize)
+			if gso == nil {
+				gso = newGSOBufs()
 			}
-			if err := t.sendGSO(vd, frame); errors.Is(err, os.ErrClosed) {
+			if err := t.sendGSO(vd, gso); errors.Is(err, os.ErrClosed) {
 				return
 			}
 			continue
@@ -61,13 +62,39 @@ func (t *tunnel) downlink() {
 	}
 }
 
-// sendGSO reads one GSO frame from the TUN device and sends it whole over
-// the TLS channel. The frame is sent even if DTLS came up meanwhile (the
-// TLS channel still works); it is dropped, like any packet, while there is
-// no channel or the current one does not take GSO frames (reconnected to a
-// server without the extension).
-func (t *tunnel) sendGSO(vd tun.VirtioDevice, buf []byte) error {
-	n, err := vd.ReadGSO(buf[cstp.HeaderLen:])
+// gsoBatch is how many GSO frames the client reads from its TUN device
+// before sending them (a burst of ACKs leaves in one system call).
+const gsoBatch = 32
+
+// gsoBufs are the client's buffers for GSO frames: tun.Headroom in front
+// (CSTP and record headers), room for the largest frame, and record
+// tailroom behind.
+type gsoBufs struct {
+	bufs  [][]byte // whole buffers
+	views [][]byte // bufs[i][tun.Headroom:], what ReadGSOBatch fills
+	out   [][]byte // bufs[i][:tun.Headroom+size], what is sent
+	sizes []int
+}
+
+func newGSOBufs() *gsoBufs {
+	const size = tun.Headroom + tun.VirtioHdrLen + tun.MaxPacketSize + record.Tailroom
+	g := &gsoBufs{bufs: make([][]byte, gsoBatch), views: make([][]byte, gsoBatch), sizes: make([]int, gsoBatch)}
+	mem := make([]byte, gsoBatch*size)
+	for i := range g.bufs {
+		g.bufs[i] = mem[i*size : (i+1)*size : (i+1)*size]
+		g.views[i] = g.bufs[i][tun.Headroom : size-record.Tailroom]
+	}
+	g.out = make([][]byte, 0, gsoBatch)
+	return g
+}
+
+// sendGSO reads a batch of GSO frames from the TUN device and sends them
+// whole over the TLS channel. They are sent even if DTLS came up meanwhile
+// (the TLS channel still works); they are dropped, like any packet, while
+// there is no channel or the current one does not take GSO frames
+// (reconnected to a server without the extension).
+func (t *tunnel) sendGSO(vd tun.VirtioDevice, g *gsoBufs) error {
+	n, err := vd.ReadGSOBatch(g.views, g.sizes)
 	if err != nil {
 		return err
 	}
@@ -75,9 +102,14 @@ func (t *tunnel) sendGSO(vd tun.VirtioDevice, buf []byte) error {
 	if ch == nil || !ch.PeerGSO() {
 		return nil
 	}
-	if err := ch.WriteGSO(buf[:cstp.HeaderLen+n], cstp.HeaderLen); err != nil {
+	g.out = g.out[:0]
+	for i := range n {
+		g.out = append(g.out, g.bufs[i][:tun.Headroom+g.sizes[i]])
+	}
+	if err := ch.WriteGSOBatch(g.out, tun.Headroom); err != nil {
 		ch.Close() // the uplink's read fails too, which starts the reconnect
 	}
+	clear(g.out)
 	return nil
 }
 

@@ -474,6 +474,7 @@ type userRX struct {
 	r, w    int
 	pend    []byte
 	pendTyp uint8
+	err     error // from a record opened ahead by more; returned next
 }
 
 // userRXBuffer holds two maximal records, so a read can always complete
@@ -490,7 +491,47 @@ func newUserRX(conn net.Conn, k Keys) (*userRX, error) {
 
 func (u *userRX) name() string { return EngineUserspace }
 
+// more appends to p[:n] the application data of the records that are
+// already complete in the buffer, without reading the socket: a reader of
+// frames (bufio) then gets a whole burst per Read, so the tunnel pumps
+// batches instead of single packets (one record carries one CSTP frame).
+// It stops at a record of another type, which waits in pend for the next
+// read, and at a record p cannot take whole, which is left in the buffer.
+func (u *userRX) more(p []byte, n int) (int, error) {
+	for n < len(p) {
+		l, err := RecordLen(u.buf[u.r:u.w])
+		if err != nil || l == 0 || u.w-u.r < l || l-RecordHeaderLen > len(p)-n+256 {
+			return n, nil // malformed (the next read says so), incomplete, or too big
+		}
+		rec := u.buf[u.r : u.r+l]
+		typ, pt, err := u.op.Open(rec)
+		if err != nil {
+			// Keep what was read; the error comes with the next read.
+			u.r += l
+			u.err = err
+			return n, nil
+		}
+		u.r += l
+		if typ != typeApplicationData {
+			u.pend, u.pendTyp = pt, typ
+			return n, nil
+		}
+		k := copy(p[n:], pt)
+		n += k
+		if k < len(pt) {
+			u.pend, u.pendTyp = pt[k:], typ
+			return n, nil
+		}
+	}
+	return n, nil
+}
+
 func (u *userRX) read(p []byte) (int, uint8, error) {
+	if u.err != nil {
+		err := u.err
+		u.err = nil
+		return 0, 0, err
+	}
 	if len(u.pend) > 0 {
 		n := copy(p, u.pend)
 		u.pend = u.pend[n:]
@@ -510,7 +551,10 @@ func (u *userRX) read(p []byte) (int, uint8, error) {
 			}
 			n := copy(p, pt)
 			u.pend, u.pendTyp = pt[n:], typ
-			return n, typ, nil
+			if typ == typeApplicationData && len(u.pend) == 0 {
+				n, err = u.more(p, n)
+			}
+			return n, typ, err
 		}
 		if u.r > 0 && (u.w == len(u.buf) || u.r == u.w) {
 			u.w = copy(u.buf, u.buf[u.r:u.w])

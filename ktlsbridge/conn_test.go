@@ -445,3 +445,45 @@ func TestCorruptIsMarked(t *testing.T) {
 		t.Fatalf("got %v, want record.ErrCorrupt", err)
 	}
 }
+
+// TestReadTakesBufferedRecords: records already received leave in one
+// Read (a frame reader then gets a burst, not one frame per record), and
+// a close_notify behind them still ends the stream after their data.
+func TestReadTakesBufferedRecords(t *testing.T) {
+	srv, cli := pair(t, variants[0], mode(ModeAuto), mode(ModeAuto))
+	c := cli.(*Conn)
+	bufs := make([][]byte, 10)
+	for i := range bufs {
+		b := make([]byte, record.Headroom+100+record.Tailroom)
+		for j := record.Headroom; j < record.Headroom+100; j++ {
+			b[j] = byte(i)
+		}
+		bufs[i] = b[:record.Headroom+100]
+	}
+	if err := c.WriteRecords(bufs, record.Headroom); err != nil {
+		t.Fatal(err)
+	}
+	c.Close() // close_notify after the ten records
+	time.Sleep(100 * time.Millisecond) // all of it in the server's socket
+	p := make([]byte, 64<<10)
+	n, err := srv.Read(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if expectKernel {
+		// The kernel's own RX merges records of one type itself.
+		t.Logf("one Read returned %d bytes", n)
+	} else if n != 1000 {
+		t.Fatalf("one Read returned %d bytes, want all ten records' 1000", n)
+	}
+	rest, err := io.ReadAll(srv)
+	got := append(p[:n:n], rest...)
+	if err != nil || len(got) != 1000 {
+		t.Fatalf("read %d bytes then %v; want 1000 then EOF", len(got), err)
+	}
+	for i := range 10 {
+		if !bytes.Equal(got[i*100:(i+1)*100], bytes.Repeat([]byte{byte(i)}, 100)) {
+			t.Fatalf("record %d corrupted", i)
+		}
+	}
+}

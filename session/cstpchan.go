@@ -35,6 +35,7 @@ type CSTPChannel struct {
 	hasPend bool
 	// peerGSO: the peer accepts GSO-DATA frames from us.
 	peerGSO atomic.Bool
+	gsoRecs [][]byte // WriteGSOBatch's reused vector of small frames
 
 	Stats Stats
 }
@@ -204,25 +205,54 @@ func (c *CSTPChannel) SetPeerGSO() { c.peerGSO.Store(true) }
 // PeerGSO reports whether the peer takes WriteGSO.
 func (c *CSTPChannel) PeerGSO() bool { return c.peerGSO.Load() }
 
-// WriteGSO sends the GSO frame buf[offset:] (virtio-net header and
-// packet, as tun.VirtioDevice.ReadGSO returns it) as one GSO-DATA frame;
-// the CSTP header goes into the headroom. Only to a peer that negotiated
-// cstp-gso. The record layer cuts the frame into records of at most 16 KiB.
-func (c *CSTPChannel) WriteGSO(buf []byte, offset int) error {
-	if offset < cstp.HeaderLen {
-		return fmt.Errorf("cstp: headroom %d < %d", offset, cstp.HeaderLen)
+// WriteGSOBatch sends the GSO frames bufs[i][offset:] (virtio-net header
+// and packet, as tun.VirtioDevice.ReadGSOBatch returns them) as GSO-DATA
+// frames, only to a peer that negotiated cstp-gso. The CSTP header goes
+// into the headroom. Frames that fit one TLS record leave together in one
+// WriteRecords call (a burst of TCP ACKs is one system call); a larger
+// frame is cut into records by the record layer's Write. Buffers need
+// cstp.HeaderLen+record.Headroom in front of offset and record.Tailroom
+// spare capacity, as for WritePackets.
+func (c *CSTPChannel) WriteGSOBatch(bufs [][]byte, offset int) error {
+	if offset < cstp.HeaderLen+record.Headroom {
+		return fmt.Errorf("cstp: headroom %d < %d", offset, cstp.HeaderLen+record.Headroom)
 	}
-	frame := buf[offset:]
-	if len(frame) > cstp.MaxPayload {
-		return fmt.Errorf("cstp: GSO frame of %d bytes exceeds %d", len(frame), cstp.MaxPayload)
+	small := c.gsoRecs[:0]
+	bytes := 0
+	var err error
+	for _, b := range bufs {
+		frame := b[offset:]
+		if len(frame) > cstp.MaxPayload {
+			err = fmt.Errorf("cstp: GSO frame of %d bytes exceeds %d", len(frame), cstp.MaxPayload)
+			break
+		}
+		cstp.PutHeader(b[offset-cstp.HeaderLen:], cstp.TypeGSOData, len(frame))
+		bytes += len(frame)
+		if cstp.HeaderLen+len(frame) <= record.MaxRecordPayload {
+			small = append(small, b)
+			continue
+		}
+		if len(small) > 0 {
+			if err = c.conn.WriteRecords(small, offset-cstp.HeaderLen); err != nil {
+				break
+			}
+			small = small[:0]
+		}
+		if _, err = c.conn.Write(b[offset-cstp.HeaderLen:]); err != nil {
+			break
+		}
 	}
-	cstp.PutHeader(buf[offset-cstp.HeaderLen:], cstp.TypeGSOData, len(frame))
-	if _, err := c.conn.Write(buf[offset-cstp.HeaderLen:]); err != nil {
+	if err == nil && len(small) > 0 {
+		err = c.conn.WriteRecords(small, offset-cstp.HeaderLen)
+	}
+	clear(small)
+	c.gsoRecs = small[:0]
+	if err != nil {
 		return err
 	}
 	c.lastSend.Store(time.Now().UnixNano())
-	c.Stats.TxPackets.Add(1)
-	c.Stats.TxBytes.Add(uint64(len(frame)))
+	c.Stats.TxPackets.Add(uint64(len(bufs)))
+	c.Stats.TxBytes.Add(uint64(bytes))
 	return nil
 }
 

@@ -30,9 +30,13 @@ func TestGSOFramesKeepOrder(t *testing.T) {
 				werr <- err
 				return
 			}
-			frame := bytes.Repeat([]byte{byte(round)}, headroom+40<<10)
-			want = append(want, fmt.Sprintf("gso:%d:%x", 40<<10, round))
-			if err := a.WriteGSO(frame, headroom); err != nil {
+			// A burst: two small frames, a 40 KiB one, another small one.
+			var frames [][]byte
+			for _, size := range []int{60, 70, 40 << 10, 80} {
+				frames = append(frames, bytes.Repeat([]byte{byte(round)}, headroom+size+32)[:headroom+size])
+				want = append(want, fmt.Sprintf("gso:%d:%x", size, round))
+			}
+			if err := a.WriteGSOBatch(frames, headroom); err != nil {
 				werr <- err
 				return
 			}
@@ -43,7 +47,7 @@ func TestGSOFramesKeepOrder(t *testing.T) {
 		werr <- a.WritePackets(packets(1, 50), headroom)
 	}()
 	bufs, sizes := recvBufs(64)
-	for len(got) < 17 {
+	for len(got) < 29 {
 		n, err := b.ReadPackets(bufs, sizes, headroom)
 		if err != nil {
 			t.Fatal(err)
@@ -64,7 +68,7 @@ func TestGSOFramesKeepOrder(t *testing.T) {
 // accept the extension is a protocol violation.
 func TestGSOFrameNotNegotiated(t *testing.T) {
 	a, b := channelPair(t, 1500)
-	go a.WriteGSO(make([]byte, headroom+100), headroom)
+	go a.WriteGSOBatch([][]byte{make([]byte, headroom+100, headroom+200)}, headroom)
 	bufs, sizes := recvBufs(4)
 	_, err := b.ReadPackets(bufs, sizes, headroom)
 	var perr *ProtocolError

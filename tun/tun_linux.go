@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"syscall"
 
 	"github.com/songgao/water"
 	"github.com/vishvananda/netlink"
@@ -65,6 +66,14 @@ type offloadDevice struct {
 	dev  wgtun.Device
 	name string
 	mtu  int
+
+	// The non-blocking read of ReadGSOBatch, made once (a closure per
+	// call would be allocated per call); only the reading goroutine.
+	rc     syscall.RawConn
+	tryFn  func(fd uintptr) bool
+	tryBuf []byte
+	tryN   int
+	tryErr error
 }
 
 func (d *offloadDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
@@ -189,6 +198,37 @@ func linkMTU(name string, fallback int) int {
 // burst), without the split that Read does.
 func (d *offloadDevice) ReadGSO(b []byte) (int, error) {
 	return d.dev.File().Read(b)
+}
+
+// ReadGSOBatch implements VirtioDevice.
+func (d *offloadDevice) ReadGSOBatch(bufs [][]byte, sizes []int) (int, error) {
+	n, err := d.dev.File().Read(bufs[0])
+	if err != nil {
+		return 0, err
+	}
+	sizes[0] = n
+	if d.rc == nil {
+		if d.rc, err = d.dev.File().SyscallConn(); err != nil {
+			return 1, nil
+		}
+		d.tryFn = d.tryRead
+	}
+	k := 1
+	for ; k < len(bufs); k++ {
+		d.tryBuf = bufs[k]
+		if err := d.rc.Read(d.tryFn); err != nil || d.tryErr != nil {
+			break // EAGAIN: nothing more queued (or closed: the next call says so)
+		}
+		sizes[k] = d.tryN
+	}
+	d.tryBuf = nil
+	return k, nil
+}
+
+// tryRead is one read(2) that does not wait for the fd to be readable.
+func (d *offloadDevice) tryRead(fd uintptr) bool {
+	d.tryN, d.tryErr = unix.Read(int(fd), d.tryBuf)
+	return true
 }
 
 // WriteGSO writes one frame to the TUN fd; the kernel segments or

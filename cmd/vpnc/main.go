@@ -63,7 +63,10 @@ exit codes: 0 clean exit, 2 usage, 3 authentication failed (or session
 `
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stderr))
+	stop := cli.StartProfile("vpnc")
+	code := run(os.Args[1:], os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
 func run(args []string, stderr io.Writer) int {

@@ -48,7 +48,10 @@ const usage = `usage:
 const exitUsage = 2
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stderr))
+	stop := cli.StartProfile("vpnd")
+	code := run(os.Args[1:], os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
 func run(args []string, stderr io.Writer) int {
