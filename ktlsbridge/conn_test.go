@@ -463,7 +463,7 @@ func TestReadTakesBufferedRecords(t *testing.T) {
 	if err := c.WriteRecords(bufs, record.Headroom); err != nil {
 		t.Fatal(err)
 	}
-	c.Close() // close_notify after the ten records
+	c.Close()                          // close_notify after the ten records
 	time.Sleep(100 * time.Millisecond) // all of it in the server's socket
 	p := make([]byte, 64<<10)
 	n, err := srv.Read(p)
