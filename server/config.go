@@ -158,6 +158,11 @@ func keyLine(data []byte, key toml.Key) int {
 	return 0
 }
 
+// listenAddrs are the configured listen addresses, by key.
+func (c *Config) listenAddrs() []listenAddr {
+	return []listenAddr{{"listen", c.Listen}, {"udp-listen", c.UDPListen}}
+}
+
 // Validate checks every field and fills the parsed forms. Errors name the key.
 func (c *Config) Validate() error {
 	var errs []error
@@ -185,8 +190,7 @@ func (c *Config) Validate() error {
 	default:
 		c.pool = pool
 	}
-	plan := validateRoutes(c.Route, c.NoRoute, c.pool,
-		[]listenAddr{{"listen", c.Listen}, {"udp-listen", c.UDPListen}}, bad)
+	plan := validateRoutes(c.Route, c.NoRoute, c.pool, c.listenAddrs(), bad)
 	c.routes, c.noRoutes = plan.include, plan.exclude
 	c.validateIPv6(bad)
 	c.dns = c.dns[:0]

@@ -197,11 +197,11 @@ func (c *Config) buildPolicy(bad func(key, format string, a ...any)) *policy {
 		// without the networks that are behind the user itself (as ocserv
 		// leaves a user's iroutes out of the routes it sends that user).
 		if len(uc.Route) > 0 {
-			for _, s := range uc.Route {
-				p, ok := parseNet(key("route"), s, bad)
-				if !ok {
-					continue
-				}
+			// The same checks as the global route list: "default",
+			// duplicates and overlaps, the server's own address.
+			routes, _ := parseIncludes(key("route"), uc.Route, bad)
+			checkServerReachable(key("route"), routes, c.noRoutes, c.listenAddrs(), bad)
+			for _, p := range routes {
 				if q, in := insideAny(p, u.iroutes); in {
 					bad(key("route"), "%s lies inside the user's own iroute %s: the client would send its own network into the tunnel", p, q)
 					continue

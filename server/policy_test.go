@@ -137,11 +137,31 @@ func TestUsersConfigErrors(t *testing.T) {
 		{"[users.a]\nroute = [\"192.168.1.1/24\"]\n", `users.a.route: "192.168.1.1/24" has host bits set`},
 		{"[users.\"a.b\"]\nroute = [\"x\"]\n", `users."a.b".route:`},
 		{"[users.a]\nipv4 = 5\n", `users.a.ipv4`},
+		// A user's own route list gets the checks of the global one.
+		{"[users.a]\nroute = [\"192.0.2.0/24\"]\n", "users.a.route: 192.0.2.0/24 contains the server's listen address 192.0.2.1"},
+		{"[users.a]\nroute = [\"default\", \"10.1.0.0/16\"]\n", `users.a.route: "default" (a full tunnel) already covers 10.1.0.0/16`},
+		{"[users.a]\nroute = [\"10.1.0.0/16\", \"10.1.2.0/24\"]\n", "users.a.route: 10.1.0.0/16 and 10.1.2.0/24 overlap"},
+		{"[users.a]\nroute = [\"10.1.0.0/16\", \"10.1.0.0/16\"]\n", "users.a.route: 10.1.0.0/16 is listed twice"},
 	} {
 		_, err := LoadConfig(writeConfig(t, head+tc.body), "/state")
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("config %q:\n got %v\nwant error containing %q", tc.body, err, tc.want)
 		}
+	}
+}
+
+// TestUserFullTunnel: route = ["default"] in a user's table gives that
+// user a full tunnel (no split routes pushed), whatever the global list.
+func TestUserFullTunnel(t *testing.T) {
+	cfg, err := LoadConfig(writeConfig(t, "ipv4-network = \"10.77.0.0/24\"\nroute = [\"10.1.0.0/16\"]\n[users.a]\nroute = [\"default\"]\n"), "/state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := cfg.pol.users["a"]; a == nil || len(a.routes) != 0 {
+		t.Fatalf("user a: %+v, want no split routes", a)
+	}
+	if !slices.Equal(cfg.pol.def.routes, pfx("10.1.0.0/16")) {
+		t.Fatalf("default routes %v", cfg.pol.def.routes)
 	}
 }
 

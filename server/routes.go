@@ -110,20 +110,8 @@ func parseRouteList(key string, list []string, bad func(key, format string, a ..
 // does the same).
 func validateRoutes(routes, noRoutes []string, pool netip.Prefix, listen []listenAddr, bad func(key, format string, a ...any)) routePlan {
 	var plan routePlan
-	var explicit []string
-	full := false
-	for _, r := range routes {
-		if isDefaultRoute(r) {
-			full = true
-			continue
-		}
-		explicit = append(explicit, r)
-	}
-	plan.include = parseRouteList("route", explicit, bad)
-	if full && len(explicit) > 0 {
-		bad("route", `"default" (a full tunnel) already covers %s; list either "default" or split routes`, strings.Join(explicit, ", "))
-		plan.include = nil
-	}
+	var full bool
+	plan.include, full = parseIncludes("route", routes, bad)
 
 	for _, r := range noRoutes {
 		if isDefaultRoute(r) {
@@ -155,7 +143,61 @@ func validateRoutes(routes, noRoutes []string, pool netip.Prefix, listen []liste
 			bad("no-route", "%s overlaps the address pool %s: clients would route their own tunnel addresses outside the tunnel", x, pool)
 		}
 	}
+	for _, l := range listenHosts(listen) {
+		if pool.IsValid() && pool.Contains(l.a) {
+			bad("ipv4-network", "%s contains the server's own %s address %s", pool, l.key, l.a)
+		}
+	}
+	checkServerReachable("route", plan.include, plan.exclude, listen, bad)
+	return plan
+}
 
+// parseIncludes parses a split-include list (key route, global or a
+// user's): "default" alone means a full tunnel (full, and no routes).
+func parseIncludes(key string, routes []string, bad func(key, format string, a ...any)) (include []netip.Prefix, full bool) {
+	var explicit []string
+	for _, r := range routes {
+		if isDefaultRoute(r) {
+			full = true
+			continue
+		}
+		explicit = append(explicit, r)
+	}
+	include = parseRouteList(key, explicit, bad)
+	if full && len(explicit) > 0 {
+		bad(key, `"default" (a full tunnel) already covers %s; list either "default" or split routes`, strings.Join(explicit, ", "))
+		include = nil
+	}
+	return include, full
+}
+
+// checkServerReachable reports each split-include route (key's) that
+// contains one of the server's own listen addresses and is not carved out
+// by a no-route: clients would send their connection to the server into
+// the tunnel itself.
+func checkServerReachable(key string, include, exclude []netip.Prefix, listen []listenAddr, bad func(key, format string, a ...any)) {
+	for _, l := range listenHosts(listen) {
+		for _, r := range include {
+			if !r.Contains(l.a) || excluded(exclude, l.a) {
+				continue
+			}
+			bad(key, "%s contains the server's %s address %s: clients would route their connection to the server into the tunnel itself; narrow the route or add %q to no-route",
+				r, l.key, l.a, netip.PrefixFrom(l.a, l.a.BitLen()).String())
+		}
+	}
+}
+
+// listenHost is a listen address that names one host address.
+type listenHost struct {
+	key string
+	a   netip.Addr
+}
+
+// listenHosts returns the listen addresses that name a host, once each. A
+// name or a wildcard (0.0.0.0, the default) is left out: the address
+// clients use is not known here.
+func listenHosts(listen []listenAddr) []listenHost {
+	var out []listenHost
 	seen := map[netip.Addr]bool{}
 	for _, l := range listen {
 		host, _, err := net.SplitHostPort(l.addr)
@@ -164,23 +206,13 @@ func validateRoutes(routes, noRoutes []string, pool netip.Prefix, listen []liste
 		}
 		a, err := netip.ParseAddr(host)
 		if err != nil || a.IsUnspecified() || seen[a.Unmap()] {
-			continue // a name or a wildcard: the address clients use is not known here
+			continue
 		}
 		a = a.Unmap()
 		seen[a] = true
-		key := l.key
-		if pool.IsValid() && pool.Contains(a) {
-			bad("ipv4-network", "%s contains the server's own %s address %s", pool, key, a)
-		}
-		for _, r := range plan.include {
-			if !r.Contains(a) || excluded(plan.exclude, a) {
-				continue
-			}
-			bad("route", "%s contains the server's %s address %s: clients would route their connection to the server into the tunnel itself; narrow the route or add %q to no-route",
-				r, key, a, netip.PrefixFrom(a, a.BitLen()).String())
-		}
+		out = append(out, listenHost{l.key, a})
 	}
-	return plan
+	return out
 }
 
 // listenAddr is a configured listen address and the key that set it.
