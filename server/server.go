@@ -503,6 +503,12 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 	if addr6.IsValid() {
 		params.AddressIP6 = netip.PrefixFrom(addr6, 128)
 	}
+	// The connection's context exists before the DTLS offer leaves: the
+	// client starts its handshake as soon as it reads the answer, and the
+	// DTLS peer it brings up lives as long as this connection.
+	cctx, cancelConn := context.WithCancel(ctx)
+	defer cancelConn()
+	sess.setConnContext(cctx)
 	if s.dtls != nil && offersPSKNegotiate(creq.DTLSCipherSuite) {
 		kvpn := cstp.IsKvpnAgent(req.UserAgent())
 		chacha := kvpn && creq.Extra.Get(cstp.HeaderDTLSCipher) == cstp.ExtDTLSChaCha
@@ -563,7 +569,7 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 		up = append(up, "address6", addr6.String())
 	}
 	log.Info("tunnel up", up...)
-	err = sess.run(ctx, ch, log)
+	err = sess.run(cctx, ch, log)
 	sess.detach(ch, err)
 }
 

@@ -243,14 +243,19 @@ func (sess *Session) terminate(reason string) {
 	sess.end(reason)
 }
 
+// setConnContext records the context of the session's current TLS
+// connection; a DTLS peer that comes up is watched until it ends.
+func (sess *Session) setConnContext(ctx context.Context) {
+	sess.mu.Lock()
+	sess.ctx = ctx
+	sess.mu.Unlock()
+}
+
 // run pumps the session's packets over ch until ch fails.
 func (sess *Session) run(ctx context.Context, ch *session.CSTPChannel, log *slog.Logger) error {
 	s := sess.srv
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	sess.mu.Lock()
-	sess.ctx = ctx
-	sess.mu.Unlock()
 	errc := make(chan error, 3)
 	go func() { errc <- sess.sendLoop(ctx, ch) }()
 	go func() {
@@ -338,6 +343,8 @@ func (sess *Session) PeerUp(p *dtls.Peer) {
 	ctx := sess.ctx
 	sess.mu.Unlock()
 	if ctx == nil || ctx.Err() != nil {
+		s.log.Info("DTLS handshake completed for a connection that has ended; closing it",
+			"user", sess.user, "session", sess.id, "from", p.Addr().String())
 		p.Close()
 		return
 	}
