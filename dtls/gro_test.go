@@ -126,25 +126,21 @@ func pumpSessions(t *testing.T, group, nsess int) {
 		}
 	}
 	errc := make(chan error, 2*nsess)
+	// send writes pkts in batches of per with write, from a goroutine.
+	send := func(write func([][]byte, int) error, pkts [][]byte) {
+		go func() {
+			for r := range rounds {
+				if err := write(withRoom(pkts[r*per:(r+1)*per]), room); err != nil {
+					errc <- err
+					return
+				}
+			}
+			errc <- nil
+		}()
+	}
 	for k := range nsess {
-		go func() {
-			for r := range rounds {
-				if err := peers[k].WritePackets(withRoom(down[k][r*per:(r+1)*per]), room); err != nil {
-					errc <- err
-					return
-				}
-			}
-			errc <- nil
-		}()
-		go func() {
-			for r := range rounds {
-				if err := clients[k].WritePackets(withRoom(up[k][r*per:(r+1)*per]), room); err != nil {
-					errc <- err
-					return
-				}
-			}
-			errc <- nil
-		}()
+		send(peers[k].WritePackets, down[k])
+		send(clients[k].WritePackets, up[k])
 	}
 	got := make([][][]byte, nsess)
 	var wg sync.WaitGroup

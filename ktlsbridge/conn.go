@@ -106,7 +106,7 @@ func handshake(ctx context.Context, raw net.Conn, cfg *tls.Config, server bool, 
 	}
 	if mode == ModeOn && (kerr[0] != nil || kerr[1] != nil) {
 		return fail(fmt.Errorf("%w (%s, %s): tx: %v; rx: %v", ErrKernelRequired,
-			versionName(cs.Version), tls.CipherSuiteName(cs.CipherSuite), kerr[0], kerr[1]))
+			tls.VersionName(cs.Version), tls.CipherSuiteName(cs.CipherSuite), kerr[0], kerr[1]))
 	}
 	if kerr[0] != nil {
 		if c.tx, err = newUserTX(raw, txKeys); err != nil {
@@ -135,7 +135,7 @@ var ErrKernelRequired = errors.New("ktls=on but the kernel cannot take this conn
 // Describe says which engine runs each direction and, for a direction left
 // in userspace, why: the line logged once per session.
 func (c *Conn) Describe() string {
-	s := fmt.Sprintf("%s %s: tx=%s rx=%s", versionName(c.cs.Version), tls.CipherSuiteName(c.cs.CipherSuite), c.engine.TX, c.engine.RX)
+	s := fmt.Sprintf("%s %s: tx=%s rx=%s", tls.VersionName(c.cs.Version), tls.CipherSuiteName(c.cs.CipherSuite), c.engine.TX, c.engine.RX)
 	if c.KernelErrors[0] != nil && !errors.Is(c.KernelErrors[0], errOff) {
 		s += fmt.Sprintf(" (kernel TLS unavailable: %v)", c.KernelErrors[0])
 	} else if c.KernelErrors[1] != nil && !errors.Is(c.KernelErrors[1], errOff) {
@@ -179,15 +179,6 @@ func (c *Conn) tryKernel(tx, rx Keys) [2]error {
 	return res
 }
 
-func versionName(v uint16) string {
-	switch v {
-	case tls.VersionTLS13:
-		return "TLS 1.3"
-	case tls.VersionTLS12:
-		return "TLS 1.2"
-	}
-	return fmt.Sprintf("TLS 0x%04x", v)
-}
 
 // Conn is a TLS connection after the handshake whose records are handled
 // by the kernel or by kvpn's userspace engine, chosen per direction. It

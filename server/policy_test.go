@@ -12,8 +12,6 @@ import (
 
 	"github.com/BurntSushi/toml"
 
-	"kvpn/auth"
-	"kvpn/dtls"
 	"kvpn/netcfg"
 )
 
@@ -220,16 +218,7 @@ func newTestServer(t *testing.T, body string) *testServer {
 		t.Fatal(err)
 	}
 	ts := &testServer{installed: map[netip.Prefix]bool{}, fail: map[netip.Prefix]bool{}}
-	ts.Server = &Server{
-		cfg:      cfg,
-		log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
-		cookies:  auth.NewCookieJar[*Session](nil),
-		pool:     newPool(cfg.pool),
-		byAddr:   map[netip.Addr]*Session{},
-		byAppID:  map[[dtls.AppIDLen]byte]*Session{},
-		sessions: map[*Session]struct{}{},
-		kroutes:  map[netip.Prefix]*netcfg.Changes{},
-	}
+	ts.Server = newServer(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ts.addRoute = func(p netip.Prefix) (*netcfg.Changes, error) {
 		if ts.fail[p] {
 			return nil, errors.New("refused by test")

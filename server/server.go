@@ -119,6 +119,25 @@ type Server struct {
 	retired  Totals // traffic of ended sessions, under mu
 }
 
+// newServer returns a Server with its tables made and nothing opened
+// (New adds the certificate, the TUN device and the sockets; unit tests
+// use it as it is).
+func newServer(cfg *Config, log *slog.Logger) *Server {
+	s := &Server{
+		cfg:      cfg,
+		log:      log,
+		throttle: auth.NewThrottle(nil),
+		cookies:  auth.NewCookieJar[*Session](nil),
+		pool:     newPool(cfg.pool),
+		byAddr:   map[netip.Addr]*Session{},
+		byAppID:  map[[dtls.AppIDLen]byte]*Session{},
+		sessions: map[*Session]struct{}{},
+		kroutes:  map[netip.Prefix]*netcfg.Changes{},
+	}
+	s.addRoute = s.installRoute
+	return s
+}
+
 // New prepares a server: certificate, password file, TUN device with the
 // pool's first address. It does not accept connections yet.
 func New(cfg *Config, log *slog.Logger) (*Server, error) {
@@ -133,19 +152,8 @@ func New(cfg *Config, log *slog.Logger) (*Server, error) {
 	if created {
 		log.Info("created self-signed certificate", "cert", cfg.ServerCert, "key", cfg.ServerKey)
 	}
-	s := &Server{
-		cfg:      cfg,
-		log:      log,
-		Pin:      certs.Pin(cert.Leaf),
-		throttle: auth.NewThrottle(nil),
-		cookies:  auth.NewCookieJar[*Session](nil),
-		pool:     newPool(cfg.pool),
-		byAddr:   map[netip.Addr]*Session{},
-		byAppID:  map[[dtls.AppIDLen]byte]*Session{},
-		sessions: map[*Session]struct{}{},
-		kroutes:  map[netip.Prefix]*netcfg.Changes{},
-	}
-	s.addRoute = s.installRoute
+	s := newServer(cfg, log)
+	s.Pin = certs.Pin(cert.Leaf)
 	s.tlsCfg = record.BaseConfig()
 	s.tlsCfg.Certificates = []tls.Certificate{cert}
 	set, err := BuildSettings(cfg)

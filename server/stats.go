@@ -96,7 +96,7 @@ func (sess *Session) info(now time.Time) ctl.User {
 		conn := ch.Conn()
 		u.Remote = conn.RemoteAddr().String()
 		cs := conn.ConnectionState()
-		u.TLS = tlsVersion(cs.Version) + " " + tls.CipherSuiteName(cs.CipherSuite)
+		u.TLS = tls.VersionName(cs.Version) + " " + tls.CipherSuiteName(cs.CipherSuite)
 		e := conn.Engine()
 		u.TLSTX, u.TLSRX = e.TX, e.RX
 	}
@@ -131,15 +131,6 @@ func (sess *Session) transport() string {
 	return TransportTLS
 }
 
-func tlsVersion(v uint16) string {
-	switch v {
-	case tls.VersionTLS13:
-		return "TLS1.3"
-	case tls.VersionTLS12:
-		return "TLS1.2"
-	}
-	return "TLS?"
-}
 
 // list returns the sessions, oldest first. It does not hold s.mu while
 // looking into each session (attach takes sess.mu before s.mu).
