@@ -179,7 +179,6 @@ func (c *Conn) tryKernel(tx, rx Keys) [2]error {
 	return res
 }
 
-
 // Conn is a TLS connection after the handshake whose records are handled
 // by the kernel or by kvpn's userspace engine, chosen per direction. It
 // implements record.Conn.

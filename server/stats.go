@@ -131,7 +131,6 @@ func (sess *Session) transport() string {
 	return TransportTLS
 }
 
-
 // list returns the sessions, oldest first. It does not hold s.mu while
 // looking into each session (attach takes sess.mu before s.mu).
 func (s *Server) list() []*Session {
