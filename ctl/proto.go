@@ -80,7 +80,7 @@ type User struct {
 	DTLSRemote    string    `json:"dtls_remote,omitempty"`
 	Connected     bool      `json:"connected"`        // false while waiting for a reconnect
 	Transport     string    `json:"transport"`        // "DTLS", "TLS" or "-" (detached)
-	TLS           string    `json:"tls,omitempty"`    // "TLS1.3 TLS_AES_128_GCM_SHA256"
+	TLS           string    `json:"tls,omitempty"`    // "TLS 1.3 TLS_AES_128_GCM_SHA256"
 	DTLS          string    `json:"dtls,omitempty"`   // "AES128-GCM" when up
 	TLSTX         string    `json:"tls_tx,omitempty"` // record layer: "kernel" or "userspace"
 	TLSRX         string    `json:"tls_rx,omitempty"` //
