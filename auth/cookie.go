@@ -105,8 +105,9 @@ func (j *CookieJar[T]) Issue(v T, ttl time.Duration) (Cookie, error) {
 	}
 }
 
-// find returns c's live entry, removing it if it has expired. The caller
-// holds j.mu.
+// find returns c's entry, expired or not. The caller holds j.mu. Expired
+// entries stay until Sweep takes them: Sweep is how their sessions end, so
+// a lookup must not make one vanish unseen (its session would live on).
 func (j *CookieJar[T]) find(c Cookie) (jarKey, *jarEntry[T]) {
 	k := jarKey(sha256.Sum256(c[:]))
 	e, ok := j.entries[k]
@@ -115,19 +116,36 @@ func (j *CookieJar[T]) find(c Cookie) (jarKey, *jarEntry[T]) {
 	if !ok || subtle.ConstantTimeCompare(e.cookie[:], c[:]) != 1 {
 		return k, nil
 	}
-	if !j.now().Before(e.expires) {
-		delete(j.entries, k)
-		return k, nil
-	}
 	return k, e
 }
 
+// live returns c's entry if it has not expired. The caller holds j.mu.
+func (j *CookieJar[T]) live(c Cookie) *jarEntry[T] {
+	if _, e := j.find(c); e != nil && j.now().Before(e.expires) {
+		return e
+	}
+	return nil
+}
+
 // Lookup returns the value stored under c. It reports false if c is
-// unknown or has expired; an expired cookie is removed.
+// unknown or has expired (an expired entry waits for Sweep).
 func (j *CookieJar[T]) Lookup(c Cookie) (T, bool) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if _, e := j.find(c); e != nil {
+	if e := j.live(c); e != nil {
+		return e.value, true
+	}
+	var zero T
+	return zero, false
+}
+
+// Expired returns the value stored under c if its entry has expired and
+// Sweep has not taken it yet, so a caller meeting it first can end what
+// it refers to.
+func (j *CookieJar[T]) Expired(c Cookie) (T, bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if _, e := j.find(c); e != nil && !j.now().Before(e.expires) {
 		return e.value, true
 	}
 	var zero T
@@ -139,7 +157,7 @@ func (j *CookieJar[T]) Lookup(c Cookie) (T, bool) {
 func (j *CookieJar[T]) Extend(c Cookie, ttl time.Duration) bool {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	_, e := j.find(c)
+	e := j.live(c)
 	if e == nil {
 		return false
 	}
@@ -147,7 +165,7 @@ func (j *CookieJar[T]) Extend(c Cookie, ttl time.Duration) bool {
 	return true
 }
 
-// Revoke removes c from the jar, if it is there.
+// Revoke removes c from the jar, if it is there, expired or not.
 func (j *CookieJar[T]) Revoke(c Cookie) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -187,7 +205,7 @@ func (j *CookieJar[T]) Insert(c Cookie, v T, ttl time.Duration) bool {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	k, e := j.find(c)
-	if e != nil {
+	if e != nil && j.now().Before(e.expires) {
 		return false
 	}
 	j.entries[k] = &jarEntry[T]{cookie: c, value: v, expires: j.now().Add(ttl)}

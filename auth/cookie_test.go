@@ -86,8 +86,16 @@ func TestCookieJar(t *testing.T) {
 	if _, ok := j.Lookup(a); ok {
 		t.Error("cookie still valid at its expiry")
 	}
-	if j.Len() != 1 {
-		t.Errorf("expired cookie not removed by Lookup: Len = %d", j.Len())
+	// The expired entry stays for Sweep (which ends its session), and
+	// Expired finds it meanwhile.
+	if j.Len() != 2 {
+		t.Errorf("Lookup removed an expired cookie: Len = %d", j.Len())
+	}
+	if v, ok := j.Expired(a); !ok || v != "alice" {
+		t.Errorf("Expired(a) = %v, %v", v, ok)
+	}
+	if _, ok := j.Expired(b); ok {
+		t.Error("Expired reports a live cookie")
 	}
 	if j.Extend(a, time.Hour) {
 		t.Error("Extend revived an expired cookie")

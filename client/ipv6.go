@@ -123,6 +123,7 @@ func (t *tunnel) readdress6(p *cstp.TunnelParams) error {
 			return err
 		}
 	}
+	// old is invalid when the last reconnect brought no IPv6 address.
 	if err := netcfg.RemoveAddr(name, old); err != nil {
 		return err
 	}

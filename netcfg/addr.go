@@ -14,6 +14,9 @@ import (
 // SetLink that added addr already has an undo step, which treats an
 // address that is gone as done. An address that is not there is no error.
 func RemoveAddr(name string, addr netip.Prefix) error {
+	if !addr.IsValid() {
+		return nil // no address was held (a tunnel without IPv6, say)
+	}
 	link, err := netlink.LinkByName(name)
 	if err != nil {
 		return fmt.Errorf("netcfg: RemoveAddr %s: %w", name, err)

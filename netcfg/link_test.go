@@ -269,3 +269,25 @@ func TestSetLinkKeepsExisting(t *testing.T) {
 		t.Errorf("tables differ after Restore:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 }
+
+// TestRemoveAddr removes an address that is there, one that is not, and
+// none at all (a reconnect after one that brought no IPv6 address), the
+// last two without error and without touching the link.
+func TestRemoveAddr(t *testing.T) {
+	uplink(t)
+	l, err := netlink.LinkByName("kvd0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.AddrAdd(l, addr("10.77.0.2/24")); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []netip.Prefix{netip.MustParsePrefix("10.77.0.2/24"), netip.MustParsePrefix("10.77.0.2/24"), {}} {
+		if err := netcfg.RemoveAddr("kvd0", p); err != nil {
+			t.Fatalf("RemoveAddr(%v): %v", p, err)
+		}
+	}
+	if as, _ := netlink.AddrList(l, netlink.FAMILY_V4); len(as) != 0 {
+		t.Fatalf("addresses left: %v", as)
+	}
+}

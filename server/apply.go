@@ -79,11 +79,18 @@ func (s *Server) applyPolicy(pol *policy) error {
 	// byAddr holds every session that has an address; bind them in the
 	// order they connected, so that where an exclusive user still has two
 	// sessions (it was not exclusive before) the newest one serves.
+	// byAddr has a session once per address it holds (IPv4 and IPv6):
+	// list each once, with its IPv4 address (the one ipv4 fixes).
 	list := make([]*Session, 0, len(s.byAddr))
 	addrs := make(map[*Session]netip.Addr, len(s.byAddr))
 	for a, sess := range s.byAddr {
-		list = append(list, sess)
-		addrs[sess] = a
+		if _, seen := addrs[sess]; !seen {
+			list = append(list, sess)
+			addrs[sess] = netip.Addr{}
+		}
+		if a.Is4() {
+			addrs[sess] = a
+		}
 	}
 	slices.SortFunc(list, func(a, b *Session) int { return cmp.Compare(a.id, b.id) })
 	for _, sess := range list {

@@ -330,6 +330,18 @@ func TestSessionsSiteToSite(t *testing.T) {
 	if !gwa.ended || gwa2.addr != gwa.addr || ts.iroutes.lookup(netip.MustParseAddr("192.168.10.1")) != gwa2 {
 		t.Fatalf("takeover: old ended %v, new address %s", gwa.ended, gwa2.addr)
 	}
+	// An older session of gwa that attaches after the newer one (its
+	// reconnect raced the new login) yields: the newest stays.
+	gwa3 := ts.newSession("gwa", netip.MustParseAddr("192.0.2.98"))
+	gwa4 := ts.newSession("gwa", netip.MustParseAddr("192.0.2.97"))
+	gwa2.end("test")
+	if _, err := gwa4.attach(nil, netip.Addr{}, netip.Prefix{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gwa3.attach(nil, netip.Addr{}, netip.Prefix{}); err == nil || !gwa3.ended || gwa4.ended {
+		t.Fatalf("older session attaching after a newer one: %v (older ended %v, newer ended %v)", err, gwa3.ended, gwa4.ended)
+	}
+	gwa2 = gwa4
 	// Ending it unroutes its networks but leaves the kernel routes (so
 	// that their packets do not leave by the default route).
 	gwa2.end("test")
@@ -441,4 +453,27 @@ iroute = ["192.168.40.0/24"]
 func decodeInto(cfg *Config, body string) (*Config, error) {
 	_, err := toml.Decode(body, cfg)
 	return cfg, err
+}
+
+// TestApplyPolicyDualStack: reloading an unchanged configuration with an
+// IPv6 pool reports nothing for a site with a fixed IPv4 address (its
+// session is in byAddr under both addresses, and only the IPv4 one is what
+// ipv4 fixes).
+func TestApplyPolicyDualStack(t *testing.T) {
+	body := siteConfig + "\n"
+	body = strings.Replace(body, `restrict-user-to-routes = true`, "restrict-user-to-routes = true\nipv6-network = \"fd00:77::/64\"", 1)
+	ts := newTestServer(t, body)
+	gwa := ts.connect(t, "gwa")
+	if !gwa.addr6.IsValid() {
+		t.Fatalf("gwa has no IPv6 address")
+	}
+	for range 20 { // map order varies
+		cfg := DefaultConfig(t.TempDir())
+		if _, err := decodeInto(cfg, body); err != nil {
+			t.Fatal(err)
+		}
+		if err := ts.ApplyPolicy(cfg); err != nil {
+			t.Fatalf("reload of the same configuration: %v", err)
+		}
+	}
 }

@@ -116,6 +116,13 @@ func (s *Server) openTicket(text string) (t *auth.Ticket, sess *Session, err err
 		}
 		return t, sess, nil
 	}
+	if old, ok := s.cookies.Expired(t.Session); ok {
+		// cookie-timeout passed while the client was away and the sweep
+		// has not come round yet: end it now, as the sweep would have
+		// (which also refuses the cookie below), rather than leave it
+		// holding its address beside a resumed copy.
+		old.end("cookie expired")
+	}
 	if s.revoked.Has(t.Session) {
 		return nil, nil, errRevoked
 	}
@@ -170,8 +177,11 @@ func (s *Server) revokeSession(sess *Session) {
 	sess.mu.Lock()
 	until := sess.ticketExpires
 	sess.mu.Unlock()
-	if until.IsZero() {
-		until = time.Now().Add(s.ticketLifetime())
+	// Another node may have refreshed the cookie since this node last
+	// sealed it; no cookie sealed before now, by any node, outlives now +
+	// the ticket lifetime.
+	if latest := time.Now().Add(s.ticketLifetime()); latest.After(until) {
+		until = latest
 	}
 	s.revoked.Add(sess.cookie, until)
 }

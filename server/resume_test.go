@@ -13,7 +13,6 @@ import (
 
 	"kvpn/auth"
 	"kvpn/cstp"
-	"kvpn/dtls"
 )
 
 // newResumeServer is a Server with everything sessionFor needs and no
@@ -36,11 +35,7 @@ func newResumeServer(t *testing.T, dir string, pool string) *Server {
 			t.Fatal(err)
 		}
 	}
-	s := &Server{
-		cfg: cfg, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		cookies: auth.NewCookieJar[*Session](nil), pool: newPool(cfg.pool),
-		byAddr: map[netip.Addr]*Session{}, byAppID: map[[dtls.AppIDLen]byte]*Session{}, sessions: map[*Session]struct{}{},
-	}
+	s := newServer(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err := s.ReloadPasswd(); err != nil {
 		t.Fatal(err)
 	}
@@ -109,6 +104,37 @@ func TestResumeOnAnotherNode(t *testing.T) {
 	}
 }
 
+// TestExpiredSessionEndsOnResume: a detached session whose cookie-timeout
+// passed, met by a CONNECT before the sweep, ends there (address freed,
+// cookie refused as the sweep would have it) instead of staying beside a
+// resumed copy for ever.
+func TestExpiredSessionEndsOnResume(t *testing.T) {
+	s := newResumeServer(t, t.TempDir(), "10.77.0.0/24")
+	now := time.Now()
+	s.cookies = auth.NewCookieJar[*Session](func() time.Time { return now })
+	sess, cookie := login(t, s, "alice")
+	addr, err := s.pool.Get(netip.Addr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess.addr = addr
+	s.byAddr[addr] = sess
+	now = now.Add(2 * time.Minute) // past the jar's 1 minute; the ticket lives on
+	_, _, err = s.sessionFor(&cstp.ConnectRequest{Cookie: cookie}, netip.Addr{}, s.log)
+	if !errors.Is(err, errRevoked) {
+		t.Fatalf("CONNECT with the expired session's cookie: %v, want errRevoked", err)
+	}
+	s.mu.RLock()
+	n, holder := len(s.sessions), s.byAddr[addr]
+	s.mu.RUnlock()
+	if !sess.ended || n != 0 || holder != nil {
+		t.Fatalf("ended %v, %d sessions, %s held by %p", sess.ended, n, addr, holder)
+	}
+	if got := s.cookies.Sweep(); len(got) != 0 {
+		t.Fatalf("the sweep still finds %d sessions", len(got))
+	}
+}
+
 func TestResumeRefused(t *testing.T) {
 	dir := t.TempDir()
 	a := newResumeServer(t, dir, "10.77.0.0/24")
@@ -173,5 +199,26 @@ func TestResumeRefused(t *testing.T) {
 	s2.end(cstp.ReasonServerShutdown)
 	if err := connect(a, c2); err != nil {
 		t.Errorf("after shutdown: %v", err)
+	}
+}
+
+// TestRevocationOutlivesOtherNodesCookies: a session this node last sealed
+// a cookie for long ago may hold a fresher one from another node (a
+// refresh answered there); kicking it here revokes it for a whole ticket
+// lifetime from now, not only until this node's own cookie expires.
+func TestRevocationOutlivesOtherNodesCookies(t *testing.T) {
+	s := newResumeServer(t, t.TempDir(), "10.77.0.0/24")
+	sess, _ := login(t, s, "alice")
+	sess.mu.Lock()
+	sess.ticketExpires = time.Now().Add(time.Second) // this node's cookie
+	sess.mu.Unlock()
+	s.revokeSession(sess)
+	s.revoked.Sweep(time.Now().Add(s.ticketLifetime() - time.Second))
+	if !s.revoked.Has(sess.cookie) {
+		t.Fatal("the revocation ended with this node's own cookie")
+	}
+	s.revoked.Sweep(time.Now().Add(s.ticketLifetime() + time.Second))
+	if s.revoked.Has(sess.cookie) {
+		t.Fatal("the revocation outlived every possible cookie")
 	}
 }

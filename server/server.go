@@ -82,10 +82,12 @@ type Server struct {
 	revoked  *auth.Revoked    // sessions logged out here, until their cookies expire
 	node     string           // this node's name in cookies
 	resumeMu sync.Mutex       // serialises resuming sessions from cookies
-	pool     *pool
-	pool6    *pool // nil without ipv6-network
-	dev      tun.Device
-	net      *netcfg.Changes
+	// exclusiveMu serialises replacing the sessions of site-to-site users.
+	exclusiveMu sync.Mutex
+	pool        *pool
+	pool6       *pool // nil without ipv6-network
+	dev         tun.Device
+	net         *netcfg.Changes
 
 	udp *udp.Conn // nil when DTLS is off
 	// udpReaders are the other sockets of udp's SO_REUSEPORT group.
@@ -134,6 +136,9 @@ func newServer(cfg *Config, log *slog.Logger) *Server {
 		sessions: map[*Session]struct{}{},
 		kroutes:  map[netip.Prefix]*netcfg.Changes{},
 	}
+	if cfg.pool6.IsValid() {
+		s.pool6 = newPool(cfg.pool6)
+	}
 	s.addRoute = s.installRoute
 	return s
 }
@@ -180,8 +185,7 @@ func New(cfg *Config, log *slog.Logger) (*Server, error) {
 		dev.Close()
 		return nil, fmt.Errorf("configuring %s: %w", dev.Name(), err)
 	}
-	if cfg.pool6.IsValid() {
-		s.pool6 = newPool(cfg.pool6)
+	if s.pool6 != nil {
 		gw6 := netip.PrefixFrom(s.pool6.gateway, cfg.pool6.Bits())
 		if err := s.net.SetLink(dev.Name(), gw6, cfg.MTU); err != nil {
 			dev.Close()

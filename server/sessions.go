@@ -93,7 +93,10 @@ func (sess *Session) attach(ch *session.CSTPChannel, prev netip.Addr, prev6 neti
 		// A fixed address and the networks behind a site cannot be in two
 		// sessions: a new login of the user replaces the old session (a
 		// gateway that restarted must not wait for cookie-timeout).
-		s.replaceOthers(sess)
+		if s.replaceOthers(sess) {
+			sess.end("replaced by a newer session of the same user")
+			return netip.Addr{}, errors.New("a newer session of the same site-to-site user exists")
+		}
 	}
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
@@ -133,21 +136,35 @@ func (sess *Session) attach(ch *session.CSTPChannel, prev netip.Addr, prev6 neti
 	return sess.addr, nil
 }
 
-// replaceOthers ends every other session of sess's user.
-func (s *Server) replaceOthers(sess *Session) {
+// replaceOthers ends the older sessions of sess's user and reports
+// whether a newer one exists, which then wins: whichever of two sessions
+// attaches first (a gateway's old session reconnecting with its cookie
+// while its new login connects), the newest stays. Serialised, so two
+// attaches cannot end each other.
+func (s *Server) replaceOthers(sess *Session) (newer bool) {
+	s.exclusiveMu.Lock()
+	defer s.exclusiveMu.Unlock()
 	var old []*Session
 	s.mu.RLock()
 	for o := range s.sessions {
-		if o != sess && o.user == sess.user {
+		switch {
+		case o == sess || o.user != sess.user:
+		case o.id > sess.id:
+			newer = true
+		default:
 			old = append(old, o)
 		}
 	}
 	s.mu.RUnlock()
+	if newer {
+		return true
+	}
 	for _, o := range old {
 		s.log.Warn("new session of a site-to-site user replaces the old one", "user", sess.user,
 			"session", sess.id, "replaced", o.id)
 		o.terminate("replaced by a new session of the same user")
 	}
+	return false
 }
 
 // detach records that ch ended with err. A DISCONNECT from the client ends
