@@ -35,7 +35,10 @@ func (f HandlerFunc) HandleCtl(r Request) Reply { return f(r) }
 type Listener struct {
 	ln   *net.UnixListener
 	path string
-	wg   sync.WaitGroup
+	wg   sync.WaitGroup // the exchanges under way
+	// serving is held by Serve while it accepts: Close waits for it before
+	// waiting for wg, so no wg.Add can race wg.Wait.
+	serving sync.Mutex
 }
 
 // Listen creates the control socket at path with mode 0600 (its directory
@@ -76,6 +79,8 @@ func (l *Listener) Path() string { return l.path }
 // Serve answers requests with h until Close. Each connection carries one
 // request and one reply.
 func (l *Listener) Serve(h Handler, log *slog.Logger) {
+	l.serving.Lock()
+	defer l.serving.Unlock()
 	for {
 		c, err := l.ln.AcceptUnix()
 		if err != nil {
@@ -98,6 +103,8 @@ func (l *Listener) Serve(h Handler, log *slog.Logger) {
 // the socket file.
 func (l *Listener) Close() error {
 	err := l.ln.Close()
+	l.serving.Lock() // Serve has returned (or never ran)
+	l.serving.Unlock()
 	l.wg.Wait()
 	return err
 }
