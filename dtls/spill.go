@@ -54,14 +54,15 @@ const groMessages = 16
 // keeping what does not fit for the next call.
 type groReader struct {
 	msgs []udp.Message
-	n    int // messages filled by the last read
-	i    int // the message being split
-	off  int // where its next datagram starts
-	seg  int // its segment size (the whole message when 0)
+	n    int   // messages filled by the last read
+	i    int   // the message being split
+	off  int   // where its next datagram starts
+	seg  int   // its segment size (the whole message when 0)
+	segs []int // every message's segment size, read once per read
 }
 
 func newGROReader() *groReader {
-	r := &groReader{msgs: make([]udp.Message, groMessages)}
+	r := &groReader{msgs: make([]udp.Message, groMessages), segs: make([]int, groMessages)}
 	mem := make([]byte, groMessages*recvBufSize)
 	oob := make([]byte, groMessages*udp.OOBSize)
 	for i := range r.msgs {
@@ -82,11 +83,12 @@ func (r *groReader) fill(conn *udp.Conn, out []udp.Message, bufs [][]byte, start
 		}
 		r.n, r.i, r.off = n, 0, 0
 		for i := range n {
-			if seg := udp.SegmentSize(&r.msgs[i]); seg > 0 {
+			r.segs[i] = udp.SegmentSize(&r.msgs[i])
+			if seg := r.segs[i]; seg > 0 {
 				coalesced.Add(uint64((r.msgs[i].N + seg - 1) / seg))
 			}
 		}
-		r.seg = udp.SegmentSize(&r.msgs[0])
+		r.seg = r.segs[0]
 	}
 	k := 0
 	for k < len(bufs) && r.i < r.n {
@@ -102,7 +104,7 @@ func (r *groReader) fill(conn *udp.Conn, out []udp.Message, bufs [][]byte, start
 			r.i++
 			r.off = 0
 			if r.i < r.n {
-				r.seg = udp.SegmentSize(&r.msgs[r.i])
+				r.seg = r.segs[r.i]
 			}
 		}
 	}

@@ -62,12 +62,7 @@ exit codes: 0 clean exit, 2 usage, 3 authentication failed (or session
             6 --ktls on but the kernel cannot take the connection
 `
 
-func main() {
-	stop := cli.StartProfile("vpnc")
-	code := run(os.Args[1:], os.Stderr)
-	stop()
-	os.Exit(code)
-}
+func main() { cli.Main("vpnc", run) }
 
 func run(args []string, stderr io.Writer) int {
 	if len(args) == 0 {

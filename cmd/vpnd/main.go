@@ -47,12 +47,7 @@ const usage = `usage:
 // exitUsage is the exit code for bad flags or arguments.
 const exitUsage = 2
 
-func main() {
-	stop := cli.StartProfile("vpnd")
-	code := run(os.Args[1:], os.Stderr)
-	stop()
-	os.Exit(code)
-}
+func main() { cli.Main("vpnd", run) }
 
 func run(args []string, stderr io.Writer) int {
 	if len(args) == 0 {

@@ -2,7 +2,6 @@ package record
 
 import (
 	"bytes"
-	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"encoding/binary"
@@ -11,7 +10,6 @@ import (
 	"strconv"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"kvpn/internal/race"
 
@@ -40,15 +38,7 @@ func testKeysCID(s Suite) (a, b Keys) {
 func pairCID(t testing.TB, s Suite, start uint64) (*Sealer, *Opener) {
 	t.Helper()
 	a, b := testKeysCID(s)
-	se, err := NewSealer(a, start)
-	if err != nil {
-		t.Fatal(err)
-	}
-	op, err := NewOpener(b, 1024)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return se, op
+	return pairOf(t, a, b, start)
 }
 
 func cidPSKConfig(suite dtls.CipherSuiteID, gen func() []byte) *dtls.Config {
@@ -749,31 +739,7 @@ func TestPionRetransmitAfterTakeoverCID(t *testing.T) {
 		return len(epoch1(dg)) > 0 && !dropped.Swap(true)
 	}
 	ce.drop.Store(&dropFinished)
-	cfg := func() *dtls.Config {
-		c := cidPSKConfig(dtls.TLS_PSK_WITH_AES_128_GCM_SHA256, dtls.RandomCIDGenerator(cl))
-		c.FlightInterval = 50 * time.Millisecond
-		return c
-	}
-	server, err := dtls.Server(se, ce.laddr, cfg())
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := dtls.Client(ce, se.laddr, cfg())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ce.Close(); se.Close(); client.Close(); server.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	clientDone := make(chan error, 1)
-	go func() { clientDone <- client.HandshakeContext(ctx) }()
-	if err := server.HandshakeContext(ctx); err != nil {
-		t.Fatal(err)
-	}
-	sk, err := KeysFromConn(server)
-	if err != nil {
-		t.Fatal(err)
-	}
+	server, client, sk, clientDone := lossyHandshake(t, ce, se, cidPSKConfig(dtls.TLS_PSK_WITH_AES_128_GCM_SHA256, dtls.RandomCIDGenerator(cl)))
 	if err := <-clientDone; err != nil {
 		t.Fatalf("client handshake after the retransmission: %v", err)
 	}
@@ -839,36 +805,7 @@ func TestNoAllocsCID(t *testing.T) {
 	for _, s := range testSuites {
 		t.Run(s.String(), func(t *testing.T) {
 			se, op := pairCID(t, s, 0)
-			buf := make([]byte, se.Headroom()+1400+se.Tailroom())
-			off := se.Headroom()
-			var rec []byte
-			seal := func() {
-				var err error
-				if rec, err = se.Seal(buf, off, 1400, ApplicationData); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if n := testing.AllocsPerRun(1000, seal); n != 0 {
-				t.Errorf("Seal: %v allocations", n)
-			}
-			if n := testing.AllocsPerRun(1000, func() {
-				seal()
-				if _, _, err := op.Open(rec); err != nil {
-					t.Fatal(err)
-				}
-			}); n != 0 {
-				t.Errorf("Seal+Open: %v allocations", n)
-			}
-			seal()
-			op.Open(rec)
-			if n := testing.AllocsPerRun(1000, func() {
-				if _, _, err := op.Open(rec); !errors.Is(err, ErrReplay) {
-					t.Fatal(err)
-				}
-			}); n != 0 {
-				t.Errorf("refusing a replay: %v allocations", n)
-			}
-			seal()
+			rec := assertNoAllocs(t, se, op)
 			rec[11] ^= 1
 			if n := testing.AllocsPerRun(1000, func() {
 				if _, _, err := op.Open(rec); !errors.Is(err, ErrCID) {

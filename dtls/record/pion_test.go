@@ -441,6 +441,36 @@ func records(dg []byte) ([]hdr, error) {
 	return hs, nil
 }
 
+// lossyHandshake runs a pion handshake over the memPipe ends ce (client)
+// and se (server) with cfg and a short retransmission interval (the
+// caller's drop filter loses part of a flight), until the server has
+// completed and its keys are taken over. The client's handshake is still
+// under way; its result comes on clientDone.
+func lossyHandshake(t *testing.T, ce, se *memConn, cfg *dtls.Config) (server, client *dtls.Conn, sk Keys, clientDone <-chan error) {
+	t.Helper()
+	cfg.FlightInterval = 50 * time.Millisecond
+	server, err := dtls.Server(se, ce.laddr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err = dtls.Client(ce, se.laddr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ce.Close(); se.Close(); client.Close(); server.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	done := make(chan error, 1)
+	go func() { done <- client.HandshakeContext(ctx) }()
+	if err := server.HandshakeContext(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if sk, err = KeysFromConn(server); err != nil {
+		t.Fatal(err)
+	}
+	return server, client, sk, done
+}
+
 // TestPionRetransmitAfterTakeover shows why Sealer starts SeqGap above
 // pion: the server's final flight (ChangeCipherSpec, Finished) is lost, the
 // server has completed and exported its keys, and then the client's
@@ -465,32 +495,8 @@ func TestPionRetransmitAfterTakeover(t *testing.T) {
 	}
 	ce.drop.Store(&dropFinished)
 
-	cfg := func() *dtls.Config {
-		c := pskConfig(dtls.TLS_PSK_WITH_AES_128_GCM_SHA256)
-		c.FlightInterval = 50 * time.Millisecond
-		return c
-	}
-	server, err := dtls.Server(se, ce.laddr, cfg())
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := dtls.Client(ce, se.laddr, cfg())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ce.Close(); se.Close(); client.Close(); server.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	clientDone := make(chan error, 1)
-	go func() { clientDone <- client.HandshakeContext(ctx) }()
-	if err := server.HandshakeContext(ctx); err != nil {
-		t.Fatal(err)
-	}
 	// The takeover on the server: its Finished went out (and was lost).
-	sk, err := KeysFromConn(server)
-	if err != nil {
-		t.Fatal(err)
-	}
+	server, client, sk, clientDone := lossyHandshake(t, ce, se, pskConfig(dtls.TLS_PSK_WITH_AES_128_GCM_SHA256))
 	ce.logMu.Lock()
 	before := len(ce.log)
 	ce.logMu.Unlock()

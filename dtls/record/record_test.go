@@ -42,6 +42,13 @@ var testSuites = []Suite{
 func pair(t testing.TB, s Suite, start uint64) (*Sealer, *Opener) {
 	t.Helper()
 	a, b := testKeys(s)
+	return pairOf(t, a, b, start)
+}
+
+// pairOf returns a Sealer with keys a starting at sequence start and an
+// Opener with keys b.
+func pairOf(t testing.TB, a, b Keys, start uint64) (*Sealer, *Opener) {
+	t.Helper()
 	se, err := NewSealer(a, start)
 	if err != nil {
 		t.Fatal(err)
@@ -555,35 +562,44 @@ func TestNoAllocs(t *testing.T) {
 	for _, s := range testSuites {
 		t.Run(s.String(), func(t *testing.T) {
 			se, op := pair(t, s, 0)
-			buf := make([]byte, s.Headroom()+1400+Tailroom)
-			off := s.Headroom()
-			var rec []byte
-			seal := func() {
-				var err error
-				if rec, err = se.Seal(buf, off, 1400, ApplicationData); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if n := testing.AllocsPerRun(1000, seal); n != 0 {
-				t.Errorf("Seal: %v allocations", n)
-			}
-			if n := testing.AllocsPerRun(1000, func() {
-				seal()
-				if _, _, err := op.Open(rec); err != nil {
-					t.Fatal(err)
-				}
-			}); n != 0 {
-				t.Errorf("Seal+Open: %v allocations", n)
-			}
-			seal()
-			op.Open(rec)
-			if n := testing.AllocsPerRun(1000, func() {
-				if _, _, err := op.Open(rec); !errors.Is(err, ErrReplay) {
-					t.Fatal(err)
-				}
-			}); n != 0 {
-				t.Errorf("refusing a replay: %v allocations", n)
-			}
+			assertNoAllocs(t, se, op)
 		})
 	}
+}
+
+// assertNoAllocs checks that se sealing 1400-byte records, op opening
+// them and op refusing a replay allocate nothing, and returns the last
+// record sealed (opened once) for further checks.
+func assertNoAllocs(t *testing.T, se *Sealer, op *Opener) []byte {
+	t.Helper()
+	buf := make([]byte, se.Headroom()+1400+se.Tailroom())
+	off := se.Headroom()
+	var rec []byte
+	seal := func() {
+		var err error
+		if rec, err = se.Seal(buf, off, 1400, ApplicationData); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := testing.AllocsPerRun(1000, seal); n != 0 {
+		t.Errorf("Seal: %v allocations", n)
+	}
+	if n := testing.AllocsPerRun(1000, func() {
+		seal()
+		if _, _, err := op.Open(rec); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("Seal+Open: %v allocations", n)
+	}
+	seal()
+	op.Open(rec)
+	if n := testing.AllocsPerRun(1000, func() {
+		if _, _, err := op.Open(rec); !errors.Is(err, ErrReplay) {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("refusing a replay: %v allocations", n)
+	}
+	return rec
 }

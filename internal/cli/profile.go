@@ -2,9 +2,19 @@ package cli
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"runtime/pprof"
 )
+
+// Main runs a command's run function on os.Args and exits with its code,
+// under StartProfile.
+func Main(name string, run func(args []string, stderr io.Writer) int) {
+	stop := StartProfile(name)
+	code := run(os.Args[1:], os.Stderr)
+	stop()
+	os.Exit(code)
+}
 
 // StartProfile writes a CPU profile of the whole run to
 // $KVPN_CPUPROFILE.NAME when KVPN_CPUPROFILE is set (for the benchmarks:
