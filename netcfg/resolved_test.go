@@ -132,11 +132,11 @@ func TestValidDomainName(t *testing.T) {
 	for d, want := range map[string]bool{
 		"corp.example": true, "corp.example.": true, "a": true, "x-1.b2.example": true,
 		strings.Repeat("a", 63) + ".example": true,
-		"": false, ".": false, "-corp.example": false, "corp-.example": false, "corp..example": false,
+		"":                                   false, ".": false, "-corp.example": false, "corp-.example": false, "corp..example": false,
 		".corp.example": false, "corp_example": false, "corp.example\nnameserver 1.2.3.4": false,
 		"~.": false, "corp example": false, strings.Repeat("a", 64) + ".example": false,
 		strings.Repeat("abcdefghi.", 25) + "abcd": false, // 254 bytes
-		"bücher.example": false,
+		"bücher.example":                          false,
 	} {
 		if got := netcfg.ValidDomainName(d); got != want {
 			t.Errorf("ValidDomainName(%q) = %v, want %v", d, got, want)
