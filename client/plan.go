@@ -296,9 +296,7 @@ func planRoutes(p *cstp.TunnelParams, rp RoutePolicy) routePlan {
 		}
 		plan.tunnel = append(plan.tunnel, r)
 	}
-	full4 := slices.Contains(plan.tunnel, netip.MustParsePrefix("0.0.0.0/0")) ||
-		slices.Contains(plan.tunnel, fullTunnel[0]) && slices.Contains(plan.tunnel, fullTunnel[1])
-	if full4 && !p.AddressIP6.IsValid() && !rp.AllowIPv6Leak {
+	if plan.full4() && !p.AddressIP6.IsValid() && !rp.AllowIPv6Leak {
 		plan.unreachable = blackhole6
 	}
 	for _, x := range p.SplitExclude {
@@ -308,6 +306,13 @@ func planRoutes(p *cstp.TunnelParams, rp RoutePolicy) routePlan {
 		}
 	}
 	return plan
+}
+
+// full4 reports whether the plan sends all of IPv4 into the tunnel (a
+// pushed default route, or the full tunnel's two halves).
+func (plan routePlan) full4() bool {
+	return slices.Contains(plan.tunnel, netip.MustParsePrefix("0.0.0.0/0")) ||
+		slices.Contains(plan.tunnel, fullTunnel[0]) && slices.Contains(plan.tunnel, fullTunnel[1])
 }
 
 // describe is the routes part of the "tunnel up" line: the routes into the

@@ -183,7 +183,11 @@ func (t *tunnel) applyDNS(link string) error {
 		t.log.Info("pushed DNS not applied (--dns-backend none)", "servers", addrList(p.DNS), "domain", p.DefaultDomain)
 		return nil
 	case netcfg.DNSResolved:
-		err = t.changes.SetResolved(link, p.DNS, p.DefaultDomain, len(p.SplitInclude) == 0)
+		// Every query into the tunnel ("~.") only when the installed
+		// routes send all IPv4 there: with --no-routes, or a filter that
+		// keeps the full tunnel out, other names stay with the host's own
+		// resolvers.
+		err = t.changes.SetResolved(link, p.DNS, p.DefaultDomain, t.plan.full4())
 	default:
 		if t.o.ResolvConf == "" {
 			return nil
