@@ -279,9 +279,9 @@ func TestResolvedBackend(t *testing.T) {
 		name, cfg, backend, want string
 	}{
 		{"auto-full-tunnel", `route = ["default"]`, "auto",
-			"dns kvpnc0 192.0.2.53 192.0.2.54\ndomain kvpnc0 corp.example ~.\ndefault-route kvpnc0 true\nrevert kvpnc0\n"},
+			"-- dns kvpnc0 192.0.2.53 192.0.2.54\n-- domain kvpnc0 corp.example ~.\n-- default-route kvpnc0 true\n-- revert kvpnc0\n"},
 		{"auto-split", `route = ["10.99.0.0/16"]`, "auto",
-			"dns kvpnc0 192.0.2.53 192.0.2.54\ndomain kvpnc0 corp.example\ndefault-route kvpnc0 false\nrevert kvpnc0\n"},
+			"-- dns kvpnc0 192.0.2.53 192.0.2.54\n-- domain kvpnc0 corp.example\n-- default-route kvpnc0 false\n-- revert kvpnc0\n"},
 		{"none", `route = ["default"]`, "none", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
