@@ -59,6 +59,11 @@ type Options struct {
 	// DNSBackend is how pushed DNS is applied: auto (the default),
 	// resolvconf, resolved or none (--dns-backend).
 	DNSBackend netcfg.DNSBackend
+	// Routes is what the user lets the server route (--no-routes,
+	// --route-filter, --allow-ipv6-leak).
+	Routes RoutePolicy
+	// NoDNS leaves DNS alone whatever the server pushes (--no-dns).
+	NoDNS bool
 
 	// extensions is what the server listed in X-Kvpn-Extensions at login.
 	extensions string
@@ -272,6 +277,11 @@ func Run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return withCode(ExitUsage, err)
 	}
+	unlock, err := o.lockInstance()
+	if err != nil {
+		return withCode(ExitUsage, err)
+	}
+	defer unlock()
 	o.recoverCrashedRun()
 	c, err := o.dial(ctx, tlsCfg)
 	if err != nil {
@@ -288,6 +298,11 @@ func Run(ctx context.Context, o *Options) error {
 		if errors.Is(err, errCookieRefused) {
 			return withCode(ExitAuth, err)
 		}
+		return withCode(ExitUnreachable, err)
+	}
+	params, err = o.check(params, "", remoteIP(c))
+	if err != nil {
+		c.close()
 		return withCode(ExitUnreachable, err)
 	}
 	ch, err := newChannel(c, params, params.MTU)
@@ -338,7 +353,7 @@ func Run(ctx context.Context, o *Options) error {
 }
 
 func (o *Options) dnsBackup() string {
-	return filepath.Join(o.stateDir(), "resolv.conf.kvpn-backup")
+	return filepath.Join(o.instanceDir(), "resolv.conf.kvpn-backup")
 }
 
 func (o *Options) stateDir() string {
@@ -346,6 +361,31 @@ func (o *Options) stateDir() string {
 		return os.TempDir()
 	}
 	return o.StateDir
+}
+
+// check validates a CONNECT answer (checkParams) against the host's
+// addresses (without those of the tunnel device tunIf, on a reconnect)
+// and logs what it leaves out.
+func (o *Options) check(p *cstp.TunnelParams, tunIf string, server netip.Addr) (*cstp.TunnelParams, error) {
+	host, err := netcfg.HostAddrs(tunIf)
+	if err != nil {
+		return nil, err
+	}
+	np, warns, err := checkParams(p, host, server)
+	if err != nil {
+		return nil, fmt.Errorf("refusing the server's tunnel parameters: %w", err)
+	}
+	// The server controls how many items there are: a few lines, then
+	// one count.
+	const maxWarns = 8
+	for i, w := range warns {
+		if i == maxWarns {
+			o.Log.Warn(fmt.Sprintf("ignoring %d more unusable items pushed by the server", len(warns)-maxWarns))
+			break
+		}
+		o.Log.Warn(w)
+	}
+	return np, nil
 }
 
 // tunnel is a running client tunnel.
@@ -367,8 +407,8 @@ type tunnel struct {
 	lastParams *cstp.TunnelParams
 	dev        tun.Device
 	changes    *netcfg.Changes
-	routes     []netip.Prefix
-	routes6    []netip.Prefix // the IPv6 part of routes (ipv6.go)
+	plan       routePlan      // the routes applyRoutes installed
+	routes6    []netip.Prefix // the pushed IPv6 routes (ipv6.go)
 	// server is the address the TLS connection reached, pinned outside
 	// the tunnel.
 	server netip.Addr
@@ -432,25 +472,7 @@ func (t *tunnel) down() {
 	})
 }
 
-func (t *tunnel) routeDesc() string {
-	desc := "0.0.0.0/0 (full tunnel)"
-	if v4 := ipv4Routes(t.params.SplitInclude); &v4[0] != &fullTunnel[0] {
-		parts := make([]string, len(v4))
-		for i, r := range v4 {
-			parts[i] = r.String()
-		}
-		desc = strings.Join(parts, ",")
-	}
-	desc += t.routes6Desc()
-	if x := t.params.SplitExclude; len(x) > 0 {
-		parts := make([]string, len(x))
-		for i, r := range x {
-			parts[i] = r.String()
-		}
-		desc += " except " + strings.Join(parts, ",")
-	}
-	return desc
-}
+func (t *tunnel) routeDesc() string { return t.plan.describe() }
 
 func addrList(as []netip.Addr) string {
 	if len(as) == 0 {

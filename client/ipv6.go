@@ -3,7 +3,6 @@ package client
 import (
 	"net/netip"
 	"os"
-	"strings"
 
 	"kvpn/cstp"
 	"kvpn/netcfg"
@@ -85,21 +84,6 @@ func (t *tunnel) ipv6Desc() string {
 		return ""
 	}
 	return ", IPv6 " + t.params.AddressIP6.String()
-}
-
-// routes6Desc describes the IPv6 routes for the "tunnel up" line.
-func (t *tunnel) routes6Desc() string {
-	if len(t.routes6) == 0 {
-		return ""
-	}
-	if &t.routes6[0] == &fullTunnel6[0] {
-		return " + ::/0 (full tunnel)"
-	}
-	parts := make([]string, len(t.routes6))
-	for i, r := range t.routes6 {
-		parts[i] = r.String()
-	}
-	return " + " + strings.Join(parts, ",")
 }
 
 // readdress6 follows a change of the IPv6 address on reconnect (a session

@@ -146,6 +146,9 @@ func (t *tunnel) loop(ctx context.Context, ch *session.CSTPChannel, stopDTLS con
 			if errors.Is(err, errCookieRefused) {
 				return withCode(ExitAuth, err)
 			}
+			if errors.Is(err, errUnusableParams) {
+				return withCode(ExitUnreachable, err)
+			}
 			// Whatever made the last attempt fail, the tunnel is lost.
 			return &Error{Code: ExitTunnelLost, Err: err}
 		}
@@ -210,7 +213,7 @@ func (t *tunnel) reconnect(ctx context.Context) (*session.CSTPChannel, *conn, er
 		if err == nil {
 			return ch, c, nil
 		}
-		if errors.Is(err, errCookieRefused) {
+		if errors.Is(err, errCookieRefused) || errors.Is(err, errUnusableParams) {
 			return nil, nil, err
 		}
 		left := time.Until(deadline)
@@ -233,6 +236,11 @@ func (t *tunnel) reconnectOnce(ctx context.Context) (*session.CSTPChannel, *conn
 		return nil, nil, err
 	}
 	p, err := t.o.connect(c, t.cookieNow(), t.params.Address, t.params.AddressIP6)
+	if err == nil {
+		// A reconnect may bring new addresses (readdress): the same checks.
+		p, err = t.o.check(p, t.dev.Name(), t.server)
+		err = withCode(ExitUnreachable, err)
+	}
 	if err != nil {
 		c.close()
 		return nil, nil, err

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -23,7 +24,7 @@ import (
 
 // routeJournal is the file listing this run's routes outside the tunnel.
 func (o *Options) routeJournal() string {
-	return filepath.Join(o.stateDir(), "routes.kvpn-undo")
+	return filepath.Join(o.instanceDir(), "routes.kvpn-undo")
 }
 
 // recoverCrashedRun undoes what a run that died without cleaning up left
@@ -86,44 +87,37 @@ func capturingRoute(routes, excludes []netip.Prefix, server netip.Addr) (netip.P
 	return netip.Prefix{}, false
 }
 
-// tunnelFamily reports whether routes of r's address family go into the
-// tunnel: IPv4 always (the address is IPv4), IPv6 only with an IPv6
-// address.
-func (t *tunnel) tunnelFamily(r netip.Prefix) bool {
-	return r.Addr().Is4() || t.params.AddressIP6.IsValid()
-}
-
 // applyRoutes installs, in this order, the host route to the server, the
-// split-exclude routes and the tunnel routes through link: the first two
-// look up the path the kernel uses before the tunnel routes exist. A
-// tunnel route that would contain the server's address while the host
-// route to the server cannot be added is refused before any route is
-// added: the tunnel would carry its own packets and the connection would
-// die.
+// split-exclude routes, the tunnel routes through link and the IPv6 black
+// hole of an IPv4-only full tunnel (planRoutes, under the user's
+// RoutePolicy): the first two look up the path the kernel uses before the
+// tunnel routes exist. A tunnel route that would contain the server's
+// address while the host route to the server cannot be added is refused
+// before any route is added: the tunnel would carry its own packets and
+// the connection would die.
 func (t *tunnel) applyRoutes(link string) error {
 	p := t.params
-	// Per family: its split includes, or its full tunnel (ipv6.go).
-	t.routes = append(ipv4Routes(p.SplitInclude), t.routes6...)
+	plan := planRoutes(p, t.o.Routes)
+	t.plan = plan
 	t.changes.SetJournal(t.o.routeJournal())
-	var routes []netip.Prefix
-	for _, r := range t.routes {
-		if t.tunnelFamily(r) {
-			routes = append(routes, r)
+	routes := plan.tunnel
+	if len(plan.refused) > 0 {
+		why := "--route-filter"
+		if t.o.Routes.NoRoutes {
+			why = "--no-routes"
 		}
+		t.log.Info("pushed routes not installed ("+why+")", "routes", prefixList(plan.refused))
 	}
-	if server := t.server; server.IsValid() {
+	if server := t.server; server.IsValid() && len(routes) > 0 {
 		if err := t.changes.PinHostRoute(server); err != nil {
-			if r, ok := capturingRoute(routes, p.SplitExclude, server); ok {
+			if r, ok := capturingRoute(routes, plan.excludes, server); ok {
 				return withCode(ExitTunnelLost, fmt.Errorf("refusing the server's route %s: it contains the server's own address %s, "+
 					"and the host route that would keep the server outside the tunnel could not be added (%v); no routes were added", r, server, err))
 			}
 			t.log.Warn("could not pin the route to the server (no tunnel route contains it)", "server", server.String(), "err", err)
 		}
 	}
-	for _, x := range p.SplitExclude {
-		if !t.tunnelFamily(x) {
-			continue
-		}
+	for _, x := range plan.excludes {
 		if err := t.changes.ExcludeRoute(x); err != nil {
 			if errors.Is(err, unix.ENETUNREACH) || errors.Is(err, unix.EHOSTUNREACH) {
 				// Nothing outside the tunnel reaches it either.
@@ -138,7 +132,30 @@ func (t *tunnel) applyRoutes(link string) error {
 			return withCode(ExitTunnelLost, fmt.Errorf("adding route %s: %w", r, err))
 		}
 	}
+	for _, r := range plan.unreachable {
+		if err := t.changes.UnreachableRoute(r); err != nil {
+			if errors.Is(err, unix.EEXIST) {
+				// Someone else's route of exactly this prefix (another
+				// VPN, say) already decides where that IPv6 goes.
+				t.log.Warn("IPv6 black hole: a route to "+r.String()+" exists already; left alone", "err", err)
+				continue
+			}
+			return withCode(ExitTunnelLost, fmt.Errorf("IPv6 black hole %s: %w", r, err))
+		}
+	}
+	if len(plan.unreachable) > 0 {
+		t.log.Info("IPv6 blocked for the tunnel's lifetime: full IPv4 tunnel without IPv6 (--allow-ipv6-leak turns this off)",
+			"routes", prefixList(plan.unreachable))
+	}
 	return nil
+}
+
+func prefixList(ps []netip.Prefix) string {
+	parts := make([]string, len(ps))
+	for i, p := range ps {
+		parts[i] = p.String()
+	}
+	return strings.Join(parts, ",")
 }
 
 // applyDNS hands the pushed DNS servers and search domain to the resolver
@@ -147,6 +164,10 @@ func (t *tunnel) applyRoutes(link string) error {
 func (t *tunnel) applyDNS(link string) error {
 	p := t.params
 	if len(p.DNS) == 0 {
+		return nil
+	}
+	if t.o.NoDNS {
+		t.log.Info("pushed DNS not applied (--no-dns)", "servers", addrList(p.DNS), "domain", p.DefaultDomain)
 		return nil
 	}
 	backend := t.o.DNSBackend
@@ -162,7 +183,11 @@ func (t *tunnel) applyDNS(link string) error {
 		t.log.Info("pushed DNS not applied (--dns-backend none)", "servers", addrList(p.DNS), "domain", p.DefaultDomain)
 		return nil
 	case netcfg.DNSResolved:
-		err = t.changes.SetResolved(link, p.DNS, p.DefaultDomain, len(p.SplitInclude) == 0)
+		// Every query into the tunnel ("~.") only when the installed
+		// routes send all IPv4 there: with --no-routes, or a filter that
+		// keeps the full tunnel out, other names stay with the host's own
+		// resolvers.
+		err = t.changes.SetResolved(link, p.DNS, p.DefaultDomain, t.plan.full4())
 	default:
 		if t.o.ResolvConf == "" {
 			return nil

@@ -194,7 +194,8 @@ func checkOrigResolv(t *testing.T, ns *netns, when string) {
 // TestPushedDNS: the pushed DNS servers and search domain are in the
 // namespace's resolv.conf while the tunnel is up, and the file is
 // byte-for-byte the original after a clean exit; after kill -9 (which
-// leaves resolv.conf, the server pin and the exclude route behind) the
+// leaves resolv.conf, the server pin, the exclude route and the IPv6
+// black hole of this IPv4-only full tunnel behind) the
 // next start undoes the dead run's changes before anything else, even
 // when its own login then fails; and a later run applies DNS once and
 // restores it again.
@@ -213,7 +214,9 @@ func TestPushedDNS(t *testing.T) {
 	if after := routes(t, tp.cliNS); after != before {
 		t.Fatalf("routes not restored:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
-	if left, _ := os.ReadDir(state); len(left) != 0 {
+	// vpnc keeps its records in a directory per interface, whose lock
+	// file stays.
+	if left, _ := os.ReadDir(filepath.Join(state, "kvpnc0")); len(left) != 1 || left[0].Name() != "lock" {
 		t.Fatalf("undo records left in the state directory after a clean exit: %v", left)
 	}
 
@@ -228,7 +231,7 @@ func TestPushedDNS(t *testing.T) {
 		t.Fatalf("expected the killed run's pin and exclude route to remain:\n%s", outer)
 	}
 	for _, f := range []string{"resolv.conf.kvpn-backup", "routes.kvpn-undo"} {
-		if _, err := os.Stat(filepath.Join(state, f)); err != nil {
+		if _, err := os.Stat(filepath.Join(state, "kvpnc0", f)); err != nil {
 			t.Fatalf("the killed run left no %s: %v", f, err)
 		}
 	}
@@ -238,7 +241,7 @@ func TestPushedDNS(t *testing.T) {
 	if code := bad.proc.exitCode(t, 20*time.Second); code != 3 {
 		t.Fatalf("vpnc with a wrong password exited %d, want 3", code)
 	}
-	for _, want := range []string{"restored DNS settings left behind by an earlier run", `removed routes left behind by an earlier run" routes=2`} {
+	for _, want := range []string{"restored DNS settings left behind by an earlier run", `removed routes left behind by an earlier run" routes=4`} {
 		if !strings.Contains(bad.proc.out.String(), want) {
 			t.Errorf("vpnc did not log %q:\n%s", want, bad.proc.out.String())
 		}
@@ -276,9 +279,9 @@ func TestResolvedBackend(t *testing.T) {
 		name, cfg, backend, want string
 	}{
 		{"auto-full-tunnel", `route = ["default"]`, "auto",
-			"dns kvpnc0 192.0.2.53 192.0.2.54\ndomain kvpnc0 corp.example ~.\ndefault-route kvpnc0 true\nrevert kvpnc0\n"},
+			"-- dns kvpnc0 192.0.2.53 192.0.2.54\n-- domain kvpnc0 corp.example ~.\n-- default-route kvpnc0 true\n-- revert kvpnc0\n"},
 		{"auto-split", `route = ["10.99.0.0/16"]`, "auto",
-			"dns kvpnc0 192.0.2.53 192.0.2.54\ndomain kvpnc0 corp.example\ndefault-route kvpnc0 false\nrevert kvpnc0\n"},
+			"-- dns kvpnc0 192.0.2.53 192.0.2.54\n-- domain kvpnc0 corp.example\n-- default-route kvpnc0 false\n-- revert kvpnc0\n"},
 		{"none", `route = ["default"]`, "none", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -141,21 +141,48 @@ func resolvConf(old []byte, servers []netip.Addr, domains []string) []byte {
 	return []byte(head.String() + tail.String())
 }
 
-// parseDomains splits domain on spaces and commas and checks each name: it
-// comes from the VPN server, and a newline in it would let the server add
-// arbitrary resolv.conf lines.
+// parseDomains splits domain on spaces and commas and checks each name with
+// ValidDomainName: it comes from the VPN server, and a newline in it would
+// let the server add arbitrary resolv.conf lines, a leading "-" would be an
+// option to resolvectl.
 func parseDomains(domain string) ([]string, error) {
-	names := strings.FieldsFunc(domain, func(r rune) bool { return r == ' ' || r == ',' || r == '\t' })
+	names := SplitDomains(domain)
 	for _, d := range names {
-		ok := len(d) <= 253
-		for _, r := range d {
-			ok = ok && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_')
-		}
-		if !ok {
+		if !ValidDomainName(d) {
 			return nil, fmt.Errorf("netcfg: invalid search domain %q", d)
 		}
 	}
 	return names, nil
+}
+
+// SplitDomains splits a pushed domain list (X-CSTP-Default-Domain may hold
+// several names) on spaces, tabs and commas.
+func SplitDomains(domain string) []string {
+	return strings.FieldsFunc(domain, func(r rune) bool { return r == ' ' || r == ',' || r == '\t' })
+}
+
+// ValidDomainName reports whether d is a DNS host name fit for a search
+// list: labels of letters, digits and hyphens (RFC 952, RFC 1123 section
+// 2.1), neither starting nor ending with a hyphen, 1 to 63 bytes each,
+// separated by dots, at most 253 bytes in all (RFC 1035 section 2.3.4),
+// with an optional final dot.
+func ValidDomainName(d string) bool {
+	d = strings.TrimSuffix(d, ".")
+	if d == "" || len(d) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(d, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // writeInPlace truncates and rewrites path, keeping its inode (see SetDNS).

@@ -36,10 +36,16 @@ type journalEntry struct {
 	Link  int    `json:"link"`
 	Table int    `json:"table"`
 	Scope uint8  `json:"scope"`
+	// Type is the route type when it is not unicast (RTN_UNREACHABLE for
+	// UnreachableRoute).
+	Type int `json:"type,omitempty"`
 }
 
 func entryOf(r *netlink.Route) journalEntry {
 	e := journalEntry{Dst: r.Dst.String(), Link: r.LinkIndex, Table: r.Table, Scope: uint8(r.Scope)}
+	if r.Type != unix.RTN_UNICAST {
+		e.Type = r.Type
+	}
 	if r.Gw != nil {
 		e.Gw = r.Gw.String()
 	}
@@ -51,7 +57,7 @@ func (e journalEntry) route() (*netlink.Route, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bad destination %q", e.Dst)
 	}
-	r := &netlink.Route{Dst: ipNet(dst), LinkIndex: e.Link, Table: e.Table, Scope: netlink.Scope(e.Scope), Protocol: RouteProtocol}
+	r := &netlink.Route{Dst: ipNet(dst), LinkIndex: e.Link, Table: e.Table, Scope: netlink.Scope(e.Scope), Protocol: RouteProtocol, Type: e.Type}
 	if e.Gw != "" {
 		gw, err := netip.ParseAddr(e.Gw)
 		if err != nil {

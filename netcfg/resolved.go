@@ -79,7 +79,7 @@ func DetectDNSBackend(resolvConf string) DNSBackend {
 // under that domain go to the tunnel's servers (default-route false); with
 // no domain the tunnel's servers join the other links' as default servers.
 // domain may hold several names separated by spaces or commas; each is
-// checked as in SetDNS. Undo: `resolvectl revert LINK`. If a step fails,
+// checked as in SetDNS (ValidDomainName). Undo: `resolvectl revert LINK`. If a step fails,
 // the link is reverted at once and nothing is recorded. No-op without
 // servers.
 //
@@ -121,7 +121,12 @@ func (c *Changes) SetResolved(link string, servers []netip.Addr, domain string, 
 	return nil
 }
 
+// resolvectl runs `resolvectl -- ARGS...`. The "--" ends option parsing
+// (resolvectl parses its command line with getopt_long, which permutes and
+// would take any operand that starts with "-", such as a domain pushed by
+// the server, for an option); every argument after it is an operand.
 func resolvectl(args ...string) error {
+	args = append([]string{"--"}, args...)
 	out, err := exec.Command("resolvectl", args...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("netcfg: resolvectl %s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))

@@ -45,13 +45,13 @@ func TestSetResolved(t *testing.T) {
 		want         string
 	}{
 		{"full tunnel", "corp.example", true,
-			"dns kvpnc0 10.0.0.53 fd00::53\ndomain kvpnc0 corp.example ~.\ndefault-route kvpnc0 true\n"},
+			"-- dns kvpnc0 10.0.0.53 fd00::53\n-- domain kvpnc0 corp.example ~.\n-- default-route kvpnc0 true\n"},
 		{"full tunnel without domain", "", true,
-			"dns kvpnc0 10.0.0.53 fd00::53\ndomain kvpnc0 ~.\ndefault-route kvpnc0 true\n"},
+			"-- dns kvpnc0 10.0.0.53 fd00::53\n-- domain kvpnc0 ~.\n-- default-route kvpnc0 true\n"},
 		{"split with domains", "corp.example, eng.example", false,
-			"dns kvpnc0 10.0.0.53 fd00::53\ndomain kvpnc0 corp.example eng.example\ndefault-route kvpnc0 false\n"},
+			"-- dns kvpnc0 10.0.0.53 fd00::53\n-- domain kvpnc0 corp.example eng.example\n-- default-route kvpnc0 false\n"},
 		{"split without domain", "", false,
-			"dns kvpnc0 10.0.0.53 fd00::53\ndefault-route kvpnc0 true\n"},
+			"-- dns kvpnc0 10.0.0.53 fd00::53\n-- default-route kvpnc0 true\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			log := fakeResolvectl(t, "")
@@ -65,7 +65,7 @@ func TestSetResolved(t *testing.T) {
 			if err := c.Restore(); err != nil {
 				t.Fatal(err)
 			}
-			if got := calls(t, log); got != tc.want+"revert kvpnc0\n" {
+			if got := calls(t, log); got != tc.want+"-- revert kvpnc0\n" {
 				t.Errorf("after Restore:\n%s", got)
 			}
 		})
@@ -74,13 +74,13 @@ func TestSetResolved(t *testing.T) {
 
 // A failing step reverts the link at once and leaves nothing to undo.
 func TestSetResolvedFailureReverts(t *testing.T) {
-	log := fakeResolvectl(t, "domain")
+	log := fakeResolvectl(t, "-- domain")
 	c := netcfg.New()
 	err := c.SetResolved("kvpnc0", servers, "corp.example", true)
-	if err == nil || !strings.Contains(err.Error(), "resolvectl domain kvpnc0 corp.example ~.") || !strings.Contains(err.Error(), "Failed to set") {
+	if err == nil || !strings.Contains(err.Error(), "resolvectl -- domain kvpnc0 corp.example ~.") || !strings.Contains(err.Error(), "Failed to set") {
 		t.Fatalf("SetResolved = %v", err)
 	}
-	want := "dns kvpnc0 10.0.0.53 fd00::53\ndomain kvpnc0 corp.example ~.\nrevert kvpnc0\n"
+	want := "-- dns kvpnc0 10.0.0.53 fd00::53\n-- domain kvpnc0 corp.example ~.\n-- revert kvpnc0\n"
 	if got := calls(t, log); got != want {
 		t.Errorf("resolvectl calls:\n%s\nwant:\n%s", got, want)
 	}
@@ -100,6 +100,47 @@ func TestSetResolvedRejectsBadInput(t *testing.T) {
 	}
 	if got := calls(t, log); got != "" {
 		t.Errorf("resolvectl called: %s", got)
+	}
+}
+
+// TestSetResolvedDashDomain: a pushed domain that starts with "-" must not
+// reach resolvectl, where it would be parsed as an option; and every call
+// ends option parsing with "--" before its operands.
+func TestSetResolvedDashDomain(t *testing.T) {
+	log := fakeResolvectl(t, "")
+	c := netcfg.New()
+	for _, d := range []string{"-h", "--set-dns=1.2.3.4", "corp.example -x", "-corp.example"} {
+		if err := c.SetResolved("kvpnc0", servers, d, false); err == nil {
+			t.Errorf("SetResolved accepted the domain %q", d)
+		}
+	}
+	if got := calls(t, log); got != "" {
+		t.Errorf("resolvectl called:\n%s", got)
+	}
+	if err := c.SetResolved("-kvpnc0", servers, "corp.example", false); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(calls(t, log)), "\n") {
+		if !strings.HasPrefix(line, "-- ") {
+			t.Errorf("resolvectl called without \"--\" before its operands: %q", line)
+		}
+	}
+	c.Restore()
+}
+
+func TestValidDomainName(t *testing.T) {
+	for d, want := range map[string]bool{
+		"corp.example": true, "corp.example.": true, "a": true, "x-1.b2.example": true,
+		strings.Repeat("a", 63) + ".example": true,
+		"":                                   false, ".": false, "-corp.example": false, "corp-.example": false, "corp..example": false,
+		".corp.example": false, "corp_example": false, "corp.example\nnameserver 1.2.3.4": false,
+		"~.": false, "corp example": false, strings.Repeat("a", 64) + ".example": false,
+		strings.Repeat("abcdefghi.", 25) + "abcd": false, // 254 bytes
+		"bücher.example":                          false,
+	} {
+		if got := netcfg.ValidDomainName(d); got != want {
+			t.Errorf("ValidDomainName(%q) = %v, want %v", d, got, want)
+		}
 	}
 }
 

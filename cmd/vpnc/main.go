@@ -4,8 +4,9 @@
 //
 //	vpnc connect [flags] https://HOST[:PORT]
 //
-// Exit codes: 0 clean exit, 2 usage, 3 authentication failed, 4 server
-// unreachable or certificate mismatch, 5 tunnel lost.
+// Exit codes: 0 clean exit, 2 usage (or another vpnc on the interface), 3
+// authentication failed, 4 server unreachable, certificate mismatch or
+// unusable tunnel addresses, 5 tunnel lost.
 
 // OpenConnect's DTLS key is a TLS exporter; Go refuses it over TLS 1.2
 // without extended master secret, which ocserv's %COMPAT disables (see
@@ -49,16 +50,25 @@ flags (named as openconnect's):
       --reconnect-timeout S  keep trying to reconnect with the session cookie for S seconds (default 300)
       --force-dpd S          dead-peer-detection interval, overriding the server's
       --base-mtu N           link MTU to the server (default 1500)
-      --state-dir DIR        where undo records live (default /run/kvpn); a run killed
-                             without cleaning up is undone by the next start
+      --state-dir DIR        where undo records live, in DIR/INTERFACE (default /run/kvpn);
+                             a run killed without cleaning up is undone by the next start on
+                             the same interface, and a second vpnc on that interface is refused
       --dns-backend B        how pushed DNS is applied: auto (default: resolved if
                              /etc/resolv.conf points at its 127.0.0.53 stub and resolvectl
                              exists, else resolvconf), resolvconf, resolved, none
+      --no-dns               do not apply the DNS servers and search domain the server pushes
+      --no-routes            accept the tunnel address but install none of the pushed routes
+                             (nor the full tunnel); route into the tunnel yourself
+      --route-filter CIDRS   install only the pushed routes inside these prefixes
+                             (comma-separated, e.g. 10.0.0.0/8,fd00::/8; 0.0.0.0/0 admits a full tunnel)
+      --allow-ipv6-leak      in a full IPv4 tunnel without IPv6, do not block IPv6
+                             (by default it is made unreachable while the tunnel is up)
       --log-level L          debug, info, warn, error (default info)
       --log-format F         text (default) or json
 
-exit codes: 0 clean exit, 2 usage, 3 authentication failed (or session
-            cookie refused on reconnect), 4 server unreachable or certificate mismatch, 5 tunnel lost,
+exit codes: 0 clean exit, 2 usage (or another vpnc on the interface), 3 authentication failed
+            (or session cookie refused on reconnect), 4 server unreachable, certificate mismatch or
+            unusable tunnel addresses from the server, 5 tunnel lost,
             6 --ktls on but the kernel cannot take the connection
 `
 
@@ -96,7 +106,8 @@ func parseConnect(args []string, stderr io.Writer) (*client.Options, error) {
 	fs := flag.NewFlagSet("vpnc connect", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	var user, servercert, cafile, iface, backend, stateDir, level, dnsBackend string
-	var stdinPass, noDTLS bool
+	var stdinPass, noDTLS, noDNS, noRoutes, allowLeak bool
+	var routeFilter string
 	var ktlsMode, logFormat string
 	var reconnect, forceDPD, baseMTU, dtlsPeriod int
 	for _, n := range []string{"u", "user"} {
@@ -119,6 +130,10 @@ func parseConnect(args []string, stderr io.Writer) (*client.Options, error) {
 	fs.StringVar(&level, "log-level", "info", "")
 	fs.StringVar(&dnsBackend, "dns-backend", string(netcfg.DNSAuto), "")
 	fs.StringVar(&logFormat, "log-format", "text", "")
+	fs.BoolVar(&noDNS, "no-dns", false, "")
+	fs.BoolVar(&noRoutes, "no-routes", false, "")
+	fs.StringVar(&routeFilter, "route-filter", "", "")
+	fs.BoolVar(&allowLeak, "allow-ipv6-leak", false, "")
 	pos, err := cli.Parse(fs, args)
 	if err != nil {
 		return nil, fmt.Errorf("%v (see vpnc --help)", err)
@@ -141,6 +156,15 @@ func parseConnect(args []string, stderr io.Writer) (*client.Options, error) {
 	dnsBE, err := netcfg.ParseDNSBackend(dnsBackend)
 	if err != nil {
 		return nil, fmt.Errorf("--dns-backend: %v", err)
+	}
+	policy := client.RoutePolicy{NoRoutes: noRoutes, AllowIPv6Leak: allowLeak}
+	if routeFilter != "" {
+		if noRoutes {
+			return nil, errors.New("--route-filter and --no-routes exclude each other")
+		}
+		if policy.Filter, err = client.ParseRouteFilter(routeFilter); err != nil {
+			return nil, fmt.Errorf("--route-filter: %v", err)
+		}
 	}
 	log, err := logging.NewFormat(stderr, level, logFormat)
 	if err != nil {
@@ -183,6 +207,8 @@ func parseConnect(args []string, stderr io.Writer) (*client.Options, error) {
 		ResolvConf:        "/etc/resolv.conf",
 		StateDir:          stateDir,
 		DNSBackend:        dnsBE,
+		Routes:            policy,
+		NoDNS:             noDNS,
 		Log:               log,
 	}, nil
 }
