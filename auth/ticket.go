@@ -32,14 +32,29 @@ type Ticket struct {
 	Expires time.Time  // not valid at or after this (second precision)
 	Addr4   netip.Addr // tunnel IPv4 address last held, invalid if none
 	Addr6   netip.Addr // tunnel IPv6 address last held, invalid if none
+	// Login is when the user logged in with a password (second
+	// precision). Refreshes and resumes keep it, so a session has an
+	// absolute lifetime counted from it (session-timeout) however often
+	// its cookie is renewed.
+	Login time.Time
+	// Gen is the user's generation in the password file at login
+	// (PasswdFile.Generation): every node sharing the file computes the
+	// same one, so a user changed, locked or deleted there is refused
+	// everywhere without the nodes talking.
+	Gen uint64
 }
 
 // TicketKeyBytes is the size of a cookie key (AES-256).
 const TicketKeyBytes = 32
 
 // ticketVersion is the first byte of every sealed ticket, so the format
-// can change without old cookies being misread.
-const ticketVersion = 1
+// can change without old cookies being misread. Version 2 added the
+// login time and the user's generation; version 1 tickets, which have
+// neither, are refused (ErrTicketOldFormat): the user logs in again.
+const ticketVersion = 2
+
+// ticketVersion1 is the first format, still recognised to refuse it.
+const ticketVersion1 = 1
 
 // MaxTicketLen bounds the cookie text accepted before any decoding: a
 // ticket with a 255-byte user and node name is under 800 characters.
@@ -51,6 +66,7 @@ var (
 	ErrTicketMalformed = errors.New("cookie is malformed (not a kvpn session cookie, or truncated)")
 	ErrTicketForged    = errors.New("cookie failed authentication (tampered with, or sealed with another key)")
 	ErrTicketExpired   = errors.New("cookie has expired")
+	ErrTicketOldFormat = errors.New("cookie was sealed in an older format (no login time or user generation); log in again")
 )
 
 // TicketKeys seals and opens tickets with AES-256-GCM. The first key
@@ -161,10 +177,12 @@ func (k *TicketKeys) Seal(t *Ticket) (string, error) {
 	if len(t.User) > 255 || len(t.Node) > 255 {
 		return "", errors.New("ticket: user or node name longer than 255 bytes")
 	}
-	plain := make([]byte, 0, 96+len(t.User)+len(t.Node))
+	plain := make([]byte, 0, fixedPlain+2+len(t.User)+len(t.Node))
 	plain = append(plain, t.Session[:]...)
 	plain = binary.BigEndian.AppendUint64(plain, uint64(t.Issued.Unix()))
 	plain = binary.BigEndian.AppendUint64(plain, uint64(t.Expires.Unix()))
+	plain = binary.BigEndian.AppendUint64(plain, uint64(t.Login.Unix()))
+	plain = binary.BigEndian.AppendUint64(plain, t.Gen)
 	var a4 [4]byte
 	if t.Addr4.Is4() {
 		a4 = t.Addr4.As4()
@@ -191,7 +209,7 @@ func (k *TicketKeys) Seal(t *Ticket) (string, error) {
 }
 
 // fixedPlain is the size of the fixed part of a ticket's fields.
-const fixedPlain = CookieBytes + 8 + 8 + 4 + 16
+const fixedPlain = CookieBytes + 8 + 8 + 8 + 8 + 4 + 16
 
 // OpenTicket checks and decodes cookie text. It does not check expiry
 // (see Ticket.Check): a node that holds the session in memory keeps
@@ -203,6 +221,9 @@ func (k *TicketKeys) OpenTicket(s string) (*Ticket, error) {
 	raw, err := base64.RawURLEncoding.DecodeString(s)
 	if err != nil {
 		return nil, ErrTicketMalformed
+	}
+	if len(raw) > 0 && raw[0] == ticketVersion1 {
+		return nil, ErrTicketOldFormat
 	}
 	g := k.aeads[0]
 	if len(raw) < 1+g.NonceSize()+g.Overhead()+fixedPlain+2 || raw[0] != ticketVersion {
@@ -233,7 +254,9 @@ func decodeTicket(p []byte) (*Ticket, error) {
 	p = p[CookieBytes:]
 	t.Issued = time.Unix(int64(binary.BigEndian.Uint64(p)), 0)
 	t.Expires = time.Unix(int64(binary.BigEndian.Uint64(p[8:])), 0)
-	p = p[16:]
+	t.Login = time.Unix(int64(binary.BigEndian.Uint64(p[16:])), 0)
+	t.Gen = binary.BigEndian.Uint64(p[24:])
+	p = p[32:]
 	if a := netip.AddrFrom4([4]byte(p[:4])); !a.IsUnspecified() {
 		t.Addr4 = a
 	}

@@ -32,7 +32,8 @@ func sampleTicket(t testing.TB) *Ticket {
 	}
 	now := time.Unix(1_800_000_000, 0)
 	return &Ticket{Session: id, User: "alice", Node: "node-a", Issued: now, Expires: now.Add(5 * time.Minute),
-		Addr4: netip.MustParseAddr("10.77.0.9"), Addr6: netip.MustParseAddr("fd00::9")}
+		Addr4: netip.MustParseAddr("10.77.0.9"), Addr6: netip.MustParseAddr("fd00::9"),
+		Login: now.Add(-time.Hour), Gen: 0x0123456789abcdef}
 }
 
 func TestTicketRoundTrip(t *testing.T) {
@@ -264,6 +265,26 @@ func FuzzOpenTicket(f *testing.F) {
 			t.Fatalf("reseal: %+v %v, want %+v", back, err, tk)
 		}
 	})
+}
+
+// TestTicketOldFormatRefused: a version 1 ticket (sealed before tickets
+// carried the login time and the user's generation) is refused with its
+// own error, never misread as a version 2 one.
+func TestTicketOldFormatRefused(t *testing.T) {
+	k := testKeys(t, 1)
+	tk := sampleTicket(t)
+	// The version 1 layout: identity, issued, expires, addresses, names.
+	plain := append([]byte{}, tk.Session[:]...)
+	plain = append(plain, make([]byte, 16+4+16)...)
+	plain = append(plain, 1, 'n', 5)
+	plain = append(plain, "alice"...)
+	g := k.aeads[0]
+	out := make([]byte, 1+g.NonceSize())
+	out[0] = 1
+	out = g.Seal(out, out[1:], plain, out[:1])
+	if got, err := k.OpenTicket(base64.RawURLEncoding.EncodeToString(out)); !errors.Is(err, ErrTicketOldFormat) || got != nil {
+		t.Fatalf("version 1 ticket: %+v, %v", got, err)
+	}
 }
 
 // FuzzDecodeTicket fuzzes the field parser behind the MAC, which a fuzzer

@@ -39,10 +39,14 @@ type Config struct {
 	DPD           int      `toml:"dpd"`            // seconds
 	Keepalive     int      `toml:"keepalive"`      // seconds
 	CookieTimeout int      `toml:"cookie-timeout"` // seconds a session outlives its connection
-	Device        string   `toml:"device"`         // TUN interface name
-	TunBackend    string   `toml:"tun-backend"`    // offload or plain
-	LogLevel      string   `toml:"log-level"`      // debug, info, warn, error
-	KTLS          string   `toml:"ktls"`           // auto, on, off
+	// SessionTimeout (ocserv's session-timeout) is the longest a session
+	// may last from its password login, in seconds, however often its
+	// cookie is refreshed or resumed; 0 = unlimited.
+	SessionTimeout int    `toml:"session-timeout"`
+	Device         string `toml:"device"`      // TUN interface name
+	TunBackend     string `toml:"tun-backend"` // offload or plain
+	LogLevel       string `toml:"log-level"`   // debug, info, warn, error
+	KTLS           string `toml:"ktls"`        // auto, on, off
 	// CookieKeyFile holds the key that seals session cookies; nodes that
 	// share it resume each other's sessions (docs/scaling.md).
 	CookieKeyFile string `toml:"cookie-key-file"`
@@ -80,6 +84,10 @@ const (
 	DefaultDPD           = 60
 	DefaultKeepalive     = 30
 	DefaultCookieTimeout = 300 // as ocserv
+	// DefaultSessionTimeout bounds a session to a day from its login: a
+	// stolen cookie cannot be refreshed for ever (ocserv's default is
+	// unlimited; kvpn's cookies are resumable on any node, so it bounds).
+	DefaultSessionTimeout = 86400
 	// DefaultMTU is what ocserv computes for a 1500-byte link with DTLS
 	// (1500 - 20 IP - 8 UDP - 37 DTLS AES-GCM overhead - 1 type byte), so
 	// the tunnel MTU does not change when traffic moves between DTLS and TLS.
@@ -89,23 +97,24 @@ const (
 // DefaultConfig returns the built-in configuration, with files in stateDir.
 func DefaultConfig(stateDir string) *Config {
 	return &Config{
-		Listen:        DefaultListen,
-		UDPListen:     DefaultListen,
-		ServerCert:    filepath.Join(stateDir, "server-cert.pem"),
-		ServerKey:     filepath.Join(stateDir, "server-key.pem"),
-		PasswdFile:    filepath.Join(stateDir, "passwd"),
-		IPv4Network:   DefaultIPv4Network,
-		MTU:           DefaultMTU,
-		DPD:           DefaultDPD,
-		Keepalive:     DefaultKeepalive,
-		CookieTimeout: DefaultCookieTimeout,
-		Device:        DefaultDevice,
-		TunBackend:    string(tun.BackendOffload),
-		LogLevel:      "info",
-		KTLS:          string(ktlsbridge.ModeAuto),
-		CookieKeyFile: filepath.Join(stateDir, "cookie-key"),
-		LogFormat:     "text",
-		CtlSocket:     ctl.DefaultSocket,
+		Listen:         DefaultListen,
+		UDPListen:      DefaultListen,
+		ServerCert:     filepath.Join(stateDir, "server-cert.pem"),
+		ServerKey:      filepath.Join(stateDir, "server-key.pem"),
+		PasswdFile:     filepath.Join(stateDir, "passwd"),
+		IPv4Network:    DefaultIPv4Network,
+		MTU:            DefaultMTU,
+		DPD:            DefaultDPD,
+		Keepalive:      DefaultKeepalive,
+		CookieTimeout:  DefaultCookieTimeout,
+		SessionTimeout: DefaultSessionTimeout,
+		Device:         DefaultDevice,
+		TunBackend:     string(tun.BackendOffload),
+		LogLevel:       "info",
+		KTLS:           string(ktlsbridge.ModeAuto),
+		CookieKeyFile:  filepath.Join(stateDir, "cookie-key"),
+		LogFormat:      "text",
+		CtlSocket:      ctl.DefaultSocket,
 	}
 }
 
@@ -214,6 +223,9 @@ func (c *Config) Validate() error {
 	if c.CookieTimeout < 0 {
 		bad("cookie-timeout", "must not be negative")
 	}
+	if c.SessionTimeout < 0 {
+		bad("session-timeout", "must not be negative (0 = unlimited)")
+	}
 	if c.Device == "" || len(c.Device) > 15 || strings.ContainsAny(c.Device, "/ \t") {
 		bad("device", "%q is not a valid interface name", c.Device)
 	}
@@ -261,4 +273,9 @@ func (c *Config) dpd() time.Duration       { return time.Duration(c.DPD) * time.
 func (c *Config) keepalive() time.Duration { return time.Duration(c.Keepalive) * time.Second }
 func (c *Config) cookieTimeout() time.Duration {
 	return time.Duration(c.CookieTimeout) * time.Second
+}
+
+// sessionTimeout is session-timeout, 0 for unlimited.
+func (c *Config) sessionTimeout() time.Duration {
+	return time.Duration(c.SessionTimeout) * time.Second
 }

@@ -104,6 +104,7 @@ func (s *Server) Reload(cfg *Config) (ReloadResult, error) {
 		res.Partial = unjoin(perr)
 	}
 	s.settings.Store(set)
+	s.endChangedUsers(set.Passwd)
 	// Remember the new values of the applied keys only, so the next diff
 	// still reports a restart-only key that differs from what runs.
 	next := *old
@@ -202,5 +203,26 @@ func (s *Server) ReloadPasswd() error {
 	}
 	set.Passwd = p
 	s.settings.Store(&set)
+	s.endChangedUsers(p)
 	return nil
+}
+
+// endChangedUsers ends the sessions of users who were deleted or locked,
+// or whose entry changed (a new password), in the password file just
+// loaded: their generation no longer matches the one their session
+// logged in with. Their cookies are refused by checkLimits on every node
+// sharing the file; each node ends its own live sessions on its reload.
+// Called after the new file is in force, so a session resumed meanwhile
+// is checked against it either here or by checkLimits.
+func (s *Server) endChangedUsers(p *auth.PasswdFile) {
+	for _, sess := range s.list() {
+		gen, ok := p.Generation(sess.user)
+		if ok && gen == sess.gen {
+			continue
+		}
+		s.Counters.UserChanged.Add(1)
+		s.log.Warn("ending session: user deleted, locked or changed in the password file",
+			"user", sess.user, "session", sess.id, "in-file-and-active", ok)
+		sess.terminate("user changed in the password file")
+	}
 }

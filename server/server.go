@@ -64,6 +64,10 @@ type Counters struct {
 	LoginThrottled atomic.Uint64
 	BadRequests    atomic.Uint64
 	Logins         atomic.Uint64 // successful logins (sessions created)
+	// Session limits (resume.go, reload.go, sessions.go).
+	SessionTimeouts atomic.Uint64 // sessions ended, cookies refused: session-timeout since login
+	UserChanged     atomic.Uint64 // sessions ended, cookies refused: user changed, locked or deleted
+	WriteStalled    atomic.Uint64 // sessions ended: the client stopped reading (tunnel write deadline)
 
 	TLSHandshakeFailed atomic.Uint64
 	TLSHandshake       hist.Latency // successful TLS handshakes (and kTLS setup)
@@ -470,7 +474,7 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 		conn.Close()
 		return
 	}
-	sess, prev, err := s.sessionFor(creq, remoteAddr(conn), log)
+	sess, prev, prev6, err := s.sessionFor(creq, remoteAddr(conn), log)
 	if err != nil {
 		log.Warn("CONNECT refused: bad cookie", "err", err)
 		writeResponse(conn, http.StatusUnauthorized, "", nil, nil)
@@ -484,7 +488,7 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 		conn.Close()
 		return
 	}
-	addr, err := sess.attach(ch, prev, creq.PrevAddressIP6)
+	addr, err := sess.attach(ch, prev, prev6)
 	if err != nil {
 		log.Warn("CONNECT refused", "err", err)
 		writeResponse(conn, http.StatusServiceUnavailable, "", nil, nil)
