@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -45,8 +46,17 @@ var errSessionTimeout = errors.New("session-timeout since the login has passed; 
 // errRevoked refuses a cookie whose session was logged out or ended here.
 var errRevoked = errors.New("session was logged out or ended on this node")
 
-// loadTickets reads (or creates) the cookie key file and sets the node's
-// name.
+// revokedFileName is the file, beside the cookie key file, that keeps the
+// sessions revoked on this node across restarts (auth.LoadRevoked).
+const revokedFileName = "revoked-sessions"
+
+// revokedFile is where the revoked sessions are kept.
+func (s *Server) revokedFile() string {
+	return filepath.Join(filepath.Dir(s.cfg.CookieKeyFile), revokedFileName)
+}
+
+// loadTickets reads (or creates) the cookie key file, loads the sessions
+// revoked before a restart and sets the node's name.
 func (s *Server) loadTickets() error {
 	keys, created, err := auth.LoadOrCreateTicketKeys(s.cfg.CookieKeyFile)
 	if err != nil {
@@ -57,7 +67,14 @@ func (s *Server) loadTickets() error {
 			"cookie-key-file", s.cfg.CookieKeyFile)
 	}
 	s.tickets = keys
-	s.revoked = auth.NewRevoked()
+	// A logout must outlive a restart: without the file, a restarted node
+	// would resume a logged-out cookie until it expired.
+	if s.revoked, err = auth.LoadRevoked(s.revokedFile(), time.Now()); err != nil {
+		return err
+	}
+	if n := s.revoked.Len(); n > 0 {
+		s.log.Info("loaded revoked sessions", "file", s.revokedFile(), "sessions", n)
+	}
 	s.node = s.cfg.NodeName
 	if s.node == "" {
 		s.node, _ = os.Hostname()
@@ -246,7 +263,9 @@ func (s *Server) revokeSession(sess *Session) {
 	if latest := time.Now().Add(s.ticketLifetime()); latest.After(until) {
 		until = latest
 	}
-	s.revoked.Add(sess.cookie, until)
+	if err := s.revoked.Add(sess.cookie, until); err != nil {
+		s.log.Error("saving revoked sessions; the revocation holds until this node restarts", "file", s.revokedFile(), "err", err)
+	}
 }
 
 // ticketOf opens the webvpn cookie of a request (login or refresh), with

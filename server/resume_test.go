@@ -406,3 +406,30 @@ func TestLockedUserSessionEnds(t *testing.T) {
 		t.Error("user-changed counter not counted")
 	}
 }
+
+// TestRevocationSurvivesRestart: a logged-out cookie stays refused by a
+// new server instance on the same state directory (a restart).
+func TestRevocationSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	a := newResumeServer(t, dir, "10.77.0.0/24")
+	sess, cookie := login(t, a, "alice")
+	_, kept := login(t, a, "alice")
+	sess.end("logout")
+	a2 := newResumeServer(t, dir, "10.77.0.0/24") // vpnd restarted
+	if _, _, _, err := a2.sessionFor(&cstp.ConnectRequest{Cookie: cookie}, netip.Addr{}, a2.log); !errors.Is(err, errRevoked) {
+		t.Fatalf("logged-out cookie after a restart: %v, want errRevoked", err)
+	}
+	if _, _, _, err := a2.sessionFor(&cstp.ConnectRequest{Cookie: kept}, netip.Addr{}, a2.log); err != nil {
+		t.Fatalf("another session's cookie after a restart: %v", err)
+	}
+	st, err := os.Stat(filepath.Join(dir, revokedFileName))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("revoked sessions file: %v, mode %v", err, st.Mode())
+	}
+	// Swept once every cookie naming it has expired, in the file too.
+	a2.sweepOnce(time.Now().Add(2 * a2.ticketLifetime()))
+	a3 := newResumeServer(t, dir, "10.77.0.0/24")
+	if n := a3.revoked.Len(); n != 0 {
+		t.Fatalf("%d expired revocations loaded", n)
+	}
+}

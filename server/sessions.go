@@ -658,5 +658,7 @@ func (s *Server) sweepOnce(now time.Time) {
 	for _, sess := range s.cookies.Sweep() {
 		sess.end("cookie expired")
 	}
-	s.revoked.Sweep(now)
+	if err := s.revoked.Sweep(now); err != nil {
+		s.log.Error("saving revoked sessions", "file", s.revokedFile(), "err", err)
+	}
 }
