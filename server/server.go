@@ -85,7 +85,9 @@ type Server struct {
 	tickets  *auth.TicketKeys // seals and opens session cookies (resume.go)
 	revoked  *auth.Revoked    // sessions logged out here, until their cookies expire
 	node     string           // this node's name in cookies
-	resumeMu sync.Mutex       // serialises resuming sessions from cookies
+	// writeTimeout, when set, replaces tunnelWriteTimeout (tests).
+	writeTimeout time.Duration
+	resumeMu     sync.Mutex // serialises resuming sessions from cookies
 	// exclusiveMu serialises replacing the sessions of site-to-site users.
 	exclusiveMu sync.Mutex
 	pool        *pool
@@ -574,9 +576,14 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 	if kc, ok := conn.(*ktlsbridge.Conn); ok && coalesce {
 		kc.SetCoalesce(true)
 	}
-	// The tunnel has its own liveness checks from here on.
+	// The tunnel has its own liveness checks from here on: DPD for the
+	// reading side, and a write timeout for the writing side, so a client
+	// that stops reading (its TCP window closed) cannot hold its session
+	// and address for ever (TCP itself retries a zero window without end,
+	// RFC 9293 3.8.6.1).
 	conn.SetReadDeadline(time.Time{})
 	conn.SetWriteDeadline(time.Time{})
+	ch.SetWriteTimeout(s.tunnelWriteTimeout())
 	if kc, ok := conn.(*ktlsbridge.Conn); ok {
 		log.Info("record layer", "engines", kc.Describe())
 	}

@@ -202,6 +202,15 @@ func (sess *Session) detach(ch *session.CSTPChannel, err error) {
 		sess.end("client disconnected")
 		return
 	}
+	if errors.Is(err, session.ErrWriteStalled) {
+		// The client stopped reading: a reconnect gets a new connection,
+		// and keeping the session would keep its address for nothing.
+		sess.srv.Counters.WriteStalled.Add(1)
+		log.Warn("closing connection and ending the session: client stopped reading (tunnel write timeout)",
+			"err", err, "address", sess.addr.String())
+		sess.end("client stopped reading")
+		return
+	}
 	var perr *session.ProtocolError
 	if errors.As(err, &perr) || errors.Is(err, record.ErrCorrupt) {
 		// Forged, corrupt or malformed input: no reconnect with this
@@ -215,6 +224,16 @@ func (sess *Session) detach(ch *session.CSTPChannel, err error) {
 			"err", err, "address", sess.addr.String(), "cookie-timeout", sess.srv.cfg.cookieTimeout().String())
 		sess.srv.cookies.Extend(sess.cookie, sess.srv.cfg.cookieTimeout())
 	}
+}
+
+// tunnelWriteTimeout bounds each write on a tunnel: max(2 x DPD, 30 s),
+// longer than a live client's DPD exchange takes, so only a client that
+// stopped reading meets it (writeTimeout overrides it in tests).
+func (s *Server) tunnelWriteTimeout() time.Duration {
+	if s.writeTimeout > 0 {
+		return s.writeTimeout
+	}
+	return max(2*s.cfg.dpd(), 30*time.Second)
 }
 
 // end frees everything the session holds.
