@@ -248,6 +248,7 @@ func FuzzOpenTicket(f *testing.F) {
 	f.Add("")
 	f.Add(strings.Repeat("ab", 32))
 	f.Add("AQ" + strings.Repeat("A", 200))
+	f.Add("Ag" + strings.Repeat("A", 200))
 	f.Fuzz(func(t *testing.T, in string) {
 		tk, err := k.OpenTicket(in)
 		if err != nil {
