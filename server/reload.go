@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 
 	"kvpn/auth"
 )
@@ -215,6 +216,7 @@ func (s *Server) ReloadPasswd() error {
 // Called after the new file is in force, so a session resumed meanwhile
 // is checked against it either here or by checkLimits.
 func (s *Server) endChangedUsers(p *auth.PasswdFile) {
+	var wg sync.WaitGroup
 	for _, sess := range s.list() {
 		gen, ok := p.Generation(sess.user)
 		if ok && gen == sess.gen {
@@ -223,6 +225,14 @@ func (s *Server) endChangedUsers(p *auth.PasswdFile) {
 		s.Counters.UserChanged.Add(1)
 		s.log.Warn("ending session: user deleted, locked or changed in the password file",
 			"user", sess.user, "session", sess.id, "in-file-and-active", ok)
-		sess.terminate("user changed in the password file")
+		// In parallel: a TERMINATE to a client that stopped reading
+		// waits up to its 2 s deadline, and a reload must not take that
+		// once per session.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sess.terminate("user changed in the password file")
+		}()
 	}
+	wg.Wait()
 }
