@@ -39,14 +39,10 @@ type Config struct {
 	DPD           int      `toml:"dpd"`            // seconds
 	Keepalive     int      `toml:"keepalive"`      // seconds
 	CookieTimeout int      `toml:"cookie-timeout"` // seconds a session outlives its connection
-	// SessionTimeout (ocserv's session-timeout) is the longest a session
-	// may last from its password login, in seconds, however often its
-	// cookie is refreshed or resumed; 0 = unlimited.
-	SessionTimeout int    `toml:"session-timeout"`
-	Device         string `toml:"device"`      // TUN interface name
-	TunBackend     string `toml:"tun-backend"` // offload or plain
-	LogLevel       string `toml:"log-level"`   // debug, info, warn, error
-	KTLS           string `toml:"ktls"`        // auto, on, off
+	Device        string   `toml:"device"`         // TUN interface name
+	TunBackend    string   `toml:"tun-backend"`    // offload or plain
+	LogLevel      string   `toml:"log-level"`      // debug, info, warn, error
+	KTLS          string   `toml:"ktls"`           // auto, on, off
 	// CookieKeyFile holds the key that seals session cookies; nodes that
 	// share it resume each other's sessions (docs/scaling.md).
 	CookieKeyFile string `toml:"cookie-key-file"`
@@ -59,6 +55,10 @@ type Config struct {
 	// packets from a client to destinations outside the routes pushed to
 	// it; a full-tunnel client may send anywhere.
 	RestrictUserToRoutes bool `toml:"restrict-user-to-routes"`
+	// SessionTimeout (ocserv's session-timeout) is the longest a session
+	// may last from its password login, in seconds, however often its
+	// cookie is refreshed or resumed; 0 = unlimited.
+	SessionTimeout int `toml:"session-timeout"`
 	// Users holds the per-user [users.NAME] tables (site-to-site).
 	Users map[string]*UserConfig `toml:"users"`
 
@@ -97,24 +97,25 @@ const (
 // DefaultConfig returns the built-in configuration, with files in stateDir.
 func DefaultConfig(stateDir string) *Config {
 	return &Config{
-		Listen:         DefaultListen,
-		UDPListen:      DefaultListen,
-		ServerCert:     filepath.Join(stateDir, "server-cert.pem"),
-		ServerKey:      filepath.Join(stateDir, "server-key.pem"),
-		PasswdFile:     filepath.Join(stateDir, "passwd"),
-		IPv4Network:    DefaultIPv4Network,
-		MTU:            DefaultMTU,
-		DPD:            DefaultDPD,
-		Keepalive:      DefaultKeepalive,
-		CookieTimeout:  DefaultCookieTimeout,
+		Listen:        DefaultListen,
+		UDPListen:     DefaultListen,
+		ServerCert:    filepath.Join(stateDir, "server-cert.pem"),
+		ServerKey:     filepath.Join(stateDir, "server-key.pem"),
+		PasswdFile:    filepath.Join(stateDir, "passwd"),
+		IPv4Network:   DefaultIPv4Network,
+		MTU:           DefaultMTU,
+		DPD:           DefaultDPD,
+		Keepalive:     DefaultKeepalive,
+		CookieTimeout: DefaultCookieTimeout,
+		Device:        DefaultDevice,
+		TunBackend:    string(tun.BackendOffload),
+		LogLevel:      "info",
+		KTLS:          string(ktlsbridge.ModeAuto),
+		CookieKeyFile: filepath.Join(stateDir, "cookie-key"),
+		LogFormat:     "text",
+		CtlSocket:     ctl.DefaultSocket,
+
 		SessionTimeout: DefaultSessionTimeout,
-		Device:         DefaultDevice,
-		TunBackend:     string(tun.BackendOffload),
-		LogLevel:       "info",
-		KTLS:           string(ktlsbridge.ModeAuto),
-		CookieKeyFile:  filepath.Join(stateDir, "cookie-key"),
-		LogFormat:      "text",
-		CtlSocket:      ctl.DefaultSocket,
 	}
 }
 

@@ -433,3 +433,18 @@ func TestRevocationSurvivesRestart(t *testing.T) {
 		t.Fatalf("%d expired revocations loaded", n)
 	}
 }
+
+// TestSessionTimeoutConfig: session-timeout defaults to a day, 0 is
+// accepted (unlimited), a negative value is refused naming the key.
+func TestSessionTimeoutConfig(t *testing.T) {
+	cfg, err := LoadConfig(writeConfig(t, "mtu = 1400\n"), "/state")
+	if err != nil || cfg.sessionTimeout() != 24*time.Hour {
+		t.Fatalf("default: %v, %v", cfg.sessionTimeout(), err)
+	}
+	if cfg, err := LoadConfig(writeConfig(t, "session-timeout = 0\n"), "/state"); err != nil || cfg.sessionTimeout() != 0 {
+		t.Fatalf("0: %v", err)
+	}
+	if _, err := LoadConfig(writeConfig(t, "session-timeout = -1\n"), "/state"); err == nil || !strings.Contains(err.Error(), "session-timeout:") {
+		t.Fatalf("negative: %v", err)
+	}
+}
