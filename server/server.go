@@ -85,9 +85,7 @@ type Server struct {
 	tickets  *auth.TicketKeys // seals and opens session cookies (resume.go)
 	revoked  *auth.Revoked    // sessions logged out here, until their cookies expire
 	node     string           // this node's name in cookies
-	// writeTimeout, when set, replaces tunnelWriteTimeout (tests).
-	writeTimeout time.Duration
-	resumeMu     sync.Mutex // serialises resuming sessions from cookies
+	resumeMu sync.Mutex       // serialises resuming sessions from cookies
 	// exclusiveMu serialises replacing the sessions of site-to-site users.
 	exclusiveMu sync.Mutex
 	pool        *pool
@@ -125,6 +123,9 @@ type Server struct {
 	source   func() (*Config, error)
 	started  time.Time
 	retired  Totals // traffic of ended sessions, under mu
+
+	// writeTimeout, when set, replaces tunnelWriteTimeout (tests).
+	writeTimeout time.Duration
 }
 
 // newServer returns a Server with its tables made and nothing opened
