@@ -1,6 +1,8 @@
 package auth
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -270,4 +272,21 @@ func (p *PasswdFile) Active(user string) bool {
 	}
 	_, locked := l.hash.(lockedHash)
 	return !locked
+}
+
+// Generation returns a short hash of user's line in the file, and whether
+// the user exists and is not locked. It changes whenever the line does:
+// a new password, a new group, or a lock (ocpasswd -l prefixes the hash
+// with "!"). Nodes sharing the file agree on it without talking, so a
+// cookie carrying it is refused everywhere once the entry changes.
+func (p *PasswdFile) Generation(user string) (uint64, bool) {
+	l, ok := p.users[user]
+	if !ok {
+		return 0, false
+	}
+	if _, locked := l.hash.(lockedHash); locked {
+		return 0, false
+	}
+	sum := sha256.Sum256([]byte("kvpn user generation\x00" + l.format()))
+	return binary.BigEndian.Uint64(sum[:8]), true
 }

@@ -11,10 +11,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -32,14 +35,29 @@ type Ticket struct {
 	Expires time.Time  // not valid at or after this (second precision)
 	Addr4   netip.Addr // tunnel IPv4 address last held, invalid if none
 	Addr6   netip.Addr // tunnel IPv6 address last held, invalid if none
+	// Login is when the user logged in with a password (second
+	// precision). Refreshes and resumes keep it, so a session has an
+	// absolute lifetime counted from it (session-timeout) however often
+	// its cookie is renewed.
+	Login time.Time
+	// Gen is the user's generation in the password file at login
+	// (PasswdFile.Generation): every node sharing the file computes the
+	// same one, so a user changed, locked or deleted there is refused
+	// everywhere without the nodes talking.
+	Gen uint64
 }
 
 // TicketKeyBytes is the size of a cookie key (AES-256).
 const TicketKeyBytes = 32
 
 // ticketVersion is the first byte of every sealed ticket, so the format
-// can change without old cookies being misread.
-const ticketVersion = 1
+// can change without old cookies being misread. Version 2 added the
+// login time and the user's generation; version 1 tickets, which have
+// neither, are refused (ErrTicketOldFormat): the user logs in again.
+const ticketVersion = 2
+
+// ticketVersion1 is the first format, still recognised to refuse it.
+const ticketVersion1 = 1
 
 // MaxTicketLen bounds the cookie text accepted before any decoding: a
 // ticket with a 255-byte user and node name is under 800 characters.
@@ -51,6 +69,7 @@ var (
 	ErrTicketMalformed = errors.New("cookie is malformed (not a kvpn session cookie, or truncated)")
 	ErrTicketForged    = errors.New("cookie failed authentication (tampered with, or sealed with another key)")
 	ErrTicketExpired   = errors.New("cookie has expired")
+	ErrTicketOldFormat = errors.New("cookie was sealed in an older format (no login time or user generation); log in again")
 )
 
 // TicketKeys seals and opens tickets with AES-256-GCM. The first key
@@ -161,10 +180,12 @@ func (k *TicketKeys) Seal(t *Ticket) (string, error) {
 	if len(t.User) > 255 || len(t.Node) > 255 {
 		return "", errors.New("ticket: user or node name longer than 255 bytes")
 	}
-	plain := make([]byte, 0, 96+len(t.User)+len(t.Node))
+	plain := make([]byte, 0, fixedPlain+2+len(t.User)+len(t.Node))
 	plain = append(plain, t.Session[:]...)
 	plain = binary.BigEndian.AppendUint64(plain, uint64(t.Issued.Unix()))
 	plain = binary.BigEndian.AppendUint64(plain, uint64(t.Expires.Unix()))
+	plain = binary.BigEndian.AppendUint64(plain, uint64(t.Login.Unix()))
+	plain = binary.BigEndian.AppendUint64(plain, t.Gen)
 	var a4 [4]byte
 	if t.Addr4.Is4() {
 		a4 = t.Addr4.As4()
@@ -191,7 +212,7 @@ func (k *TicketKeys) Seal(t *Ticket) (string, error) {
 }
 
 // fixedPlain is the size of the fixed part of a ticket's fields.
-const fixedPlain = CookieBytes + 8 + 8 + 4 + 16
+const fixedPlain = CookieBytes + 8 + 8 + 8 + 8 + 4 + 16
 
 // OpenTicket checks and decodes cookie text. It does not check expiry
 // (see Ticket.Check): a node that holds the session in memory keeps
@@ -203,6 +224,9 @@ func (k *TicketKeys) OpenTicket(s string) (*Ticket, error) {
 	raw, err := base64.RawURLEncoding.DecodeString(s)
 	if err != nil {
 		return nil, ErrTicketMalformed
+	}
+	if len(raw) > 0 && raw[0] == ticketVersion1 {
+		return nil, ErrTicketOldFormat
 	}
 	g := k.aeads[0]
 	if len(raw) < 1+g.NonceSize()+g.Overhead()+fixedPlain+2 || raw[0] != ticketVersion {
@@ -233,7 +257,9 @@ func decodeTicket(p []byte) (*Ticket, error) {
 	p = p[CookieBytes:]
 	t.Issued = time.Unix(int64(binary.BigEndian.Uint64(p)), 0)
 	t.Expires = time.Unix(int64(binary.BigEndian.Uint64(p[8:])), 0)
-	p = p[16:]
+	t.Login = time.Unix(int64(binary.BigEndian.Uint64(p[16:])), 0)
+	t.Gen = binary.BigEndian.Uint64(p[24:])
+	p = p[32:]
 	if a := netip.AddrFrom4([4]byte(p[:4])); !a.IsUnspecified() {
 		t.Addr4 = a
 	}
@@ -272,26 +298,166 @@ func (t *Ticket) Check(now time.Time) error {
 // Revoked is a set of session identities that must not be resumed,
 // each kept until the last cookie naming it has expired. It is local to
 // one node (docs/scaling.md): a logout on one node does not reach the
-// others before the cookie expires. Safe for concurrent use; a nil set
-// holds nothing and ignores Add.
+// others before the cookie expires. With a file (LoadRevoked) it survives
+// restarts: a logged-out cookie stays refused after vpnd restarts. Safe
+// for concurrent use; a nil set holds nothing and ignores Add.
 type Revoked struct {
-	mu sync.Mutex
-	m  map[Cookie]time.Time
+	mu  sync.Mutex
+	m   map[Cookie]time.Time
+	ver uint64 // bumped by every change of m
+
+	path   string     // "" keeps the set in memory only
+	saveMu sync.Mutex // serialises writing the file
+	saved  uint64     // ver last written (under saveMu)
 }
 
-// NewRevoked returns an empty set.
+// MaxRevokedFile bounds the revocation file read at start (about 80
+// bytes a line: over 400,000 revoked sessions).
+const MaxRevokedFile = 32 << 20
+
+// NewRevoked returns an empty set kept in memory only.
 func NewRevoked() *Revoked { return &Revoked{m: map[Cookie]time.Time{}} }
 
-// Add revokes id until until (later wins when added twice).
-func (r *Revoked) Add(id Cookie, until time.Time) {
+// LoadRevoked returns the set stored at path (none yet if the file does
+// not exist), entries expired by now left out. Every change is written
+// back to path at once, atomically (a temporary file renamed over it,
+// mode 0600), so a crash leaves the old or the new set, never half of
+// one. Entries another process wrote to the file meanwhile (a node
+// sharing the directory) are merged in at each write, not lost.
+func LoadRevoked(path string, now time.Time) (*Revoked, error) {
+	r := &Revoked{m: map[Cookie]time.Time{}, path: path}
+	m, err := readRevoked(path, now)
+	if err != nil {
+		return nil, err
+	}
+	r.m = m
+	return r, nil
+}
+
+// readRevoked reads the file at path; a missing file is an empty set.
+func readRevoked(path string, now time.Time) (map[Cookie]time.Time, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return map[Cookie]time.Time{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("revoked sessions file: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxRevokedFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("revoked sessions file: %w", err)
+	}
+	if len(data) > MaxRevokedFile {
+		return nil, fmt.Errorf("revoked sessions file %s is larger than %d bytes", path, MaxRevokedFile)
+	}
+	m, err := parseRevoked(data, now)
+	if err != nil {
+		return nil, fmt.Errorf("revoked sessions file %s: %w", path, err)
+	}
+	return m, nil
+}
+
+// parseRevoked parses the file's lines: "<64 hex digits> <unix seconds>",
+// the session identity and when its revocation ends; blank lines and #
+// comments are ignored, entries that ended by now are dropped.
+func parseRevoked(data []byte, now time.Time) (map[Cookie]time.Time, error) {
+	m := map[Cookie]time.Time{}
+	line := 0
+	for l := range strings.Lines(string(data)) {
+		line++
+		l = strings.TrimSpace(l)
+		if l == "" || l[0] == '#' {
+			continue
+		}
+		idText, untilText, ok := strings.Cut(l, " ")
+		if !ok {
+			return nil, fmt.Errorf("line %d: want session-id and expiry", line)
+		}
+		id, err := ParseCookie(idText)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %w", line, err)
+		}
+		u, err := strconv.ParseInt(untilText, 10, 64)
+		if err != nil || u < 0 {
+			return nil, fmt.Errorf("line %d: bad expiry %q", line, untilText)
+		}
+		until := time.Unix(u, 0)
+		if !now.Before(until) {
+			continue
+		}
+		if old, ok := m[id]; !ok || until.After(old) {
+			m[id] = until
+		}
+	}
+	return m, nil
+}
+
+// formatRevoked renders m in the form parseRevoked reads, sorted.
+func formatRevoked(m map[Cookie]time.Time) []byte {
+	lines := make([]string, 0, len(m))
+	for id, until := range m {
+		lines = append(lines, id.String()+" "+strconv.FormatInt(until.Unix(), 10))
+	}
+	slices.Sort(lines)
+	var b bytes.Buffer
+	b.WriteString("# kvpn revoked sessions (logged out or ended on this node): session-id until-unix-time\n")
+	for _, l := range lines {
+		b.WriteString(l)
+		b.WriteByte('\n')
+	}
+	return b.Bytes()
+}
+
+// Add revokes id until until (later wins when added twice). With a file,
+// it is written before Add returns; the error says if that failed (the
+// revocation holds in memory all the same).
+func (r *Revoked) Add(id Cookie, until time.Time) error {
 	if r == nil {
-		return
+		return nil
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if old, ok := r.m[id]; !ok || until.After(old) {
 		r.m[id] = until
+		r.ver++
 	}
+	r.mu.Unlock()
+	return r.save(time.Now())
+}
+
+// save writes the set to the file if it changed since the last write,
+// merging in what the file holds now. A burst of Adds from many
+// goroutines costs one write each only as long as writes keep up: an Add
+// whose change an earlier save already wrote returns at once.
+func (r *Revoked) save(now time.Time) error {
+	if r.path == "" {
+		return nil
+	}
+	r.saveMu.Lock()
+	defer r.saveMu.Unlock()
+	r.mu.Lock()
+	dirty := r.ver != r.saved
+	r.mu.Unlock()
+	if !dirty {
+		return nil
+	}
+	disk, err := readRevoked(r.path, now)
+	if err != nil {
+		disk = nil // rewrite a damaged file from memory
+	}
+	r.mu.Lock()
+	for id, until := range disk {
+		if old, ok := r.m[id]; !ok || until.After(old) {
+			r.m[id] = until
+		}
+	}
+	data, ver := formatRevoked(r.m), r.ver
+	r.mu.Unlock()
+	if werr := writeFileAtomic(r.path, data); werr != nil {
+		return werr
+	}
+	r.saved = ver
+	return err
 }
 
 // Has reports whether id is revoked.
@@ -305,18 +471,21 @@ func (r *Revoked) Has(id Cookie) bool {
 	return ok
 }
 
-// Sweep forgets entries whose cookies have expired by now.
-func (r *Revoked) Sweep(now time.Time) {
+// Sweep forgets entries whose cookies have expired by now, and writes
+// the file if any went.
+func (r *Revoked) Sweep(now time.Time) error {
 	if r == nil {
-		return
+		return nil
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	for id, until := range r.m {
 		if !now.Before(until) {
 			delete(r.m, id)
+			r.ver++
 		}
 	}
+	r.mu.Unlock()
+	return r.save(now)
 }
 
 // Len returns the number of revoked sessions held.

@@ -32,7 +32,8 @@ func sampleTicket(t testing.TB) *Ticket {
 	}
 	now := time.Unix(1_800_000_000, 0)
 	return &Ticket{Session: id, User: "alice", Node: "node-a", Issued: now, Expires: now.Add(5 * time.Minute),
-		Addr4: netip.MustParseAddr("10.77.0.9"), Addr6: netip.MustParseAddr("fd00::9")}
+		Addr4: netip.MustParseAddr("10.77.0.9"), Addr6: netip.MustParseAddr("fd00::9"),
+		Login: now.Add(-time.Hour), Gen: 0x0123456789abcdef}
 }
 
 func TestTicketRoundTrip(t *testing.T) {
@@ -247,6 +248,7 @@ func FuzzOpenTicket(f *testing.F) {
 	f.Add("")
 	f.Add(strings.Repeat("ab", 32))
 	f.Add("AQ" + strings.Repeat("A", 200))
+	f.Add("Ag" + strings.Repeat("A", 200))
 	f.Fuzz(func(t *testing.T, in string) {
 		tk, err := k.OpenTicket(in)
 		if err != nil {
@@ -266,6 +268,26 @@ func FuzzOpenTicket(f *testing.F) {
 	})
 }
 
+// TestTicketOldFormatRefused: a version 1 ticket (sealed before tickets
+// carried the login time and the user's generation) is refused with its
+// own error, never misread as a version 2 one.
+func TestTicketOldFormatRefused(t *testing.T) {
+	k := testKeys(t, 1)
+	tk := sampleTicket(t)
+	// The version 1 layout: identity, issued, expires, addresses, names.
+	plain := append([]byte{}, tk.Session[:]...)
+	plain = append(plain, make([]byte, 16+4+16)...)
+	plain = append(plain, 1, 'n', 5)
+	plain = append(plain, "alice"...)
+	g := k.aeads[0]
+	out := make([]byte, 1+g.NonceSize())
+	out[0] = 1
+	out = g.Seal(out, out[1:], plain, out[:1])
+	if got, err := k.OpenTicket(base64.RawURLEncoding.EncodeToString(out)); !errors.Is(err, ErrTicketOldFormat) || got != nil {
+		t.Fatalf("version 1 ticket: %+v, %v", got, err)
+	}
+}
+
 // FuzzDecodeTicket fuzzes the field parser behind the MAC, which a fuzzer
 // cannot reach through OpenTicket.
 func FuzzDecodeTicket(f *testing.F) {
@@ -276,6 +298,73 @@ func FuzzDecodeTicket(f *testing.F) {
 		tk, err := decodeTicket(p)
 		if err == nil && (tk.User == "" || len(tk.User) > 255 || len(tk.Node) > 255) {
 			t.Fatalf("accepted %+v", tk)
+		}
+	})
+}
+
+// TestRevokedFile: the set written by one instance is what the next
+// loads, expired entries dropped; entries another writer put in the file
+// are merged, not overwritten; the file is 0600.
+func TestRevokedFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "revoked")
+	now := time.Unix(1_800_000_000, 0)
+	r, err := LoadRevoked(path, now)
+	if err != nil || r.Len() != 0 {
+		t.Fatalf("missing file: %v %d", err, r.Len())
+	}
+	a, b, c := Cookie{1}, Cookie{2}, Cookie{3}
+	if err := r.Add(a, now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Add(b, now.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	other, _ := LoadRevoked(path, now) // a second writer on the same file
+	other.Add(c, now.Add(time.Hour))
+	r.Add(a, now.Add(2*time.Hour))
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("file mode: %v %v", st.Mode(), err)
+	}
+	back, err := LoadRevoked(path, now.Add(30*time.Minute)) // b has expired
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !back.Has(a) || back.Has(b) || !back.Has(c) || back.Len() != 2 {
+		t.Fatalf("loaded a=%v b=%v c=%v len %d", back.Has(a), back.Has(b), back.Has(c), back.Len())
+	}
+	back.Sweep(now.Add(90 * time.Minute)) // c expires, a (2 h) stays
+	again, _ := LoadRevoked(path, now)
+	if !again.Has(a) || again.Has(c) {
+		t.Fatalf("after sweep: a=%v c=%v", again.Has(a), again.Has(c))
+	}
+	os.WriteFile(path, []byte("not a revocation\n"), 0o600)
+	if _, err := LoadRevoked(path, now); err == nil {
+		t.Fatal("damaged file loaded")
+	}
+}
+
+// FuzzParseRevoked: the revoked sessions file parser never panics, and
+// what it accepts formats back to a file that parses to the same set.
+func FuzzParseRevoked(f *testing.F) {
+	f.Add([]byte("# comment\n" + strings.Repeat("ab", 32) + " 1900000000\n"))
+	f.Add([]byte(strings.Repeat("ab", 32) + " 1\n\n"))
+	f.Add([]byte(strings.Repeat("AB", 32) + " 1900000000"))
+	f.Add([]byte("x -1\n"))
+	now := time.Unix(1_800_000_000, 0)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := parseRevoked(data, now)
+		if err != nil {
+			return
+		}
+		back, err := parseRevoked(formatRevoked(m), now)
+		if err != nil || len(back) != len(m) {
+			t.Fatalf("reformatted: %v, %d entries, want %d", err, len(back), len(m))
+		}
+		for id, u := range m {
+			if !back[id].Equal(u) {
+				t.Fatalf("entry %s: %v, want %v", id, back[id], u)
+			}
 		}
 	})
 }

@@ -55,6 +55,10 @@ type Config struct {
 	// packets from a client to destinations outside the routes pushed to
 	// it; a full-tunnel client may send anywhere.
 	RestrictUserToRoutes bool `toml:"restrict-user-to-routes"`
+	// SessionTimeout (ocserv's session-timeout) is the longest a session
+	// may last from its password login, in seconds, however often its
+	// cookie is refreshed or resumed; 0 = unlimited.
+	SessionTimeout int `toml:"session-timeout"`
 	// Users holds the per-user [users.NAME] tables (site-to-site).
 	Users map[string]*UserConfig `toml:"users"`
 
@@ -80,6 +84,10 @@ const (
 	DefaultDPD           = 60
 	DefaultKeepalive     = 30
 	DefaultCookieTimeout = 300 // as ocserv
+	// DefaultSessionTimeout bounds a session to a day from its login: a
+	// stolen cookie cannot be refreshed for ever (ocserv's default is
+	// unlimited; kvpn's cookies are resumable on any node, so it bounds).
+	DefaultSessionTimeout = 86400
 	// DefaultMTU is what ocserv computes for a 1500-byte link with DTLS
 	// (1500 - 20 IP - 8 UDP - 37 DTLS AES-GCM overhead - 1 type byte), so
 	// the tunnel MTU does not change when traffic moves between DTLS and TLS.
@@ -106,6 +114,8 @@ func DefaultConfig(stateDir string) *Config {
 		CookieKeyFile: filepath.Join(stateDir, "cookie-key"),
 		LogFormat:     "text",
 		CtlSocket:     ctl.DefaultSocket,
+
+		SessionTimeout: DefaultSessionTimeout,
 	}
 }
 
@@ -214,6 +224,9 @@ func (c *Config) Validate() error {
 	if c.CookieTimeout < 0 {
 		bad("cookie-timeout", "must not be negative")
 	}
+	if c.SessionTimeout < 0 {
+		bad("session-timeout", "must not be negative (0 = unlimited)")
+	}
 	if c.Device == "" || len(c.Device) > 15 || strings.ContainsAny(c.Device, "/ \t") {
 		bad("device", "%q is not a valid interface name", c.Device)
 	}
@@ -261,4 +274,9 @@ func (c *Config) dpd() time.Duration       { return time.Duration(c.DPD) * time.
 func (c *Config) keepalive() time.Duration { return time.Duration(c.Keepalive) * time.Second }
 func (c *Config) cookieTimeout() time.Duration {
 	return time.Duration(c.CookieTimeout) * time.Second
+}
+
+// sessionTimeout is session-timeout, 0 for unlimited.
+func (c *Config) sessionTimeout() time.Duration {
+	return time.Duration(c.SessionTimeout) * time.Second
 }

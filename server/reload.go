@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 
 	"kvpn/auth"
 )
@@ -104,6 +105,7 @@ func (s *Server) Reload(cfg *Config) (ReloadResult, error) {
 		res.Partial = unjoin(perr)
 	}
 	s.settings.Store(set)
+	s.endChangedUsers(set.Passwd)
 	// Remember the new values of the applied keys only, so the next diff
 	// still reports a restart-only key that differs from what runs.
 	next := *old
@@ -202,5 +204,35 @@ func (s *Server) ReloadPasswd() error {
 	}
 	set.Passwd = p
 	s.settings.Store(&set)
+	s.endChangedUsers(p)
 	return nil
+}
+
+// endChangedUsers ends the sessions of users who were deleted or locked,
+// or whose entry changed (a new password), in the password file just
+// loaded: their generation no longer matches the one their session
+// logged in with. Their cookies are refused by checkLimits on every node
+// sharing the file; each node ends its own live sessions on its reload.
+// Called after the new file is in force, so a session resumed meanwhile
+// is checked against it either here or by checkLimits.
+func (s *Server) endChangedUsers(p *auth.PasswdFile) {
+	var wg sync.WaitGroup
+	for _, sess := range s.list() {
+		gen, ok := p.Generation(sess.user)
+		if ok && gen == sess.gen {
+			continue
+		}
+		s.Counters.UserChanged.Add(1)
+		s.log.Warn("ending session: user deleted, locked or changed in the password file",
+			"user", sess.user, "session", sess.id, "in-file-and-active", ok)
+		// In parallel: a TERMINATE to a client that stopped reading
+		// waits up to its 2 s deadline, and a reload must not take that
+		// once per session.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sess.terminate("user changed in the password file")
+		}()
+	}
+	wg.Wait()
 }

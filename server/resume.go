@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -35,11 +36,27 @@ import (
 // since the cookie was issued.
 var errUserGone = errors.New("user no longer exists or is locked")
 
+// errUserChanged refuses a cookie whose user's password-file entry
+// changed (new password, locked, deleted) since the login it carries.
+var errUserChanged = errors.New("user's password-file entry changed, or the user was locked or deleted, since the login")
+
+// errSessionTimeout refuses a cookie whose login is session-timeout ago.
+var errSessionTimeout = errors.New("session-timeout since the login has passed; log in again")
+
 // errRevoked refuses a cookie whose session was logged out or ended here.
 var errRevoked = errors.New("session was logged out or ended on this node")
 
-// loadTickets reads (or creates) the cookie key file and sets the node's
-// name.
+// revokedFileName is the file, beside the cookie key file, that keeps the
+// sessions revoked on this node across restarts (auth.LoadRevoked).
+const revokedFileName = "revoked-sessions"
+
+// revokedFile is where the revoked sessions are kept.
+func (s *Server) revokedFile() string {
+	return filepath.Join(filepath.Dir(s.cfg.CookieKeyFile), revokedFileName)
+}
+
+// loadTickets reads (or creates) the cookie key file, loads the sessions
+// revoked before a restart and sets the node's name.
 func (s *Server) loadTickets() error {
 	keys, created, err := auth.LoadOrCreateTicketKeys(s.cfg.CookieKeyFile)
 	if err != nil {
@@ -50,7 +67,14 @@ func (s *Server) loadTickets() error {
 			"cookie-key-file", s.cfg.CookieKeyFile)
 	}
 	s.tickets = keys
-	s.revoked = auth.NewRevoked()
+	// A logout must outlive a restart: without the file, a restarted node
+	// would resume a logged-out cookie until it expired.
+	if s.revoked, err = auth.LoadRevoked(s.revokedFile(), time.Now()); err != nil {
+		return err
+	}
+	if n := s.revoked.Len(); n > 0 {
+		s.log.Info("loaded revoked sessions", "file", s.revokedFile(), "sessions", n)
+	}
 	s.node = s.cfg.NodeName
 	if s.node == "" {
 		s.node, _ = os.Hostname()
@@ -78,7 +102,8 @@ func (s *Server) sealTicket(sess *Session) (string, error) {
 	now := time.Now()
 	sess.mu.Lock()
 	t := &auth.Ticket{Session: sess.cookie, User: sess.user, Node: s.node,
-		Issued: now, Expires: now.Add(s.ticketLifetime()), Addr4: sess.addr}
+		Issued: now, Expires: now.Add(s.ticketLifetime()), Addr4: sess.addr, Addr6: sess.addr6,
+		Login: sess.login, Gen: sess.gen}
 	sess.mu.Unlock()
 	return s.seal(sess, t)
 }
@@ -102,9 +127,12 @@ func (s *Server) seal(sess *Session, t *auth.Ticket) (string, error) {
 	return text, nil
 }
 
-// openTicket opens cookie text and, when this node does not hold the
-// session, checks that it may be resumed: not expired, not revoked here,
-// and the user still active. sess is the session held in memory, or nil.
+// openTicket opens cookie text and checks that its session may go on:
+// within session-timeout of its login and the user's password-file entry
+// unchanged (whichever node holds it), and, when this node does not hold
+// the session, not expired and not revoked here. sess is the session
+// held in memory, or nil. A held session that fails the session checks
+// is ended here, as the sweep or a reload would end it.
 func (s *Server) openTicket(text string) (t *auth.Ticket, sess *Session, err error) {
 	t, err = s.tickets.OpenTicket(text)
 	if err != nil {
@@ -113,6 +141,10 @@ func (s *Server) openTicket(text string) (t *auth.Ticket, sess *Session, err err
 	if sess, ok := s.cookies.Lookup(t.Session); ok {
 		if sess.user != t.User {
 			return nil, nil, fmt.Errorf("cookie names user %q, session belongs to %q", t.User, sess.user)
+		}
+		if err := s.checkLimits(t); err != nil {
+			sess.terminate(err.Error())
+			return nil, nil, err
 		}
 		return t, sess, nil
 	}
@@ -130,45 +162,93 @@ func (s *Server) openTicket(text string) (t *auth.Ticket, sess *Session, err err
 		return nil, nil, fmt.Errorf("%w (issued by node %q at %s, expired %s)", err, t.Node,
 			t.Issued.UTC().Format(time.RFC3339), t.Expires.UTC().Format(time.RFC3339))
 	}
-	if !s.currentSettings().Passwd.Active(t.User) {
-		return nil, nil, errUserGone
+	if err := s.checkLimits(t); err != nil {
+		return nil, nil, err
 	}
 	return t, nil, nil
 }
 
+// checkLimits refuses a ticket past session-timeout from its login, or
+// whose user is gone, locked or changed in the password file (each
+// counted: a stolen cookie being replayed shows in the counters).
+func (s *Server) checkLimits(t *auth.Ticket) error {
+	if s.pastSessionTimeout(t.Login, time.Now()) {
+		s.Counters.SessionTimeouts.Add(1)
+		return fmt.Errorf("%w (login %s, session-timeout %s)", errSessionTimeout,
+			t.Login.UTC().Format(time.RFC3339), s.cfg.sessionTimeout())
+	}
+	gen, ok := s.currentSettings().Passwd.Generation(t.User)
+	if !ok {
+		s.Counters.UserChanged.Add(1)
+		return errUserGone
+	}
+	if gen != t.Gen {
+		s.Counters.UserChanged.Add(1)
+		return errUserChanged
+	}
+	return nil
+}
+
+// pastSessionTimeout reports whether a session that logged in at login
+// has reached session-timeout by now (never when it is 0, unlimited).
+func (s *Server) pastSessionTimeout(login, now time.Time) bool {
+	st := s.cfg.sessionTimeout()
+	return st > 0 && !now.Before(login.Add(st))
+}
+
 // sessionFor finds or resumes the session a CONNECT's cookie names, and
-// returns the address to ask the pool for if the session has none yet:
-// the client's X-CSTP-Address, else the address in the cookie (the pool
-// honours it only when it is inside this node's pool and free).
-func (s *Server) sessionFor(creq *cstp.ConnectRequest, from netip.Addr, log *slog.Logger) (*Session, netip.Addr, error) {
+// returns the addresses to ask the pools for if the session has none yet:
+// the ones its ticket says it held (the pool honours them only when they
+// are inside this node's pool and free). The client's X-CSTP-Address and
+// X-CSTP-Address-IP6 are honoured only when they are those same
+// addresses: a first CONNECT must not let a client pick any free address
+// (it could take the one another user's session is about to reconnect to,
+// or one that some filter downstream trusts).
+func (s *Server) sessionFor(creq *cstp.ConnectRequest, from netip.Addr, log *slog.Logger) (*Session, netip.Addr, netip.Prefix, error) {
 	t, sess, err := s.openTicket(creq.Cookie)
 	if err != nil {
-		return nil, netip.Addr{}, err
+		return nil, netip.Addr{}, netip.Prefix{}, err
 	}
-	want := creq.PrevAddress
-	if !want.IsValid() {
-		want = t.Addr4
-	}
+	want, want6 := wantedAddrs(creq, t, log)
 	if sess != nil {
-		return sess, want, nil
+		return sess, want, want6, nil
 	}
 	// Two CONNECTs with one cookie (a client retrying quickly) must not
 	// both create the session.
 	s.resumeMu.Lock()
 	defer s.resumeMu.Unlock()
 	if sess, ok := s.cookies.Lookup(t.Session); ok {
-		return sess, want, nil
+		return sess, want, want6, nil
 	}
 	sess = s.newSession(t.User, from)
 	sess.cookie = t.Session
 	sess.ticketExpires = t.Expires
+	sess.login, sess.gen = t.Login, t.Gen
 	if !s.cookies.Insert(t.Session, sess, s.cfg.cookieTimeout()+loginTimeout) {
 		sess.end("resume raced") // cannot happen under resumeMu
-		return nil, netip.Addr{}, errors.New("session appeared twice")
+		return nil, netip.Addr{}, netip.Prefix{}, errors.New("session appeared twice")
 	}
 	log.Info("session resumed from cookie", "user", t.User, "session", sess.id, "issued-by", t.Node,
 		"issued", t.Issued.UTC().Format(time.RFC3339), "cookie-address", t.Addr4.String(), "requested-address", creq.PrevAddress.String())
-	return sess, want, nil
+	return sess, want, want6, nil
+}
+
+// wantedAddrs are the addresses a CONNECT may keep: the ticket's own.
+func wantedAddrs(creq *cstp.ConnectRequest, t *auth.Ticket, log *slog.Logger) (netip.Addr, netip.Prefix) {
+	want := t.Addr4
+	if creq.PrevAddress.IsValid() && creq.PrevAddress != t.Addr4 {
+		log.Debug("ignoring X-CSTP-Address: not an address this session held",
+			"requested-address", creq.PrevAddress.String(), "cookie-address", t.Addr4.String())
+	}
+	var want6 netip.Prefix
+	if t.Addr6.IsValid() {
+		want6 = netip.PrefixFrom(t.Addr6, 128)
+	}
+	if p := creq.PrevAddressIP6; p.IsValid() && p.Addr() != t.Addr6 {
+		log.Debug("ignoring X-CSTP-Address-IP6: not an address this session held",
+			"requested-address6", p.String(), "cookie-address6", t.Addr6.String())
+	}
+	return want, want6
 }
 
 // revokeSession keeps sess's identity from being resumed on this node for
@@ -183,7 +263,9 @@ func (s *Server) revokeSession(sess *Session) {
 	if latest := time.Now().Add(s.ticketLifetime()); latest.After(until) {
 		until = latest
 	}
-	s.revoked.Add(sess.cookie, until)
+	if err := s.revoked.Add(sess.cookie, until); err != nil {
+		s.log.Error("saving revoked sessions; the revocation holds until this node restarts", "file", s.revokedFile(), "err", err)
+	}
 }
 
 // ticketOf opens the webvpn cookie of a request (login or refresh), with

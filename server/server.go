@@ -64,6 +64,10 @@ type Counters struct {
 	LoginThrottled atomic.Uint64
 	BadRequests    atomic.Uint64
 	Logins         atomic.Uint64 // successful logins (sessions created)
+	// Session limits (resume.go, reload.go, sessions.go).
+	SessionTimeouts atomic.Uint64 // sessions ended, cookies refused: session-timeout since login
+	UserChanged     atomic.Uint64 // sessions ended, cookies refused: user changed, locked or deleted
+	WriteStalled    atomic.Uint64 // sessions ended: the client stopped reading (tunnel write deadline)
 
 	TLSHandshakeFailed atomic.Uint64
 	TLSHandshake       hist.Latency // successful TLS handshakes (and kTLS setup)
@@ -119,6 +123,9 @@ type Server struct {
 	source   func() (*Config, error)
 	started  time.Time
 	retired  Totals // traffic of ended sessions, under mu
+
+	// writeTimeout, when set, replaces tunnelWriteTimeout (tests).
+	writeTimeout time.Duration
 }
 
 // newServer returns a Server with its tables made and nothing opened
@@ -470,7 +477,7 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 		conn.Close()
 		return
 	}
-	sess, prev, err := s.sessionFor(creq, remoteAddr(conn), log)
+	sess, prev, prev6, err := s.sessionFor(creq, remoteAddr(conn), log)
 	if err != nil {
 		log.Warn("CONNECT refused: bad cookie", "err", err)
 		writeResponse(conn, http.StatusUnauthorized, "", nil, nil)
@@ -484,7 +491,7 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 		conn.Close()
 		return
 	}
-	addr, err := sess.attach(ch, prev, creq.PrevAddressIP6)
+	addr, err := sess.attach(ch, prev, prev6)
 	if err != nil {
 		log.Warn("CONNECT refused", "err", err)
 		writeResponse(conn, http.StatusServiceUnavailable, "", nil, nil)
@@ -570,9 +577,14 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 	if kc, ok := conn.(*ktlsbridge.Conn); ok && coalesce {
 		kc.SetCoalesce(true)
 	}
-	// The tunnel has its own liveness checks from here on.
+	// The tunnel has its own liveness checks from here on: DPD for the
+	// reading side, and a write timeout for the writing side, so a client
+	// that stops reading (its TCP window closed) cannot hold its session
+	// and address for ever (TCP itself retries a zero window without end,
+	// RFC 9293 3.8.6.1).
 	conn.SetReadDeadline(time.Time{})
 	conn.SetWriteDeadline(time.Time{})
+	ch.SetWriteTimeout(s.tunnelWriteTimeout())
 	if kc, ok := conn.(*ktlsbridge.Conn); ok {
 		log.Info("record layer", "engines", kc.Describe())
 	}

@@ -51,6 +51,12 @@ type Session struct {
 	preferDTLS atomic.Bool
 	ctx        context.Context // of the current connection; ends with it
 
+	// login is when the user logged in with a password, gen their
+	// password-file generation then (auth.PasswdFile.Generation); both
+	// travel in every ticket sealed for the session (resume.go).
+	login time.Time
+	gen   uint64
+
 	// ticketExpires is the latest expiry of a cookie handed out for this
 	// session (guarded by mu): a revocation lasts until then.
 	ticketExpires time.Time
@@ -76,9 +82,17 @@ func (s *Server) newSession(user string, from netip.Addr) *Session {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.nextID++
+	now := time.Now()
 	sess := &Session{
-		srv: s, id: s.nextID, user: user, from: from, created: time.Now(),
+		srv: s, id: s.nextID, user: user, from: from, created: now,
 		queue: make(chan *batch, downlinkQueue),
+		login: now.Truncate(time.Second), // as a ticket carries it
+	}
+	if set := s.currentSettings(); set != nil && set.Passwd != nil {
+		// Read after the password was verified: a reload in between
+		// gives the new entry's generation, or none (the session then
+		// ends at that reload's check or its first resume).
+		sess.gen, _ = set.Passwd.Generation(user)
 	}
 	s.sessions[sess] = struct{}{}
 	return sess
@@ -188,6 +202,15 @@ func (sess *Session) detach(ch *session.CSTPChannel, err error) {
 		sess.end("client disconnected")
 		return
 	}
+	if errors.Is(err, session.ErrWriteStalled) {
+		// The client stopped reading: a reconnect gets a new connection,
+		// and keeping the session would keep its address for nothing.
+		sess.srv.Counters.WriteStalled.Add(1)
+		log.Warn("closing connection and ending the session: client stopped reading (tunnel write timeout)",
+			"err", err, "address", sess.addr.String())
+		sess.end("client stopped reading")
+		return
+	}
 	var perr *session.ProtocolError
 	if errors.As(err, &perr) || errors.Is(err, record.ErrCorrupt) {
 		// Forged, corrupt or malformed input: no reconnect with this
@@ -201,6 +224,16 @@ func (sess *Session) detach(ch *session.CSTPChannel, err error) {
 			"err", err, "address", sess.addr.String(), "cookie-timeout", sess.srv.cfg.cookieTimeout().String())
 		sess.srv.cookies.Extend(sess.cookie, sess.srv.cfg.cookieTimeout())
 	}
+}
+
+// tunnelWriteTimeout bounds each write on a tunnel: max(2 x DPD, 30 s),
+// longer than a live client's DPD exchange takes, so only a client that
+// stopped reading meets it (writeTimeout overrides it in tests).
+func (s *Server) tunnelWriteTimeout() time.Duration {
+	if s.writeTimeout > 0 {
+		return s.writeTimeout
+	}
+	return max(2*s.cfg.dpd(), 30*time.Second)
 }
 
 // end frees everything the session holds.
@@ -602,7 +635,8 @@ func (s *Server) routeFromTUN() {
 }
 
 // sweep ends sessions whose cookie expired while they had no connection,
-// and keeps the cookies of connected sessions fresh.
+// or whose session-timeout passed, and keeps the cookies of connected
+// sessions fresh.
 func (s *Server) sweep(ctx context.Context) {
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
@@ -612,24 +646,38 @@ func (s *Server) sweep(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		// Copy the list first: attach takes sess.mu before s.mu, so
-		// holding s.mu while taking sess.mu could deadlock with it.
-		s.mu.RLock()
-		list := make([]*Session, 0, len(s.sessions))
-		for sess := range s.sessions {
-			list = append(list, sess)
+		s.sweepOnce(time.Now())
+	}
+}
+
+// sweepOnce is one round of sweep.
+func (s *Server) sweepOnce(now time.Time) {
+	// Copy the list first: attach takes sess.mu before s.mu, so holding
+	// s.mu while taking sess.mu could deadlock with it.
+	s.mu.RLock()
+	list := make([]*Session, 0, len(s.sessions))
+	for sess := range s.sessions {
+		list = append(list, sess)
+	}
+	s.mu.RUnlock()
+	for _, sess := range list {
+		if s.pastSessionTimeout(sess.login, now) {
+			s.Counters.SessionTimeouts.Add(1)
+			s.log.Info("ending session: session-timeout reached", "user", sess.user, "session", sess.id,
+				"login", sess.login.UTC().Format(time.RFC3339), "session-timeout", s.cfg.sessionTimeout().String())
+			sess.terminate("session-timeout reached")
+			continue
 		}
-		s.mu.RUnlock()
-		for _, sess := range list {
-			sess.mu.Lock()
-			if sess.ch != nil {
-				s.cookies.Extend(sess.cookie, s.cfg.cookieTimeout()+loginTimeout)
-			}
-			sess.mu.Unlock()
+		sess.mu.Lock()
+		if sess.ch != nil {
+			s.cookies.Extend(sess.cookie, s.cfg.cookieTimeout()+loginTimeout)
 		}
-		for _, sess := range s.cookies.Sweep() {
-			sess.end("cookie expired")
-		}
-		s.revoked.Sweep(time.Now())
+		sess.mu.Unlock()
+	}
+	for _, sess := range s.cookies.Sweep() {
+		sess.end("cookie expired")
+	}
+	if err := s.revoked.Sweep(now); err != nil {
+		s.log.Error("saving revoked sessions", "file", s.revokedFile(), "err", err)
 	}
 }

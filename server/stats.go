@@ -183,6 +183,10 @@ func (s *Server) Snapshot() Snapshot {
 			"too-big":     c.DropTooBig.Load(),
 			"restricted":  c.DropRestricted.Load(),
 			"bad-request": c.BadRequests.Load(),
+			// Sessions ended (and cookies refused) by a session limit.
+			"session-timeout": c.SessionTimeouts.Load(),
+			"user-changed":    c.UserChanged.Load(),
+			"write-stalled":   c.WriteStalled.Load(),
 		},
 		Logins:          c.Logins.Load(),
 		LoginFailures:   c.LoginFailures.Load(),

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,7 +38,57 @@ type CSTPChannel struct {
 	peerGSO atomic.Bool
 	gsoRecs [][]byte // WriteGSOBatch's reused vector of small frames
 
+	// writeTimeout bounds each write (SetWriteTimeout); writeBy is the
+	// write deadline last set on conn, in unix nanoseconds.
+	writeTimeout time.Duration
+	writeBy      atomic.Int64
+	closing      atomic.Bool // Disconnect or Terminate set their own deadline
+
 	Stats Stats
+}
+
+// ErrWriteStalled is returned (wrapped) by a write that could not finish
+// within the channel's write timeout: the peer stopped reading, and TCP
+// flow control stopped the sender. Without a bound such a peer would hold
+// its session, and its tunnel address, for ever.
+var ErrWriteStalled = errors.New("peer stopped reading: tunnel write deadline exceeded")
+
+// SetWriteTimeout makes every later write on the channel (packets and
+// control frames) fail with ErrWriteStalled once it has been blocked for
+// about d (between 3/4 d and d: the deadline is moved forward only every
+// d/4, so the hot path does not pay for a deadline per packet). Zero
+// means no bound. Call before the channel carries traffic.
+func (c *CSTPChannel) SetWriteTimeout(d time.Duration) { c.writeTimeout = d }
+
+// armWrite moves the write deadline to now + writeTimeout when a quarter
+// of it has passed since it was last moved.
+func (c *CSTPChannel) armWrite() {
+	d := c.writeTimeout
+	if d <= 0 || c.closing.Load() {
+		return
+	}
+	now := time.Now()
+	by := c.writeBy.Load()
+	if by-now.UnixNano() > int64(d-d/4) {
+		return
+	}
+	next := now.Add(d)
+	if c.writeBy.CompareAndSwap(by, next.UnixNano()) {
+		c.conn.SetWriteDeadline(next)
+	}
+}
+
+// writeErr marks a write's timeout as ErrWriteStalled: the tunnel sets no
+// other write deadline, so a timeout means the peer stopped reading.
+func (c *CSTPChannel) writeErr(err error) error {
+	if c.writeTimeout <= 0 {
+		return err
+	}
+	var ne interface{ Timeout() bool }
+	if errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("%w (%s): %w", ErrWriteStalled, c.writeTimeout, err)
+	}
+	return err
 }
 
 // Stats counts a channel's traffic. Fields are updated atomically.
@@ -189,9 +240,10 @@ func (c *CSTPChannel) WritePackets(bufs [][]byte, offset int) error {
 	}
 	// Each frame, header included, is one record: the record layer gets
 	// the headroom in front of the CSTP header.
+	c.armWrite()
 	err := c.conn.WriteRecords(bufs, offset-cstp.HeaderLen)
 	if err != nil {
-		return err
+		return c.writeErr(err)
 	}
 	c.lastSend.Store(time.Now().UnixNano())
 	c.Stats.TxPackets.Add(uint64(len(bufs)))
@@ -220,6 +272,7 @@ func (c *CSTPChannel) WriteGSOBatch(bufs [][]byte, offset int) error {
 	small := c.gsoRecs[:0]
 	bytes := 0
 	var err error
+	c.armWrite()
 	for _, b := range bufs {
 		frame := b[offset:]
 		if len(frame) > cstp.MaxPayload {
@@ -248,7 +301,7 @@ func (c *CSTPChannel) WriteGSOBatch(bufs [][]byte, offset int) error {
 	clear(small)
 	c.gsoRecs = small[:0]
 	if err != nil {
-		return err
+		return c.writeErr(err)
 	}
 	c.lastSend.Store(time.Now().UnixNano())
 	c.Stats.TxPackets.Add(uint64(len(bufs)))
@@ -256,12 +309,20 @@ func (c *CSTPChannel) WriteGSOBatch(bufs [][]byte, offset int) error {
 	return nil
 }
 
+// sendControl writes a control frame under the write timeout.
 func (c *CSTPChannel) sendControl(t cstp.FrameType, payload []byte) error {
+	c.armWrite()
+	return c.writeControl(t, payload)
+}
+
+// writeControl writes a control frame under whatever deadline is set
+// (Disconnect and Terminate set their own short one).
+func (c *CSTPChannel) writeControl(t cstp.FrameType, payload []byte) error {
 	c.cmu.Lock()
 	defer c.cmu.Unlock()
 	c.ctrl = cstp.AppendFrame(c.ctrl[:0], t, payload)
 	if _, err := c.conn.Write(c.ctrl); err != nil {
-		return err
+		return c.writeErr(err)
 	}
 	c.lastSend.Store(time.Now().UnixNano())
 	return nil
@@ -272,16 +333,18 @@ func (c *CSTPChannel) Keepalive() error { return c.sendControl(cstp.TypeKeepaliv
 
 // Disconnect sends DISCONNECT with openconnect's reason encoding and closes.
 func (c *CSTPChannel) Disconnect(reason string) error {
+	c.closing.Store(true)
 	c.conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
-	err := c.sendControl(cstp.TypeDisconnect, cstp.DisconnectPayload(reason))
+	err := c.writeControl(cstp.TypeDisconnect, cstp.DisconnectPayload(reason))
 	c.conn.Close()
 	return err
 }
 
 // Terminate sends TERMINATE (the server kicks the client) and closes.
 func (c *CSTPChannel) Terminate(reason string) error {
+	c.closing.Store(true)
 	c.conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
-	err := c.sendControl(cstp.TypeTerminate, cstp.DisconnectPayload(reason))
+	err := c.writeControl(cstp.TypeTerminate, cstp.DisconnectPayload(reason))
 	c.conn.Close()
 	return err
 }

@@ -282,3 +282,57 @@ func BenchmarkChannel(b *testing.B) {
 		}
 	}
 }
+
+// TestWriteTimeoutEndsStalledWrite: a peer that never reads fills the
+// TCP buffers; the next write blocks, and with a write timeout it fails
+// with ErrWriteStalled within the bound instead of blocking for ever.
+// Control frames (DPD, keepalive) are bounded the same way.
+func TestWriteTimeoutEndsStalledWrite(t *testing.T) {
+	a, _ := channelPair(t, 1500) // nobody reads on the other side
+	const d = 400 * time.Millisecond
+	a.SetWriteTimeout(d)
+	pkts := packets(64, 1400)
+	done := make(chan error, 1)
+	go func() {
+		for {
+			if err := a.WritePackets(pkts, headroom); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrWriteStalled) {
+			t.Fatalf("stalled write: %v, want ErrWriteStalled", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a write to a peer that never reads blocked past the write timeout")
+	}
+	start := time.Now()
+	a.Ping() // the stream is broken; what matters is that it returns
+	if took := time.Since(start); took > 2*d {
+		t.Fatalf("control frame took %s", took)
+	}
+}
+
+// TestWritePacketsNoAllocWithTimeout: the write deadline costs no
+// allocation per batch.
+func TestWritePacketsNoAllocWithTimeout(t *testing.T) {
+	if race.Enabled {
+		t.Log("allocation counts are meaningless under -race")
+		return
+	}
+	c, raw := recordtest.PairRaw(t)
+	a, err := NewCSTPChannel(c, NewFrameReader(c), 1500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.SetWriteTimeout(30 * time.Second)
+	go io.Copy(io.Discard, raw)
+	pkts := packets(32, 1400)
+	a.WritePackets(pkts, headroom)
+	if n := testing.AllocsPerRun(200, func() { a.WritePackets(pkts, headroom) }); n > 0 {
+		t.Fatalf("%v allocations per batch", n)
+	}
+}
