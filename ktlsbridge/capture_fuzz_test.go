@@ -87,16 +87,17 @@ func ktRefHello(hs []byte, want uint8) (random [32]byte, found bool) {
 		n := int(hs[off+1])<<16 | int(hs[off+2])<<8 | int(hs[off+3])
 		if typ == want && n >= 2+32 {
 			if off+4+2+32 > len(hs) {
-				return random, false
+				return [32]byte{}, false
 			}
 			copy(random[:], hs[off+6:])
 			if want != msgServerHello || random != helloRetryRandom {
 				return random, true
 			}
+			random = [32]byte{} // a HelloRetryRequest: not the hello
 		}
 		off += 4 + n
 	}
-	return random, false
+	return [32]byte{}, false
 }
 
 // FuzzCaptureRead: the capture's record-boundary reader, fed an arbitrary
