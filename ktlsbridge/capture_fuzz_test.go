@@ -2,6 +2,7 @@ package ktlsbridge
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/binary"
 	"io"
 	"net"
@@ -192,6 +193,61 @@ func FuzzCaptureRead(f *testing.F) {
 		}
 		if gotFound != found || gotRandom != random {
 			t.Fatalf("hello random %v %x, want %v %x", gotFound, gotRandom, found, random)
+		}
+	})
+}
+
+// ktPeerConn is a ktChunkConn that also takes writes: the side of the
+// connection crypto/tls drives in a fuzzed handshake.
+type ktPeerConn struct {
+	ktChunkConn
+	out bytes.Buffer
+}
+
+func (c *ktPeerConn) Write(p []byte) (int, error) { return c.out.Write(p) }
+
+// FuzzCaptureServerHandshake: a crypto/tls server handshake through a
+// Capture, over whatever a client sends first (the bytes vpnd reads from
+// anyone before authentication; the seeds are real ClientHellos of TLS 1.2
+// and 1.3), cut anywhere, never panics, never completes (the client cannot
+// know the server's keys), and Finish refuses it. Whenever crypto/tls took
+// a ClientHello far enough to answer with a ServerHello, the capture saw
+// that ClientHello's random, and the ServerHello's.
+func FuzzCaptureServerHandshake(f *testing.F) {
+	cert, _ := ktCerts(f)
+	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		c := &ktPeerConn{}
+		tls.Client(c, &tls.Config{ServerName: "ktlsbridge.test", InsecureSkipVerify: true, MaxVersion: v}).Handshake()
+		f.Add(c.out.Bytes(), []byte{})
+		f.Add(c.out.Bytes(), []byte{4, 0, 200})
+		// The ClientHello twice: a client answering a HelloRetryRequest
+		// nobody sent.
+		f.Add(append(bytes.Clone(c.out.Bytes()), c.out.Bytes()...), []byte{})
+	}
+	f.Fuzz(func(t *testing.T, stream, cuts []byte) {
+		raw := &ktPeerConn{ktChunkConn: ktChunkConn{data: stream, cuts: cuts}}
+		c := NewCapture(raw, true)
+		tc := tls.Server(c.Conn(), c.Config(&tls.Config{Certificates: []tls.Certificate{cert}}))
+		if err := tc.Handshake(); err == nil {
+			t.Fatal("handshake completed over fuzzed bytes")
+		}
+		if _, err := c.Finish(tc.ConnectionState()); err == nil {
+			t.Fatal("Finish accepted an incomplete handshake")
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.out.hello.found && (!c.haveCR || !c.haveSR) {
+			t.Fatalf("a ServerHello went out but the capture has randoms %v/%v", c.haveCR, c.haveSR)
+		}
+		// The randoms are those the reference parser finds in each
+		// direction's whole stream.
+		_, _, hs, _ := ktRefRecords(stream)
+		if cr, _ := ktRefHello(hs, msgClientHello); c.haveCR && cr != c.clientRandom {
+			t.Fatalf("client random %x, want %x", c.clientRandom, cr)
+		}
+		_, _, hs, _ = ktRefRecords(raw.out.Bytes())
+		if sr, _ := ktRefHello(hs, msgServerHello); c.haveSR && sr != c.serverRandom {
+			t.Fatalf("server random %x, want %x", c.serverRandom, sr)
 		}
 	})
 }
