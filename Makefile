@@ -2,8 +2,9 @@
 # `make test`, as root (see README.md).
 export PATH := $(PATH):/usr/local/go/bin
 GO ?= go
+FUZZTIME ?= 4s
 
-.PHONY: all build deps test demo clean
+.PHONY: all build deps test demo fuzz clean
 
 all: build
 
@@ -15,6 +16,11 @@ deps:
 
 test: deps
 	./scripts/test.sh
+
+# Every fuzz target in the tree, FUZZTIME each (4s as in `make test`);
+# e.g. `make fuzz FUZZTIME=5m`. Failing inputs stay in testdata/fuzz.
+fuzz:
+	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
 
 demo: deps build
 	./scripts/demo.sh

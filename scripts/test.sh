@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: formatting, vet, unit tests (with the race detector),
-# fuzz seed corpora, and the end-to-end tests in network namespaces.
+# fuzz seed corpora, every fuzz target for FUZZTIME (4s) each
+# (scripts/fuzz.sh), and the end-to-end tests in network namespaces.
 #
 # Tests that need root or an outside tool skip loudly when it is missing.
 # With KVPN_STRICT=1 (set automatically when CI is set) such a test fails
@@ -29,6 +30,10 @@ echo "== unit tests (allocation counts asserted here)"
 go test -count=1 $units 2>&1 | tee -a "$log"
 echo "== unit tests again under the race detector"
 go test -count=1 -race $units 2>&1 | tee -a "$log"
+
+# Every fuzz target, found by scripts/fuzz.sh itself, briefly: new inputs
+# beyond the seed corpora that the unit tests already ran.
+./scripts/fuzz.sh
 
 echo "== end-to-end tests"
 go test -count=1 -v -timeout 20m ./e2e/ 2>&1 | tee -a "$log" | grep -E '^(=== RUN|--- |    --- |PASS|FAIL|ok )|Gbit|SKIP' || true
