@@ -63,7 +63,10 @@ type Counters struct {
 	LoginFailures  atomic.Uint64
 	LoginThrottled atomic.Uint64
 	BadRequests    atomic.Uint64
-	Logins         atomic.Uint64 // successful logins (sessions created)
+	// RequestTooLarge counts requests whose head was over a bound
+	// (maxHeadBytes, maxRequestLine, maxHeaderLines).
+	RequestTooLarge atomic.Uint64
+	Logins          atomic.Uint64 // successful logins (sessions created)
 
 	TLSHandshakeFailed atomic.Uint64
 	TLSHandshake       hist.Latency // successful TLS handshakes (and kTLS setup)
@@ -112,6 +115,8 @@ type Server struct {
 	batches sync.Pool // *batch
 
 	Counters Counters
+
+	logTooLarge rateLog // "request too large"
 
 	// Reload and the operator's view (reload.go, stats.go).
 	reloadMu sync.Mutex
@@ -337,8 +342,35 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
 	}
 	s.Counters.TLSHandshake.Observe(time.Since(start))
 	log = log.With("record-layer", conn.Engine().String())
+	s.serveConn(ctx, conn, log)
+}
+
+// serveConn runs the HTTP exchange of a connection whose TLS handshake is
+// done: login requests, and at most one CONNECT, after which the
+// connection carries the tunnel. It closes conn when it is done.
+func (s *Server) serveConn(ctx context.Context, conn record.Conn, log *slog.Logger) {
 	br := session.NewFrameReader(conn)
 	for {
+		// Every request's head is bounded before it is parsed, the
+		// CONNECT's too (peekHead leaves the bytes behind it in br).
+		if err := peekHead(br); err != nil {
+			var big *headTooLarge
+			switch {
+			case errors.As(err, &big):
+				s.Counters.RequestTooLarge.Add(1)
+				if ok, n := s.logTooLarge.allow(); ok {
+					log.Warn("closing connection: request too large", "why", big.what,
+						"limit-bytes", maxHeadBytes, "limit-lines", maxHeaderLines, "not-logged", n)
+				}
+				writeResponse(conn, big.status, "", nil, nil)
+			case !errors.Is(err, io.EOF):
+				s.Counters.BadRequests.Add(1)
+				log.Info("closing connection: not an HTTP request", "err", err)
+				writeResponse(conn, http.StatusBadRequest, "", nil, nil)
+			}
+			conn.Close()
+			return
+		}
 		req, err := http.ReadRequest(br)
 		if err != nil {
 			if !errors.Is(err, io.EOF) {
