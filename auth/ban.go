@@ -47,8 +47,8 @@ func NewBans(maxScore, pointsWrongPassword int, resetTime time.Duration, now fun
 	}
 }
 
-// Enabled reports whether the table bans at all.
-func (b *Bans) Enabled() bool { return b.maxScore > 0 && b.points > 0 && b.reset > 0 }
+// Enabled reports whether the table bans at all (a nil *Bans does not).
+func (b *Bans) Enabled() bool { return b != nil && b.maxScore > 0 && b.points > 0 && b.reset > 0 }
 
 // expire drops scores whose window has passed.
 func (b *Bans) expire(now time.Time) {

@@ -3,9 +3,14 @@ package server
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -107,4 +112,161 @@ func (r *rateLog) allow() (bool, uint64) {
 		return false, 0
 	}
 	return true, r.suppressed.Swap(0)
+}
+
+// logUser is a username as logs show it: bounded, since a client chooses it.
+func logUser(user string) string {
+	const max = 64
+	if len(user) > max {
+		return user[:max] + "..."
+	}
+	return user
+}
+
+// banPoints adds a wrong password's ban points to addr, logging the moment
+// the address becomes banned.
+func (s *Server) banPoints(addr netip.Addr, log *slog.Logger) {
+	if s.bans.WrongPassword(addr) {
+		log.Warn("address banned: ban score reached max-ban-score",
+			"max-ban-score", s.cfg.MaxBanScore, "ban-reset-time", s.cfg.BanResetTime)
+	}
+}
+
+// Session limits, as ocserv names them.
+var (
+	errMaxClients     = errors.New("server full (max-clients)")
+	errMaxSameClients = errors.New("too many sessions for this user (max-same-clients)")
+)
+
+// admitSession reports whether one more session of user fits max-clients
+// (all sessions) and max-same-clients (the user's); sessions waiting for
+// their CONNECT or for a reconnect count, as they hold a cookie and soon an
+// address. The caller holds s.admitMu while it checks and creates the
+// session, so parallel logins cannot both take the last place.
+func (s *Server) admitSession(user string) error {
+	maxAll, maxSame := s.cfg.MaxClients, s.cfg.MaxSameClients
+	if maxAll == 0 && maxSame == 0 {
+		return nil
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if maxAll > 0 && len(s.sessions) >= maxAll {
+		return errMaxClients
+	}
+	if maxSame > 0 {
+		n := 0
+		for sess := range s.sessions {
+			if sess.user == user {
+				n++
+			}
+		}
+		if n >= maxSame {
+			return errMaxSameClients
+		}
+	}
+	return nil
+}
+
+// loginConns counts the connections that have not logged in yet (from
+// accept until their CONNECT, or until they close), in all and per source
+// address (IPv6 per /64), so that idle or slow handshakes cannot use up the
+// daemon's file descriptors and memory.
+type loginConns struct {
+	mu     sync.Mutex
+	total  int
+	byAddr map[netip.Prefix]int
+}
+
+// acquire counts one more connection from addr, unless that would pass
+// maxTotal or maxPerAddr (0 = no bound). release undoes it, once, however
+// often it is called.
+func (lc *loginConns) acquire(addr netip.Addr, maxTotal, maxPerAddr int) (release func(), ok bool) {
+	k := connKey(addr)
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	if (maxTotal > 0 && lc.total >= maxTotal) || (maxPerAddr > 0 && lc.byAddr[k] >= maxPerAddr) {
+		return func() {}, false
+	}
+	if lc.byAddr == nil {
+		lc.byAddr = map[netip.Prefix]int{}
+	}
+	lc.total++
+	lc.byAddr[k]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			lc.mu.Lock()
+			defer lc.mu.Unlock()
+			lc.total--
+			if lc.byAddr[k]--; lc.byAddr[k] <= 0 {
+				delete(lc.byAddr, k)
+			}
+		})
+	}, true
+}
+
+// connKey is the address a connection counts against: itself for IPv4,
+// its /64 for IPv6 (a host usually has a whole /64).
+func connKey(a netip.Addr) netip.Prefix {
+	a = a.Unmap().WithZone("")
+	bits := 32
+	if a.Is6() {
+		bits = 64
+	}
+	p, _ := a.Prefix(bits)
+	return p
+}
+
+// addrOf is the IP address of a net.Addr, or the zero Addr.
+func addrOf(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ip, _ := netip.AddrFromSlice(ta.IP)
+		return ip.Unmap()
+	}
+	return netip.Addr{}
+}
+
+// Accept backoff, as net/http's Server: a failing Accept (EMFILE, ENFILE,
+// ENOBUFS...) is retried after 5 ms, doubling up to 1 s while it keeps
+// failing, so that running out of file descriptors neither spins a core
+// nor writes a log line per failure.
+const (
+	acceptBackoffMin = 5 * time.Millisecond
+	acceptBackoffMax = time.Second
+)
+
+// acceptLoop accepts connections on ln and hands each to serve in its own
+// goroutine (counted in wg) until ctx ends.
+func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, wg *sync.WaitGroup, serve func(net.Conn)) {
+	var delay time.Duration
+	var logged rateLog
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			s.Counters.AcceptErrors.Add(1)
+			if delay == 0 {
+				delay = acceptBackoffMin
+			} else {
+				delay = min(2*delay, acceptBackoffMax)
+			}
+			if ok, n := logged.allow(); ok {
+				s.log.Error("accept failed; backing off", "err", err, "retry-in", delay.String(), "not-logged", n)
+			}
+			select {
+			case <-time.After(delay):
+			case <-ctx.Done():
+				return
+			}
+			continue
+		}
+		delay = 0
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			serve(c)
+		}()
+	}
 }

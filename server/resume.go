@@ -159,7 +159,13 @@ func (s *Server) sessionFor(creq *cstp.ConnectRequest, from netip.Addr, log *slo
 	if sess, ok := s.cookies.Lookup(t.Session); ok {
 		return sess, want, nil
 	}
+	s.admitMu.Lock()
+	if err := s.admitSession(t.User); err != nil {
+		s.admitMu.Unlock()
+		return nil, netip.Addr{}, err
+	}
 	sess = s.newSession(t.User, from)
+	s.admitMu.Unlock()
 	sess.cookie = t.Session
 	sess.ticketExpires = t.Expires
 	if !s.cookies.Insert(t.Session, sess, s.cfg.cookieTimeout()+loginTimeout) {
