@@ -9,10 +9,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -397,4 +399,165 @@ func TestBannedAddressRefused(t *testing.T) {
 	if _, cookie, err := ls.tryLogin("127.0.0.6", "alice", "secret"); err != nil || cookie == "" {
 		t.Fatalf("another address refused: %v", err)
 	}
+}
+
+// TestMaxSameClients: one user's logins stop at max-same-clients, and
+// max-clients stops the total; a session that ends frees its place.
+func TestMaxSameClients(t *testing.T) {
+	ls := newLoginServer(t, func(c *Config) { c.MaxSameClients = 2 })
+	ls.countVerify(0, func(u, p string) bool { return p == "secret" })
+	for i := range 2 {
+		if _, cookie, err := ls.tryLogin("127.0.0.1", "alice", "secret"); err != nil || cookie == "" {
+			t.Fatalf("login %d: %v", i, err)
+		}
+	}
+	body, cookie, err := ls.tryLogin("127.0.0.1", "alice", "secret")
+	if err != nil || cookie != "" || !strings.Contains(body, "max-same-clients") {
+		t.Fatalf("3rd session of alice: %v, cookie %q, %s", err, cookie, body)
+	}
+	if n := ls.Snapshot().Drops["session-limit"]; n != 1 {
+		t.Errorf("session-limit %d, want 1", n)
+	}
+	ls.list()[0].end("test")
+	if _, cookie, err := ls.tryLogin("127.0.0.1", "alice", "secret"); err != nil || cookie == "" {
+		t.Fatalf("login after a session ended: %v", err)
+	}
+}
+
+func TestMaxClients(t *testing.T) {
+	ls := newLoginServer(t, func(c *Config) { c.MaxClients = 3; c.MaxSameClients = 0 })
+	ls.countVerify(0, func(u, p string) bool { return p == "secret" })
+	for i := range 3 {
+		if _, cookie, err := ls.tryLogin("127.0.0.1", fmt.Sprintf("u%d", i), "secret"); err != nil || cookie == "" {
+			t.Fatalf("login %d: %v", i, err)
+		}
+	}
+	body, cookie, err := ls.tryLogin("127.0.0.1", "u9", "secret")
+	if err != nil || cookie != "" || !strings.Contains(body, "max-clients") {
+		t.Fatalf("4th session: %v, cookie %q, %s", err, cookie, body)
+	}
+}
+
+// TestLoginConnectionBound: idle TLS connections from one address stop at
+// max-login-connections-per-ip (the next is closed at once), another
+// address still logs in, and max-login-connections bounds them all.
+func TestLoginConnectionBound(t *testing.T) {
+	ls := newLoginServer(t, func(c *Config) { c.MaxLoginConnectionsPerIP = 4; c.MaxLoginConnections = 6 })
+	for range 4 {
+		ls.dialTLS(t, "127.0.0.7")
+	}
+	waitFor(t, func() bool { return ls.loginConnsNow() == 4 })
+	start := time.Now()
+	if _, _, err := ls.tryLogin("127.0.0.7", "alice", "secret"); err == nil {
+		t.Fatal("5th connection from one address served")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("refusal took %v", d)
+	}
+	if _, cookie, err := ls.tryLogin("127.0.0.8", "alice", "secret"); err != nil || cookie == "" {
+		t.Fatalf("another address refused: %v", err)
+	}
+	// A closed connection gives its place back, and the total holds.
+	waitFor(t, func() bool { return ls.loginConnsNow() == 4 })
+	ls.dialTLS(t, "127.0.0.9")
+	ls.dialTLS(t, "127.0.0.9")
+	waitFor(t, func() bool { return ls.loginConnsNow() == 6 })
+	if _, _, err := ls.tryLogin("127.0.0.10", "alice", "secret"); err == nil {
+		t.Fatal("connection past max-login-connections served")
+	}
+	if n := ls.Snapshot().Drops["login-conn-limit"]; n != 2 {
+		t.Errorf("login-conn-limit %d, want 2", n)
+	}
+}
+
+func (ls *loginServer) loginConnsNow() int {
+	ls.loginConns.mu.Lock()
+	defer ls.loginConns.mu.Unlock()
+	return ls.loginConns.total
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// emfileListener fails its first n Accepts with EMFILE, then accepts from
+// the real listener.
+type emfileListener struct {
+	net.Listener
+	n atomic.Int64
+}
+
+func (l *emfileListener) Accept() (net.Conn, error) {
+	if l.n.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// TestAcceptBackoff: a listener out of file descriptors costs one log
+// line, backs off instead of spinning, and serving goes on after.
+func TestAcceptBackoff(t *testing.T) {
+	var logs safeBuffer
+	s := &Server{log: slog.New(slog.NewTextHandler(&logs, nil))}
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &emfileListener{Listener: inner}
+	ln.n.Store(8) // 5+10+...+640 ms of backoff
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	served := make(chan struct{}, 1)
+	done := make(chan struct{})
+	start := time.Now()
+	go func() {
+		s.acceptLoop(ctx, ln, &wg, func(c net.Conn) { c.Close(); served <- struct{}{} })
+		close(done)
+	}()
+	c, err := net.Dial("tcp", inner.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	select {
+	case <-served:
+	case <-time.After(10 * time.Second):
+		t.Fatal("not serving after the errors")
+	}
+	if d := time.Since(start); d < 1200*time.Millisecond {
+		t.Errorf("8 failures took only %v: no backoff", d)
+	}
+	cancel()
+	inner.Close()
+	<-done
+	wg.Wait()
+	if n := strings.Count(logs.String(), "accept failed"); n != 1 {
+		t.Errorf("%d log lines for 8 failures, want 1:\n%s", n, logs.String())
+	}
+	if n := s.Counters.AcceptErrors.Load(); n != 8 {
+		t.Errorf("accept-error %d, want 8", n)
+	}
+}
+
+type safeBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *safeBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *safeBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
