@@ -49,16 +49,21 @@ func (e *headTooLarge) Error() string { return e.what }
 // between requests.
 func peekHead(br *bufio.Reader) error {
 	limit := min(maxHeadBytes, br.Size())
-	scanned, lines := 0, 0 // bytes of whole lines seen, and how many
+	// scanned is where the current line starts; searched is how far it
+	// has been searched for its '\n', so a line trickling in a byte a read
+	// is searched once, not once per byte.
+	scanned, searched, lines := 0, 0, 0
 	for {
 		buf, _ := br.Peek(br.Buffered()) // what is there; does not read
 		for {
-			i := bytes.IndexByte(buf[scanned:], '\n')
+			i := bytes.IndexByte(buf[searched:], '\n')
 			if i < 0 {
+				searched = len(buf)
 				break
 			}
-			line := buf[scanned : scanned+i+1]
-			scanned += i + 1
+			line := buf[scanned : searched+i+1]
+			scanned += len(line)
+			searched = scanned
 			if lines == 0 && len(line) > maxRequestLine {
 				return &headTooLarge{http.StatusRequestURITooLong, "request line too long"}
 			}
