@@ -40,7 +40,7 @@ const (
 //
 // After the free failures of a count, an attempt must wait 1s from the
 // latest failure; each further failure doubles the wait, up to 5 minutes.
-// A count is dropped 15 minutes after its latest failure.
+// A count is dropped 15 minutes after its latest failure or attempt.
 //
 // An attempt counts from the moment Allow lets it through until Fail,
 // Succeed or Abandon resolves it: in flight, it counts like a failure, so
