@@ -2,6 +2,7 @@ package auth
 
 import (
 	"container/list"
+	"context"
 	"net/netip"
 	"strings"
 	"sync"
@@ -58,6 +59,9 @@ type Throttle struct {
 	users   throttleTable[string]
 	addrs   throttleTable[netip.Prefix]
 	trusted throttleTable[pairKey] // pairs that logged in; failures is unused
+	// resolved is closed (and cleared) when an attempt resolves, waking
+	// the attempts in Wait; nil while none waits.
+	resolved chan struct{}
 }
 
 // pairKey is a (user, address prefix) pair.
@@ -86,28 +90,72 @@ func NewThrottle(now func() time.Time) *Throttle {
 // flight until Fail, Succeed or Abandon is called for it with the same
 // user and addr; the caller must call exactly one of them.
 func (t *Throttle) Allow(user string, addr netip.Addr) (ok bool, retryAfter time.Duration) {
-	now := t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	ok, retryAfter, _ = t.allowLocked(user, addr)
+	return ok, retryAfter
+}
+
+// Wait is Allow, except that an attempt held back only by attempts in
+// flight (say a fourth user logging in at once from behind one NAT) waits
+// for them to resolve, until ctx ends, instead of being refused: if they
+// succeed it goes ahead, if they fail it is refused for their failures.
+func (t *Throttle) Wait(ctx context.Context, user string, addr netip.Addr) (ok bool, retryAfter time.Duration) {
+	for {
+		t.mu.Lock()
+		ok, retryAfter, held := t.allowLocked(user, addr)
+		if ok || !held {
+			t.mu.Unlock()
+			return ok, retryAfter
+		}
+		if t.resolved == nil {
+			t.resolved = make(chan struct{})
+		}
+		ch := t.resolved
+		t.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false, retryAfter
+		}
+	}
+}
+
+// allowLocked is Allow under t.mu; held reports a refusal due only to
+// attempts in flight.
+func (t *Throttle) allowLocked(user string, addr netip.Addr) (ok bool, retryAfter time.Duration, held bool) {
+	now := t.now()
 	pk := pairKey{userKey(user), addrKey(addr)}
 	trusted := t.trusted.get(pk, now) != nil
 	p := t.pairs.get(pk, now)
 	a := t.addrs.get(pk.addr, now)
-	wait := max(t.pairs.wait(p, now), t.addrs.wait(a, now))
+	pw, ph := t.pairs.wait(p, now)
+	aw, ah := t.addrs.wait(a, now)
+	wait, held := max(pw, aw), (pw == 0 || ph) && (aw == 0 || ah)
 	var u *throttleEntry[string]
 	if !trusted {
 		u = t.users.get(pk.user, now)
-		wait = max(wait, t.users.wait(u, now))
+		uw, uh := t.users.wait(u, now)
+		wait, held = max(wait, uw), held && (uw == 0 || uh)
 	}
 	if wait > 0 {
-		return false, wait
+		return false, wait, held
 	}
 	t.pairs.start(pk, p, now)
 	t.addrs.start(pk.addr, a, now)
 	if !trusted {
 		t.users.start(pk.user, u, now)
 	}
-	return true, 0
+	return true, 0, false
+}
+
+// wake lets the attempts in Wait look again; called under t.mu whenever an
+// attempt resolves.
+func (t *Throttle) wake() {
+	if t.resolved != nil {
+		close(t.resolved)
+		t.resolved = nil
+	}
 }
 
 // Fail records a failed login attempt for user from addr, resolving the
@@ -120,6 +168,7 @@ func (t *Throttle) Fail(user string, addr netip.Addr) {
 	t.pairs.fail(pk, now)
 	t.addrs.fail(pk.addr, now)
 	t.users.fail(pk.user, now)
+	t.wake()
 }
 
 // Succeed records a successful login: it clears the pair's failures and
@@ -137,6 +186,7 @@ func (t *Throttle) Succeed(user string, addr netip.Addr) {
 	t.addrs.done(pk.addr)
 	t.users.done(pk.user)
 	t.trusted.touch(pk, now)
+	t.wake()
 }
 
 // Abandon resolves an attempt that Allow let through but that was never
@@ -149,6 +199,7 @@ func (t *Throttle) Abandon(user string, addr netip.Addr) {
 	t.pairs.done(pk)
 	t.addrs.done(pk.addr)
 	t.users.done(pk.user)
+	t.wake()
 }
 
 // userKey bounds the memory one table entry can hold; strings.Clone keeps
@@ -230,18 +281,22 @@ func (tt *throttleTable[K]) get(k K, now time.Time) *throttleEntry[K] {
 	return nil
 }
 
-// wait returns how long until e allows an attempt; e may be nil. Attempts
-// in flight count as failures; past the free failures only one may be in
-// flight, and only once the delay has passed.
-func (tt *throttleTable[K]) wait(e *throttleEntry[K], now time.Time) time.Duration {
+// wait returns how long until e allows an attempt (e may be nil), and
+// whether only attempts in flight hold it back. Attempts in flight count
+// as failures; past the free failures only one may be in flight, and only
+// once the delay has passed.
+func (tt *throttleTable[K]) wait(e *throttleEntry[K], now time.Time) (time.Duration, bool) {
 	if e == nil || e.failures+e.inflight < tt.free {
-		return 0
+		return 0, false
 	}
-	if e.failures < tt.free || e.inflight > 0 {
+	if e.failures >= tt.free && now.Before(e.next) {
+		return e.next.Sub(now), false
+	}
+	if e.inflight > 0 {
 		// Held only by attempts in flight: one resolves within seconds.
-		return max(e.next.Sub(now), baseDelay)
+		return max(e.next.Sub(now), baseDelay), true
 	}
-	return max(e.next.Sub(now), 0)
+	return 0, false
 }
 
 // entry returns k's entry, making it (room included) if there is none.

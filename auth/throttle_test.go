@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"net/netip"
 	"strconv"
 	"sync"
@@ -289,4 +290,55 @@ func TestThrottleConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestThrottleWait: an attempt held back only by attempts in flight waits
+// for them: it goes ahead when one is abandoned or succeeds, and is
+// refused at once for their failures.
+func TestThrottleWait(t *testing.T) {
+	clock := newFakeClock()
+	th := NewThrottle(clock.Now)
+	for range freeFailures {
+		mustAllow(t, th, "u", addr1)
+	}
+	got := make(chan bool, 1)
+	go func() {
+		ok, _ := th.Wait(context.Background(), "v", addr1)
+		got <- ok
+	}()
+	select {
+	case <-got:
+		t.Fatal("4th attempt did not wait")
+	case <-time.After(20 * time.Millisecond):
+	}
+	th.Succeed("u", addr1)
+	if !<-got {
+		t.Fatal("waiting attempt refused after one in flight succeeded")
+	}
+	// Now three in flight again (two left plus v); they all fail: a
+	// waiter is refused for the failures, not left waiting.
+	go func() {
+		ok, _ := th.Wait(context.Background(), "w", addr1)
+		got <- ok
+	}()
+	time.Sleep(10 * time.Millisecond)
+	th.Fail("u", addr1)
+	th.Fail("u", addr1)
+	th.Fail("v", addr1)
+	select {
+	case ok := <-got:
+		if ok {
+			t.Fatal("allowed past three failures")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("waiter not woken")
+	}
+	// A waiter gives up when its context ends.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	clock.Advance(time.Second)
+	mustAllow(t, th, "x", addr1)
+	if ok, wait := th.Wait(ctx, "y", addr1); ok || wait != time.Second {
+		t.Fatalf("Wait past its context = %v, %v", ok, wait)
+	}
 }

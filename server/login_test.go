@@ -566,3 +566,20 @@ func (b *safeBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.b.String()
 }
+
+// TestParallelLoginsBehindNAT: several users logging in at once from one
+// address all get in; the ones beyond the throttle's free slots wait for
+// the attempts in flight instead of being told to retry.
+func TestParallelLoginsBehindNAT(t *testing.T) {
+	ls := newLoginServer(t, func(c *Config) { c.MaxSameClients = 0 })
+	ls.countVerify(30*time.Millisecond, func(u, p string) bool { return p == "secret" })
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			if body, cookie, err := ls.tryLogin("127.0.0.11", fmt.Sprintf("user%d", i), "secret"); err != nil || cookie == "" {
+				t.Errorf("user%d: %v %s", i, err, body)
+			}
+		})
+	}
+	wg.Wait()
+}

@@ -42,6 +42,9 @@ const (
 	// a slow or silent client cannot hold a connection open before it has
 	// authenticated.
 	loginTimeout = 30 * time.Second
+	// throttleWait bounds how long a login waits for other attempts in
+	// flight on its throttle keys (auth.Throttle.Wait).
+	throttleWait = 5 * time.Second
 	// maxBody bounds a login POST body.
 	maxBody = 64 << 10
 	// uplinkBatch is how many packets one session reads from its channel
@@ -497,7 +500,12 @@ func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logge
 		xml(cstp.AuthRequestForm(prompt, "Too many failed logins from your address; try again later."), nil)
 		return false
 	}
-	if ok, wait := s.throttle.Allow(user, addr); !ok {
+	// Held back only by other attempts in flight (several users behind
+	// one NAT), a login waits a little for them rather than failing.
+	wctx, cancel := context.WithTimeout(context.Background(), throttleWait)
+	ok, wait := s.throttle.Wait(wctx, user, addr)
+	cancel()
+	if !ok {
 		s.Counters.LoginThrottled.Add(1)
 		if ok, n := s.logThrottled.allow(); ok {
 			log.Warn("login throttled after repeated failures", "retry-after", wait.Round(time.Second).String(), "not-logged", n)
