@@ -119,11 +119,30 @@ func LoadPasswd(path string) (*PasswdFile, error) {
 	return p, nil
 }
 
+// Bounds on the credentials a login may carry. SHA-crypt's cost grows with
+// the password's length (a 60 KB password took 9.6 s of CPU), so a longer
+// password is refused before any hash is computed; the username bound keeps
+// logs and throttle keys small. No real password or username is near them.
+const (
+	MaxPasswordLen = 1024 // bytes
+	MaxUsernameLen = 256  // bytes
+)
+
+// CredentialsTooLong reports whether user or password is over its bound
+// (MaxUsernameLen, MaxPasswordLen).
+func CredentialsTooLong(user, password string) bool {
+	return len(user) > MaxUsernameLen || len(password) > MaxPasswordLen
+}
+
 // Verify reports whether password is user's password. A locked user never
 // verifies. The work done is the same for unknown users as for known ones
 // (one hash computation), so response time does not reveal which usernames
-// exist.
+// exist. Credentials over their bounds (CredentialsTooLong) never verify
+// and cost no hash: that reveals only their length, which the client knows.
 func (p *PasswdFile) Verify(user, password string) bool {
+	if CredentialsTooLong(user, password) {
+		return false
+	}
 	l, ok := p.users[user]
 	if !ok {
 		dummyHash.verify(password)

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Fixtures made with real tools, so the tests check compatibility rather
@@ -379,4 +380,26 @@ func FuzzParsePasswdLine(f *testing.F) {
 			t.Fatalf("%q does not round-trip: %q, %v", line, l.format(), err)
 		}
 	})
+}
+
+// TestLongPasswordNotHashed: a 60 KB password against an ocpasswd
+// SHA-crypt hash is refused at once (before the fix it was hashed, about
+// 10 s of CPU), and so is an over-long username.
+func TestLongPasswordNotHashed(t *testing.T) {
+	p := load(t, ocpasswdAlice+"\n")
+	long := strings.Repeat("p", 60<<10)
+	start := time.Now()
+	if p.Verify("alice", long) {
+		t.Fatal("60 KB password accepted")
+	}
+	if d := time.Since(start); d > 100*time.Millisecond {
+		t.Fatalf("60 KB password took %v to refuse", d)
+	}
+	if p.Verify(strings.Repeat("u", MaxUsernameLen+1), "secret") {
+		t.Fatal("over-long username accepted")
+	}
+	// At the bound, the password is still checked.
+	if p.Verify("alice", strings.Repeat("p", MaxPasswordLen)) || !p.Verify("alice", "secret") {
+		t.Fatal("bound changed what verifies")
+	}
 }

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"container/list"
+	"context"
 	"net/netip"
 	"strings"
 	"sync"
@@ -14,31 +15,59 @@ import (
 // mistyped is delayed seconds, and the slate is wiped once they stop
 // failing for a while.
 const (
-	freeFailures    = 3                // failures before any delay: the 4th attempt waits baseDelay
-	baseDelay       = time.Second      // wait after the first non-free failure
-	maxDelay        = 5 * time.Minute  // the doubling stops here
-	forgetAfter     = 15 * time.Minute // a counter with no failure this long is dropped
-	maxThrottleKeys = 10000            // per table; the oldest entry goes past this
-	maxUserKeyLen   = 256              // longer usernames are truncated for keying
+	freeFailures     = 3                // failures before any delay: the 4th attempt waits baseDelay
+	userFreeFailures = 30               // the same for one user from all addresses together
+	baseDelay        = time.Second      // wait after the first non-free failure
+	maxDelay         = 5 * time.Minute  // the doubling stops here
+	forgetAfter      = 15 * time.Minute // a counter with no failure this long is dropped
+	trustFor         = 24 * time.Hour   // a (user, address) pair that logged in is trusted this long
+	maxThrottleKeys  = 10000            // per table; the oldest entry goes past this
+	maxUserKeyLen    = 256              // longer usernames are truncated for keying
 )
 
-// Throttle rate-limits login attempts after failures, counting failures per
-// username and per source address independently: per user stops a
-// distributed attack on one account, per address stops one host trying many
-// accounts. Safe for concurrent use.
+// Throttle rate-limits login attempts after failures. Safe for concurrent
+// use. It counts, each with its own backoff:
 //
-// After three failures on a key, an attempt must wait 1s from the latest
-// failure; each further failure doubles the wait, up to 5 minutes. A key's
-// count is dropped 15 minutes after its latest failure.
+//   - per (user, source address) pair: one host guessing one account is
+//     slowed after 3 failures;
+//   - per source address: one host guessing many accounts is slowed after
+//     3 failures;
+//   - per user, from all addresses together: a distributed guess at one
+//     account is slowed after 30 failures. This count does not apply to a
+//     (user, address) pair that logged in successfully within the last
+//     24 hours, so someone failing on purpose for a user from elsewhere
+//     cannot lock the real user out where they usually log in (a targeted
+//     lockout); a new address of the real user does wait it out.
+//
+// After the free failures of a count, an attempt must wait 1s from the
+// latest failure; each further failure doubles the wait, up to 5 minutes.
+// A count is dropped 15 minutes after its latest failure or attempt.
+//
+// An attempt counts from the moment Allow lets it through until Fail,
+// Succeed or Abandon resolves it: in flight, it counts like a failure, so
+// parallel attempts on a fresh key cannot all pass at once (the 4th waits
+// until one resolves), and past the free failures at most one attempt is
+// in flight per key.
 //
 // IPv6 addresses are counted per /64, since a single host usually has a
 // whole /64 to pick source addresses from.
 type Throttle struct {
 	now func() time.Time
 
-	mu    sync.Mutex
-	users throttleTable[string]
-	addrs throttleTable[netip.Prefix]
+	mu      sync.Mutex
+	pairs   throttleTable[pairKey]
+	users   throttleTable[string]
+	addrs   throttleTable[netip.Prefix]
+	trusted throttleTable[pairKey] // pairs that logged in; failures is unused
+	// resolved is closed (and cleared) when an attempt resolves, waking
+	// the attempts in Wait; nil while none waits.
+	resolved chan struct{}
+}
+
+// pairKey is a (user, address prefix) pair.
+type pairKey struct {
+	user string
+	addr netip.Prefix
 }
 
 // NewThrottle returns an empty Throttle that reads the time from now, or
@@ -48,46 +77,129 @@ func NewThrottle(now func() time.Time) *Throttle {
 		now = time.Now
 	}
 	return &Throttle{
-		now:   now,
-		users: newThrottleTable[string](),
-		addrs: newThrottleTable[netip.Prefix](),
+		now:     now,
+		pairs:   newThrottleTable[pairKey](freeFailures, forgetAfter),
+		users:   newThrottleTable[string](userFreeFailures, forgetAfter),
+		addrs:   newThrottleTable[netip.Prefix](freeFailures, forgetAfter),
+		trusted: newThrottleTable[pairKey](0, trustFor),
 	}
 }
 
 // Allow reports whether a login attempt for user from addr may proceed now.
-// If not, retryAfter is how long until it may. An allowed attempt on a
-// counter already past the free failures reserves the next delay, so
-// parallel connections cannot all slip through in the same instant.
+// If not, retryAfter is how long until it may. An allowed attempt is in
+// flight until Fail, Succeed or Abandon is called for it with the same
+// user and addr; the caller must call exactly one of them.
 func (t *Throttle) Allow(user string, addr netip.Addr) (ok bool, retryAfter time.Duration) {
-	now := t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	u := t.users.get(userKey(user), now)
-	a := t.addrs.get(addrKey(addr), now)
-	if wait := max(u.wait(now), a.wait(now)); wait > 0 {
-		return false, wait
-	}
-	u.reserve(now)
-	a.reserve(now)
-	return true, 0
+	ok, retryAfter, _ = t.allowLocked(user, addr)
+	return ok, retryAfter
 }
 
-// Fail records a failed login attempt for user from addr.
+// Wait is Allow, except that an attempt held back only by attempts in
+// flight (say a fourth user logging in at once from behind one NAT) waits
+// for them to resolve, until ctx ends, instead of being refused: if they
+// succeed it goes ahead, if they fail it is refused for their failures.
+func (t *Throttle) Wait(ctx context.Context, user string, addr netip.Addr) (ok bool, retryAfter time.Duration) {
+	for {
+		t.mu.Lock()
+		ok, retryAfter, held := t.allowLocked(user, addr)
+		if ok || !held {
+			t.mu.Unlock()
+			return ok, retryAfter
+		}
+		if t.resolved == nil {
+			t.resolved = make(chan struct{})
+		}
+		ch := t.resolved
+		t.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false, retryAfter
+		}
+	}
+}
+
+// allowLocked is Allow under t.mu; held reports a refusal due only to
+// attempts in flight.
+func (t *Throttle) allowLocked(user string, addr netip.Addr) (ok bool, retryAfter time.Duration, held bool) {
+	now := t.now()
+	pk := pairKey{userKey(user), addrKey(addr)}
+	trusted := t.trusted.get(pk, now) != nil
+	p := t.pairs.get(pk, now)
+	a := t.addrs.get(pk.addr, now)
+	pw, ph := t.pairs.wait(p, now)
+	aw, ah := t.addrs.wait(a, now)
+	wait, held := max(pw, aw), (pw == 0 || ph) && (aw == 0 || ah)
+	var u *throttleEntry[string]
+	if !trusted {
+		u = t.users.get(pk.user, now)
+		uw, uh := t.users.wait(u, now)
+		wait, held = max(wait, uw), held && (uw == 0 || uh)
+	}
+	if wait > 0 {
+		return false, wait, held
+	}
+	t.pairs.start(pk, p, now)
+	t.addrs.start(pk.addr, a, now)
+	if !trusted {
+		t.users.start(pk.user, u, now)
+	}
+	return true, 0, false
+}
+
+// wake lets the attempts in Wait look again; called under t.mu whenever an
+// attempt resolves.
+func (t *Throttle) wake() {
+	if t.resolved != nil {
+		close(t.resolved)
+		t.resolved = nil
+	}
+}
+
+// Fail records a failed login attempt for user from addr, resolving the
+// attempt Allow let through.
 func (t *Throttle) Fail(user string, addr netip.Addr) {
 	now := t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.users.fail(userKey(user), now)
-	t.addrs.fail(addrKey(addr), now)
+	pk := pairKey{userKey(user), addrKey(addr)}
+	t.pairs.fail(pk, now)
+	t.addrs.fail(pk.addr, now)
+	t.users.fail(pk.user, now)
+	t.wake()
 }
 
-// Succeed records a successful login: it clears user's failures. The
-// address keeps its count, so an attacker holding one valid account cannot
-// use it to reset the limit on guessing other accounts from the same host.
+// Succeed records a successful login: it clears the pair's failures and
+// trusts the pair from now on (see Throttle). The address keeps its count,
+// so an attacker holding one valid account cannot use it to reset the limit
+// on guessing other accounts from the same host; the user's count from all
+// addresses is kept too, so the real user logging in does not reset a
+// distributed guess at their account.
 func (t *Throttle) Succeed(user string, addr netip.Addr) {
+	now := t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.users.remove(userKey(user))
+	pk := pairKey{userKey(user), addrKey(addr)}
+	t.pairs.remove(pk)
+	t.addrs.done(pk.addr)
+	t.users.done(pk.user)
+	t.trusted.touch(pk, now)
+	t.wake()
+}
+
+// Abandon resolves an attempt that Allow let through but that was never
+// checked (the server was too busy to verify the password): it counts as
+// neither failure nor success.
+func (t *Throttle) Abandon(user string, addr netip.Addr) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	pk := pairKey{userKey(user), addrKey(addr)}
+	t.pairs.done(pk)
+	t.addrs.done(pk.addr)
+	t.users.done(pk.user)
+	t.wake()
 }
 
 // userKey bounds the memory one table entry can hold; strings.Clone keeps
@@ -111,59 +223,48 @@ func addrKey(a netip.Addr) netip.Prefix {
 	return p
 }
 
-// delayAfter returns how long to wait after n consecutive failures.
-func delayAfter(n int) time.Duration {
-	if n < freeFailures {
+// delayAfter returns how long to wait after n consecutive failures when
+// the first free ones cost nothing.
+func delayAfter(n, free int) time.Duration {
+	if n < free {
 		return 0
 	}
-	shift := n - freeFailures
+	shift := n - free
 	if shift >= 20 { // far past the cap; avoids overflowing the shift
 		return maxDelay
 	}
 	return min(baseDelay<<shift, maxDelay)
 }
 
-// throttleEntry counts one key's failures.
+// throttleEntry counts one key's failures and attempts in flight.
 type throttleEntry[K comparable] struct {
 	key      K
 	failures int
-	last     time.Time // latest failure; the entry is forgotten forgetAfter later
+	inflight int       // attempts let through and not yet resolved
+	last     time.Time // latest failure or attempt; the entry is forgotten forget later
 	next     time.Time // no attempt may start before this
 }
 
-// wait returns how long until e allows an attempt; e may be nil.
-func (e *throttleEntry[K]) wait(now time.Time) time.Duration {
-	if e == nil || e.failures < freeFailures {
-		return 0
-	}
-	return max(e.next.Sub(now), 0)
-}
-
-// reserve pushes the next allowed attempt out by the current delay; e may
-// be nil.
-func (e *throttleEntry[K]) reserve(now time.Time) {
-	if e != nil && e.failures >= freeFailures {
-		e.next = now.Add(delayAfter(e.failures))
-	}
-}
-
 // throttleTable holds the entries of one kind of key, in a list ordered by
-// latest failure (oldest first) so that both forgetting stale entries and
+// latest activity (oldest first) so that both forgetting stale entries and
 // evicting the oldest when full take constant time per entry.
 type throttleTable[K comparable] struct {
-	byKey map[K]*list.Element // Value is *throttleEntry[K]
-	order *list.List
+	free   int                 // failures before any delay
+	forget time.Duration       // an entry idle this long is dropped
+	byKey  map[K]*list.Element // Value is *throttleEntry[K]
+	order  *list.List
 }
 
-func newThrottleTable[K comparable]() throttleTable[K] {
-	return throttleTable[K]{byKey: make(map[K]*list.Element), order: list.New()}
+func newThrottleTable[K comparable](free int, forget time.Duration) throttleTable[K] {
+	return throttleTable[K]{free: free, forget: forget, byKey: make(map[K]*list.Element), order: list.New()}
 }
 
-// expire drops entries whose latest failure is forgetAfter old or more.
+// expire drops entries idle for tt.forget or more. An attempt in flight
+// is resolved within the login deadline, far shorter.
 func (tt *throttleTable[K]) expire(now time.Time) {
 	for el := tt.order.Front(); el != nil; el = tt.order.Front() {
 		e := el.Value.(*throttleEntry[K])
-		if now.Sub(e.last) < forgetAfter {
+		if now.Sub(e.last) < tt.forget {
 			return
 		}
 		tt.order.Remove(el)
@@ -180,10 +281,29 @@ func (tt *throttleTable[K]) get(k K, now time.Time) *throttleEntry[K] {
 	return nil
 }
 
-// fail counts a failure for k, making room if the table is full. Evicting
-// the oldest entry lets a flood of fresh keys push out a real one, but the
-// alternative, refusing new keys, would let the flood disable throttling.
-func (tt *throttleTable[K]) fail(k K, now time.Time) {
+// wait returns how long until e allows an attempt (e may be nil), and
+// whether only attempts in flight hold it back. Attempts in flight count
+// as failures; past the free failures only one may be in flight, and only
+// once the delay has passed.
+func (tt *throttleTable[K]) wait(e *throttleEntry[K], now time.Time) (time.Duration, bool) {
+	if e == nil || e.failures+e.inflight < tt.free {
+		return 0, false
+	}
+	if e.failures >= tt.free && now.Before(e.next) {
+		return e.next.Sub(now), false
+	}
+	if e.inflight > 0 {
+		// Held only by attempts in flight: one resolves within seconds.
+		return max(e.next.Sub(now), baseDelay), true
+	}
+	return 0, false
+}
+
+// entry returns k's entry, making it (room included) if there is none.
+// Evicting the oldest entry lets a flood of fresh keys push out a real one,
+// but the alternative, refusing new keys, would let the flood disable
+// throttling.
+func (tt *throttleTable[K]) entry(k K, now time.Time) *throttleEntry[K] {
 	tt.expire(now)
 	el, ok := tt.byKey[k]
 	if !ok {
@@ -196,11 +316,47 @@ func (tt *throttleTable[K]) fail(k K, now time.Time) {
 		tt.byKey[k] = el
 	}
 	e := el.Value.(*throttleEntry[K])
-	e.failures++
 	e.last = now
-	e.next = now.Add(delayAfter(e.failures))
 	tt.order.MoveToBack(el)
+	return e
 }
+
+// start counts an attempt in flight on k (whose entry e may be nil).
+func (tt *throttleTable[K]) start(k K, e *throttleEntry[K], now time.Time) {
+	if e == nil {
+		e = tt.entry(k, now)
+	} else {
+		e.last = now
+		tt.order.MoveToBack(tt.byKey[k])
+	}
+	e.inflight++
+}
+
+// fail resolves an attempt on k as a failure.
+func (tt *throttleTable[K]) fail(k K, now time.Time) {
+	e := tt.entry(k, now)
+	e.inflight = max(e.inflight-1, 0)
+	e.failures++
+	e.next = now.Add(delayAfter(e.failures, tt.free))
+}
+
+// done resolves an attempt on k without a failure; an entry left with
+// nothing to count goes.
+func (tt *throttleTable[K]) done(k K) {
+	el, ok := tt.byKey[k]
+	if !ok {
+		return
+	}
+	e := el.Value.(*throttleEntry[K])
+	e.inflight = max(e.inflight-1, 0)
+	if e.inflight == 0 && e.failures == 0 {
+		tt.order.Remove(el)
+		delete(tt.byKey, k)
+	}
+}
+
+// touch makes sure k has an entry and marks it active now.
+func (tt *throttleTable[K]) touch(k K, now time.Time) { tt.entry(k, now) }
 
 // remove forgets k.
 func (tt *throttleTable[K]) remove(k K) {

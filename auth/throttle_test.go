@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"net/netip"
 	"strconv"
 	"sync"
@@ -32,12 +33,12 @@ func mustWait(t *testing.T, th *Throttle, user string, addr netip.Addr, want tim
 func TestDelayAfter(t *testing.T) {
 	want := []time.Duration{0, 0, 0, 1 * time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second}
 	for n, d := range want {
-		if got := delayAfter(n); got != d {
+		if got := delayAfter(n, freeFailures); got != d {
 			t.Errorf("delayAfter(%d) = %v, want %v", n, got, d)
 		}
 	}
 	for _, n := range []int{12, 13, 40, 1 << 30} {
-		if got := delayAfter(n); got != maxDelay {
+		if got := delayAfter(n, freeFailures); got != maxDelay {
 			t.Errorf("delayAfter(%d) = %v, want %v", n, got, maxDelay)
 		}
 	}
@@ -88,27 +89,105 @@ func TestThrottleKeysIndependent(t *testing.T) {
 	for range freeFailures {
 		th.Fail("alice", addr1)
 	}
-	// alice is throttled from anywhere; addr1 is throttled for anyone.
-	mustWait(t, th, "alice", addr2, time.Second)
+	// addr1 is throttled for anyone; alice from elsewhere is not (her
+	// count from all addresses has far more free failures).
+	mustWait(t, th, "alice", addr1, time.Second)
 	mustWait(t, th, "bob", addr1, time.Second)
 	mustAllow(t, th, "bob", addr2)
+	th.Abandon("bob", addr2)
+	mustAllow(t, th, "alice", addr2)
+	th.Abandon("alice", addr2)
 
-	// A success clears the user's count but not the address's.
+	// A success clears the pair's count but not the address's.
 	th.Succeed("alice", addr1)
 	mustAllow(t, th, "alice", addr2)
+	th.Abandon("alice", addr2)
 	mustWait(t, th, "alice", addr1, time.Second)
 }
 
 func TestThrottleTakesLongerWait(t *testing.T) {
 	clock := newFakeClock()
 	th := NewThrottle(clock.Now)
-	for range freeFailures + 2 { // user: 4s
-		th.Fail("alice", addr2)
+	for range freeFailures + 2 { // pair alice@addr1 and addr1: 4s
+		th.Fail("alice", addr1)
 	}
-	for range freeFailures { // address: 1s
-		th.Fail("bob", addr1)
+	for range freeFailures { // address 2: 1s
+		th.Fail("bob", addr2)
 	}
 	mustWait(t, th, "alice", addr1, 4*time.Second)
+}
+
+// TestThrottleInFlight: attempts in flight count like failures, so
+// parallel attempts on a fresh key cannot all reach the password check
+// (before the fix every one of them was allowed).
+func TestThrottleInFlight(t *testing.T) {
+	clock := newFakeClock()
+	th := NewThrottle(clock.Now)
+	allowed := 0
+	for range 150 {
+		if ok, _ := th.Allow("alice", addr1); ok {
+			allowed++
+		}
+	}
+	if allowed != freeFailures {
+		t.Fatalf("%d parallel attempts allowed on a fresh key, want %d", allowed, freeFailures)
+	}
+	// Many users from one address: the address's count holds them.
+	allowed = 0
+	for i := range 200 {
+		if ok, _ := th.Allow("u"+strconv.Itoa(i), addr2); ok {
+			allowed++
+		}
+	}
+	if allowed != freeFailures {
+		t.Fatalf("%d parallel attempts allowed from one address, want %d", allowed, freeFailures)
+	}
+	// Abandoned attempts cost nothing: the slots come back.
+	for i := range freeFailures {
+		th.Abandon("u"+strconv.Itoa(i), addr2)
+	}
+	mustAllow(t, th, "bob", addr2)
+	th.Abandon("bob", addr2)
+	// Past the free failures, one attempt at a time, after the delay.
+	for range freeFailures {
+		th.Fail("alice", addr1)
+	}
+	clock.Advance(time.Second)
+	mustAllow(t, th, "alice", addr1)
+	mustWait(t, th, "alice", addr1, time.Second)
+}
+
+// TestThrottleNoTargetedLockout: a guesser failing for alice from many
+// addresses slows guessing at alice everywhere, but not alice at an
+// address she logged in from; and one address's failures never hold her
+// elsewhere (before the fix, three failures anywhere locked her out
+// everywhere, for up to 5 minutes).
+func TestThrottleNoTargetedLockout(t *testing.T) {
+	clock := newFakeClock()
+	th := NewThrottle(clock.Now)
+	home := netip.MustParseAddr("198.51.100.7")
+	mustAllow(t, th, "alice", home)
+	th.Succeed("alice", home)
+	for i := range userFreeFailures + 5 {
+		a := netip.AddrFrom4([4]byte{203, 0, 113, byte(i)})
+		th.Fail("alice", a)
+	}
+	// A new address waits for the user's count...
+	if ok, _ := th.Allow("alice", netip.MustParseAddr("192.0.2.200")); ok {
+		t.Fatal("distributed guessing not slowed")
+	}
+	// ...but alice's own address does not.
+	mustAllow(t, th, "alice", home)
+	th.Succeed("alice", home)
+	// The trust ends with its lifetime.
+	clock.Advance(trustFor)
+	for i := range userFreeFailures + 5 {
+		a := netip.AddrFrom4([4]byte{203, 0, 113, byte(i)})
+		th.Fail("alice", a)
+	}
+	if ok, _ := th.Allow("alice", home); ok {
+		t.Fatal("trust outlived trustFor")
+	}
 }
 
 func TestThrottleForgets(t *testing.T) {
@@ -121,7 +200,7 @@ func TestThrottleForgets(t *testing.T) {
 	clock.Advance(forgetAfter - time.Nanosecond)
 	mustAllow(t, th, "alice", addr1)
 	th.Fail("alice", addr1)
-	mustWait(t, th, "alice", addr1, delayAfter(freeFailures+6))
+	mustWait(t, th, "alice", addr1, delayAfter(freeFailures+6, freeFailures))
 
 	// forgetAfter after the latest failure, it is gone, and the free
 	// failures are available again.
@@ -211,4 +290,55 @@ func TestThrottleConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestThrottleWait: an attempt held back only by attempts in flight waits
+// for them: it goes ahead when one is abandoned or succeeds, and is
+// refused at once for their failures.
+func TestThrottleWait(t *testing.T) {
+	clock := newFakeClock()
+	th := NewThrottle(clock.Now)
+	for range freeFailures {
+		mustAllow(t, th, "u", addr1)
+	}
+	got := make(chan bool, 1)
+	go func() {
+		ok, _ := th.Wait(context.Background(), "v", addr1)
+		got <- ok
+	}()
+	select {
+	case <-got:
+		t.Fatal("4th attempt did not wait")
+	case <-time.After(20 * time.Millisecond):
+	}
+	th.Succeed("u", addr1)
+	if !<-got {
+		t.Fatal("waiting attempt refused after one in flight succeeded")
+	}
+	// Now three in flight again (two left plus v); they all fail: a
+	// waiter is refused for the failures, not left waiting.
+	go func() {
+		ok, _ := th.Wait(context.Background(), "w", addr1)
+		got <- ok
+	}()
+	time.Sleep(10 * time.Millisecond)
+	th.Fail("u", addr1)
+	th.Fail("u", addr1)
+	th.Fail("v", addr1)
+	select {
+	case ok := <-got:
+		if ok {
+			t.Fatal("allowed past three failures")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("waiter not woken")
+	}
+	// A waiter gives up when its context ends.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	clock.Advance(time.Second)
+	mustAllow(t, th, "x", addr1)
+	if ok, wait := th.Wait(ctx, "y", addr1); ok || wait != time.Second {
+		t.Fatalf("Wait past its context = %v, %v", ok, wait)
+	}
 }

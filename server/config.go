@@ -51,6 +51,19 @@ type Config struct {
 	CtlSocket     string `toml:"ctl-socket"`     // control socket for vpnd ctl ("" disables)
 	MetricsListen string `toml:"metrics-listen"` // Prometheus /metrics address ("" disables)
 
+	// Login and session limits (limits.go). The ban and session keys are
+	// ocserv's; 0 disables each.
+	MaxBanScore            int `toml:"max-ban-score"`             // ban an address at this score
+	BanResetTime           int `toml:"ban-reset-time"`            // seconds a score lasts
+	BanPointsWrongPassword int `toml:"ban-points-wrong-password"` // score of a wrong password
+	MaxClients             int `toml:"max-clients"`               // sessions in all
+	MaxSameClients         int `toml:"max-same-clients"`          // sessions per user
+	// Connections not logged in yet (accept to CONNECT), in all and per
+	// source address (IPv6: per /64); beyond them a connection is closed
+	// at once.
+	MaxLoginConnections      int `toml:"max-login-connections"`
+	MaxLoginConnectionsPerIP int `toml:"max-login-connections-per-ip"`
+
 	// RestrictUserToRoutes (ocserv's restrict-user-to-routes) drops
 	// packets from a client to destinations outside the routes pushed to
 	// it; a full-tunnel client may send anywhere.
@@ -92,6 +105,21 @@ const (
 	// (1500 - 20 IP - 8 UDP - 37 DTLS AES-GCM overhead - 1 type byte), so
 	// the tunnel MTU does not change when traffic moves between DTLS and TLS.
 	DefaultMTU = 1434
+
+	// Ban scores as ocserv's defaults: the 8th wrong password within 20
+	// minutes bans the address for the rest of them.
+	DefaultMaxBanScore            = 80
+	DefaultBanResetTime           = 1200 // seconds
+	DefaultBanPointsWrongPassword = 10
+	// DefaultMaxClients is the default pool's size (a /24): a default
+	// install holds no more sessions than it has addresses for.
+	DefaultMaxClients = 254
+	// DefaultMaxSameClients is ocserv's sample configuration's value.
+	DefaultMaxSameClients = 2
+	// Connections not logged in yet: a few per host behind one NAT, and
+	// in all well below the usual file descriptor limit.
+	DefaultMaxLoginConnections      = 1024
+	DefaultMaxLoginConnectionsPerIP = 64
 )
 
 // DefaultConfig returns the built-in configuration, with files in stateDir.
@@ -115,7 +143,14 @@ func DefaultConfig(stateDir string) *Config {
 		LogFormat:     "text",
 		CtlSocket:     ctl.DefaultSocket,
 
-		SessionTimeout: DefaultSessionTimeout,
+		MaxBanScore:              DefaultMaxBanScore,
+		BanResetTime:             DefaultBanResetTime,
+		BanPointsWrongPassword:   DefaultBanPointsWrongPassword,
+		MaxClients:               DefaultMaxClients,
+		MaxSameClients:           DefaultMaxSameClients,
+		MaxLoginConnections:      DefaultMaxLoginConnections,
+		MaxLoginConnectionsPerIP: DefaultMaxLoginConnectionsPerIP,
+		SessionTimeout:           DefaultSessionTimeout,
 	}
 }
 
@@ -263,6 +298,19 @@ func (c *Config) Validate() error {
 	}
 	if c.CookieKeyFile == "" {
 		bad("cookie-key-file", "must be set")
+	}
+	for _, k := range []struct {
+		key string
+		v   int
+	}{
+		{"max-ban-score", c.MaxBanScore}, {"ban-reset-time", c.BanResetTime},
+		{"ban-points-wrong-password", c.BanPointsWrongPassword},
+		{"max-clients", c.MaxClients}, {"max-same-clients", c.MaxSameClients},
+		{"max-login-connections", c.MaxLoginConnections}, {"max-login-connections-per-ip", c.MaxLoginConnectionsPerIP},
+	} {
+		if k.v < 0 {
+			bad(k.key, "must not be negative (0 disables)")
+		}
 	}
 	if len(c.NodeName) > 255 {
 		bad("node-name", "longer than 255 bytes")

@@ -220,7 +220,13 @@ func (s *Server) sessionFor(creq *cstp.ConnectRequest, from netip.Addr, log *slo
 	if sess, ok := s.cookies.Lookup(t.Session); ok {
 		return sess, want, want6, nil
 	}
+	s.admitMu.Lock()
+	if err := s.admitSession(t.User); err != nil {
+		s.admitMu.Unlock()
+		return nil, netip.Addr{}, netip.Prefix{}, err
+	}
 	sess = s.newSession(t.User, from)
+	s.admitMu.Unlock()
 	sess.cookie = t.Session
 	sess.ticketExpires = t.Expires
 	sess.login, sess.gen = t.Login, t.Gen

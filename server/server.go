@@ -42,6 +42,9 @@ const (
 	// a slow or silent client cannot hold a connection open before it has
 	// authenticated.
 	loginTimeout = 30 * time.Second
+	// throttleWait bounds how long a login waits for other attempts in
+	// flight on its throttle keys (auth.Throttle.Wait).
+	throttleWait = 5 * time.Second
 	// maxBody bounds a login POST body.
 	maxBody = 64 << 10
 	// uplinkBatch is how many packets one session reads from its channel
@@ -62,8 +65,18 @@ type Counters struct {
 	DropRestricted atomic.Uint64 // packet from a session outside its routes (restrict-user-to-routes)
 	LoginFailures  atomic.Uint64
 	LoginThrottled atomic.Uint64
-	BadRequests    atomic.Uint64
-	Logins         atomic.Uint64 // successful logins (sessions created)
+	// Login limits (limits.go).
+	LoginBanned        atomic.Uint64 // refused: the address is past max-ban-score
+	LoginBusy          atomic.Uint64 // not checked: the verification pool was full
+	CredentialsTooLong atomic.Uint64 // refused unchecked: username or password over its bound
+	SessionLimit       atomic.Uint64 // refused: max-clients or max-same-clients reached
+	LoginConnLimit     atomic.Uint64 // connections closed at once: too many not logged in
+	AcceptErrors       atomic.Uint64 // Accept failures (EMFILE and the like), each followed by a backoff
+	BadRequests        atomic.Uint64
+	// RequestTooLarge counts requests whose head was over a bound
+	// (maxHeadBytes, maxRequestLine, maxHeaderLines).
+	RequestTooLarge atomic.Uint64
+	Logins          atomic.Uint64 // successful logins (sessions created)
 	// Session limits (resume.go, reload.go, sessions.go).
 	SessionTimeouts atomic.Uint64 // sessions ended, cookies refused: session-timeout since login
 	UserChanged     atomic.Uint64 // sessions ended, cookies refused: user changed, locked or deleted
@@ -117,6 +130,19 @@ type Server struct {
 
 	Counters Counters
 
+	// Rate-limited log lines for events a client can cause at will.
+	logTooLarge, logBanned, logThrottled, logFailed, logBusy, logSessionLimit, logConnLimit rateLog
+
+	// verifyPool runs every password verification (auth.VerifyPool);
+	// verify checks a password (a test counts calls through it).
+	verifyPool *auth.VerifyPool
+	verify     func(user, password string) bool
+	bans       *auth.Bans // ocserv-style ban scores (max-ban-score)
+	// admitMu makes checking the session limits and creating the session
+	// one step.
+	admitMu    sync.Mutex
+	loginConns loginConns // connections that have not logged in yet
+
 	// Reload and the operator's view (reload.go, stats.go).
 	reloadMu sync.Mutex
 	active   *Config // the running configuration, as reload compares it
@@ -137,16 +163,20 @@ func newServer(cfg *Config, log *slog.Logger) *Server {
 		log:      log,
 		throttle: auth.NewThrottle(nil),
 		cookies:  auth.NewCookieJar[*Session](nil),
-		pool:     newPool(cfg.pool),
-		byAddr:   map[netip.Addr]*Session{},
-		byAppID:  map[[dtls.AppIDLen]byte]*Session{},
-		sessions: map[*Session]struct{}{},
-		kroutes:  map[netip.Prefix]*netcfg.Changes{},
+		// One verification per core at a time (see auth.VerifyPool).
+		verifyPool: auth.NewVerifyPool(0, 0, 0),
+		bans:       auth.NewBans(cfg.MaxBanScore, cfg.BanPointsWrongPassword, time.Duration(cfg.BanResetTime)*time.Second, nil),
+		pool:       newPool(cfg.pool),
+		byAddr:     map[netip.Addr]*Session{},
+		byAppID:    map[[dtls.AppIDLen]byte]*Session{},
+		sessions:   map[*Session]struct{}{},
+		kroutes:    map[netip.Prefix]*netcfg.Changes{},
 	}
 	if cfg.pool6.IsValid() {
 		s.pool6 = newPool(cfg.pool6)
 	}
 	s.addRoute = s.installRoute
+	s.verify = func(user, password string) bool { return s.currentSettings().Passwd.Verify(user, password) }
 	return s
 }
 
@@ -270,26 +300,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	connCtx, cancelConns := context.WithCancel(context.Background())
 	defer cancelConns()
 	var wg sync.WaitGroup
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				break
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			s.log.Error("accept failed", "err", err)
-			time.Sleep(100 * time.Millisecond)
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.handleConn(connCtx, c)
-		}()
-	}
+	s.acceptLoop(ctx, ln, &wg, func(c net.Conn) { s.handleConn(connCtx, c) })
 	s.shutdown()
 	cancelConns()
 	wg.Wait()
@@ -332,6 +343,29 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
 			raw.Close()
 		}
 	}()
+	from := addrOf(raw.RemoteAddr())
+	// Refused before any work: a banned address, and connections beyond
+	// the bounds on those not logged in yet.
+	if banned, _ := s.bans.Banned(from); banned {
+		s.Counters.LoginBanned.Add(1)
+		if ok, n := s.logBanned.allow(); ok {
+			log.Warn("connection refused: address banned (max-ban-score)", "not-logged", n)
+		}
+		raw.Close()
+		return
+	}
+	release, ok := s.loginConns.acquire(from, s.cfg.MaxLoginConnections, s.cfg.MaxLoginConnectionsPerIP)
+	if !ok {
+		s.Counters.LoginConnLimit.Add(1)
+		if ok, n := s.logConnLimit.allow(); ok {
+			log.Warn("connection refused: too many connections not logged in",
+				"max-login-connections", s.cfg.MaxLoginConnections,
+				"max-login-connections-per-ip", s.cfg.MaxLoginConnectionsPerIP, "not-logged", n)
+		}
+		raw.Close()
+		return
+	}
+	defer release()
 	raw.SetDeadline(time.Now().Add(loginTimeout))
 	hctx, cancel := context.WithTimeout(ctx, loginTimeout)
 	start := time.Now()
@@ -344,8 +378,37 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
 	}
 	s.Counters.TLSHandshake.Observe(time.Since(start))
 	log = log.With("record-layer", conn.Engine().String())
+	s.serveConn(ctx, conn, log, release)
+}
+
+// serveConn runs the HTTP exchange of a connection whose TLS handshake is
+// done: login requests, and at most one CONNECT, after which the
+// connection carries the tunnel. It closes conn when it is done, and calls
+// loggedIn once the tunnel is up (the connection no longer counts as one
+// that has not logged in).
+func (s *Server) serveConn(ctx context.Context, conn record.Conn, log *slog.Logger, loggedIn func()) {
 	br := session.NewFrameReader(conn)
 	for {
+		// Every request's head is bounded before it is parsed, the
+		// CONNECT's too (peekHead leaves the bytes behind it in br).
+		if err := peekHead(br); err != nil {
+			var big *headTooLarge
+			switch {
+			case errors.As(err, &big):
+				s.Counters.RequestTooLarge.Add(1)
+				if ok, n := s.logTooLarge.allow(); ok {
+					log.Warn("closing connection: request too large", "why", big.what,
+						"limit-bytes", maxHeadBytes, "limit-lines", maxHeaderLines, "not-logged", n)
+				}
+				writeResponse(conn, big.status, "", nil, nil)
+			case !errors.Is(err, io.EOF):
+				s.Counters.BadRequests.Add(1)
+				log.Info("closing connection: not an HTTP request", "err", err)
+				writeResponse(conn, http.StatusBadRequest, "", nil, nil)
+			}
+			conn.Close()
+			return
+		}
 		req, err := http.ReadRequest(br)
 		if err != nil {
 			if !errors.Is(err, io.EOF) {
@@ -368,7 +431,7 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
 				return
 			}
 		case req.Method == http.MethodConnect && req.URL.Path == cstp.TunnelPath:
-			s.handleConnect(ctx, conn, br, req, log)
+			s.handleConnect(ctx, conn, br, req, log, loggedIn)
 			return
 		default:
 			s.Counters.BadRequests.Add(1)
@@ -433,21 +496,77 @@ func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logge
 	}
 	user := msg.Username
 	addr := remoteAddr(conn)
-	log = log.With("user", user)
-	if ok, wait := s.throttle.Allow(user, addr); !ok {
+	log = log.With("user", logUser(user))
+	if banned, left := s.bans.Banned(addr); banned {
+		// Also checked before the TLS handshake; this is a connection
+		// opened before the ban.
+		s.Counters.LoginBanned.Add(1)
+		if ok, n := s.logBanned.allow(); ok {
+			log.Warn("login refused: address banned (max-ban-score)", "retry-after", left.Round(time.Second).String(), "not-logged", n)
+		}
+		xml(cstp.AuthRequestForm(prompt, "Too many failed logins from your address; try again later."), nil)
+		return false
+	}
+	// Held back only by other attempts in flight (several users behind
+	// one NAT), a login waits a little for them rather than failing.
+	wctx, cancel := context.WithTimeout(context.Background(), throttleWait)
+	ok, wait := s.throttle.Wait(wctx, user, addr)
+	cancel()
+	if !ok {
 		s.Counters.LoginThrottled.Add(1)
-		log.Warn("login throttled after repeated failures", "retry-after", wait.Round(time.Second).String())
+		if ok, n := s.logThrottled.allow(); ok {
+			log.Warn("login throttled after repeated failures", "retry-after", wait.Round(time.Second).String(), "not-logged", n)
+		}
 		return xml(cstp.AuthRequestForm(prompt, fmt.Sprintf("Too many failed logins; try again in %s.", wait.Round(time.Second))), nil)
 	}
-	if user == "" || !s.currentSettings().Passwd.Verify(user, msg.Password) {
+	// From here the attempt is in flight for the throttle until Fail,
+	// Succeed or Abandon.
+	if auth.CredentialsTooLong(user, msg.Password) {
 		s.throttle.Fail(user, addr)
 		s.Counters.LoginFailures.Add(1)
-		log.Warn("login failed: wrong username or password")
+		s.Counters.CredentialsTooLong.Add(1)
+		s.banPoints(addr, log)
+		if ok, n := s.logFailed.allow(); ok {
+			log.Warn("login failed: username or password too long, not checked",
+				"username-bytes", len(user), "password-bytes", len(msg.Password),
+				"max-username", auth.MaxUsernameLen, "max-password", auth.MaxPasswordLen, "not-logged", n)
+		}
+		return xml(cstp.AuthRequestForm(prompt, fmt.Sprintf("Login failed: username or password too long (at most %d and %d bytes).",
+			auth.MaxUsernameLen, auth.MaxPasswordLen)), nil)
+	}
+	var good bool
+	if err := s.verifyPool.Do(context.Background(), func() { good = s.verify(user, msg.Password) }); err != nil {
+		// The server's load, not the client's fault: no failure counted.
+		s.throttle.Abandon(user, addr)
+		s.Counters.LoginBusy.Add(1)
+		if ok, n := s.logBusy.allow(); ok {
+			log.Warn("login not checked: password verification queue full", "err", err,
+				"workers", s.verifyPool.Size(), "not-logged", n)
+		}
+		return xml(cstp.AuthRequestForm(prompt, "Server busy, please try again."), nil)
+	}
+	if user == "" || !good {
+		s.throttle.Fail(user, addr)
+		s.Counters.LoginFailures.Add(1)
+		s.banPoints(addr, log)
+		if ok, n := s.logFailed.allow(); ok {
+			log.Warn("login failed: wrong username or password", "not-logged", n)
+		}
 		return xml(cstp.AuthRequestForm(prompt, "Login failed."), nil)
 	}
 	s.throttle.Succeed(user, addr)
+	s.admitMu.Lock()
+	if err := s.admitSession(user); err != nil {
+		s.admitMu.Unlock()
+		s.Counters.SessionLimit.Add(1)
+		if ok, n := s.logSessionLimit.allow(); ok {
+			log.Warn("login refused: session limit", "err", err, "not-logged", n)
+		}
+		return xml(cstp.AuthRequestForm(prompt, "Login refused: "+err.Error()+"."), nil)
+	}
 	s.Counters.Logins.Add(1)
 	sess := s.newSession(user, addr)
+	s.admitMu.Unlock()
 	cookie, err := s.cookies.Issue(sess, s.cfg.cookieTimeout()+loginTimeout)
 	if err != nil {
 		log.Error("issuing cookie", "err", err)
@@ -468,7 +587,7 @@ func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logge
 
 // handleConnect turns the connection into a tunnel for the session the
 // cookie names, and runs it until the connection ends.
-func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.Reader, req *http.Request, log *slog.Logger) {
+func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.Reader, req *http.Request, log *slog.Logger, loggedIn func()) {
 	creq, err := cstp.ParseConnectRequest(req)
 	if err != nil {
 		s.Counters.BadRequests.Add(1)
@@ -478,6 +597,16 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 		return
 	}
 	sess, prev, prev6, err := s.sessionFor(creq, remoteAddr(conn), log)
+	if errors.Is(err, errMaxClients) || errors.Is(err, errMaxSameClients) {
+		// A session resumed from a cookie counts against the limits too.
+		s.Counters.SessionLimit.Add(1)
+		if ok, n := s.logSessionLimit.allow(); ok {
+			log.Warn("CONNECT refused: session limit", "err", err, "not-logged", n)
+		}
+		writeResponse(conn, http.StatusServiceUnavailable, "", nil, nil)
+		conn.Close()
+		return
+	}
 	if err != nil {
 		log.Warn("CONNECT refused: bad cookie", "err", err)
 		writeResponse(conn, http.StatusUnauthorized, "", nil, nil)
@@ -593,6 +722,7 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 		up = append(up, "address6", addr6.String())
 	}
 	log.Info("tunnel up", up...)
+	loggedIn()
 	err = sess.run(cctx, ch, log)
 	sess.detach(ch, err)
 }

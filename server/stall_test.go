@@ -40,7 +40,7 @@ func TestStalledReaderEndsSession(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		s.handleConnect(ctx, server, session.NewFrameReader(server), req, s.log)
+		s.handleConnect(ctx, server, session.NewFrameReader(server), req, s.log, func() {})
 	}()
 	var addr netip.Addr
 	for deadline := time.Now().Add(5 * time.Second); !addr.IsValid(); {

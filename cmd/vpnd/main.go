@@ -20,6 +20,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -129,6 +130,7 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	raiseFileLimit(log)
 	if _, err := os.Stat(cfg.PasswdFile); errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("password file %s does not exist; add a user with: vpnd passwd --file %s USER", cfg.PasswdFile, cfg.PasswdFile)
 	}
@@ -241,4 +243,25 @@ func check(args []string, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stderr, "%s: configuration OK\n", *config)
 	return nil
+}
+
+// raiseFileLimit raises the soft RLIMIT_NOFILE to the hard limit, as a
+// daemon holding a socket per client should: the soft limit is often 1024,
+// which max-login-connections alone could reach. Go's runtime does the same
+// at start since Go 1.19; doing it here too makes the limit vpnd runs with
+// explicit, and logged.
+func raiseFileLimit(log *slog.Logger) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		log.Warn("reading the open file limit", "err", err)
+		return
+	}
+	if lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			log.Warn("raising the open file limit", "err", err)
+		}
+		syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+	}
+	log.Debug("open file limit", "soft", lim.Cur, "hard", lim.Max)
 }
