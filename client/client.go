@@ -231,7 +231,7 @@ func (o *Options) connect(c *conn, cookie string, prev netip.Addr, prev6 netip.P
 	if _, err := c.rc.Write(b.Bytes()); err != nil {
 		return nil, err
 	}
-	resp, err := http.ReadResponse(c.br, &http.Request{Method: http.MethodConnect})
+	resp, err := cstp.ReadResponse(c.br, http.MethodConnect)
 	if err != nil {
 		return nil, fmt.Errorf("reading CONNECT answer: %w", err)
 	}

@@ -126,7 +126,7 @@ func (c *conn) post(path string, body []byte) (*http.Response, []byte, error) {
 	if _, err := c.rc.Write(b.Bytes()); err != nil {
 		return nil, nil, err
 	}
-	resp, err := http.ReadResponse(c.br, &http.Request{Method: http.MethodPost})
+	resp, err := cstp.ReadResponse(c.br, http.MethodPost)
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading answer to POST %s: %w", path, err)
 	}

@@ -408,7 +408,7 @@ func ParseTunnelParams(h http.Header) (*TunnelParams, error) {
 // carrying the status and any X-Reason header (ocserv answers an
 // unacceptable cookie with 401, a server-side problem with 503).
 func ReadTunnelResponse(br *bufio.Reader) (*TunnelParams, error) {
-	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	resp, err := ReadResponse(br, http.MethodConnect)
 	if err != nil {
 		return nil, fmt.Errorf("cstp: reading CONNECT response: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"kvpn/auth"
+	"kvpn/cstp"
 	"kvpn/record"
 )
 
@@ -63,8 +64,8 @@ func FuzzLoginPhase(f *testing.F) {
 		"POST /auth HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n<?xml\r\n0\r\n\r\n",
 		"CONNECT /CSCOSSLC/tunnel HTTP/1.1\r\nX-CSTP-Base-MTU: 1500\r\n\r\nSTF\x01\x00\x04\x00\x00abcd",
 		"GET / HTTP/1.1\r\n\r\n",
-		"POST / HTTP/1.1\r\nX: " + strings.Repeat("a", maxHeadBytes) + "\r\n\r\n",
-		"POST /" + strings.Repeat("a", maxRequestLine) + " HTTP/1.1\r\n\r\n",
+		"POST / HTTP/1.1\r\nX: " + strings.Repeat("a", cstp.MaxHeadBytes) + "\r\n\r\n",
+		"POST /" + strings.Repeat("a", cstp.MaxStartLine) + " HTTP/1.1\r\n\r\n",
 		"\r\n\r\n",
 		"POST / HTTP/1.1\n\n",
 	} {

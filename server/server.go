@@ -74,7 +74,7 @@ type Counters struct {
 	AcceptErrors       atomic.Uint64 // Accept failures (EMFILE and the like), each followed by a backoff
 	BadRequests        atomic.Uint64
 	// RequestTooLarge counts requests whose head was over a bound
-	// (maxHeadBytes, maxRequestLine, maxHeaderLines).
+	// (cstp.MaxHeadBytes, cstp.MaxStartLine, cstp.MaxHeaderLines).
 	RequestTooLarge atomic.Uint64
 	Logins          atomic.Uint64 // successful logins (sessions created)
 	// Session limits (resume.go, reload.go, sessions.go).
@@ -390,17 +390,17 @@ func (s *Server) serveConn(ctx context.Context, conn record.Conn, log *slog.Logg
 	br := session.NewFrameReader(conn)
 	for {
 		// Every request's head is bounded before it is parsed, the
-		// CONNECT's too (peekHead leaves the bytes behind it in br).
-		if err := peekHead(br); err != nil {
-			var big *headTooLarge
+		// CONNECT's too (cstp.PeekHead leaves the bytes behind it in br).
+		if err := cstp.PeekHead(br); err != nil {
+			var big *cstp.HeadTooLargeError
 			switch {
 			case errors.As(err, &big):
 				s.Counters.RequestTooLarge.Add(1)
 				if ok, n := s.logTooLarge.allow(); ok {
-					log.Warn("closing connection: request too large", "why", big.what,
-						"limit-bytes", maxHeadBytes, "limit-lines", maxHeaderLines, "not-logged", n)
+					log.Warn("closing connection: request too large", "why", big.What,
+						"limit-bytes", cstp.MaxHeadBytes, "limit-lines", cstp.MaxHeaderLines, "not-logged", n)
 				}
-				writeResponse(conn, big.status, "", nil, nil)
+				writeResponse(conn, big.Status, "", nil, nil)
 			case !errors.Is(err, io.EOF):
 				s.Counters.BadRequests.Add(1)
 				log.Info("closing connection: not an HTTP request", "err", err)
