@@ -59,31 +59,55 @@ var (
 
 // admitSession reports whether one more session of user fits max-clients
 // (all sessions) and max-same-clients (the user's); sessions waiting for
-// their CONNECT or for a reconnect count, as they hold a cookie and soon an
-// address. The caller holds s.admitMu while it checks and creates the
-// session, so parallel logins cannot both take the last place.
+// their CONNECT or for a reconnect count, as they hold a cookie and an
+// address. A user at max-same-clients whose oldest session has no
+// connection (a client that crashed, or a login that never connected)
+// gets a place by ending that session: a user whose laptop died twice is
+// not locked out for cookie-timeout, and one account still holds at most
+// max-same-clients addresses. The caller holds s.admitMu while it checks
+// and creates the session, so parallel logins cannot both take the last
+// place.
 func (s *Server) admitSession(user string) error {
 	maxAll, maxSame := s.cfg.MaxClients, s.cfg.MaxSameClients
 	if maxAll == 0 && maxSame == 0 {
 		return nil
 	}
 	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if maxAll > 0 && len(s.sessions) >= maxAll {
-		return errMaxClients
-	}
-	if maxSame > 0 {
-		n := 0
-		for sess := range s.sessions {
-			if sess.user == user {
-				n++
-			}
+	total := len(s.sessions)
+	var mine []*Session
+	for sess := range s.sessions {
+		if sess.user == user {
+			mine = append(mine, sess)
 		}
-		if n >= maxSame {
+	}
+	s.mu.RUnlock()
+	if maxSame > 0 && len(mine) >= maxSame {
+		idle := oldestUnconnected(mine)
+		if idle == nil {
 			return errMaxSameClients
 		}
+		idle.end("replaced by a new login of the same user (max-same-clients)")
+		total--
+	}
+	if maxAll > 0 && total >= maxAll {
+		return errMaxClients
 	}
 	return nil
+}
+
+// oldestUnconnected is the oldest of sessions that has no connection now,
+// nil if every one is connected.
+func oldestUnconnected(sessions []*Session) *Session {
+	var oldest *Session
+	for _, sess := range sessions {
+		sess.mu.Lock()
+		idle := sess.ch == nil && !sess.ended
+		sess.mu.Unlock()
+		if idle && (oldest == nil || sess.id < oldest.id) {
+			oldest = sess
+		}
+	}
+	return oldest
 }
 
 // loginConns counts the connections that have not logged in yet (from

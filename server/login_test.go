@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,7 +22,10 @@ import (
 	"kvpn/auth"
 	"kvpn/certs"
 	"kvpn/ktlsbridge"
+	"kvpn/netcfg"
 	"kvpn/record"
+	"kvpn/record/recordtest"
+	"kvpn/session"
 )
 
 // loginServer is a Server with a certificate, a password file (alice,
@@ -48,6 +52,13 @@ func newLoginServer(t *testing.T, edit func(*Config)) *loginServer {
 		t.Fatal(err)
 	}
 	s := newServer(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s.addRoute = func(netip.Prefix) (*netcfg.Changes, error) { return netcfg.New(), nil }
+	s.polMu.Lock()
+	err := s.applyPolicy(cfg.pol)
+	s.polMu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := s.ReloadPasswd(); err != nil {
 		t.Fatal(err)
 	}
@@ -416,6 +427,34 @@ func TestMaxSameClients(t *testing.T) {
 			t.Fatalf("login %d: %v", i, err)
 		}
 	}
+	// Neither session has connected: a third login takes the place of
+	// the oldest (a client that crashed must not lock its user out).
+	oldest := ls.list()[0]
+	for _, sess := range ls.list() {
+		if sess.id < oldest.id {
+			oldest = sess
+		}
+	}
+	if _, cookie, err := ls.tryLogin("127.0.0.1", "alice", "secret"); err != nil || cookie == "" {
+		t.Fatalf("3rd login with two unconnected sessions: %v", err)
+	}
+	oldest.mu.Lock()
+	ended := oldest.ended
+	oldest.mu.Unlock()
+	if !ended || len(ls.list()) != 2 {
+		t.Fatalf("oldest unconnected session ended %v, %d sessions, want true and 2", ended, len(ls.list()))
+	}
+	// Both connected: the next login is refused.
+	for _, sess := range ls.list() {
+		_, server := recordtest.Pair(t, 0)
+		ch, err := session.NewCSTPChannel(server, session.NewFrameReader(server), 1400)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sess.attach(ch, netip.Addr{}, netip.Prefix{}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	body, cookie, err := ls.tryLogin("127.0.0.1", "alice", "secret")
 	if err != nil || cookie != "" || !strings.Contains(body, "max-same-clients") {
 		t.Fatalf("3rd session of alice: %v, cookie %q, %s", err, cookie, body)
@@ -582,4 +621,28 @@ func TestParallelLoginsBehindNAT(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestLoginCookieNamesAddress: the cookie a login answers with names the
+// address reserved for the session, so a client that only has that cookie
+// (stock openconnect does not read the renewed one) resumes with its
+// address on a restarted node, where X-CSTP-Address alone no longer
+// chooses one (TestRequestedAddressNotChosen).
+func TestLoginCookieNamesAddress(t *testing.T) {
+	ls := newLoginServer(t, nil)
+	_, setCookie, err := ls.tryLogin("127.0.0.1", "alice", "secret")
+	if err != nil || setCookie == "" {
+		t.Fatalf("login: %v", err)
+	}
+	value := strings.TrimPrefix(strings.Split(setCookie, ";")[0], "webvpn=")
+	tk, sess, err := ls.openTicket(value)
+	if err != nil || sess == nil {
+		t.Fatalf("opening the login cookie: %v", err)
+	}
+	sess.mu.Lock()
+	addr := sess.addr
+	sess.mu.Unlock()
+	if !addr.IsValid() || tk.Addr4 != addr {
+		t.Fatalf("login cookie names address %s, the session holds %s", tk.Addr4, addr)
+	}
 }

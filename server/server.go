@@ -573,6 +573,7 @@ func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logge
 		return false
 	}
 	sess.cookie = cookie
+	s.reserveAddress(sess, log)
 	ticket, err := s.sealTicket(sess)
 	if err != nil {
 		log.Error("sealing cookie", "err", err)

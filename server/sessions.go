@@ -120,34 +120,64 @@ func (sess *Session) attach(ch *session.CSTPChannel, prev netip.Addr, prev6 neti
 	if old := sess.ch; old != nil {
 		old.Close()
 	}
-	if !sess.addr.IsValid() {
-		// Allocate and publish under s.mu, so that a concurrent
-		// ApplyPolicy sees either none or both of address and policy.
-		s.mu.Lock()
-		u := s.policy.Load().user(sess.user)
-		var a netip.Addr
-		var err error
-		if u.ipv4.IsValid() {
-			a, err = u.ipv4, s.pool.GetFixed(u.ipv4)
-		} else {
-			a, err = s.pool.Get(prev)
-		}
-		if err != nil {
-			s.mu.Unlock()
-			return netip.Addr{}, err
-		}
-		sess.addr = a
-		sess.pol.Store(u)
-		s.byAddr[a] = sess
-		s.bindLocked(sess, u)
-		s.mu.Unlock()
-		// Only with the first address: a reconnecting client must get the
-		// same addresses back (openconnect aborts otherwise), and check
-		// reads addr6 without the lock.
-		sess.attach6(prev6)
+	if err := sess.allocate(prev, prev6); err != nil {
+		return netip.Addr{}, err
 	}
 	sess.ch = ch
 	return sess.addr, nil
+}
+
+// allocate gives the session its tunnel addresses if it has none yet: the
+// user's fixed address if it has one, else one from the pool (prev if it
+// is free there). The caller holds sess.mu.
+func (sess *Session) allocate(prev netip.Addr, prev6 netip.Prefix) error {
+	if sess.addr.IsValid() {
+		return nil
+	}
+	s := sess.srv
+	// Allocate and publish under s.mu, so that a concurrent
+	// ApplyPolicy sees either none or both of address and policy.
+	s.mu.Lock()
+	u := s.policy.Load().user(sess.user)
+	var a netip.Addr
+	var err error
+	if u.ipv4.IsValid() {
+		a, err = u.ipv4, s.pool.GetFixed(u.ipv4)
+	} else {
+		a, err = s.pool.Get(prev)
+	}
+	if err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	sess.addr = a
+	sess.pol.Store(u)
+	s.byAddr[a] = sess
+	s.bindLocked(sess, u)
+	s.mu.Unlock()
+	// Only with the first address: a reconnecting client must get the
+	// same addresses back (openconnect aborts otherwise), and check
+	// reads addr6 without the lock.
+	sess.attach6(prev6)
+	return nil
+}
+
+// reserveAddress gives a session its pool addresses at login, so that the
+// login cookie names them: a client that knows only that cookie (stock
+// openconnect) keeps its address when it resumes on a restarted node or on
+// another one, although X-CSTP-Address alone no longer picks an address
+// (resume.go, wantedAddrs). Users with a fixed address or iroutes get
+// theirs at CONNECT, after replaceOthers. A pool that is full now is tried
+// again at CONNECT.
+func (s *Server) reserveAddress(sess *Session, log *slog.Logger) {
+	if p := s.policy.Load(); p == nil || p.user(sess.user).exclusive() {
+		return // no policy: a unit test's server without routes
+	}
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	if err := sess.allocate(netip.Addr{}, netip.Prefix{}); err != nil {
+		log.Info("no address reserved at login; trying again at CONNECT", "err", err)
+	}
 }
 
 // replaceOthers ends the older sessions of sess's user and reports
