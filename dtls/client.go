@@ -154,7 +154,7 @@ func Dial(ctx context.Context, cfg ClientConfig) (*ClientChannel, error) {
 	uc.SetReadDeadline(time.Now())
 	<-readerDone
 	uc.SetReadDeadline(time.Time{})
-	feed.takeOver(pc)
+	feed.takeOver(pc, guardFor(d), func(uint64) { d.Stats.FeedDropped.Add(1) })
 	ch := &ClientChannel{conn: conn, feed: feed, pion: pc, d: d, early: early}
 	// Only now: the handshake reader above reads single datagrams.
 	if conn.EnableGRO() {
@@ -262,6 +262,8 @@ func (c *ClientChannel) ReadPackets(bufs [][]byte, sizes []int, offset int) (int
 			}
 			continue // counted in Stats.BadRecords
 		}
+		// The server has our Finished: pion need not answer any more.
+		c.feed.peerAuthenticated()
 		switch t {
 		case cstp.TypeData:
 			c.d.received(len(payload))

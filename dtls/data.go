@@ -48,10 +48,19 @@ type Stats struct {
 	// Coalesced counts datagrams that arrived merged with others by UDP
 	// GRO (client side; the server counts them in Counters.Coalesced).
 	Coalesced atomic.Uint64
+	// FeedDropped counts handshake datagrams not fed to pion after the
+	// takeover (client side; the server counts them in
+	// Counters.FeedDropped).
+	FeedDropped atomic.Uint64
 }
 
+// seqGap is record.SeqGap; tests make it small to show that the write
+// guard of feedConn, not the size of the gap, keeps pion's sequence
+// numbers below the Sealer's.
+var seqGap uint64 = record.SeqGap
+
 func newDatapath(keys record.Keys) (*datapath, error) {
-	sealer, err := record.NewSealer(keys, keys.LocalSeq+record.SeqGap)
+	sealer, err := record.NewSealer(keys, keys.LocalSeq+seqGap)
 	if err != nil {
 		return nil, err
 	}

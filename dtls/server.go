@@ -60,7 +60,11 @@ type Counters struct {
 	Roamed          atomic.Uint64 // peers that moved to a new address
 	Rejected        atomic.Uint64 // packets refused by Owner.Check
 	Coalesced       atomic.Uint64 // datagrams that arrived merged by UDP GRO
-	HandshakeTime   hist.Latency  // completed handshakes, ClientHello to keys taken over
+	// FeedDropped counts handshake datagrams from an established peer's
+	// address that pion was not fed because its window after the takeover
+	// was over or its budget used up (see feedConn).
+	FeedDropped   atomic.Uint64
+	HandshakeTime hist.Latency // completed handshakes, ClientHello to keys taken over
 }
 
 // Listener demultiplexes the server's UDP socket: datagrams from a known
@@ -80,8 +84,9 @@ type Listener struct {
 	// records name them wherever they come from.
 	byCID map[string]*Peer
 
-	limiter  rateLimiter
-	lastWarn atomic.Int64
+	limiter      rateLimiter
+	lastWarn     atomic.Int64
+	lastFeedWarn atomic.Int64
 
 	Counters Counters
 }
@@ -287,6 +292,18 @@ func (l *Listener) warnRateLimited(msg string, args ...any) {
 	last := l.lastWarn.Load()
 	if now-last > int64(5*time.Second) && l.lastWarn.CompareAndSwap(last, now) {
 		l.log.Warn(msg, append(args, "no-session-total", l.Counters.NoSession.Load())...)
+	}
+}
+
+// feedDropped counts a handshake datagram from p's address that its pion
+// was not fed after the takeover; logged at most once per 5 seconds.
+func (l *Listener) feedDropped(p *Peer, n uint64) {
+	total := l.Counters.FeedDropped.Add(1)
+	now := time.Now().UnixNano()
+	last := l.lastFeedWarn.Load()
+	if now-last > int64(5*time.Second) && l.lastFeedWarn.CompareAndSwap(last, now) {
+		l.log.Warn("dtls: dropped handshake datagram after takeover (feed window over or budget used up)",
+			"from", p.Addr().String(), "bytes", n, "dtls-handshake-after-takeover-total", total)
 	}
 }
 
@@ -521,7 +538,7 @@ func (p *Peer) handshake(psk []byte, suites []piondtls.CipherSuiteID, cid bool) 
 		p.Close()
 		return
 	}
-	p.feed.takeOver(pc)
+	p.feed.takeOver(pc, guardFor(d), func(n uint64) { p.l.feedDropped(p, n) })
 	p.l.Counters.HandshakeTime.Observe(time.Since(start))
 	p.emu.Lock()
 	p.pion = pc
@@ -587,6 +604,9 @@ func (p *Peer) receive(d *datapath, dg []byte, out [][]byte) [][]byte {
 // dispatch acts on one decrypted record. It reports whether the rest of
 // the datagram should be ignored.
 func (p *Peer) dispatch(d *datapath, dg []byte, off int, t cstp.FrameType, payload []byte, single bool, out [][]byte) ([][]byte, bool) {
+	// An authenticated record proves the peer has our Finished: pion
+	// need not answer any more retransmissions.
+	p.feed.peerAuthenticated()
 	switch t {
 	case cstp.TypeData:
 		keep, err := p.owner.Check(payload)
