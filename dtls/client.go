@@ -191,6 +191,7 @@ func (c *ClientChannel) sendControl(t cstp.FrameType, payload []byte) error {
 	defer c.d.cmu.Unlock()
 	rec, err := c.d.sealControl(t, payload)
 	if err != nil {
+		c.sealFailed(err)
 		return err
 	}
 	if _, err := c.conn.Write(rec); err != nil {
@@ -198,6 +199,15 @@ func (c *ClientChannel) sendControl(t cstp.FrameType, payload []byte) error {
 	}
 	c.d.lastSend.Store(time.Now().UnixNano())
 	return nil
+}
+
+// sealFailed closes the channel if its sequence numbers ran out (RFC 6347
+// section 4.1: they must not wrap, a repeated record number repeats the
+// AEAD nonce); the session goes on over TLS.
+func (c *ClientChannel) sealFailed(err error) {
+	if errors.Is(err, record.ErrSeqExhausted) {
+		c.Close()
+	}
 }
 
 // ReadPackets implements session.Channel. Datagrams are received straight
@@ -297,6 +307,7 @@ func (c *ClientChannel) WritePackets(bufs [][]byte, offset int) error {
 		n := len(b) - offset
 		rec, err := c.d.seal(b[:cap(b)], offset, n, cstp.TypeData)
 		if err != nil {
+			c.sealFailed(err)
 			return err
 		}
 		msgs[i].Buffers[0] = rec

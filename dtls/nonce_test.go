@@ -9,9 +9,12 @@ package dtls
 
 import (
 	"encoding/binary"
+	"errors"
 	"math/rand/v2"
 	"testing"
 	"time"
+
+	"kvpn/dtls/record"
 )
 
 // recordNumbers returns the (epoch, seq) of every record in a datagram;
@@ -155,4 +158,92 @@ func TestSpoofedHandshakeFloodTinyGap(t *testing.T) {
 		samePackets(t, "server to client", clientRead(t, c, len(pkts)), pkts)
 	}
 	assertNoNonceReuse(t, r.captured(false, 0), 0)
+}
+
+// TestSeqExhaustedClosesChannel: a Sealer at the end of the epoch's 2^48
+// sequence numbers (RFC 6347 section 4.1: they must not wrap) ends the
+// DTLS channel on both sides, so the session falls back to TLS, and
+// never seals a number twice.
+func TestSeqExhaustedClosesChannel(t *testing.T) {
+	s := newTestServer(t, false)
+	c, p := s.connect(t, s.addr)
+	pkts := randomPackets(rand.New(rand.NewPCG(33, 33)), 2)
+
+	d := p.d.Load()
+	sl, err := record.NewSealer(d.keys, record.MaxSeq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.sealer = sl
+	if err := p.WritePackets(withRoom(pkts), room); !errors.Is(err, record.ErrSeqExhausted) {
+		t.Errorf("server WritePackets at MaxSeq: %v, want ErrSeqExhausted", err)
+	}
+	if p.Up() {
+		t.Errorf("server peer still up after its sequence numbers ran out")
+	}
+	if err := p.WritePackets(withRoom(pkts), room); err == nil {
+		t.Errorf("server WritePackets after exhaustion succeeded")
+	}
+
+	sl, err = record.NewSealer(c.d.keys, record.MaxSeq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.d.sealer = sl
+	if err := c.WritePackets(withRoom(pkts), room); !errors.Is(err, record.ErrSeqExhausted) {
+		t.Errorf("client WritePackets at MaxSeq: %v, want ErrSeqExhausted", err)
+	}
+	if _, err := clientReadOnce(c, 100*time.Millisecond); err == nil || isTimeout(err) {
+		t.Errorf("client channel still open after its sequence numbers ran out: ReadPackets %v", err)
+	}
+	if err := c.Ping(); err == nil {
+		t.Errorf("client Ping after exhaustion succeeded")
+	}
+}
+
+// TestSpoofedHandshakeFloodToClient: the same flood against the client
+// (spoofed from the server's address), with a tiny gap and an unbounded
+// budget, then with the real ones: no nonce is sealed twice by the
+// client, and the client's answers stay within the budget.
+func TestSpoofedHandshakeFloodToClient(t *testing.T) {
+	for _, tiny := range []bool{true, false} {
+		t.Run(map[bool]string{true: "tiny gap", false: "real gap"}[tiny], func(t *testing.T) {
+			if tiny {
+				defer func(g uint64, b int64) { seqGap, feedBudget = g, b }(seqGap, feedBudget)
+				seqGap, feedBudget = 3, 1<<30
+			}
+			s := newTestServer(t, false)
+			r := newRelay(t, s.addr)
+			c, _ := s.connect(t, r.Addr())
+			r.setDrop(func(dg []byte) bool { return !isData(dg) }, nil)
+			before := len(r.captured(true, 0))
+			pkts := randomPackets(rand.New(rand.NewPCG(34, 34)), 4)
+			for round := range 4 {
+				for i := range 500 {
+					r.InjectDown(spoofedHandshake(uint64(1000*round+i+10), []byte{2, 14, 20}[i%3]))
+				}
+				for range 5 {
+					clientReadOnce(c, 5*time.Millisecond) // hands them to the client's pion
+				}
+				samePackets(t, "client to server", clientSend(t, s, c, pkts), pkts)
+			}
+			all := r.captured(true, 0)
+			assertNoNonceReuse(t, all, 0)
+			t.Logf("client sent %d datagrams after the handshake, fed-dropped %d", len(all)-before, c.Stats().FeedDropped.Load())
+			if !tiny {
+				back := 0
+				for _, dg := range all[before:] {
+					if !isData(dg) {
+						back += len(dg)
+					}
+				}
+				if back > 2048 {
+					t.Errorf("amplification: the client sent %d bytes of handshake records in answer to a flood", back)
+				}
+				if c.Stats().FeedDropped.Load() == 0 {
+					t.Errorf("Stats.FeedDropped = 0 after a flood")
+				}
+			}
+		})
+	}
 }

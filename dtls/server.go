@@ -681,6 +681,7 @@ func (p *Peer) sendControl(t cstp.FrameType, payload []byte) error {
 	defer d.cmu.Unlock()
 	rec, err := d.sealControl(t, payload)
 	if err != nil {
+		p.sealFailed(err)
 		return err
 	}
 	if _, err := p.l.cfg.Conn.WriteToUDPAddrPort(rec, p.Addr()); err != nil {
@@ -688,6 +689,17 @@ func (p *Peer) sendControl(t cstp.FrameType, payload []byte) error {
 	}
 	d.lastSend.Store(time.Now().UnixNano())
 	return nil
+}
+
+// sealFailed closes the peer if its sequence numbers ran out: RFC 6347
+// section 4.1 forbids wrapping, and a record number used twice repeats the
+// AEAD nonce. The session carries on over TLS (a new DTLS handshake gets
+// new keys).
+func (p *Peer) sealFailed(err error) {
+	if errors.Is(err, record.ErrSeqExhausted) {
+		p.l.log.Warn("dtls: sequence numbers exhausted; closing the DTLS channel", "from", p.Addr().String())
+		p.Close()
+	}
 }
 
 // WritePackets seals each packet in place and sends the batch with
@@ -712,6 +724,7 @@ func (p *Peer) WritePackets(bufs [][]byte, offset int) error {
 		n := len(b) - offset
 		rec, err := d.seal(b[:cap(b)], offset, n, cstp.TypeData)
 		if err != nil {
+			p.sealFailed(err)
 			return err
 		}
 		msgs[i].Buffers[0] = rec
