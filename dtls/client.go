@@ -54,6 +54,10 @@ type ClientChannel struct {
 
 var _ session.Channel = (*ClientChannel)(nil)
 
+// dialCIDLen is the length of the CID Dial asks for: CIDLen; tests play a
+// modified client with other lengths.
+var dialCIDLen = CIDLen
+
 // maxEarly bounds the data records kept during a handshake.
 const maxEarly = 64
 
@@ -109,7 +113,7 @@ func Dial(ctx context.Context, cfg ClientConfig) (*ClientChannel, error) {
 	psk := append([]byte(nil), cfg.PSK...)
 	opts := []piondtls.ClientOption{}
 	if cfg.CID {
-		opts = append(opts, piondtls.WithConnectionIDGenerator(piondtls.RandomCIDGenerator(CIDLen)))
+		opts = append(opts, piondtls.WithConnectionIDGenerator(piondtls.RandomCIDGenerator(dialCIDLen)))
 	}
 	pc, err := piondtls.ClientWithOptions(feed, uc.RemoteAddr(), append(opts,
 		piondtls.WithPSK(func([]byte) ([]byte, error) { return psk, nil }),
@@ -213,7 +217,9 @@ func (c *ClientChannel) sealFailed(err error) {
 // ReadPackets implements session.Channel. Datagrams are received straight
 // into bufs so that, decrypted in place, each packet lands at offset.
 func (c *ClientChannel) ReadPackets(bufs [][]byte, sizes []int, offset int) (int, error) {
-	hr := c.d.hr
+	// Records from the server carry our connection ID, so the packet
+	// sits rhr bytes into the datagram (hr is for the records we send).
+	hr := c.d.rhr
 	if offset < hr {
 		return 0, fmt.Errorf("dtls: headroom %d < %d", offset, hr)
 	}
@@ -276,6 +282,9 @@ func (c *ClientChannel) ReadPackets(bufs [][]byte, sizes []int, offset int) (int
 		c.feed.peerAuthenticated()
 		switch t {
 		case cstp.TypeData:
+			if len(payload) > 0 && &payload[0] != &bufs[i][offset] {
+				continue // not where the caller will read it
+			}
 			c.d.received(len(payload))
 			bufs[out], bufs[i] = bufs[i], bufs[out]
 			sizes[out] = len(payload)

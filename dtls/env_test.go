@@ -194,6 +194,7 @@ type testServer struct {
 	chacha bool
 	finds  atomic.Int64
 	known  atomic.Bool // Find answers for appID
+	cid    atomic.Bool // Find and dial negotiate connection IDs
 }
 
 func randBytes(n int) []byte {
@@ -238,7 +239,7 @@ func (s *testServer) find(appID []byte) (Match, bool) {
 	if !s.known.Load() || !bytes.Equal(appID, s.appID) {
 		return Match{}, false
 	}
-	return Match{Owner: s.owner, PSK: s.psk, ChaCha: s.chacha}, true
+	return Match{Owner: s.owner, PSK: s.psk, ChaCha: s.chacha, CID: s.cid.Load()}, true
 }
 
 // closePeers closes every peer the listener or the owner knows, which
@@ -267,7 +268,7 @@ func (s *testServer) peerCount() int {
 func (s *testServer) dial(t testing.TB, addr netip.AddrPort) *ClientChannel {
 	t.Helper()
 	c, err := Dial(context.Background(), ClientConfig{
-		Server: addr, AppID: s.appID, PSK: s.psk, Timeout: 5 * time.Second, ChaCha: s.chacha,
+		Server: addr, AppID: s.appID, PSK: s.psk, Timeout: 5 * time.Second, ChaCha: s.chacha, CID: s.cid.Load(),
 	})
 	if err != nil {
 		t.Fatalf("Dial: %v", err)

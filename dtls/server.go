@@ -3,6 +3,7 @@ package dtls
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -526,6 +527,12 @@ func (p *Peer) handshake(psk []byte, suites []piondtls.CipherSuiteID, cid bool) 
 		keys, err = record.KeysFromConn(pc)
 	}
 	var d *datapath
+	if err == nil && len(keys.LocalCID) > CIDLen {
+		// The CID the client chose goes into every record we send: a
+		// longer one than kvpn's own would not fit the headroom the
+		// session leaves in front of packets (tun.Headroom).
+		err = fmt.Errorf("dtls: client chose a connection ID of %d bytes, at most %d", len(keys.LocalCID), CIDLen)
+	}
 	if err == nil {
 		d, err = newDatapath(keys)
 	}
@@ -609,19 +616,24 @@ func (p *Peer) dispatch(d *datapath, dg []byte, off int, t cstp.FrameType, paylo
 	p.feed.peerAuthenticated()
 	switch t {
 	case cstp.TypeData:
-		keep, err := p.owner.Check(payload)
+		// The packet sits in the datagram buffer behind the record header,
+		// which leaves room for the virtio-net header the TUN write puts
+		// in front. The view is derived from the payload the opener
+		// returned (packetAt), and that one view is checked and written.
+		v := d.packetAt(dg, off, payload)
+		if v == nil {
+			p.l.Counters.BadRecords.Add(1)
+			return out, false
+		}
+		keep, err := p.owner.Check(v[tunOffset:])
 		if err != nil || !keep {
 			p.l.Counters.Rejected.Add(1)
 			return out, false
 		}
 		d.received(len(payload))
-		// The packet sits in the datagram buffer behind the record header,
-		// which leaves room for the virtio-net header the TUN write puts
-		// in front. For a datagram of one record the view keeps the
-		// buffer's capacity (the TUN device's GRO may append coalesced
-		// segments there); otherwise it is capped so the next record
-		// stays intact.
-		v := dg[off+d.hr-tunOffset : off+d.hr+len(payload)]
+		// For a datagram of one record the view keeps the buffer's
+		// capacity (the TUN device's GRO may append coalesced segments
+		// there); otherwise it is capped so the next record stays intact.
 		if !single {
 			v = v[:len(v):len(v)]
 		}
