@@ -59,8 +59,13 @@ type Counters struct {
 	HandshakeFailed atomic.Uint64
 	BadRecords      atomic.Uint64 // failed authentication, replay, bad epoch
 	Roamed          atomic.Uint64 // peers that moved to a new address
-	Rejected        atomic.Uint64 // packets refused by Owner.Check
-	Coalesced       atomic.Uint64 // datagrams that arrived merged by UDP GRO
+	// RoamLimit counts datagrams from unknown addresses that the global
+	// trial-decryption budget left (partly) untried; RoamOpens the trial
+	// AEAD opens spent.
+	RoamLimit atomic.Uint64
+	RoamOpens atomic.Uint64
+	Rejected  atomic.Uint64 // packets refused by Owner.Check
+	Coalesced atomic.Uint64 // datagrams that arrived merged by UDP GRO
 	// FeedDropped counts handshake datagrams from an established peer's
 	// address that pion was not fed because its window after the takeover
 	// was over or its budget used up (see feedConn).
@@ -85,9 +90,16 @@ type Listener struct {
 	// records name them wherever they come from.
 	byCID map[string]*Peer
 
-	limiter      rateLimiter
+	// Three separate budgets, so that neither junk nor one session eats
+	// another's: handshakes per session (App-ID), ClientHellos per source
+	// address (many users share an office NAT's address), and trial
+	// decryptions for roaming across all sources (counted in AEAD opens).
+	appIDLimit   *rateLimiter[[AppIDLen]byte]
+	helloLimit   *rateLimiter[netip.Addr]
+	roamBudget   *globalBucket
 	lastWarn     atomic.Int64
 	lastFeedWarn atomic.Int64
+	lastRoamWarn atomic.Int64
 
 	Counters Counters
 }
@@ -103,13 +115,29 @@ const (
 	tunOffset = 10
 	// handshakeTimeout bounds a server-side handshake.
 	handshakeTimeout = 10 * time.Second
-	// handshakesPerSecond limits handshakes started per source address.
+	// handshakesPerSecond limits the handshakes one session (App-ID)
+	// starts.
 	handshakesPerSecond = 5
+	// helloPerSecond and helloBurst limit the handshakes started from one
+	// source address, whatever the App-IDs: a few hundred users behind one
+	// NAT address all get their DTLS channel within seconds.
+	helloPerSecond = 100
+	helloBurst     = 256
+	// roamOpensPerSecond bounds the AEAD opens spent on trial
+	// authentication (roaming without connection IDs) across all sources:
+	// each costs about a microsecond, so this caps the reader's time on
+	// junk from spoofed sources at a few milliseconds per second.
+	roamOpensPerSecond = 4096
+	// limiterEntries bounds each per-key table.
+	limiterEntries = 16384
 )
 
 // NewListener prepares a listener; Serve runs it.
 func NewListener(cfg ListenerConfig) *Listener {
-	return &Listener{cfg: cfg, log: cfg.Log, byAddr: map[netip.AddrPort]*Peer{}, pending: map[netip.AddrPort]*Peer{}, byCID: map[string]*Peer{}, limiter: rateLimiter{m: map[netip.Addr]*bucket{}}}
+	return &Listener{cfg: cfg, log: cfg.Log, byAddr: map[netip.AddrPort]*Peer{}, pending: map[netip.AddrPort]*Peer{}, byCID: map[string]*Peer{},
+		appIDLimit: newRateLimiter[[AppIDLen]byte](handshakesPerSecond, handshakesPerSecond, limiterEntries),
+		helloLimit: newRateLimiter[netip.Addr](helloPerSecond, helloBurst, limiterEntries),
+		roamBudget: newGlobalBucket(roamOpensPerSecond, roamOpensPerSecond)}
 }
 
 // Serve reads datagrams until the socket is closed: one reader per
@@ -317,7 +345,9 @@ func (l *Listener) startHandshake(src netip.AddrPort, appID, hello []byte) {
 		l.warnRateLimited("dtls: ClientHello names no session", "from", src.String())
 		return
 	}
-	if !l.limiter.allow(src.Addr()) {
+	var id [AppIDLen]byte
+	copy(id[:], appID)
+	if !l.appIDLimit.allow(id) || !l.helloLimit.allow(src.Addr()) {
 		l.Counters.HandshakeLimit.Add(1)
 		l.warnRateLimited("dtls: handshake rate limit reached", "from", src.String())
 		return
@@ -348,13 +378,12 @@ func (l *Listener) startHandshake(src netip.AddrPort, appID, hello []byte) {
 // address belongs to, by authenticating it with each peer's keys (NAT
 // rebinding: the client's source address or port changed). A record that
 // authenticates proves the sender holds the session keys; the peer then
-// moves to the new address. Rate limited like handshakes, since the trial
-// costs one decryption per peer. The record is decrypted in a copy, so a
-// failed trial leaves dg intact for the next one.
+// moves to the new address. The trial costs one decryption per peer, so
+// the opens are bounded globally (roamBudget), whatever the sources; peers
+// that negotiated connection IDs roam by CID only (receiveCID) and are
+// never tried. The record is decrypted in a copy, so a failed trial
+// leaves dg intact for the next one.
 func (l *Listener) roam(src netip.AddrPort, dg []byte, out [][]byte) ([][]byte, bool) {
-	if !l.limiter.allow(src.Addr()) {
-		return out, false
-	}
 	rec, _, err := record.NextRecord(dg)
 	if err != nil {
 		return out, false
@@ -362,11 +391,28 @@ func (l *Listener) roam(src netip.AddrPort, dg []byte, out [][]byte) ([][]byte, 
 	l.mu.RLock()
 	peers := make([]*Peer, 0, len(l.byAddr))
 	for _, p := range l.byAddr {
-		if p.Up() {
+		if p.Up() && p.d.Load().cidLen == 0 {
 			peers = append(peers, p)
 		}
 	}
 	l.mu.RUnlock()
+	if len(peers) == 0 {
+		return out, false
+	}
+	n := l.roamBudget.take(len(peers))
+	if n < len(peers) {
+		l.Counters.RoamLimit.Add(1)
+		now := time.Now().UnixNano()
+		if last := l.lastRoamWarn.Load(); now-last > int64(5*time.Second) && l.lastRoamWarn.CompareAndSwap(last, now) {
+			l.log.Warn("dtls: roaming trial budget used up; datagram from an unknown address not fully tried",
+				"from", src.String(), "dtls-roam-limit-total", l.Counters.RoamLimit.Load())
+		}
+		if n == 0 {
+			return out, false
+		}
+		peers = peers[:n]
+	}
+	l.Counters.RoamOpens.Add(uint64(n))
 	scratch := make([]byte, len(rec))
 	for _, p := range peers {
 		d := p.d.Load()
@@ -757,37 +803,88 @@ func (p *Peer) WritePackets(bufs [][]byte, offset int) error {
 	return nil
 }
 
-// rateLimiter is a token bucket per source address.
-type rateLimiter struct {
-	mu sync.Mutex
-	m  map[netip.Addr]*bucket
-}
-
-type bucket struct {
+// tokenBucket is a token bucket: rate tokens per second, at most burst.
+type tokenBucket struct {
 	tokens float64
 	last   time.Time
 }
 
-// maxBuckets bounds the limiter's memory under a flood of addresses.
-const maxBuckets = 4096
+// fill brings b up to now and reports whether it is full (a full bucket
+// holds no state a fresh one would not).
+func (b *tokenBucket) fill(now time.Time, rate, burst float64) bool {
+	b.tokens = min(burst, b.tokens+now.Sub(b.last).Seconds()*rate)
+	b.last = now
+	return b.tokens >= burst
+}
 
-func (r *rateLimiter) allow(a netip.Addr) bool {
+// globalBucket is one token bucket shared by all sources.
+type globalBucket struct {
+	mu          sync.Mutex
+	b           tokenBucket
+	rate, burst float64
+}
+
+func newGlobalBucket(rate, burst float64) *globalBucket {
+	return &globalBucket{b: tokenBucket{tokens: burst, last: time.Now()}, rate: rate, burst: burst}
+}
+
+// take takes up to n tokens and returns how many it got.
+func (g *globalBucket) take(n int) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.b.fill(time.Now(), g.rate, g.burst)
+	got := min(n, int(g.b.tokens))
+	g.b.tokens -= float64(got)
+	return got
+}
+
+// rateLimiter is a token bucket per key in a bounded table. When the table
+// is full, buckets that have refilled completely are forgotten (losing
+// nothing); if none has, an arbitrary one is. Never the whole table: a
+// flood of new keys must not reset everyone's limit at once.
+type rateLimiter[K comparable] struct {
+	mu          sync.Mutex
+	m           map[K]*tokenBucket
+	rate, burst float64
+	max         int
+}
+
+func newRateLimiter[K comparable](rate, burst float64, max int) *rateLimiter[K] {
+	return &rateLimiter[K]{m: map[K]*tokenBucket{}, rate: rate, burst: burst, max: max}
+}
+
+func (r *rateLimiter[K]) allow(k K) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := time.Now()
-	b := r.m[a]
+	b := r.m[k]
 	if b == nil {
-		if len(r.m) >= maxBuckets {
-			clear(r.m)
+		if len(r.m) >= r.max {
+			r.evict(now)
 		}
-		b = &bucket{tokens: handshakesPerSecond, last: now}
-		r.m[a] = b
+		b = &tokenBucket{tokens: r.burst, last: now}
+		r.m[k] = b
 	}
-	b.tokens = min(handshakesPerSecond, b.tokens+now.Sub(b.last).Seconds()*handshakesPerSecond)
-	b.last = now
+	b.fill(now, r.rate, r.burst)
 	if b.tokens < 1 {
 		return false
 	}
 	b.tokens--
 	return true
+}
+
+// evict makes room for one more bucket.
+func (r *rateLimiter[K]) evict(now time.Time) {
+	for k, b := range r.m {
+		if b.fill(now, r.rate, r.burst) {
+			delete(r.m, k)
+		}
+	}
+	if len(r.m) < r.max {
+		return
+	}
+	for k := range r.m {
+		delete(r.m, k)
+		return
+	}
 }
