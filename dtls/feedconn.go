@@ -50,6 +50,8 @@ type feedConn struct {
 	guardCID   int            // length of the CID in pion's tls12_cid records
 	onDrop     func(n uint64) // counts (and logs) what the window refused
 	pion       io.Closer      // closed when the window ends
+	feedTokens float64        // pacing of fed datagrams, under mu
+	feedLast   time.Time
 	pionOnce   sync.Once
 
 	mu       sync.Mutex
@@ -78,6 +80,9 @@ func (c *feedConn) takeOver(pion interface {
 	c.guardEpoch, c.guardLimit, c.guardCID = g.epoch, g.limit, g.cidLen
 	c.onDrop = onDrop
 	c.pion = pion
+	c.mu.Unlock()
+	c.mu.Lock()
+	c.feedTokens, c.feedLast = feedBurst, time.Now()
 	c.mu.Unlock()
 	c.windowEnd.Store(time.Now().Add(feedWindow).UnixNano())
 	c.takenOver.Store(true)
@@ -160,6 +165,14 @@ var (
 	feedWindow       = 5 * time.Second
 )
 
+// feedBurst and feedPerSecond pace the datagrams fed to pion after the
+// takeover: 2 at once (a flight's ChangeCipherSpec and Finished may come
+// in two datagrams), then 4 per second.
+const (
+	feedBurst     = 2
+	feedPerSecond = 4
+)
+
 // maxRecordsPerFlight bounds the records of the data epoch in one flight
 // pion resends after the takeover: its final flight is ChangeCipherSpec
 // (epoch 0) and Finished (one record of the data epoch); 4 leaves room.
@@ -181,14 +194,29 @@ func newFeedConn(local, remote net.Addr, send func([]byte) error) *feedConn {
 // or, after the takeover, the window is over or its budget used up.
 func (c *feedConn) Feed(b []byte) bool {
 	if c.takenOver.Load() {
-		if c.windowOver.Load() || time.Now().UnixNano() > c.windowEnd.Load() || c.fed.Add(1) > feedBudget {
-			c.mu.Lock()
-			onDrop := c.onDrop
-			c.mu.Unlock()
+		now := time.Now()
+		over := c.windowOver.Load() || now.UnixNano() > c.windowEnd.Load()
+		c.mu.Lock()
+		onDrop := c.onDrop
+		paced := false
+		if !over {
+			// Also paced: a peer's retransmissions come a second or more
+			// apart (RFC 6347 section 4.2.4.1), a flight's datagrams
+			// together.
+			c.feedTokens = min(feedBurst, c.feedTokens+now.Sub(c.feedLast).Seconds()*feedPerSecond)
+			c.feedLast = now
+			if paced = c.feedTokens < 1; !paced {
+				c.feedTokens--
+			}
+		}
+		c.mu.Unlock()
+		if over || paced || c.fed.Add(1) > feedBudget {
 			if onDrop != nil {
 				onDrop(uint64(len(b)))
 			}
-			c.endWindow()
+			if !paced {
+				c.endWindow()
+			}
 			return false
 		}
 	}
