@@ -146,6 +146,7 @@ func Dial(ctx context.Context, cfg ClientConfig) (*ClientChannel, error) {
 		pc.Close() // no application data was sent: closing cannot reuse a nonce
 		return fail(fmt.Errorf("dtls handshake with %s: %w", cfg.Server, err))
 	}
+	feed.handshakeDone() // before the export: see handshakeDone
 	keys, err := record.KeysFromConn(pc)
 	if err != nil {
 		return fail(err)

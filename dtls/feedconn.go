@@ -63,6 +63,25 @@ type feedConn struct {
 
 const contentChangeCipherSpec = 20
 
+// handshakeDone is called as soon as pion's handshake returns, before its
+// state (and sequence number) is exported: from then on the feed budget
+// counts, and until takeOver installs the real write guard everything pion
+// writes is dropped (its final flight has left; only a retransmission
+// could follow). So no record pion numbers after the export escapes the
+// guard.
+func (c *feedConn) handshakeDone() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.takenOver.Load() {
+		return
+	}
+	// Epoch 0, limit 0: allowed refuses every record.
+	c.guardEpoch, c.guardLimit = 0, 0
+	c.feedTokens, c.feedLast = feedBurst, time.Now()
+	c.windowEnd.Store(time.Now().Add(feedWindow).UnixNano())
+	c.takenOver.Store(true)
+}
+
 // takeOver marks the handshake done and keeps pion's Conn from wedging:
 // pion queues every record it decrypts (and every read error) for its
 // Read, in a channel of one, and its read loop (which also answers
@@ -76,17 +95,11 @@ func (c *feedConn) takeOver(pion interface {
 	Read([]byte) (int, error)
 	io.Closer
 }, g writeGuard, onDrop func(n uint64)) {
+	c.handshakeDone()
 	c.mu.Lock()
 	c.guardEpoch, c.guardLimit, c.guardCID = g.epoch, g.limit, g.cidLen
 	c.onDrop = onDrop
 	c.pion = pion
-	c.mu.Unlock()
-	c.mu.Lock()
-	c.feedTokens, c.feedLast = feedBurst, time.Now()
-	c.mu.Unlock()
-	c.windowEnd.Store(time.Now().Add(feedWindow).UnixNano())
-	c.takenOver.Store(true)
-	c.mu.Lock()
 	c.timer = time.AfterFunc(feedWindow, c.endWindow)
 	c.mu.Unlock()
 	go func() {

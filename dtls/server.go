@@ -570,6 +570,7 @@ func (p *Peer) handshake(psk []byte, suites []piondtls.CipherSuiteID, cid bool) 
 	}
 	var keys record.Keys
 	if err == nil {
+		p.feed.handshakeDone() // before the export: see handshakeDone
 		keys, err = record.KeysFromConn(pc)
 	}
 	var d *datapath
