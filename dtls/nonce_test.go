@@ -12,6 +12,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -269,6 +270,35 @@ func TestSpoofedHandshakeFloodToClient(t *testing.T) {
 					t.Errorf("Stats.FeedDropped = 0 after a flood")
 				}
 			}
+		})
+	}
+}
+
+// TestLostFinishedRecovered: the server's final flight (ChangeCipherSpec
+// and Finished) is lost once. The client retransmits its own after a
+// second and the server's pion, past the takeover but within its budget
+// and window, answers: the channel comes up and carries data both ways.
+func TestLostFinishedRecovered(t *testing.T) {
+	for _, cid := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plain", true: "cid"}[cid], func(t *testing.T) {
+			s := newTestServer(t, false)
+			s.cid.Store(cid)
+			r := newRelay(t, s.addr)
+			var dropped atomic.Bool
+			r.setDrop(nil, func(dg []byte) bool {
+				return len(dg) > 0 && dg[0] == 20 && dropped.CompareAndSwap(false, true)
+			})
+			c, p := s.connect(t, r.Addr())
+			if !dropped.Load() {
+				t.Fatal("the server's final flight was not dropped")
+			}
+			pkts := randomPackets(rand.New(rand.NewPCG(35, 35)), 4)
+			samePackets(t, "client to server", clientSend(t, s, c, pkts), pkts)
+			if err := p.WritePackets(withRoom(pkts), room); err != nil {
+				t.Fatal(err)
+			}
+			samePackets(t, "server to client", clientRead(t, c, len(pkts)), pkts)
+			assertNoNonceReuse(t, r.captured(false, 0), CIDLen)
 		})
 	}
 }
