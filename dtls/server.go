@@ -388,6 +388,12 @@ func (l *Listener) roam(src netip.AddrPort, dg []byte, out [][]byte) ([][]byte, 
 	if err != nil {
 		return out, false
 	}
+	if l.roamBudget.empty() {
+		// Before listing the peers: under a flood that alone would cost
+		// time per datagram in proportion to the sessions.
+		l.roamLimited(src)
+		return out, false
+	}
 	l.mu.RLock()
 	peers := make([]*Peer, 0, len(l.byAddr))
 	for _, p := range l.byAddr {
@@ -401,12 +407,7 @@ func (l *Listener) roam(src netip.AddrPort, dg []byte, out [][]byte) ([][]byte, 
 	}
 	n := l.roamBudget.take(len(peers))
 	if n < len(peers) {
-		l.Counters.RoamLimit.Add(1)
-		now := time.Now().UnixNano()
-		if last := l.lastRoamWarn.Load(); now-last > int64(5*time.Second) && l.lastRoamWarn.CompareAndSwap(last, now) {
-			l.log.Warn("dtls: roaming trial budget used up; datagram from an unknown address not fully tried",
-				"from", src.String(), "dtls-roam-limit-total", l.Counters.RoamLimit.Load())
-		}
+		l.roamLimited(src)
 		if n == 0 {
 			return out, false
 		}
@@ -426,6 +427,17 @@ func (l *Listener) roam(src netip.AddrPort, dg []byte, out [][]byte) ([][]byte, 
 		return out, true
 	}
 	return out, false
+}
+
+// roamLimited counts a datagram the roaming budget left (partly) untried;
+// logged at most once per 5 seconds.
+func (l *Listener) roamLimited(src netip.AddrPort) {
+	total := l.Counters.RoamLimit.Add(1)
+	now := time.Now().UnixNano()
+	if last := l.lastRoamWarn.Load(); now-last > int64(5*time.Second) && l.lastRoamWarn.CompareAndSwap(last, now) {
+		l.log.Warn("dtls: roaming trial budget used up; datagram from an unknown address not fully tried",
+			"from", src.String(), "dtls-roam-limit-total", total)
+	}
 }
 
 // move re-homes p at src once a record from there authenticated (how says
@@ -827,6 +839,14 @@ type globalBucket struct {
 
 func newGlobalBucket(rate, burst float64) *globalBucket {
 	return &globalBucket{b: tokenBucket{tokens: burst, last: time.Now()}, rate: rate, burst: burst}
+}
+
+// empty reports whether not even one token is left.
+func (g *globalBucket) empty() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.b.fill(time.Now(), g.rate, g.burst)
+	return g.b.tokens < 1
 }
 
 // take takes up to n tokens and returns how many it got.
