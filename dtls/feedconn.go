@@ -42,6 +42,7 @@ type feedConn struct {
 	// data epoch numbered at or above guardLimit, the Sealer's first
 	// sequence number: the two sequence spaces cannot meet.
 	fed        atomic.Int64 // datagrams fed since the handshake completed
+	guarded    atomic.Int64 // datagrams of pion's that WriteTo dropped
 	windowOver atomic.Bool
 	windowEnd  atomic.Int64 // unix nanoseconds
 	timer      *time.Timer
@@ -180,10 +181,10 @@ var (
 
 // feedBurst and feedPerSecond pace the datagrams fed to pion after the
 // takeover: 2 at once (a flight's ChangeCipherSpec and Finished may come
-// in two datagrams), then 4 per second.
-const (
-	feedBurst     = 2
-	feedPerSecond = 4
+// in two datagrams), then 4 per second. Variables for tests.
+var (
+	feedBurst     = 2.0
+	feedPerSecond = 4.0
 )
 
 // maxRecordsPerFlight bounds the records of the data epoch in one flight
@@ -290,6 +291,7 @@ func (c *feedConn) WriteTo(p []byte, _ net.Addr) (int, error) {
 	default:
 	}
 	if c.takenOver.Load() && !c.allowed(p) {
+		c.guarded.Add(1)
 		return len(p), nil
 	}
 	if err := c.send(p); err != nil {

@@ -164,8 +164,10 @@ func TestSpoofedHandshakeFloodNoNonceReuse(t *testing.T) {
 // sequence numbers and an unbounded feed budget, the write guard alone
 // keeps pion from sealing a sequence number kvpn's Sealer uses.
 func TestSpoofedHandshakeFloodTinyGap(t *testing.T) {
-	defer func(g uint64, b int64) { seqGap, feedBudget = g, b }(seqGap, feedBudget)
-	seqGap, feedBudget = 3, 1<<30
+	defer func(g uint64, b int64, fb, fr float64) {
+		seqGap, feedBudget, feedBurst, feedPerSecond = g, b, fb, fr
+	}(seqGap, feedBudget, feedBurst, feedPerSecond)
+	seqGap, feedBudget, feedBurst, feedPerSecond = 3, 1<<30, 1e9, 1e9
 	s := newTestServer(t, false)
 	r := newRelay(t, s.addr)
 	c, p := s.connect(t, r.Addr())
@@ -184,6 +186,10 @@ func TestSpoofedHandshakeFloodTinyGap(t *testing.T) {
 		samePackets(t, "server to client", clientRead(t, c, len(pkts)), pkts)
 	}
 	assertNoNonceReuse(t, r.captured(false, 0), 0)
+	if p.feed.guarded.Load() == 0 {
+		t.Errorf("pion never reached the Sealer's start: the test shows nothing")
+	}
+	t.Logf("write guard dropped %d datagrams of pion's", p.feed.guarded.Load())
 }
 
 // TestSeqExhaustedClosesChannel: a Sealer at the end of the epoch's 2^48
@@ -235,8 +241,10 @@ func TestSpoofedHandshakeFloodToClient(t *testing.T) {
 	for _, tiny := range []bool{true, false} {
 		t.Run(map[bool]string{true: "tiny gap", false: "real gap"}[tiny], func(t *testing.T) {
 			if tiny {
-				defer func(g uint64, b int64) { seqGap, feedBudget = g, b }(seqGap, feedBudget)
-				seqGap, feedBudget = 3, 1<<30
+				defer func(g uint64, b int64, fb, fr float64) {
+					seqGap, feedBudget, feedBurst, feedPerSecond = g, b, fb, fr
+				}(seqGap, feedBudget, feedBurst, feedPerSecond)
+				seqGap, feedBudget, feedBurst, feedPerSecond = 3, 1<<30, 1e9, 1e9
 			}
 			s := newTestServer(t, false)
 			r := newRelay(t, s.addr)
