@@ -54,6 +54,10 @@ type ClientChannel struct {
 
 var _ session.Channel = (*ClientChannel)(nil)
 
+// dialCIDLen is the length of the CID Dial asks for: CIDLen; tests play a
+// modified client with other lengths.
+var dialCIDLen = CIDLen
+
 // maxEarly bounds the data records kept during a handshake.
 const maxEarly = 64
 
@@ -109,7 +113,7 @@ func Dial(ctx context.Context, cfg ClientConfig) (*ClientChannel, error) {
 	psk := append([]byte(nil), cfg.PSK...)
 	opts := []piondtls.ClientOption{}
 	if cfg.CID {
-		opts = append(opts, piondtls.WithConnectionIDGenerator(piondtls.RandomCIDGenerator(CIDLen)))
+		opts = append(opts, piondtls.WithConnectionIDGenerator(piondtls.RandomCIDGenerator(dialCIDLen)))
 	}
 	pc, err := piondtls.ClientWithOptions(feed, uc.RemoteAddr(), append(opts,
 		piondtls.WithPSK(func([]byte) ([]byte, error) { return psk, nil }),
@@ -142,6 +146,7 @@ func Dial(ctx context.Context, cfg ClientConfig) (*ClientChannel, error) {
 		pc.Close() // no application data was sent: closing cannot reuse a nonce
 		return fail(fmt.Errorf("dtls handshake with %s: %w", cfg.Server, err))
 	}
+	feed.handshakeDone() // before the export: see handshakeDone
 	keys, err := record.KeysFromConn(pc)
 	if err != nil {
 		return fail(err)
@@ -154,7 +159,7 @@ func Dial(ctx context.Context, cfg ClientConfig) (*ClientChannel, error) {
 	uc.SetReadDeadline(time.Now())
 	<-readerDone
 	uc.SetReadDeadline(time.Time{})
-	feed.takeOver(pc)
+	feed.takeOver(pc, guardFor(d), func(uint64) { d.Stats.FeedDropped.Add(1) })
 	ch := &ClientChannel{conn: conn, feed: feed, pion: pc, d: d, early: early}
 	// Only now: the handshake reader above reads single datagrams.
 	if conn.EnableGRO() {
@@ -191,6 +196,7 @@ func (c *ClientChannel) sendControl(t cstp.FrameType, payload []byte) error {
 	defer c.d.cmu.Unlock()
 	rec, err := c.d.sealControl(t, payload)
 	if err != nil {
+		c.sealFailed(err)
 		return err
 	}
 	if _, err := c.conn.Write(rec); err != nil {
@@ -200,10 +206,21 @@ func (c *ClientChannel) sendControl(t cstp.FrameType, payload []byte) error {
 	return nil
 }
 
+// sealFailed closes the channel if its sequence numbers ran out (RFC 6347
+// section 4.1: they must not wrap, a repeated record number repeats the
+// AEAD nonce); the session goes on over TLS.
+func (c *ClientChannel) sealFailed(err error) {
+	if errors.Is(err, record.ErrSeqExhausted) {
+		c.Close()
+	}
+}
+
 // ReadPackets implements session.Channel. Datagrams are received straight
 // into bufs so that, decrypted in place, each packet lands at offset.
 func (c *ClientChannel) ReadPackets(bufs [][]byte, sizes []int, offset int) (int, error) {
-	hr := c.d.hr
+	// Records from the server carry our connection ID, so the packet
+	// sits rhr bytes into the datagram (hr is for the records we send).
+	hr := c.d.rhr
 	if offset < hr {
 		return 0, fmt.Errorf("dtls: headroom %d < %d", offset, hr)
 	}
@@ -262,8 +279,13 @@ func (c *ClientChannel) ReadPackets(bufs [][]byte, sizes []int, offset int) (int
 			}
 			continue // counted in Stats.BadRecords
 		}
+		// The server has our Finished: pion need not answer any more.
+		c.feed.peerAuthenticated()
 		switch t {
 		case cstp.TypeData:
+			if len(payload) > 0 && &payload[0] != &bufs[i][offset] {
+				continue // not where the caller will read it
+			}
 			c.d.received(len(payload))
 			bufs[out], bufs[i] = bufs[i], bufs[out]
 			sizes[out] = len(payload)
@@ -295,6 +317,7 @@ func (c *ClientChannel) WritePackets(bufs [][]byte, offset int) error {
 		n := len(b) - offset
 		rec, err := c.d.seal(b[:cap(b)], offset, n, cstp.TypeData)
 		if err != nil {
+			c.sealFailed(err)
 			return err
 		}
 		msgs[i].Buffers[0] = rec

@@ -28,7 +28,12 @@ type datapath struct {
 	// another.
 	omu    sync.Mutex
 	opener *record.Opener
-	hr     int // bytes in front of the packet: record headroom + type byte
+	hr     int // bytes in front of a packet we send: record headroom + type byte
+	// rhr is the same for a record we receive: its header carries the
+	// connection ID we chose (RemoteCID), not the one the peer chose for
+	// ours (LocalCID, in hr), and the two lengths may differ (RFC 9146
+	// section 3: each side picks the CID it receives).
+	rhr    int
 	cidLen int // length of the connection ID in records from the peer (0: none)
 
 	lastRecv atomic.Int64 // unix nanoseconds
@@ -48,10 +53,19 @@ type Stats struct {
 	// Coalesced counts datagrams that arrived merged with others by UDP
 	// GRO (client side; the server counts them in Counters.Coalesced).
 	Coalesced atomic.Uint64
+	// FeedDropped counts handshake datagrams not fed to pion after the
+	// takeover (client side; the server counts them in
+	// Counters.FeedDropped).
+	FeedDropped atomic.Uint64
 }
 
+// seqGap is record.SeqGap; tests make it small to show that the write
+// guard of feedConn, not the size of the gap, keeps pion's sequence
+// numbers below the Sealer's.
+var seqGap uint64 = record.SeqGap
+
 func newDatapath(keys record.Keys) (*datapath, error) {
-	sealer, err := record.NewSealer(keys, keys.LocalSeq+record.SeqGap)
+	sealer, err := record.NewSealer(keys, keys.LocalSeq+seqGap)
 	if err != nil {
 		return nil, err
 	}
@@ -60,11 +74,27 @@ func newDatapath(keys record.Keys) (*datapath, error) {
 		return nil, err
 	}
 	d := &datapath{keys: keys, sealer: sealer, opener: opener, hr: sealer.Headroom() + 1,
-		cidLen: len(keys.RemoteCID)}
+		rhr: keys.Suite.Headroom() + len(keys.RemoteCID) + 1, cidLen: len(keys.RemoteCID)}
 	now := time.Now().UnixNano()
 	d.lastRecv.Store(now)
 	d.lastSend.Store(now)
 	return d, nil
+}
+
+// packetAt returns the view of dg that carries the decrypted packet
+// payload with tunOffset bytes in front, found from the receive headroom,
+// or nil if that view is not payload itself (a record whose layout
+// differs from the one expected): what is checked is what is written.
+func (d *datapath) packetAt(dg []byte, off int, payload []byte) []byte {
+	start := off + d.rhr
+	if start < tunOffset || start+len(payload) > cap(dg) {
+		return nil
+	}
+	v := dg[start-tunOffset : start+len(payload)]
+	if len(payload) > 0 && &v[tunOffset] != &payload[0] {
+		return nil
+	}
+	return v
 }
 
 // Headroom is the room a packet needs in front of it for the record header,

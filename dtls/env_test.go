@@ -194,6 +194,22 @@ type testServer struct {
 	chacha bool
 	finds  atomic.Int64
 	known  atomic.Bool // Find answers for appID
+	cid    atomic.Bool // Find and dial negotiate connection IDs
+	// other, if set, is the Owner Find returns instead of owner (tests
+	// with several sessions: testOwner closes the peer it replaces).
+	other atomic.Pointer[testOwner]
+}
+
+// connectOwn dials through addr as a session of its own Owner and waits
+// for its peer.
+func (s *testServer) connectOwn(t testing.TB, addr netip.AddrPort) (*ClientChannel, *Peer) {
+	t.Helper()
+	o := &testOwner{}
+	s.other.Store(o)
+	defer s.other.Store(nil)
+	c := s.dial(t, addr)
+	waitFor(t, "PeerUp", func() bool { return o.ups() == 1 })
+	return c, o.last()
 }
 
 func randBytes(n int) []byte {
@@ -238,7 +254,11 @@ func (s *testServer) find(appID []byte) (Match, bool) {
 	if !s.known.Load() || !bytes.Equal(appID, s.appID) {
 		return Match{}, false
 	}
-	return Match{Owner: s.owner, PSK: s.psk, ChaCha: s.chacha}, true
+	var owner Owner = s.owner
+	if o := s.other.Load(); o != nil {
+		owner = o
+	}
+	return Match{Owner: owner, PSK: s.psk, ChaCha: s.chacha, CID: s.cid.Load()}, true
 }
 
 // closePeers closes every peer the listener or the owner knows, which
@@ -267,7 +287,7 @@ func (s *testServer) peerCount() int {
 func (s *testServer) dial(t testing.TB, addr netip.AddrPort) *ClientChannel {
 	t.Helper()
 	c, err := Dial(context.Background(), ClientConfig{
-		Server: addr, AppID: s.appID, PSK: s.psk, Timeout: 5 * time.Second, ChaCha: s.chacha,
+		Server: addr, AppID: s.appID, PSK: s.psk, Timeout: 5 * time.Second, ChaCha: s.chacha, CID: s.cid.Load(),
 	})
 	if err != nil {
 		t.Fatalf("Dial: %v", err)

@@ -2,9 +2,11 @@ package dtls
 
 import (
 	"bytes"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"kvpn/cstp"
 	"kvpn/dtls/record"
@@ -163,6 +165,59 @@ func FuzzListenerHandle(f *testing.F) {
 		}
 		if !p.Up() && l.byAddr[p.Addr()] == p {
 			t.Fatalf("closed peer still routed")
+		}
+	})
+}
+
+// FuzzAfterTakeover hands arbitrary datagrams, each ten times, to the
+// Listener from an established peer's address (the peer's pion Conn still
+// alive after the takeover), then has the server send data. Nothing may
+// panic, no (epoch, sequence number) may be sealed twice in what the
+// server sent to the client's address, and pion's records of the data
+// epoch stay within the feed budget.
+func FuzzAfterTakeover(f *testing.F) {
+	f.Add(false, false, spoofedHandshake(100, 1), badCCS(1), []byte{20, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 9, 0, 1, 1})
+	f.Add(true, false, spoofedHandshake(7, 20), spoofedHandshake(8, 16), []byte{22})
+	f.Add(false, true, spoofedHandshake(100, 20), []byte{25, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 1}, clientHello(make([]byte, AppIDLen)))
+	f.Add(true, true, []byte{22, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0}, []byte{}, []byte{23, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0})
+	f.Fuzz(func(t *testing.T, chacha, cid bool, dg1, dg2, dg3 []byte) {
+		s := newTestServer(t, chacha)
+		s.cid.Store(cid)
+		r := newRelay(t, s.addr)
+		c, p := s.connect(t, r.Addr())
+		// Data records (23, or 25 with CIDs) reach the client; pion's
+		// answers (starting with 20 or 22) are only captured.
+		r.setDrop(nil, func(dg []byte) bool { return len(dg) == 0 || (dg[0] != 23 && dg[0] != 25) })
+		from := r.UpAddr()
+		for range 10 {
+			for _, dg := range [][]byte{dg1, dg2, dg3} {
+				s.l.handle(from, bytes.Clone(dg), nil)
+			}
+		}
+		time.Sleep(10 * time.Millisecond) // pion answers
+		if p.Up() {
+			pkts := randomPackets(rand.New(rand.NewPCG(1, 2)), 2)
+			if err := p.WritePackets(withRoom(pkts), room); err != nil {
+				t.Fatal(err)
+			}
+			clientRead(t, c, len(pkts))
+		}
+		d := p.d.Load()
+		all := r.captured(false, 0)
+		assertNoNonceReuse(t, all, len(d.keys.LocalCID))
+		start := d.keys.LocalSeq + seqGap
+		pion := 0
+		for _, dg := range all {
+			nums, _ := recordNumbers(dg, len(d.keys.LocalCID))
+			for _, n := range nums {
+				if n[0] == uint64(d.keys.Epoch) && n[1] < start {
+					pion++
+				}
+			}
+		}
+		// The Finished, and at most maxRecordsPerFlight per fed datagram.
+		if pion > 1+int(feedBudget)*maxRecordsPerFlight {
+			t.Fatalf("pion sealed %d records under the data key", pion)
 		}
 	})
 }

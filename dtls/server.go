@@ -3,6 +3,7 @@ package dtls
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -58,9 +59,18 @@ type Counters struct {
 	HandshakeFailed atomic.Uint64
 	BadRecords      atomic.Uint64 // failed authentication, replay, bad epoch
 	Roamed          atomic.Uint64 // peers that moved to a new address
-	Rejected        atomic.Uint64 // packets refused by Owner.Check
-	Coalesced       atomic.Uint64 // datagrams that arrived merged by UDP GRO
-	HandshakeTime   hist.Latency  // completed handshakes, ClientHello to keys taken over
+	// RoamLimit counts datagrams from unknown addresses that the global
+	// trial-decryption budget left (partly) untried; RoamOpens the trial
+	// AEAD opens spent.
+	RoamLimit atomic.Uint64
+	RoamOpens atomic.Uint64
+	Rejected  atomic.Uint64 // packets refused by Owner.Check
+	Coalesced atomic.Uint64 // datagrams that arrived merged by UDP GRO
+	// FeedDropped counts handshake datagrams from an established peer's
+	// address that pion was not fed because its window after the takeover
+	// was over or its budget used up (see feedConn).
+	FeedDropped   atomic.Uint64
+	HandshakeTime hist.Latency // completed handshakes, ClientHello to keys taken over
 }
 
 // Listener demultiplexes the server's UDP socket: datagrams from a known
@@ -80,8 +90,16 @@ type Listener struct {
 	// records name them wherever they come from.
 	byCID map[string]*Peer
 
-	limiter  rateLimiter
-	lastWarn atomic.Int64
+	// Three separate budgets, so that neither junk nor one session eats
+	// another's: handshakes per session (App-ID), ClientHellos per source
+	// address (many users share an office NAT's address), and trial
+	// decryptions for roaming across all sources (counted in AEAD opens).
+	appIDLimit   *rateLimiter[[AppIDLen]byte]
+	helloLimit   *rateLimiter[netip.Addr]
+	roamBudget   *globalBucket
+	lastWarn     atomic.Int64
+	lastFeedWarn atomic.Int64
+	lastRoamWarn atomic.Int64
 
 	Counters Counters
 }
@@ -97,13 +115,29 @@ const (
 	tunOffset = 10
 	// handshakeTimeout bounds a server-side handshake.
 	handshakeTimeout = 10 * time.Second
-	// handshakesPerSecond limits handshakes started per source address.
+	// handshakesPerSecond limits the handshakes one session (App-ID)
+	// starts.
 	handshakesPerSecond = 5
+	// helloPerSecond and helloBurst limit the handshakes started from one
+	// source address, whatever the App-IDs: a few hundred users behind one
+	// NAT address all get their DTLS channel within seconds.
+	helloPerSecond = 100
+	helloBurst     = 256
+	// roamOpensPerSecond bounds the AEAD opens spent on trial
+	// authentication (roaming without connection IDs) across all sources:
+	// each costs about a microsecond, so this caps the reader's time on
+	// junk from spoofed sources at a few milliseconds per second.
+	roamOpensPerSecond = 4096
+	// limiterEntries bounds each per-key table.
+	limiterEntries = 16384
 )
 
 // NewListener prepares a listener; Serve runs it.
 func NewListener(cfg ListenerConfig) *Listener {
-	return &Listener{cfg: cfg, log: cfg.Log, byAddr: map[netip.AddrPort]*Peer{}, pending: map[netip.AddrPort]*Peer{}, byCID: map[string]*Peer{}, limiter: rateLimiter{m: map[netip.Addr]*bucket{}}}
+	return &Listener{cfg: cfg, log: cfg.Log, byAddr: map[netip.AddrPort]*Peer{}, pending: map[netip.AddrPort]*Peer{}, byCID: map[string]*Peer{},
+		appIDLimit: newRateLimiter[[AppIDLen]byte](handshakesPerSecond, handshakesPerSecond, limiterEntries),
+		helloLimit: newRateLimiter[netip.Addr](helloPerSecond, helloBurst, limiterEntries),
+		roamBudget: newGlobalBucket(roamOpensPerSecond, roamOpensPerSecond)}
 }
 
 // Serve reads datagrams until the socket is closed: one reader per
@@ -290,6 +324,18 @@ func (l *Listener) warnRateLimited(msg string, args ...any) {
 	}
 }
 
+// feedDropped counts a handshake datagram from p's address that its pion
+// was not fed after the takeover; logged at most once per 5 seconds.
+func (l *Listener) feedDropped(p *Peer, n uint64) {
+	total := l.Counters.FeedDropped.Add(1)
+	now := time.Now().UnixNano()
+	last := l.lastFeedWarn.Load()
+	if now-last > int64(5*time.Second) && l.lastFeedWarn.CompareAndSwap(last, now) {
+		l.log.Warn("dtls: dropped handshake datagram after takeover (feed window over or budget used up)",
+			"from", p.Addr().String(), "bytes", n, "dtls-handshake-after-takeover-total", total)
+	}
+}
+
 // startHandshake begins a pion server handshake for a ClientHello whose
 // App-ID names a session.
 func (l *Listener) startHandshake(src netip.AddrPort, appID, hello []byte) {
@@ -299,7 +345,9 @@ func (l *Listener) startHandshake(src netip.AddrPort, appID, hello []byte) {
 		l.warnRateLimited("dtls: ClientHello names no session", "from", src.String())
 		return
 	}
-	if !l.limiter.allow(src.Addr()) {
+	var id [AppIDLen]byte
+	copy(id[:], appID)
+	if !l.appIDLimit.allow(id) || !l.helloLimit.allow(src.Addr()) {
 		l.Counters.HandshakeLimit.Add(1)
 		l.warnRateLimited("dtls: handshake rate limit reached", "from", src.String())
 		return
@@ -330,25 +378,42 @@ func (l *Listener) startHandshake(src netip.AddrPort, appID, hello []byte) {
 // address belongs to, by authenticating it with each peer's keys (NAT
 // rebinding: the client's source address or port changed). A record that
 // authenticates proves the sender holds the session keys; the peer then
-// moves to the new address. Rate limited like handshakes, since the trial
-// costs one decryption per peer. The record is decrypted in a copy, so a
-// failed trial leaves dg intact for the next one.
+// moves to the new address. The trial costs one decryption per peer, so
+// the opens are bounded globally (roamBudget), whatever the sources; peers
+// that negotiated connection IDs roam by CID only (receiveCID) and are
+// never tried. The record is decrypted in a copy, so a failed trial
+// leaves dg intact for the next one.
 func (l *Listener) roam(src netip.AddrPort, dg []byte, out [][]byte) ([][]byte, bool) {
-	if !l.limiter.allow(src.Addr()) {
-		return out, false
-	}
 	rec, _, err := record.NextRecord(dg)
 	if err != nil {
+		return out, false
+	}
+	if l.roamBudget.empty() {
+		// Before listing the peers: under a flood that alone would cost
+		// time per datagram in proportion to the sessions.
+		l.roamLimited(src)
 		return out, false
 	}
 	l.mu.RLock()
 	peers := make([]*Peer, 0, len(l.byAddr))
 	for _, p := range l.byAddr {
-		if p.Up() {
+		if p.Up() && p.d.Load().cidLen == 0 {
 			peers = append(peers, p)
 		}
 	}
 	l.mu.RUnlock()
+	if len(peers) == 0 {
+		return out, false
+	}
+	n := l.roamBudget.take(len(peers))
+	if n < len(peers) {
+		l.roamLimited(src)
+		if n == 0 {
+			return out, false
+		}
+		peers = peers[:n]
+	}
+	l.Counters.RoamOpens.Add(uint64(n))
 	scratch := make([]byte, len(rec))
 	for _, p := range peers {
 		d := p.d.Load()
@@ -362,6 +427,17 @@ func (l *Listener) roam(src netip.AddrPort, dg []byte, out [][]byte) ([][]byte, 
 		return out, true
 	}
 	return out, false
+}
+
+// roamLimited counts a datagram the roaming budget left (partly) untried;
+// logged at most once per 5 seconds.
+func (l *Listener) roamLimited(src netip.AddrPort) {
+	total := l.Counters.RoamLimit.Add(1)
+	now := time.Now().UnixNano()
+	if last := l.lastRoamWarn.Load(); now-last > int64(5*time.Second) && l.lastRoamWarn.CompareAndSwap(last, now) {
+		l.log.Warn("dtls: roaming trial budget used up; datagram from an unknown address not fully tried",
+			"from", src.String(), "dtls-roam-limit-total", total)
+	}
 }
 
 // move re-homes p at src once a record from there authenticated (how says
@@ -506,9 +582,16 @@ func (p *Peer) handshake(psk []byte, suites []piondtls.CipherSuiteID, cid bool) 
 	}
 	var keys record.Keys
 	if err == nil {
+		p.feed.handshakeDone() // before the export: see handshakeDone
 		keys, err = record.KeysFromConn(pc)
 	}
 	var d *datapath
+	if err == nil && len(keys.LocalCID) > CIDLen {
+		// The CID the client chose goes into every record we send: a
+		// longer one than kvpn's own would not fit the headroom the
+		// session leaves in front of packets (tun.Headroom).
+		err = fmt.Errorf("dtls: client chose a connection ID of %d bytes, at most %d", len(keys.LocalCID), CIDLen)
+	}
 	if err == nil {
 		d, err = newDatapath(keys)
 	}
@@ -521,7 +604,7 @@ func (p *Peer) handshake(psk []byte, suites []piondtls.CipherSuiteID, cid bool) 
 		p.Close()
 		return
 	}
-	p.feed.takeOver(pc)
+	p.feed.takeOver(pc, guardFor(d), func(n uint64) { p.l.feedDropped(p, n) })
 	p.l.Counters.HandshakeTime.Observe(time.Since(start))
 	p.emu.Lock()
 	p.pion = pc
@@ -587,21 +670,29 @@ func (p *Peer) receive(d *datapath, dg []byte, out [][]byte) [][]byte {
 // dispatch acts on one decrypted record. It reports whether the rest of
 // the datagram should be ignored.
 func (p *Peer) dispatch(d *datapath, dg []byte, off int, t cstp.FrameType, payload []byte, single bool, out [][]byte) ([][]byte, bool) {
+	// An authenticated record proves the peer has our Finished: pion
+	// need not answer any more retransmissions.
+	p.feed.peerAuthenticated()
 	switch t {
 	case cstp.TypeData:
-		keep, err := p.owner.Check(payload)
+		// The packet sits in the datagram buffer behind the record header,
+		// which leaves room for the virtio-net header the TUN write puts
+		// in front. The view is derived from the payload the opener
+		// returned (packetAt), and that one view is checked and written.
+		v := d.packetAt(dg, off, payload)
+		if v == nil {
+			p.l.Counters.BadRecords.Add(1)
+			return out, false
+		}
+		keep, err := p.owner.Check(v[tunOffset:])
 		if err != nil || !keep {
 			p.l.Counters.Rejected.Add(1)
 			return out, false
 		}
 		d.received(len(payload))
-		// The packet sits in the datagram buffer behind the record header,
-		// which leaves room for the virtio-net header the TUN write puts
-		// in front. For a datagram of one record the view keeps the
-		// buffer's capacity (the TUN device's GRO may append coalesced
-		// segments there); otherwise it is capped so the next record
-		// stays intact.
-		v := dg[off+d.hr-tunOffset : off+d.hr+len(payload)]
+		// For a datagram of one record the view keeps the buffer's
+		// capacity (the TUN device's GRO may append coalesced segments
+		// there); otherwise it is capped so the next record stays intact.
 		if !single {
 			v = v[:len(v):len(v)]
 		}
@@ -661,6 +752,7 @@ func (p *Peer) sendControl(t cstp.FrameType, payload []byte) error {
 	defer d.cmu.Unlock()
 	rec, err := d.sealControl(t, payload)
 	if err != nil {
+		p.sealFailed(err)
 		return err
 	}
 	if _, err := p.l.cfg.Conn.WriteToUDPAddrPort(rec, p.Addr()); err != nil {
@@ -668,6 +760,17 @@ func (p *Peer) sendControl(t cstp.FrameType, payload []byte) error {
 	}
 	d.lastSend.Store(time.Now().UnixNano())
 	return nil
+}
+
+// sealFailed closes the peer if its sequence numbers ran out: RFC 6347
+// section 4.1 forbids wrapping, and a record number used twice repeats the
+// AEAD nonce. The session carries on over TLS (a new DTLS handshake gets
+// new keys).
+func (p *Peer) sealFailed(err error) {
+	if errors.Is(err, record.ErrSeqExhausted) {
+		p.l.log.Warn("dtls: sequence numbers exhausted; closing the DTLS channel", "from", p.Addr().String())
+		p.Close()
+	}
 }
 
 // WritePackets seals each packet in place and sends the batch with
@@ -692,6 +795,7 @@ func (p *Peer) WritePackets(bufs [][]byte, offset int) error {
 		n := len(b) - offset
 		rec, err := d.seal(b[:cap(b)], offset, n, cstp.TypeData)
 		if err != nil {
+			p.sealFailed(err)
 			return err
 		}
 		msgs[i].Buffers[0] = rec
@@ -712,37 +816,96 @@ func (p *Peer) WritePackets(bufs [][]byte, offset int) error {
 	return nil
 }
 
-// rateLimiter is a token bucket per source address.
-type rateLimiter struct {
-	mu sync.Mutex
-	m  map[netip.Addr]*bucket
-}
-
-type bucket struct {
+// tokenBucket is a token bucket: rate tokens per second, at most burst.
+type tokenBucket struct {
 	tokens float64
 	last   time.Time
 }
 
-// maxBuckets bounds the limiter's memory under a flood of addresses.
-const maxBuckets = 4096
+// fill brings b up to now and reports whether it is full (a full bucket
+// holds no state a fresh one would not).
+func (b *tokenBucket) fill(now time.Time, rate, burst float64) bool {
+	b.tokens = min(burst, b.tokens+now.Sub(b.last).Seconds()*rate)
+	b.last = now
+	return b.tokens >= burst
+}
 
-func (r *rateLimiter) allow(a netip.Addr) bool {
+// globalBucket is one token bucket shared by all sources.
+type globalBucket struct {
+	mu          sync.Mutex
+	b           tokenBucket
+	rate, burst float64
+}
+
+func newGlobalBucket(rate, burst float64) *globalBucket {
+	return &globalBucket{b: tokenBucket{tokens: burst, last: time.Now()}, rate: rate, burst: burst}
+}
+
+// empty reports whether not even one token is left.
+func (g *globalBucket) empty() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.b.fill(time.Now(), g.rate, g.burst)
+	return g.b.tokens < 1
+}
+
+// take takes up to n tokens and returns how many it got.
+func (g *globalBucket) take(n int) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.b.fill(time.Now(), g.rate, g.burst)
+	got := min(n, int(g.b.tokens))
+	g.b.tokens -= float64(got)
+	return got
+}
+
+// rateLimiter is a token bucket per key in a bounded table. When the table
+// is full, buckets that have refilled completely are forgotten (losing
+// nothing); if none has, an arbitrary one is. Never the whole table: a
+// flood of new keys must not reset everyone's limit at once.
+type rateLimiter[K comparable] struct {
+	mu          sync.Mutex
+	m           map[K]*tokenBucket
+	rate, burst float64
+	max         int
+}
+
+func newRateLimiter[K comparable](rate, burst float64, max int) *rateLimiter[K] {
+	return &rateLimiter[K]{m: map[K]*tokenBucket{}, rate: rate, burst: burst, max: max}
+}
+
+func (r *rateLimiter[K]) allow(k K) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := time.Now()
-	b := r.m[a]
+	b := r.m[k]
 	if b == nil {
-		if len(r.m) >= maxBuckets {
-			clear(r.m)
+		if len(r.m) >= r.max {
+			r.evict(now)
 		}
-		b = &bucket{tokens: handshakesPerSecond, last: now}
-		r.m[a] = b
+		b = &tokenBucket{tokens: r.burst, last: now}
+		r.m[k] = b
 	}
-	b.tokens = min(handshakesPerSecond, b.tokens+now.Sub(b.last).Seconds()*handshakesPerSecond)
-	b.last = now
+	b.fill(now, r.rate, r.burst)
 	if b.tokens < 1 {
 		return false
 	}
 	b.tokens--
 	return true
+}
+
+// evict makes room for one more bucket.
+func (r *rateLimiter[K]) evict(now time.Time) {
+	for k, b := range r.m {
+		if b.fill(now, r.rate, r.burst) {
+			delete(r.m, k)
+		}
+	}
+	if len(r.m) < r.max {
+		return
+	}
+	for k := range r.m {
+		delete(r.m, k)
+		return
+	}
 }

@@ -208,6 +208,8 @@ func (s *Server) Snapshot() Snapshot {
 		snap.Drops["dtls-bad-record"] = dc.BadRecords.Load()
 		snap.Drops["dtls-rejected"] = dc.Rejected.Load()
 		snap.Drops["dtls-handshake-limit"] = dc.HandshakeLimit.Load()
+		snap.Drops["dtls-handshake-after-takeover"] = dc.FeedDropped.Load()
+		snap.Drops["dtls-roam-limit"] = dc.RoamLimit.Load()
 		snap.HandshakeFailed["dtls"] = dc.HandshakeFailed.Load()
 		snap.DTLSHandshake = dc.HandshakeTime.Snapshot()
 	} else {
