@@ -214,6 +214,12 @@ func (c *Config) buildPolicy(bad func(key, format string, a ...any)) *policy {
 					u.routes = append(u.routes, p)
 				}
 			}
+			if len(c.routes) > 0 && len(u.routes) == 0 {
+				// No split-include at all means a full tunnel to the
+				// client (and restrict-user-to-routes then restricts
+				// nothing): a split tunnel must not turn into one.
+				bad(key("iroute"), "every global route lies inside the user's iroutes, so the client would get a full tunnel: give the user a route list of its own")
+			}
 		}
 		u.allow = allowList(u.routes)
 		pol.users[name] = u

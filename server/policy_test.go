@@ -133,6 +133,9 @@ func TestUsersConfigErrors(t *testing.T) {
 		{"[users.a]\nipv4 = \"10.77.0.9\"\n[users.b]\nipv4 = \"10.77.0.9\"\n", `users.b.ipv4: 10.77.0.9 is also the address of user "a"`},
 		{"[users.a]\niroute = [\"192.168.1.0/24\"]\nroute = [\"192.168.1.0/25\"]\n", "users.a.route: 192.168.1.0/25 lies inside the user's own iroute 192.168.1.0/24"},
 		{"[users.a]\nroute = [\"192.168.1.1/24\"]\n", `users.a.route: "192.168.1.1/24" has host bits set`},
+		// A split tunnel whose every route is behind the user would be a
+		// full tunnel for it (found by FuzzSessionCheck).
+		{"route = [\"192.168.10.0/24\"]\n[users.a]\niroute = [\"192.168.10.0/24\"]\n", "users.a.iroute: every global route lies inside the user's iroutes"},
 		{"[users.\"a.b\"]\nroute = [\"x\"]\n", `users."a.b".route:`},
 		{"[users.a]\nipv4 = 5\n", `users.a.ipv4`},
 		// A user's own route list gets the checks of the global one.
