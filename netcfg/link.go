@@ -180,13 +180,19 @@ func (c *Changes) outerRoute(dst netip.Prefix, what, kind string) error {
 		}
 		return fmt.Errorf("netcfg: add %s: %w", desc, err)
 	}
+	c.undoRoute(desc, r)
+	return nil
+}
+
+// undoRoute registers the removal of route r, which is in the journal, as
+// the undo of desc.
+func (c *Changes) undoRoute(desc string, r *netlink.Route) {
 	c.Undo(desc, func() error {
 		if err := delRoute(r); err != nil {
 			return err
 		}
 		return c.journalDel(r)
 	})
-	return nil
 }
 
 // delRoute deletes r; a route that is already gone (ESRCH), for instance

@@ -39,12 +39,7 @@ func (c *Changes) UnreachableRoute(dst netip.Prefix) error {
 		c.journalDel(r)
 		return fmt.Errorf("netcfg: add %s: %w", desc, err)
 	}
-	c.Undo(desc, func() error {
-		if err := delRoute(r); err != nil {
-			return err
-		}
-		return c.journalDel(r)
-	})
+	c.undoRoute(desc, r)
 	return nil
 }
 

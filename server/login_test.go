@@ -22,7 +22,6 @@ import (
 	"kvpn/auth"
 	"kvpn/certs"
 	"kvpn/ktlsbridge"
-	"kvpn/netcfg"
 	"kvpn/record"
 	"kvpn/record/recordtest"
 	"kvpn/session"
@@ -51,20 +50,7 @@ func newLoginServer(t *testing.T, edit func(*Config)) *loginServer {
 	if err := auth.SetPassword(filepath.Join(dir, "passwd"), "alice", "secret"); err != nil {
 		t.Fatal(err)
 	}
-	s := newServer(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	s.addRoute = func(netip.Prefix) (*netcfg.Changes, error) { return netcfg.New(), nil }
-	s.polMu.Lock()
-	err := s.applyPolicy(cfg.pol)
-	s.polMu.Unlock()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.ReloadPasswd(); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.loadTickets(); err != nil {
-		t.Fatal(err)
-	}
+	s := newTableServer(t, cfg)
 	cert, _, err := certs.LoadOrCreate(cfg.ServerCert, cfg.ServerKey, "localhost")
 	if err != nil {
 		t.Fatal(err)

@@ -320,13 +320,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 // shutdown tells every connected client that the server goes away.
 func (s *Server) shutdown() {
-	s.mu.RLock()
-	list := make([]*Session, 0, len(s.sessions))
-	for sess := range s.sessions {
-		list = append(list, sess)
-	}
-	s.mu.RUnlock()
-	for _, sess := range list {
+	for _, sess := range s.list() {
 		sess.terminate(cstp.ReasonServerShutdown)
 	}
 }

@@ -682,15 +682,9 @@ func (s *Server) sweep(ctx context.Context) {
 
 // sweepOnce is one round of sweep.
 func (s *Server) sweepOnce(now time.Time) {
-	// Copy the list first: attach takes sess.mu before s.mu, so holding
+	// A copy of the list: attach takes sess.mu before s.mu, so holding
 	// s.mu while taking sess.mu could deadlock with it.
-	s.mu.RLock()
-	list := make([]*Session, 0, len(s.sessions))
-	for sess := range s.sessions {
-		list = append(list, sess)
-	}
-	s.mu.RUnlock()
-	for _, sess := range list {
+	for _, sess := range s.list() {
 		if s.pastSessionTimeout(sess.login, now) {
 			s.Counters.SessionTimeouts.Add(1)
 			s.log.Info("ending session: session-timeout reached", "user", sess.user, "session", sess.id,
