@@ -160,14 +160,20 @@ func TestSpoofedHandshakeFloodNoNonceReuse(t *testing.T) {
 	floodAndCheck(t, 20000)
 }
 
+// tinyGapNoBudget puts the Sealer only 3 above pion's sequence numbers and
+// lifts the feed budget and its pacing until t ends, so that only the
+// write guard stands between pion and a reused nonce.
+func tinyGapNoBudget(t *testing.T) {
+	g, b, fb, fr := seqGap, feedBudget, feedBurst, feedPerSecond
+	t.Cleanup(func() { seqGap, feedBudget, feedBurst, feedPerSecond = g, b, fb, fr })
+	seqGap, feedBudget, feedBurst, feedPerSecond = 3, 1<<30, 1e9, 1e9
+}
+
 // TestSpoofedHandshakeFloodTinyGap: with a Sealer only 3 above pion's
 // sequence numbers and an unbounded feed budget, the write guard alone
 // keeps pion from sealing a sequence number kvpn's Sealer uses.
 func TestSpoofedHandshakeFloodTinyGap(t *testing.T) {
-	defer func(g uint64, b int64, fb, fr float64) {
-		seqGap, feedBudget, feedBurst, feedPerSecond = g, b, fb, fr
-	}(seqGap, feedBudget, feedBurst, feedPerSecond)
-	seqGap, feedBudget, feedBurst, feedPerSecond = 3, 1<<30, 1e9, 1e9
+	tinyGapNoBudget(t)
 	s := newTestServer(t, false)
 	r := newRelay(t, s.addr)
 	c, p := s.connect(t, r.Addr())
@@ -241,10 +247,7 @@ func TestSpoofedHandshakeFloodToClient(t *testing.T) {
 	for _, tiny := range []bool{true, false} {
 		t.Run(map[bool]string{true: "tiny gap", false: "real gap"}[tiny], func(t *testing.T) {
 			if tiny {
-				defer func(g uint64, b int64, fb, fr float64) {
-					seqGap, feedBudget, feedBurst, feedPerSecond = g, b, fb, fr
-				}(seqGap, feedBudget, feedBurst, feedPerSecond)
-				seqGap, feedBudget, feedBurst, feedPerSecond = 3, 1<<30, 1e9, 1e9
+				tinyGapNoBudget(t)
 			}
 			s := newTestServer(t, false)
 			r := newRelay(t, s.addr)
