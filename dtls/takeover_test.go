@@ -190,13 +190,19 @@ func TestDataRightAfterHandshake(t *testing.T) {
 		for range rounds {
 			s := newTestServer(t, false)
 			pkts := randomPackets(rng, early)
+			// waitPeer returns once PeerUp has counted the peer, which is
+			// before onUp has sent the early packets: the marker waits
+			// for them, or it could overtake them.
+			sent := make(chan struct{})
 			s.owner.setOnUp(func(p *Peer) {
+				defer close(sent)
 				if err := p.WritePackets(withRoom(pkts), room); err != nil {
 					t.Error(err)
 				}
 			})
 			c := s.dial(t, s.addr)
 			p := s.waitPeer(t, 1)
+			<-sent
 			m := marker(rng)
 			if err := p.WritePackets(withRoom([][]byte{m}), room); err != nil {
 				t.Fatal(err)
