@@ -59,6 +59,11 @@ type Settings struct {
 	Quick bool          // smoke-test mode
 	Bin   string        // directory with vpnd and vpnc
 	Out   string        // docs file to update; "" = none
+	// Sessions part: loadgen session counts against vpnd (BENCH_SESSIONS)
+	// and stock openconnect clients per server (BENCH_OC_CLIENTS; 0 =
+	// none). The part runs when either is set.
+	Sessions  []int
+	OCClients int
 	// Env lists the BENCH_* variables that were set, as NAME=VALUE, for
 	// the command line recorded in the docs.
 	Env []string
@@ -85,6 +90,12 @@ const EnvHelp = `environment (flags of the same meaning win over it):
   BENCH_BIN=bin    directory holding vpnd and vpnc (-bin)
   BENCH_OUT=docs/performance.md   file whose generated section is replaced;
                    "-" for none (-out)
+  BENCH_SESSIONS=1000,10000  sessions part: kvpnload session counts
+                   against vpnd (and the largest, capped, against ocserv)
+  BENCH_OC_CLIENTS=200  sessions part: stock openconnect clients started at
+                   once against vpnd and against ocserv (0 = none; default
+                   200 when BENCH_SESSIONS is set)
+  BENCH_CASES=none runs only the sessions part
   BENCH_DEBUG=1    print the VPN processes' last log lines after each case
                    (always done when a case fails)
 `
@@ -94,8 +105,8 @@ const EnvHelp = `environment (flags of the same meaning win over it):
 func LoadSettings(args []string, getenv func(string) string) (Settings, error) {
 	s := Settings{Time: DefaultTime, Reps: DefaultReps, Bin: DefaultBin, Out: DefaultOut}
 	var timeStr, casesStr, outStr string
-	var outSet, timeSet, repsSet bool
-	for _, name := range []string{"BENCH_QUICK", "BENCH_TIME", "BENCH_REPS", "BENCH_CASES", "BENCH_BIN", "BENCH_OUT"} {
+	var outSet, timeSet, repsSet, ocSet bool
+	for _, name := range []string{"BENCH_QUICK", "BENCH_TIME", "BENCH_REPS", "BENCH_CASES", "BENCH_BIN", "BENCH_OUT", "BENCH_SESSIONS", "BENCH_OC_CLIENTS"} {
 		v := getenv(name)
 		if v == "" {
 			continue
@@ -122,6 +133,18 @@ func LoadSettings(args []string, getenv func(string) string) (Settings, error) {
 			s.Bin = v
 		case "BENCH_OUT":
 			outStr, outSet = v, true
+		case "BENCH_SESSIONS":
+			n, err := ParseCounts(v)
+			if err != nil {
+				return s, fmt.Errorf("BENCH_SESSIONS=%q: %v", v, err)
+			}
+			s.Sessions = n
+		case "BENCH_OC_CLIENTS":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return s, fmt.Errorf("BENCH_OC_CLIENTS=%q: want a count, 0 for none", v)
+			}
+			s.OCClients, ocSet = n, true
 		}
 	}
 
@@ -185,6 +208,15 @@ func LoadSettings(args []string, getenv func(string) string) (Settings, error) {
 		if outStr == "-" || outStr == "none" {
 			s.Out = ""
 		}
+	}
+	if len(s.Sessions) > 0 && !ocSet {
+		s.OCClients = DefaultOCClients
+	}
+	if strings.TrimSpace(casesStr) == "none" {
+		if len(s.Sessions) == 0 && s.OCClients == 0 {
+			return s, fmt.Errorf("BENCH_CASES=none without BENCH_SESSIONS or BENCH_OC_CLIENTS: nothing to run")
+		}
+		return s, nil
 	}
 	cases, err := ParseCases(casesStr)
 	if err != nil {

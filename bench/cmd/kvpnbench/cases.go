@@ -260,16 +260,37 @@ type vpndServer struct {
 	pin  string
 }
 
+// serverSpec is what a server in the benchmark is set up with: the
+// one-tunnel cases use defaultSpec; the sessions part gives many users, a
+// larger pool and no session limits.
+type serverSpec struct {
+	backend   string   // vpnd's tun-backend
+	users     []string // all with password benchPass
+	pool      string   // IPv4 pool; the server's tunnel address is its first
+	unlimited bool     // no max-clients / max-same-clients (and no ocserv rate limit)
+}
+
+func defaultSpec(backend string) serverSpec {
+	return serverSpec{backend: backend, users: []string{benchUser}}
+}
+
 // startVpnd writes a password file and a config and starts vpnd in the
 // server namespace with its certificate created in dir.
-func (r *runner) startVpnd(t *topo, backend string) (*vpndServer, error) {
+func (r *runner) startVpnd(t *topo, spec serverSpec) (*vpndServer, error) {
 	dir := filepath.Join(t.dir, "vpnd")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
 	passwd := filepath.Join(dir, "passwd")
-	if _, err := r.cmdIn(nil, 30*time.Second, benchPass+"\n", r.vpnd, "passwd", "--file", passwd, benchUser); err != nil {
-		return nil, err
+	for _, u := range spec.users {
+		if _, err := r.cmdIn(nil, 30*time.Second, benchPass+"\n", r.vpnd, "passwd", "--file", passwd, u); err != nil {
+			return nil, err
+		}
+	}
+	pool := cmpOr(spec.pool, vpndPool)
+	limits := ""
+	if spec.unlimited {
+		limits = "max-clients = 0\nmax-same-clients = 0\n"
 	}
 	cert, key := filepath.Join(dir, "server-cert.pem"), filepath.Join(dir, "server-key.pem")
 	cfg := fmt.Sprintf(`# kvpnbench
@@ -281,7 +302,7 @@ device = "kvpns0"
 ipv4-network = %q
 route = [%q]
 tun-backend = %q
-`, passwd, cert, key, vpndPool, splitRoute, backend)
+%s`, passwd, cert, key, pool, splitRoute, cmpOr(spec.backend, "offload"), limits)
 	cfgPath := filepath.Join(dir, "vpnd.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
@@ -298,6 +319,13 @@ tun-backend = %q
 		return nil, err
 	}
 	return &vpndServer{proc: p, pin: strings.TrimSpace(pin)}, nil
+}
+
+func cmpOr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }
 
 var (
@@ -319,7 +347,7 @@ func engineOf(out string) (short, full string) {
 }
 
 func (r *runner) setupKvpn(t *topo, backend string, dtls bool) (*tunnel, error) {
-	srv, err := r.startVpnd(t, backend)
+	srv, err := r.startVpnd(t, defaultSpec(backend))
 	if err != nil {
 		return nil, err
 	}
@@ -425,7 +453,7 @@ func gnutlsSuite(s string) string {
 }
 
 func (r *runner) setupOpenconnectVpnd(t *topo, dtls bool) (*tunnel, error) {
-	srv, err := r.startVpnd(t, "offload")
+	srv, err := r.startVpnd(t, defaultSpec("offload"))
 	if err != nil {
 		return nil, err
 	}
@@ -451,7 +479,14 @@ func (r *runner) setupOpenconnectVpnd(t *topo, dtls bool) (*tunnel, error) {
 // debianTLSPriorities is the tls-priorities line of Debian's ocserv.conf.
 const debianTLSPriorities = "NORMAL:%SERVER_PRECEDENCE:%COMPAT:-VERS-SSL3.0:-VERS-TLS1.0:-VERS-TLS1.1:-VERS-TLS1.3"
 
-func (r *runner) setupOcserv(t *topo, dtls bool) (*tunnel, error) {
+type ocservServer struct {
+	proc *proc
+	pin  string
+}
+
+// startOcserv writes a password file (ocpasswd) and a config with Debian's
+// defaults for the timers, and starts ocserv in the server namespace.
+func (r *runner) startOcserv(t *topo, spec serverSpec) (*ocservServer, error) {
 	dir := filepath.Join(t.dir, "ocserv")
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return nil, err
@@ -470,8 +505,14 @@ func (r *runner) setupOcserv(t *topo, dtls bool) (*tunnel, error) {
 		return nil, err
 	}
 	passwd := filepath.Join(dir, "passwd")
-	if _, err := r.cmdIn(nil, 10*time.Second, benchPass+"\n"+benchPass+"\n", "ocpasswd", "-c", passwd, benchUser); err != nil {
-		return nil, err
+	for _, u := range spec.users {
+		if _, err := r.cmdIn(nil, 10*time.Second, benchPass+"\n"+benchPass+"\n", "ocpasswd", "-c", passwd, u); err != nil {
+			return nil, err
+		}
+	}
+	maxClients, maxSame, rateLimit := 8, 4, 0
+	if spec.unlimited {
+		maxClients, maxSame = 0, 0 // ocserv: 0 = unlimited
 	}
 	// Debian's defaults for the timers; the UDP port is always open, the
 	// TLS case is openconnect --no-dtls.
@@ -493,9 +534,9 @@ ipv4-network = %s
 route = %s
 predictable-ips = true
 ping-leases = false
-max-clients = 8
-max-same-clients = 4
-rate-limit-ms = 0
+max-clients = %d
+max-same-clients = %d
+rate-limit-ms = %d
 keepalive = 32400
 dpd = 90
 mobile-dpd = 1800
@@ -508,7 +549,7 @@ cisco-client-compat = true
 tls-priorities = "%s"
 `, passwd, srvVeth, certPath, keyPath,
 		filepath.Join(dir, "ocserv.sock"), filepath.Join(dir, "occtl.sock"), filepath.Join(dir, "ocserv.pid"),
-		runAs, runAs, randHex(3), ocservPool, splitRoute, debianTLSPriorities)
+		runAs, runAs, randHex(3), cmpOr(spec.pool, ocservPool), splitRoute, maxClients, maxSame, rateLimit, debianTLSPriorities)
 	cfgPath := filepath.Join(dir, "ocserv.conf")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return nil, err
@@ -529,6 +570,15 @@ tls-priorities = "%s"
 	}); err != nil {
 		return nil, err
 	}
+	return &ocservServer{proc: p, pin: pin}, nil
+}
+
+func (r *runner) setupOcserv(t *topo, dtls bool) (*tunnel, error) {
+	srv, err := r.startOcserv(t, defaultSpec(""))
+	if err != nil {
+		return nil, err
+	}
+	pin := srv.pin
 	_, ifname, neg, err := r.startOpenconnect(t, "https://"+srvVeth+":443/", pin, dtls)
 	if err != nil {
 		return nil, err

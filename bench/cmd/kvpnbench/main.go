@@ -121,6 +121,15 @@ func run() int {
 		rep.Cases = append(rep.Cases, c)
 	}
 	rep.Elapsed = time.Since(rep.Started)
+	var sess *bench.SessionsReport
+	if ctx.Err() == nil && (s.OCClients > 0 || len(s.Sessions) > 0) {
+		sess = r.runSessions(rep.Machine, rep.Command)
+		for _, c := range sess.Clients {
+			if c.Err != "" {
+				failed++
+			}
+		}
+	}
 	if ctx.Err() != nil {
 		r.unwindAll()
 		fmt.Fprintln(os.Stderr, "kvpnbench: interrupted; everything cleaned up, docs not written")
@@ -128,13 +137,29 @@ func run() int {
 	}
 
 	fmt.Println()
-	fmt.Print(rep.Tables())
+	if len(rep.Cases) > 0 {
+		fmt.Print(rep.Tables())
+	}
+	if sess != nil {
+		fmt.Print(sess.Tables())
+	}
 	if s.Out != "" {
-		if err := writeDocs(s.Out, rep.Section()); err != nil {
-			fmt.Fprintf(os.Stderr, "kvpnbench: %v\n", err)
-			return 1
+		if len(rep.Cases) > 0 {
+			if err := writeDocs(s.Out, bench.BeginMarker, bench.EndMarker, bench.NewDoc, rep.Section()); err != nil {
+				fmt.Fprintf(os.Stderr, "kvpnbench: %v\n", err)
+				return 1
+			}
+			r.logf("wrote the generated section of %s", s.Out)
 		}
-		r.logf("wrote the generated section of %s", s.Out)
+		if sess != nil {
+			// The sessions section lives in docs/scaling.md beside it.
+			out := filepath.Join(filepath.Dir(s.Out), "scaling.md")
+			if err := writeDocs(out, bench.SessionsBeginMarker, bench.SessionsEndMarker, "# Scaling\n", sess.Section()); err != nil {
+				fmt.Fprintf(os.Stderr, "kvpnbench: %v\n", err)
+				return 1
+			}
+			r.logf("wrote the sessions section of %s", out)
+		}
 	} else {
 		r.logf("docs not written (quick run or BENCH_OUT=-; set BENCH_OUT=docs/performance.md to write them)")
 	}
@@ -159,6 +184,10 @@ func (r *runner) preflight() error {
 			kvpn = true
 			need["openconnect"] = true
 		}
+	}
+	if r.s.OCClients > 0 {
+		kvpn = true
+		need["ocserv"], need["ocpasswd"], need["openconnect"] = true, true, true
 	}
 	var missing []string
 	for c := range need {
@@ -226,14 +255,14 @@ func machine() bench.Machine {
 
 // writeDocs replaces the generated section of path (creating the file
 // around an empty section if it does not exist), atomically.
-func writeDocs(path, section string) error {
-	doc := bench.NewDoc
+func writeDocs(path, begin, end, newDoc, section string) error {
+	doc := newDoc
 	if b, err := os.ReadFile(path); err == nil {
 		doc = string(b)
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	out, err := bench.ReplaceSection(doc, section)
+	out, err := bench.ReplaceMarked(doc, begin, end, section)
 	if err != nil {
 		return fmt.Errorf("%s: %v", path, err)
 	}
