@@ -3,6 +3,7 @@ package server
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,6 +42,9 @@ func BenchmarkLoginStorm(b *testing.B) {
 			for b.Loop() {
 				total += ls.storm(b, "127.0.0.1")
 			}
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			b.ReportMetric(float64(ms.HeapSys)/(1<<20), "MiB-heap-sys")
 			per := total.Seconds() / float64(b.N)
 			b.ReportMetric(per, "s/200-logins")
 			b.ReportMetric(stormUsers/per, "logins/s")
