@@ -116,10 +116,13 @@ const (
 	DefaultMaxClients = 254
 	// DefaultMaxSameClients is ocserv's sample configuration's value.
 	DefaultMaxSameClients = 2
-	// Connections not logged in yet: a few per host behind one NAT, and
-	// in all well below the usual file descriptor limit.
+	// Connections not logged in yet: in all well below the usual file
+	// descriptor limit, and per address enough for a few hundred users
+	// logging in at once behind one NAT (issue #11: 200 openconnect
+	// clients). A full bound closes its oldest connection still in its
+	// TLS handshake before it refuses a newcomer (loginConns).
 	DefaultMaxLoginConnections      = 1024
-	DefaultMaxLoginConnectionsPerIP = 64
+	DefaultMaxLoginConnectionsPerIP = 256
 )
 
 // DefaultConfig returns the built-in configuration, with files in stateDir.

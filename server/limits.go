@@ -110,44 +110,6 @@ func oldestUnconnected(sessions []*Session) *Session {
 	return oldest
 }
 
-// loginConns counts the connections that have not logged in yet (from
-// accept until their CONNECT, or until they close), in all and per source
-// address (IPv6 per /64), so that idle or slow handshakes cannot use up the
-// daemon's file descriptors and memory.
-type loginConns struct {
-	mu     sync.Mutex
-	total  int
-	byAddr map[netip.Prefix]int
-}
-
-// acquire counts one more connection from addr, unless that would pass
-// maxTotal or maxPerAddr (0 = no bound). release undoes it, once, however
-// often it is called.
-func (lc *loginConns) acquire(addr netip.Addr, maxTotal, maxPerAddr int) (release func(), ok bool) {
-	k := connKey(addr)
-	lc.mu.Lock()
-	defer lc.mu.Unlock()
-	if (maxTotal > 0 && lc.total >= maxTotal) || (maxPerAddr > 0 && lc.byAddr[k] >= maxPerAddr) {
-		return func() {}, false
-	}
-	if lc.byAddr == nil {
-		lc.byAddr = map[netip.Prefix]int{}
-	}
-	lc.total++
-	lc.byAddr[k]++
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			lc.mu.Lock()
-			defer lc.mu.Unlock()
-			lc.total--
-			if lc.byAddr[k]--; lc.byAddr[k] <= 0 {
-				delete(lc.byAddr, k)
-			}
-		})
-	}, true
-}
-
 // connKey is the address a connection counts against: itself for IPv4,
 // its /64 for IPv6 (a host usually has a whole /64).
 func connKey(a netip.Addr) netip.Prefix {

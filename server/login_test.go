@@ -36,7 +36,7 @@ type loginServer struct {
 	read atomic.Int64
 }
 
-func newLoginServer(t *testing.T, edit func(*Config)) *loginServer {
+func newLoginServer(t testing.TB, edit func(*Config)) *loginServer {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := DefaultConfig(dir)
@@ -468,15 +468,18 @@ func TestMaxClients(t *testing.T) {
 	}
 }
 
-// TestLoginConnectionBound: idle TLS connections from one address stop at
-// max-login-connections-per-ip (the next is closed at once), another
+// TestLoginConnectionBound: idle TLS connections from one address, past
+// their handshake, stop at max-login-connections-per-ip (the next is
+// closed at once), another
 // address still logs in, and max-login-connections bounds them all.
 func TestLoginConnectionBound(t *testing.T) {
 	ls := newLoginServer(t, func(c *Config) { c.MaxLoginConnectionsPerIP = 4; c.MaxLoginConnections = 6 })
 	for range 4 {
 		ls.dialTLS(t, "127.0.0.7")
 	}
-	waitFor(t, func() bool { return ls.loginConnsNow() == 4 })
+	// Only connections past their handshake (on the server's side too)
+	// hold their place; one still in it would be closed for the newcomer.
+	waitFor(t, func() bool { return ls.loginConnsNow() == 4 && ls.loginConnsPending() == 0 })
 	start := time.Now()
 	if _, _, err := ls.tryLogin("127.0.0.7", "alice", "secret"); err == nil {
 		t.Fatal("5th connection from one address served")
@@ -491,7 +494,7 @@ func TestLoginConnectionBound(t *testing.T) {
 	waitFor(t, func() bool { return ls.loginConnsNow() == 4 })
 	ls.dialTLS(t, "127.0.0.9")
 	ls.dialTLS(t, "127.0.0.9")
-	waitFor(t, func() bool { return ls.loginConnsNow() == 6 })
+	waitFor(t, func() bool { return ls.loginConnsNow() == 6 && ls.loginConnsPending() == 0 })
 	if _, _, err := ls.tryLogin("127.0.0.10", "alice", "secret"); err == nil {
 		t.Fatal("connection past max-login-connections served")
 	}
@@ -504,6 +507,12 @@ func (ls *loginServer) loginConnsNow() int {
 	ls.loginConns.mu.Lock()
 	defer ls.loginConns.mu.Unlock()
 	return ls.loginConns.total
+}
+
+func (ls *loginServer) loginConnsPending() int {
+	ls.loginConns.mu.Lock()
+	defer ls.loginConns.mu.Unlock()
+	return ls.loginConns.pending.Len()
 }
 
 func waitFor(t *testing.T, cond func() bool) {
@@ -630,5 +639,59 @@ func TestLoginCookieNamesAddress(t *testing.T) {
 	sess.mu.Unlock()
 	if !addr.IsValid() || tk.Addr4 != addr {
 		t.Fatalf("login cookie names address %s, the session holds %s", tk.Addr4, addr)
+	}
+}
+
+// TestLoginStormBehindNAT: stormUsers users logging in at once from one
+// address, with the default limits, all get in (before, the 65th and
+// later connections were closed at once by max-login-connections-per-ip).
+func TestLoginStormBehindNAT(t *testing.T) {
+	ls := newStormServer(t, "")
+	ls.countVerify(2*time.Millisecond, func(u, p string) bool { return p == "secret" })
+	ls.storm(t, "127.0.0.12")
+	if snap := ls.Snapshot(); snap.Drops["login-conn-limit"] != 0 || snap.Drops["login-busy"] != 0 || snap.LoginThrottled != 0 {
+		t.Errorf("correct logins held back: %v, throttled %d", snap.Drops, snap.LoginThrottled)
+	}
+}
+
+// TestLoginStormManyAddresses: stormUsers users logging in at once from
+// as many addresses all get in: the verification pool's queue holds a
+// storm (before, it held 8 waiters and told the rest "Server busy").
+func TestLoginStormManyAddresses(t *testing.T) {
+	ls := newStormServer(t, "")
+	ls.countVerify(5*time.Millisecond, func(u, p string) bool { return p == "secret" })
+	var wg sync.WaitGroup
+	for i := range stormUsers {
+		wg.Go(func() {
+			from := fmt.Sprintf("127.0.%d.%d", 20+i/250, 1+i%250)
+			if body, cookie, err := ls.tryLogin(from, fmt.Sprintf("user%d", i), "secret"); err != nil || cookie == "" {
+				t.Errorf("user%d: %v %.100s", i, err, body)
+			}
+		})
+	}
+	wg.Wait()
+	if n := ls.Snapshot().Drops["login-busy"]; n != 0 {
+		t.Errorf("login-busy %d", n)
+	}
+}
+
+// TestSlowLoginsBehindNATWait: correct logins from one address that wait
+// longer than a few seconds for the ones before them (slow hashes, a
+// loaded server) still get in rather than being refused as throttled
+// (before, a login held more than 5 s by attempts in flight was).
+func TestSlowLoginsBehindNATWait(t *testing.T) {
+	ls := newStormServer(t, "")
+	ls.countVerify(400*time.Millisecond, func(u, p string) bool { return p == "secret" })
+	var wg sync.WaitGroup
+	for i := range 32 {
+		wg.Go(func() {
+			if body, cookie, err := ls.tryLogin("127.0.0.13", fmt.Sprintf("user%d", i), "secret"); err != nil || cookie == "" {
+				t.Errorf("user%d: %v %.100s", i, err, body)
+			}
+		})
+	}
+	wg.Wait()
+	if n := ls.Snapshot().LoginThrottled; n != 0 {
+		t.Errorf("%d correct logins refused as throttled", n)
 	}
 }

@@ -42,7 +42,7 @@ func newResumeServer(t *testing.T, dir string, pool string) *Server {
 // newTableServer is a Server with cfg's policy, password file and cookie
 // key loaded, and no TUN device or sockets (kernel routes are not
 // installed).
-func newTableServer(t *testing.T, cfg *Config) *Server {
+func newTableServer(t testing.TB, cfg *Config) *Server {
 	t.Helper()
 	s := newServer(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	s.addRoute = func(netip.Prefix) (*netcfg.Changes, error) { return netcfg.New(), nil }

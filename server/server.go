@@ -42,9 +42,21 @@ const (
 	// a slow or silent client cannot hold a connection open before it has
 	// authenticated.
 	loginTimeout = 30 * time.Second
-	// throttleWait bounds how long a login waits for other attempts in
-	// flight on its throttle keys (auth.Throttle.Wait).
-	throttleWait = 5 * time.Second
+	// loginWait bounds how long a correct login may wait, within the
+	// login deadline, for other attempts in flight on its throttle keys
+	// (auth.Throttle.Wait: users behind one NAT) and then for a slot of
+	// the verification pool. Waiting is the server's load, not the
+	// client's fault: 200 argon2id checks (about 40 ms of a core each) from
+	// one address take 4 s on 2 cores, and a storm from many addresses
+	// fills verifyQueue, so the bound is most of loginTimeout rather than
+	// a few seconds.
+	loginWait = 20 * time.Second
+	// verifyQueue is how many logins may wait for the verification pool
+	// (auth.VerifyPool) beyond those verifying: as many as the default
+	// max-login-connections, so a login storm queues rather than being
+	// told the server is busy. A waiter holds a goroutine, not a hash's
+	// memory (argon2id allocates its 19 MiB only once it runs).
+	verifyQueue = DefaultMaxLoginConnections
 	// maxBody bounds a login POST body.
 	maxBody = 64 << 10
 	// uplinkBatch is how many packets one session reads from its channel
@@ -70,7 +82,8 @@ type Counters struct {
 	LoginBusy          atomic.Uint64 // not checked: the verification pool was full
 	CredentialsTooLong atomic.Uint64 // refused unchecked: username or password over its bound
 	SessionLimit       atomic.Uint64 // refused: max-clients or max-same-clients reached
-	LoginConnLimit     atomic.Uint64 // connections closed at once: too many not logged in
+	LoginConnLimit     atomic.Uint64 // connections closed at once: too many not logged in, none left in its handshake
+	LoginConnEvicted   atomic.Uint64 // connections still in their TLS handshake closed to make room for a newcomer
 	AcceptErrors       atomic.Uint64 // Accept failures (EMFILE and the like), each followed by a backoff
 	BadRequests        atomic.Uint64
 	// RequestTooLarge counts requests whose head was over a bound
@@ -131,7 +144,7 @@ type Server struct {
 	Counters Counters
 
 	// Rate-limited log lines for events a client can cause at will.
-	logTooLarge, logBanned, logThrottled, logFailed, logBusy, logSessionLimit, logConnLimit rateLog
+	logTooLarge, logBanned, logThrottled, logFailed, logBusy, logSessionLimit, logConnLimit, logConnEvicted rateLog
 
 	// verifyPool runs every password verification (auth.VerifyPool);
 	// verify checks a password (a test counts calls through it).
@@ -164,7 +177,7 @@ func newServer(cfg *Config, log *slog.Logger) *Server {
 		throttle: auth.NewThrottle(nil),
 		cookies:  auth.NewCookieJar[*Session](nil),
 		// One verification per core at a time (see auth.VerifyPool).
-		verifyPool: auth.NewVerifyPool(0, 0, 0),
+		verifyPool: auth.NewVerifyPool(0, verifyQueue, loginWait),
 		bans:       auth.NewBans(cfg.MaxBanScore, cfg.BanPointsWrongPassword, time.Duration(cfg.BanResetTime)*time.Second, nil),
 		pool:       newPool(cfg.pool),
 		byAddr:     map[netip.Addr]*Session{},
@@ -348,18 +361,26 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
 		raw.Close()
 		return
 	}
-	release, ok := s.loginConns.acquire(from, s.cfg.MaxLoginConnections, s.cfg.MaxLoginConnectionsPerIP)
+	lc, evicted, ok := s.loginConns.acquire(from, s.cfg.MaxLoginConnections, s.cfg.MaxLoginConnectionsPerIP, func() { raw.Close() })
+	if evicted > 0 {
+		s.Counters.LoginConnEvicted.Add(uint64(evicted))
+		if ok, n := s.logConnEvicted.allow(); ok {
+			log.Warn("closed the oldest connection still in its TLS handshake: too many connections not logged in",
+				"max-login-connections", s.cfg.MaxLoginConnections,
+				"max-login-connections-per-ip", s.cfg.MaxLoginConnectionsPerIP, "not-logged", n)
+		}
+	}
 	if !ok {
 		s.Counters.LoginConnLimit.Add(1)
 		if ok, n := s.logConnLimit.allow(); ok {
-			log.Warn("connection refused: too many connections not logged in",
+			log.Warn("connection refused: too many connections not logged in, all past their TLS handshake",
 				"max-login-connections", s.cfg.MaxLoginConnections,
 				"max-login-connections-per-ip", s.cfg.MaxLoginConnectionsPerIP, "not-logged", n)
 		}
 		raw.Close()
 		return
 	}
-	defer release()
+	defer lc.release()
 	raw.SetDeadline(time.Now().Add(loginTimeout))
 	hctx, cancel := context.WithTimeout(ctx, loginTimeout)
 	start := time.Now()
@@ -371,8 +392,9 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
 		return
 	}
 	s.Counters.TLSHandshake.Observe(time.Since(start))
+	lc.handshakeDone()
 	log = log.With("record-layer", conn.Engine().String())
-	s.serveConn(ctx, conn, log, release)
+	s.serveConn(ctx, conn, log, lc.release)
 }
 
 // serveConn runs the HTTP exchange of a connection whose TLS handshake is
@@ -503,9 +525,9 @@ func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logge
 	}
 	// Held back only by other attempts in flight (several users behind
 	// one NAT), a login waits a little for them rather than failing.
-	wctx, cancel := context.WithTimeout(context.Background(), throttleWait)
+	wctx, cancel := context.WithTimeout(context.Background(), loginWait)
+	defer cancel()
 	ok, wait := s.throttle.Wait(wctx, user, addr)
-	cancel()
 	if !ok {
 		s.Counters.LoginThrottled.Add(1)
 		if ok, n := s.logThrottled.allow(); ok {
@@ -529,7 +551,7 @@ func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logge
 			auth.MaxUsernameLen, auth.MaxPasswordLen)), nil)
 	}
 	var good bool
-	if err := s.verifyPool.Do(context.Background(), func() { good = s.verify(user, msg.Password) }); err != nil {
+	if err := s.verifyPool.Do(wctx, func() { good = s.verify(user, msg.Password) }); err != nil {
 		// The server's load, not the client's fault: no failure counted.
 		s.throttle.Abandon(user, addr)
 		s.Counters.LoginBusy.Add(1)

@@ -189,6 +189,7 @@ func (s *Server) Snapshot() Snapshot {
 			"credentials-too-long": c.CredentialsTooLong.Load(),
 			"session-limit":        c.SessionLimit.Load(),
 			"login-conn-limit":     c.LoginConnLimit.Load(),
+			"login-conn-evicted":   c.LoginConnEvicted.Load(),
 			"accept-error":         c.AcceptErrors.Load(),
 			// Sessions ended (and cookies refused) by a session limit.
 			"session-timeout": c.SessionTimeouts.Load(),
