@@ -319,11 +319,12 @@ const MaxRevokedFile = 32 << 20
 func NewRevoked() *Revoked { return &Revoked{m: map[Cookie]time.Time{}} }
 
 // LoadRevoked returns the set stored at path (none yet if the file does
-// not exist), entries expired by now left out. Every change is written
-// back to path at once, atomically (a temporary file renamed over it,
-// mode 0600), so a crash leaves the old or the new set, never half of
-// one. Entries another process wrote to the file meanwhile (a node
-// sharing the directory) are merged in at each write, not lost.
+// not exist), entries expired by now left out. Every Add is appended to
+// path at once; Sweep rewrites it atomically (a temporary file renamed
+// over it, mode 0600) when entries expired, so a crash leaves the old or
+// the new set, never half of one. Entries another process appended
+// meanwhile (a node sharing the directory) are merged in at each
+// rewrite, not lost.
 func LoadRevoked(path string, now time.Time) (*Revoked, error) {
 	r := &Revoked{m: map[Cookie]time.Time{}, path: path}
 	m, err := readRevoked(path, now)
@@ -410,25 +411,55 @@ func formatRevoked(m map[Cookie]time.Time) []byte {
 }
 
 // Add revokes id until until (later wins when added twice). With a file,
-// it is written before Add returns; the error says if that failed (the
-// revocation holds in memory all the same).
+// the entry is appended to it before Add returns (one line, one write:
+// ending N sessions costs N small writes, not N rewrites of a file of N
+// lines); the error says if that failed (the revocation holds in memory
+// all the same). Sweep rewrites the file without the expired entries.
 func (r *Revoked) Add(id Cookie, until time.Time) error {
 	if r == nil {
 		return nil
 	}
 	r.mu.Lock()
+	changed := false
 	if old, ok := r.m[id]; !ok || until.After(old) {
 		r.m[id] = until
 		r.ver++
+		changed = true
 	}
 	r.mu.Unlock()
-	return r.save(time.Now())
+	if !changed || r.path == "" {
+		return nil
+	}
+	return r.appendLine(id, until)
 }
 
-// save writes the set to the file if it changed since the last write,
-// merging in what the file holds now. A burst of Adds from many
-// goroutines costs one write each only as long as writes keep up: an Add
-// whose change an earlier save already wrote returns at once.
+// appendLine appends one entry to the file (O_APPEND: one write at the
+// end, also with another node appending to a shared file), or writes the
+// whole set if the file does not exist yet. Under saveMu, so that a
+// rewrite cannot rename a new file over the one being appended to.
+func (r *Revoked) appendLine(id Cookie, until time.Time) error {
+	line := id.String() + " " + strconv.FormatInt(until.Unix(), 10) + "\n"
+	r.saveMu.Lock()
+	f, err := os.OpenFile(r.path, os.O_WRONLY|os.O_APPEND, 0)
+	if err == nil {
+		_, err = f.WriteString(line)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	r.saveMu.Unlock()
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return r.save(time.Now()) // creates it, with its header, mode 0600
+	case err != nil:
+		return fmt.Errorf("auth: appending to revoked sessions file %s: %w", r.path, err)
+	}
+	return nil
+}
+
+// save rewrites the file with the set, merging in what the file holds
+// now (entries another node appended), if the set changed since the last
+// rewrite.
 func (r *Revoked) save(now time.Time) error {
 	if r.path == "" {
 		return nil
@@ -478,13 +509,20 @@ func (r *Revoked) Sweep(now time.Time) error {
 		return nil
 	}
 	r.mu.Lock()
+	expired := false
 	for id, until := range r.m {
 		if !now.Before(until) {
 			delete(r.m, id)
-			r.ver++
+			expired = true
 		}
 	}
+	if expired {
+		r.ver++
+	}
 	r.mu.Unlock()
+	if !expired {
+		return nil // appends already hold every change
+	}
 	return r.save(now)
 }
 

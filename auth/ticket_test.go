@@ -368,3 +368,54 @@ func FuzzParseRevoked(f *testing.F) {
 		}
 	})
 }
+
+// TestRevokedAppends: every Add reaches the file (a fresh load has them
+// all) without rewriting it: the file only grows by one line per Add.
+func TestRevokedAppends(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "revoked")
+	now := time.Now()
+	r, err := LoadRevoked(path, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sizes []int64
+	for i := range 50 {
+		if err := r.Add(Cookie{byte(i), 1}, now.Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes = append(sizes, st.Size())
+	}
+	line := sizes[len(sizes)-1] - sizes[len(sizes)-2]
+	if line != int64(len(Cookie{}.String())+1+len("1800000000")+1) {
+		t.Errorf("an Add grew the file by %d bytes, want one line", line)
+	}
+	back, err := LoadRevoked(path, now)
+	if err != nil || back.Len() != 50 {
+		t.Fatalf("loaded %d of 50 (%v)", back.Len(), err)
+	}
+	if err := r.Sweep(now); err != nil { // nothing expired: no rewrite
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(path); st.Size() != sizes[len(sizes)-1] {
+		t.Errorf("a sweep with nothing expired rewrote the file")
+	}
+}
+
+// BenchmarkRevokedAdd: the cost of one more revocation with 10k already
+// held (ending the sessions of a large node one by one).
+func BenchmarkRevokedAdd(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "revoked")
+	now := time.Now()
+	r, _ := LoadRevoked(path, now)
+	for i := range 10000 {
+		r.Add(Cookie{byte(i), byte(i >> 8), 2}, now.Add(time.Hour))
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		r.Add(Cookie{byte(i), byte(i >> 8), byte(i >> 16), 3}, now.Add(time.Hour))
+	}
+}
