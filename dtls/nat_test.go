@@ -62,7 +62,7 @@ func TestHelloFloodBehindNAT(t *testing.T) {
 			for j := range id {
 				id[j] = byte(rng.Uint32())
 			}
-			id[0] = 0x01 // names no session
+			id[0] = 0x01                                                  // names no session
 			src := netip.AddrPortFrom(nat, uint16(10000+rng.IntN(50000))) // not a user's port
 			out = l.handle(src, clientHello(id), out)
 		}
