@@ -3,6 +3,7 @@ package dtls
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -242,5 +243,33 @@ func TestRoamSourceBudget(t *testing.T) {
 	l.handle(moved, sealFrom(t, s, cstp.TypeData, ip), nil)
 	if other.Addr() != moved {
 		t.Errorf("peer of another IP did not roam during the flood (RoamLimit %d)", l.Counters.RoamLimit.Load())
+	}
+}
+
+// TestRoamingAcrossGroup: on an SO_REUSEPORT group of two sockets, a
+// client whose NAT moves it to new ports (each of which the kernel may
+// hash to the other socket: reuseport_select_sock) keeps its DTLS
+// session: the peer table is shared by the readers, and the replies reach
+// it at its new address.
+func TestRoamingAcrossGroup(t *testing.T) {
+	s := newTestServerGroup(t, false, 2)
+	r := newRelay(t, s.addr)
+	c, p := s.connectOwn(t, r.Addr())
+	rng := rand.New(rand.NewPCG(12, 12))
+	for i := range 8 {
+		moved := r.Rebind()
+		pkts := randomPackets(rng, 3)
+		samePackets(t, fmt.Sprintf("up after rebinding %d", i), clientSend(t, s, c, pkts), pkts)
+		if p.Addr() != moved {
+			t.Fatalf("rebinding %d: peer at %v, want %v", i, p.Addr(), moved)
+		}
+		down := randomPackets(rng, 3)
+		if err := p.WritePackets(withRoom(down), room); err != nil {
+			t.Fatal(err)
+		}
+		samePackets(t, fmt.Sprintf("down after rebinding %d", i), clientRead(t, c, len(down)), down)
+	}
+	if n := s.l.Counters.Roamed.Load(); n != 8 {
+		t.Errorf("Roamed = %d, want 8", n)
 	}
 }

@@ -240,15 +240,18 @@ func New(cfg *Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	if cfg.UDPListen != "" {
-		uc, err := udp.Listen(cfg.UDPListen)
+		// One socket per core in an SO_REUSEPORT group (KVPN_UDP_SOCKETS,
+		// 1 for a single socket), each with a reader of its own, so that
+		// decryption of many sessions runs on every core.
+		conns, err := udp.ListenGroup(cfg.UDPListen, udp.GroupSize())
 		if err != nil {
 			s.removeRoutes()
 			dev.Close()
 			s.net.Restore()
 			return nil, fmt.Errorf("udp-listen %s: %w", cfg.UDPListen, err)
 		}
-		s.udp = uc
-		s.dtls = dtls.NewListener(dtls.ListenerConfig{Conn: uc, Find: s.findDTLS, TUN: dev, Log: log})
+		s.udp, s.udpReaders = conns[0], conns[1:]
+		s.dtls = dtls.NewListener(dtls.ListenerConfig{Conn: conns[0], Readers: conns[1:], Find: s.findDTLS, TUN: dev, Log: log})
 	}
 	return s, nil
 }
@@ -286,7 +289,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	go s.routeFromTUN()
 	go s.sweep(ctx)
 	if s.dtls != nil {
-		s.log.Info("DTLS listening", "udp-listen", s.udp.LocalAddr().String())
+		s.log.Info("DTLS listening", "udp-listen", s.udp.LocalAddr().String(), "udp-sockets", 1+len(s.udpReaders))
 		go s.dtls.Serve()
 	}
 	go func() {
