@@ -5,7 +5,9 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"kvpn/cstp"
 	"kvpn/udp"
@@ -14,6 +16,15 @@ import (
 // groupBenchSessions is how many sessions send upstream at once in
 // BenchmarkPumpSessionsUp.
 const groupBenchSessions = 16
+
+// processCPU is the CPU time the test process used so far, user and
+// system: a measure other processes on the machine disturb less than
+// throughput.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
 
 // BenchmarkPumpSessionsUp: groupBenchSessions clients send batches of
 // packets to a server reading an SO_REUSEPORT group of 1 or 2 sockets (one
@@ -35,6 +46,7 @@ func BenchmarkPumpSessionsUp(b *testing.B) {
 			b.SetBytes(groupBenchSessions * pumpBatch * pumpPktSize)
 			b.ReportAllocs()
 			b.ResetTimer()
+			cpu0 := processCPU()
 			var wg sync.WaitGroup
 			for _, c := range clients {
 				wg.Add(1)
@@ -58,6 +70,8 @@ func BenchmarkPumpSessionsUp(b *testing.B) {
 			wg.Wait()
 			waitCount(b, "server", s.tun.nDiscard.Load, int64(b.N)*pumpBatch*groupBenchSessions)
 			b.StopTimer()
+			pkts := float64(b.N * pumpBatch * groupBenchSessions)
+			b.ReportMetric(float64(processCPU()-cpu0)/pkts, "cpu-ns/pkt")
 			b.ReportMetric(float64(sockets), "sockets")
 		})
 	}
@@ -111,6 +125,7 @@ func BenchmarkServerOpenSessions(b *testing.B) {
 			b.SetBytes(groupBenchSessions * pumpBatch * pumpPktSize)
 			b.ReportAllocs()
 			b.ResetTimer()
+			cpu0 := processCPU()
 			// One sender for all sessions: the senders' waiting must not
 			// take the cores from the readers.
 			writers := make([]*udp.Writer, len(senders))
@@ -128,6 +143,8 @@ func BenchmarkServerOpenSessions(b *testing.B) {
 			}
 			waitCount(b, "server", tun.nDiscard.Load, int64(b.N)*pumpBatch*groupBenchSessions)
 			b.StopTimer()
+			pkts := float64(b.N * pumpBatch * groupBenchSessions)
+			b.ReportMetric(float64(processCPU()-cpu0)/pkts, "cpu-ns/pkt")
 			b.ReportMetric(float64(l.Counters.Coalesced.Load())/float64(b.N*pumpBatch*groupBenchSessions), "coalesced/pkt")
 		})
 	}
