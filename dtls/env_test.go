@@ -220,21 +220,31 @@ func randBytes(n int) []byte {
 
 func newTestServer(t testing.TB, chacha bool) *testServer {
 	t.Helper()
-	conn, err := udp.Listen("127.0.0.1:0")
+	return newTestServerGroup(t, chacha, 1)
+}
+
+// newTestServerGroup is newTestServer on an SO_REUSEPORT group of n
+// sockets, one reader each.
+func newTestServerGroup(t testing.TB, chacha bool, n int) *testServer {
+	t.Helper()
+	conns, err := udp.ListenGroup("127.0.0.1:0", n)
 	if err != nil {
 		t.Fatal(err)
 	}
+	conn := conns[0]
 	s := &testServer{
 		conn: conn, tun: &tunRecorder{}, owner: &testOwner{},
 		appID: randBytes(AppIDLen), psk: randBytes(PSKLen), chacha: chacha,
 	}
 	s.known.Store(true)
 	s.addr = conn.LocalAddr().(*net.UDPAddr).AddrPort()
-	s.l = NewListener(ListenerConfig{Conn: conn, Find: s.find, TUN: s.tun, Log: quietLog()})
+	s.l = NewListener(ListenerConfig{Conn: conn, Readers: conns[1:], Find: s.find, TUN: s.tun, Log: quietLog()})
 	done := make(chan error, 1)
 	go func() { done <- s.l.Serve() }()
 	t.Cleanup(func() {
-		conn.Close()
+		for _, c := range conns {
+			c.Close()
+		}
 		select {
 		case err := <-done:
 			if err != nil {

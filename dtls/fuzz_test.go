@@ -120,7 +120,7 @@ func FuzzListenerHandle(f *testing.F) {
 		p.setAddr(addrA)
 		p.feed = newFeedConn(conn.LocalAddr(), net.UDPAddrFromAddrPort(addrA), func([]byte) error { return nil })
 		p.d.Store(d)
-		l.byAddr[addrA] = p
+		l.route(addrA, p)
 		defer func() {
 			l.mu.RLock()
 			var ps []*Peer

@@ -54,18 +54,25 @@ type ListenerConfig struct {
 
 // Counters are the listener's drop counters.
 type Counters struct {
-	NoSession       atomic.Uint64 // datagram that matches no peer and no session
-	HandshakeLimit  atomic.Uint64 // handshakes refused by the rate limit
+	NoSession      atomic.Uint64 // datagram that matches no peer and no session
+	HandshakeLimit atomic.Uint64 // handshakes refused by their session's rate limit
+	// HandshakeBusy counts handshakes refused because maxHandshakes were
+	// already in progress (the bound on their memory).
+	HandshakeBusy   atomic.Uint64
 	HandshakeFailed atomic.Uint64
 	BadRecords      atomic.Uint64 // failed authentication, replay, bad epoch
 	Roamed          atomic.Uint64 // peers that moved to a new address
 	// RoamLimit counts datagrams from unknown addresses that the global
 	// trial-decryption budget left (partly) untried; RoamOpens the trial
-	// AEAD opens spent.
-	RoamLimit atomic.Uint64
-	RoamOpens atomic.Uint64
-	Rejected  atomic.Uint64 // packets refused by Owner.Check
-	Coalesced atomic.Uint64 // datagrams that arrived merged by UDP GRO
+	// AEAD opens spent. RoamSourceLimit counts datagrams the budget of
+	// their source IP left (partly) untried, RoamNoCandidate those that
+	// had no peer to be tried against.
+	RoamLimit       atomic.Uint64
+	RoamSourceLimit atomic.Uint64
+	RoamNoCandidate atomic.Uint64
+	RoamOpens       atomic.Uint64
+	Rejected        atomic.Uint64 // packets refused by Owner.Check
+	Coalesced       atomic.Uint64 // datagrams that arrived merged by UDP GRO
 	// FeedDropped counts handshake datagrams from an established peer's
 	// address that pion was not fed because its window after the takeover
 	// was over or its budget used up (see feedConn).
@@ -89,13 +96,22 @@ type Listener struct {
 	// byCID finds peers that negotiated connection IDs (RFC 9146): their
 	// records name them wherever they come from.
 	byCID map[string]*Peer
+	// byIP holds byAddr's peers by IP: the first candidates for a
+	// datagram from an unknown port (roam). Kept by route and unroute.
+	byIP map[netip.Addr]*ipPeers
 
-	// Three separate budgets, so that neither junk nor one session eats
-	// another's: handshakes per session (App-ID), ClientHellos per source
-	// address (many users share an office NAT's address), and trial
-	// decryptions for roaming across all sources (counted in AEAD opens).
+	// handshakes counts the handshakes in progress (at most
+	// maxHandshakes).
+	handshakes atomic.Int64
+
+	// Separate budgets, so that neither junk nor one session eats
+	// another's: handshakes per session (App-ID; a ClientHello naming an
+	// App-ID handed out on an authenticated TLS connection is never
+	// limited by its source address, which a whole office NAT may share),
+	// and trial decryptions for roaming per source IP and across all
+	// sources (counted in AEAD opens).
 	appIDLimit   *rateLimiter[[AppIDLen]byte]
-	helloLimit   *rateLimiter[netip.Addr]
+	roamSource   *rateLimiter[netip.Addr]
 	roamBudget   *globalBucket
 	lastWarn     atomic.Int64
 	lastFeedWarn atomic.Int64
@@ -118,11 +134,13 @@ const (
 	// handshakesPerSecond limits the handshakes one session (App-ID)
 	// starts.
 	handshakesPerSecond = 5
-	// helloPerSecond and helloBurst limit the handshakes started from one
-	// source address, whatever the App-IDs: a few hundred users behind one
-	// NAT address all get their DTLS channel within seconds.
-	helloPerSecond = 100
-	helloBurst     = 256
+	// maxHandshakes bounds the handshakes in progress, each a pion Conn
+	// and goroutine for up to handshakeTimeout: the App-ID travels in
+	// clear in the ClientHello (RFC 6347 section 4.2.1, session_id), so
+	// an on-path observer can replay ones it saw from spoofed sources.
+	// A refused client retransmits its ClientHello (RFC 6347 section
+	// 4.2.4) and is let in once others complete.
+	maxHandshakes = 4096
 	// roamOpensPerSecond bounds the AEAD opens spent on trial
 	// authentication (roaming without connection IDs) across all sources:
 	// each costs about a microsecond, so this caps the reader's time on
@@ -135,8 +153,9 @@ const (
 // NewListener prepares a listener; Serve runs it.
 func NewListener(cfg ListenerConfig) *Listener {
 	return &Listener{cfg: cfg, log: cfg.Log, byAddr: map[netip.AddrPort]*Peer{}, pending: map[netip.AddrPort]*Peer{}, byCID: map[string]*Peer{},
+		byIP:       map[netip.Addr]*ipPeers{},
 		appIDLimit: newRateLimiter[[AppIDLen]byte](handshakesPerSecond, handshakesPerSecond, limiterEntries),
-		helloLimit: newRateLimiter[netip.Addr](helloPerSecond, helloBurst, limiterEntries),
+		roamSource: newRateLimiter[netip.Addr](roamOpensPerSourcePerSecond, roamOpensPerSourcePerSecond, limiterEntries),
 		roamBudget: newGlobalBucket(roamOpensPerSecond, roamOpensPerSecond)}
 }
 
@@ -345,11 +364,16 @@ func (l *Listener) startHandshake(src netip.AddrPort, appID, hello []byte) {
 		l.warnRateLimited("dtls: ClientHello names no session", "from", src.String())
 		return
 	}
+	if l.handshakes.Load() >= maxHandshakes {
+		l.Counters.HandshakeBusy.Add(1)
+		l.warnRateLimited("dtls: too many handshakes in progress", "from", src.String(), "max", maxHandshakes)
+		return
+	}
 	var id [AppIDLen]byte
 	copy(id[:], appID)
-	if !l.appIDLimit.allow(id) || !l.helloLimit.allow(src.Addr()) {
+	if !l.appIDLimit.allow(id) {
 		l.Counters.HandshakeLimit.Add(1)
-		l.warnRateLimited("dtls: handshake rate limit reached", "from", src.String())
+		l.warnRateLimited("dtls: handshake rate limit of the session reached", "from", src.String())
 		return
 	}
 	p := &Peer{l: l, owner: m.Owner}
@@ -367,77 +391,15 @@ func (l *Listener) startHandshake(src netip.AddrPort, appID, hello []byte) {
 		l.pending[src] = p
 		p.replacing = old
 	} else {
-		l.byAddr[src] = p
+		l.route(src, p)
 	}
 	l.mu.Unlock()
 	p.feed.Feed(hello)
-	go p.handshake(m.PSK, Suites(m.ChaCha), m.CID)
-}
-
-// roam finds the established peer that a data record from an unknown
-// address belongs to, by authenticating it with each peer's keys (NAT
-// rebinding: the client's source address or port changed). A record that
-// authenticates proves the sender holds the session keys; the peer then
-// moves to the new address. The trial costs one decryption per peer, so
-// the opens are bounded globally (roamBudget), whatever the sources; peers
-// that negotiated connection IDs roam by CID only (receiveCID) and are
-// never tried. The record is decrypted in a copy, so a failed trial
-// leaves dg intact for the next one.
-func (l *Listener) roam(src netip.AddrPort, dg []byte, out [][]byte) ([][]byte, bool) {
-	rec, _, err := record.NextRecord(dg)
-	if err != nil {
-		return out, false
-	}
-	if l.roamBudget.empty() {
-		// Before listing the peers: under a flood that alone would cost
-		// time per datagram in proportion to the sessions.
-		l.roamLimited(src)
-		return out, false
-	}
-	l.mu.RLock()
-	peers := make([]*Peer, 0, len(l.byAddr))
-	for _, p := range l.byAddr {
-		if p.Up() && p.d.Load().cidLen == 0 {
-			peers = append(peers, p)
-		}
-	}
-	l.mu.RUnlock()
-	if len(peers) == 0 {
-		return out, false
-	}
-	n := l.roamBudget.take(len(peers))
-	if n < len(peers) {
-		l.roamLimited(src)
-		if n == 0 {
-			return out, false
-		}
-		peers = peers[:n]
-	}
-	l.Counters.RoamOpens.Add(uint64(n))
-	scratch := make([]byte, len(rec))
-	for _, p := range peers {
-		d := p.d.Load()
-		copy(scratch, rec)
-		t, payload, err := d.tryOpen(scratch)
-		if err != nil {
-			continue
-		}
-		l.move(p, src, "trial-authentication")
-		out, _ = p.dispatch(d, scratch, 0, t, payload, false, out)
-		return out, true
-	}
-	return out, false
-}
-
-// roamLimited counts a datagram the roaming budget left (partly) untried;
-// logged at most once per 5 seconds.
-func (l *Listener) roamLimited(src netip.AddrPort) {
-	total := l.Counters.RoamLimit.Add(1)
-	now := time.Now().UnixNano()
-	if last := l.lastRoamWarn.Load(); now-last > int64(5*time.Second) && l.lastRoamWarn.CompareAndSwap(last, now) {
-		l.log.Warn("dtls: roaming trial budget used up; datagram from an unknown address not fully tried",
-			"from", src.String(), "dtls-roam-limit-total", total)
-	}
+	l.handshakes.Add(1)
+	go func() {
+		defer l.handshakes.Add(-1)
+		p.handshake(m.PSK, Suites(m.ChaCha), m.CID)
+	}()
 }
 
 // move re-homes p at src once a record from there authenticated (how says
@@ -445,10 +407,8 @@ func (l *Listener) roamLimited(src netip.AddrPort) {
 func (l *Listener) move(p *Peer, src netip.AddrPort, how string) {
 	old := p.Addr()
 	l.mu.Lock()
-	if l.byAddr[old] == p {
-		delete(l.byAddr, old)
-	}
-	l.byAddr[src] = p
+	l.unroute(old, p)
+	l.route(src, p)
 	l.mu.Unlock()
 	p.setAddr(src)
 	l.Counters.Roamed.Add(1)
@@ -489,9 +449,7 @@ func (l *Listener) remove(p *Peer) {
 	if cid := p.cid; cid != "" && l.byCID[cid] == p {
 		delete(l.byCID, cid)
 	}
-	if l.byAddr[p.Addr()] == p {
-		delete(l.byAddr, p.Addr())
-	}
+	l.unroute(p.Addr(), p)
 	if l.pending[p.Addr()] == p {
 		delete(l.pending, p.Addr())
 	}
@@ -504,7 +462,7 @@ func (l *Listener) promote(p *Peer) {
 	old := p.replacing
 	if l.pending[p.Addr()] == p {
 		delete(l.pending, p.Addr())
-		l.byAddr[p.Addr()] = p
+		l.route(p.Addr(), p)
 	}
 	l.mu.Unlock()
 	if old != nil {
@@ -814,98 +772,4 @@ func (p *Peer) WritePackets(bufs [][]byte, offset int) error {
 	}
 	d.sent(len(bufs), bytes)
 	return nil
-}
-
-// tokenBucket is a token bucket: rate tokens per second, at most burst.
-type tokenBucket struct {
-	tokens float64
-	last   time.Time
-}
-
-// fill brings b up to now and reports whether it is full (a full bucket
-// holds no state a fresh one would not).
-func (b *tokenBucket) fill(now time.Time, rate, burst float64) bool {
-	b.tokens = min(burst, b.tokens+now.Sub(b.last).Seconds()*rate)
-	b.last = now
-	return b.tokens >= burst
-}
-
-// globalBucket is one token bucket shared by all sources.
-type globalBucket struct {
-	mu          sync.Mutex
-	b           tokenBucket
-	rate, burst float64
-}
-
-func newGlobalBucket(rate, burst float64) *globalBucket {
-	return &globalBucket{b: tokenBucket{tokens: burst, last: time.Now()}, rate: rate, burst: burst}
-}
-
-// empty reports whether not even one token is left.
-func (g *globalBucket) empty() bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.b.fill(time.Now(), g.rate, g.burst)
-	return g.b.tokens < 1
-}
-
-// take takes up to n tokens and returns how many it got.
-func (g *globalBucket) take(n int) int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.b.fill(time.Now(), g.rate, g.burst)
-	got := min(n, int(g.b.tokens))
-	g.b.tokens -= float64(got)
-	return got
-}
-
-// rateLimiter is a token bucket per key in a bounded table. When the table
-// is full, buckets that have refilled completely are forgotten (losing
-// nothing); if none has, an arbitrary one is. Never the whole table: a
-// flood of new keys must not reset everyone's limit at once.
-type rateLimiter[K comparable] struct {
-	mu          sync.Mutex
-	m           map[K]*tokenBucket
-	rate, burst float64
-	max         int
-}
-
-func newRateLimiter[K comparable](rate, burst float64, max int) *rateLimiter[K] {
-	return &rateLimiter[K]{m: map[K]*tokenBucket{}, rate: rate, burst: burst, max: max}
-}
-
-func (r *rateLimiter[K]) allow(k K) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	now := time.Now()
-	b := r.m[k]
-	if b == nil {
-		if len(r.m) >= r.max {
-			r.evict(now)
-		}
-		b = &tokenBucket{tokens: r.burst, last: now}
-		r.m[k] = b
-	}
-	b.fill(now, r.rate, r.burst)
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
-}
-
-// evict makes room for one more bucket.
-func (r *rateLimiter[K]) evict(now time.Time) {
-	for k, b := range r.m {
-		if b.fill(now, r.rate, r.burst) {
-			delete(r.m, k)
-		}
-	}
-	if len(r.m) < r.max {
-		return
-	}
-	for k := range r.m {
-		delete(r.m, k)
-		return
-	}
 }

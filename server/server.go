@@ -253,17 +253,29 @@ func New(cfg *Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	if cfg.UDPListen != "" {
-		uc, err := udp.Listen(cfg.UDPListen)
-		if err != nil {
+		if err := s.listenDTLS(cfg.UDPListen, dev); err != nil {
 			s.removeRoutes()
 			dev.Close()
 			s.net.Restore()
-			return nil, fmt.Errorf("udp-listen %s: %w", cfg.UDPListen, err)
+			return nil, err
 		}
-		s.udp = uc
-		s.dtls = dtls.NewListener(dtls.ListenerConfig{Conn: uc, Find: s.findDTLS, TUN: dev, Log: log})
 	}
 	return s, nil
+}
+
+// listenDTLS opens the DTLS sockets on addr and the Listener that reads
+// them (Serve starts it). One socket per core in an SO_REUSEPORT group
+// (udp.GroupSize: KVPN_UDP_SOCKETS, 1 for a single socket), each with a
+// reader of its own, so that decryption of many sessions runs on every
+// core; the peers are shared by all of them.
+func (s *Server) listenDTLS(addr string, dev session.PacketWriter) error {
+	conns, err := udp.ListenGroup(addr, udp.GroupSize())
+	if err != nil {
+		return fmt.Errorf("udp-listen %s: %w", addr, err)
+	}
+	s.udp, s.udpReaders = conns[0], conns[1:]
+	s.dtls = dtls.NewListener(dtls.ListenerConfig{Conn: conns[0], Readers: conns[1:], Find: s.findDTLS, TUN: dev, Log: s.log})
+	return nil
 }
 
 // findDTLS resolves a ClientHello's App-ID to its session and PSK.
@@ -299,7 +311,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	go s.routeFromTUN()
 	go s.sweep(ctx)
 	if s.dtls != nil {
-		s.log.Info("DTLS listening", "udp-listen", s.udp.LocalAddr().String())
+		s.log.Info("DTLS listening", "udp-listen", s.udp.LocalAddr().String(), "udp-sockets", 1+len(s.udpReaders))
 		go s.dtls.Serve()
 	}
 	go func() {

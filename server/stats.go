@@ -211,6 +211,8 @@ func (s *Server) Snapshot() Snapshot {
 		snap.Drops["dtls-handshake-limit"] = dc.HandshakeLimit.Load()
 		snap.Drops["dtls-handshake-after-takeover"] = dc.FeedDropped.Load()
 		snap.Drops["dtls-roam-limit"] = dc.RoamLimit.Load()
+		snap.Drops["dtls-roam-source-limit"] = dc.RoamSourceLimit.Load()
+		snap.Drops["dtls-handshake-busy"] = dc.HandshakeBusy.Load()
 		snap.HandshakeFailed["dtls"] = dc.HandshakeFailed.Load()
 		snap.DTLSHandshake = dc.HandshakeTime.Snapshot()
 	} else {
