@@ -23,9 +23,10 @@ const (
 	frameBufSize = 2048
 	// dtlsHeadroom is the room left in front of a packet for the DTLS
 	// record header (13 bytes, plus a connection ID and the explicit
-	// nonce); dtlsBufSize holds a datagram of the requested MTU.
+	// nonce); dtlsBufSize holds a datagram of any MTU a server pushes on a
+	// 1500-byte link.
 	dtlsHeadroom    = 64
-	dtlsBufSize     = dtlsHeadroom + requestMTU + 64
+	dtlsBufSize     = frameBufSize
 	dtlsTimeout     = 5 * time.Second
 	writeTimeout    = 5 * time.Second
 	disconnectGrace = 2 * time.Second
