@@ -164,9 +164,9 @@ func (x *exchange) login(user string) (string, error) {
 			fields = append(fields, in)
 		}
 		if hasPassword && sentPassword {
-			// The password form again: the server refused the password
-			// (ocserv says "Login failed." in it).
-			return "", failure(FailLoginRefused+"(password)", fmt.Errorf("user %q: %s", user, msg.Error+msg.Message))
+			// The password form again: the server refused the login.
+			text := firstNonEmpty(msg.Error, msg.Message)
+			return "", failure(FailLoginRefused+"("+refusalKind(text)+")", fmt.Errorf("user %q: %s", user, text))
 		}
 		sentPassword = sentPassword || hasPassword
 		action := msg.Action
@@ -218,4 +218,32 @@ func (x *exchange) release() io.Reader {
 	headReaders.Put(x.br)
 	x.br = nil
 	return r
+}
+
+// refusalKind names why a server sent the password form again, from its
+// message: "throttled" and "busy" (vpnd's "Too many failed logins; try
+// again in 1s.", "Server busy, please try again."), "limit" (a session
+// limit), else "password" (ocserv and vpnd say "Login failed."). The
+// server's text itself is not a key: it would make the failure table
+// as long as a hostile server likes.
+func refusalKind(text string) string {
+	t := strings.ToLower(text)
+	switch {
+	case strings.Contains(t, "busy"):
+		return "busy"
+	case strings.Contains(t, "try again"), strings.Contains(t, "too many"):
+		return "throttled"
+	case strings.Contains(t, "limit"):
+		return "limit"
+	}
+	return "password"
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
 }
