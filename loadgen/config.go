@@ -52,6 +52,9 @@ type Config struct {
 	// Progress, if set, gets a progress line once a second.
 	Progress io.Writer
 	Log      *slog.Logger
+	// Stats, if set, receives the run's live counters (a caller's own
+	// display, tests); else Run keeps its own.
+	Stats *Stats
 }
 
 // DefaultParallel is the default bound on logins in flight.

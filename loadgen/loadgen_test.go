@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -26,12 +28,30 @@ type testServer struct {
 	srv *server.Server
 }
 
-func newTestServer(t *testing.T, edit func(*server.Config)) *testServer {
+func newTestServer(t testing.TB, edit func(*server.Config)) *testServer {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for the server's TUN device")
 	}
-	dir := t.TempDir()
+	ts, stop, err := startServer(edit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	return ts
+}
+
+// startServer starts the in-process vpnd; stop ends it and undoes its
+// TUN device and routes.
+func startServer(edit func(*server.Config)) (*testServer, func(), error) {
+	dir, err := os.MkdirTemp("", "loadgen-test")
+	if err != nil {
+		return nil, nil, err
+	}
+	fail := func(err error) (*testServer, func(), error) {
+		os.RemoveAll(dir)
+		return nil, nil, err
+	}
 	cfg := server.DefaultConfig(dir)
 	cfg.KTLS = "off"
 	cfg.UDPListen = "127.0.0.1:0"
@@ -47,25 +67,86 @@ func newTestServer(t *testing.T, edit func(*server.Config)) *testServer {
 		edit(cfg)
 	}
 	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
+		return fail(err)
 	}
 	if err := auth.SetPassword(cfg.PasswdFile, "alice", "secret"); err != nil {
-		t.Fatal(err)
+		return fail(err)
 	}
 	srv, err := server.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
-		t.Fatal(err)
+		return fail(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return fail(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { srv.Serve(ctx, ln); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
 	u, _ := url.Parse("https://" + ln.Addr().String())
-	return &testServer{url: u, pin: srv.Pin, srv: srv}
+	stop := func() { cancel(); <-done; os.RemoveAll(dir) }
+	return &testServer{url: u, pin: srv.Pin, srv: srv}, stop, nil
+}
+
+// childServerEnv makes the test binary serve as the vpnd of a benchmark
+// in another process, so that the benchmark's memory is the generator's
+// alone.
+const childServerEnv = "KVPN_LOADGEN_CHILD_SERVER"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(childServerEnv) == "1" {
+		os.Exit(serveChild())
+	}
+	os.Exit(m.Run())
+}
+
+// serveChild prints "URL PIN" and serves until its stdin closes.
+func serveChild() int {
+	ts, stop, err := startServer(nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Printf("%s %s\n", ts.url, ts.pin)
+	io.Copy(io.Discard, os.Stdin)
+	stop()
+	return 0
+}
+
+// newChildServer runs the in-process vpnd in a child process.
+func newChildServer(tb testing.TB) *testServer {
+	tb.Helper()
+	if os.Geteuid() != 0 {
+		tb.Skip("needs root for the server's TUN device")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childServerEnv+"=1")
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { in.Close(); cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		tb.Fatalf("child server: %v", err)
+	}
+	f := strings.Fields(line)
+	if len(f) != 2 {
+		tb.Fatalf("child server said %q", line)
+	}
+	u, err := url.Parse(f[0])
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &testServer{url: u, pin: f[1]}
 }
 
 func (ts *testServer) config(sessions int) *Config {
@@ -196,4 +277,30 @@ func TestChurnReplacesSessions(t *testing.T) {
 		t.Fatalf("DISCONNECT sent %d times for %d tunnels", sum.Disconnects, sum.Connects)
 	}
 	waitServerSessions(t, ts, 0)
+}
+
+// TestCancelSamplesBeforeTeardown: with Duration 0 the run holds until ctx
+// ends, and the summary must count the sessions up at that moment, not
+// while they are already going (the sessions' context once derived from
+// ctx, and the benchmark saw 97 of 100 DTLS channels).
+func TestCancelSamplesBeforeTeardown(t *testing.T) {
+	ts := newTestServer(t, nil)
+	cfg := ts.config(20)
+	cfg.Parallel = 20
+	cfg.Duration = 0
+	cfg.Stats = &Stats{}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		for cfg.Stats.DTLSUp.Load() < 20 {
+			time.Sleep(10 * time.Millisecond)
+		}
+		cancel()
+	}()
+	sum, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.UpAtEnd != 20 || sum.DTLSUpAtEnd != 20 {
+		t.Fatalf("up %d, DTLS %d at the end, want 20", sum.UpAtEnd, sum.DTLSUpAtEnd)
+	}
 }

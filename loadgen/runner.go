@@ -40,8 +40,14 @@ func Run(ctx context.Context, cfg *Config) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &runner{cfg: cfg, tlsCfg: tlsCfg, stats: &Stats{}, sem: make(chan struct{}, cfg.Parallel), live: map[*sess]struct{}{}}
-	sctx, stopSessions := context.WithCancel(ctx)
+	st := cfg.Stats
+	if st == nil {
+		st = &Stats{}
+	}
+	r := &runner{cfg: cfg, tlsCfg: tlsCfg, stats: st, sem: make(chan struct{}, cfg.Parallel), live: map[*sess]struct{}{}}
+	// Sessions end when stopSessions is called, not with ctx: the summary
+	// samples the sessions up when ctx ends, before they start to go.
+	sctx, stopSessions := context.WithCancel(context.Background())
 	defer stopSessions()
 	bg, stopBG := context.WithCancel(context.Background())
 	var bgWG sync.WaitGroup

@@ -137,7 +137,11 @@ func (r *runner) setup(ctx context.Context, id int) (*sess, error) {
 // dtlsConfig is the DTLS offer of a CONNECT answer, as vpnc reads it
 // (client/dtls.go).
 func (r *runner) dtlsConfig(tc *tls.Conn, p *cstp.TunnelParams) (dtls.ClientConfig, bool) {
-	if r.cfg.NoDTLS || p.DTLSPort == 0 || len(p.DTLSAppID) != dtls.AppIDLen || p.DTLSCipherSuite != "PSK-NEGOTIATE" {
+	if r.cfg.NoDTLS {
+		return dtls.ClientConfig{}, false
+	}
+	if p.DTLSPort == 0 || len(p.DTLSAppID) != dtls.AppIDLen || p.DTLSCipherSuite != "PSK-NEGOTIATE" {
+		r.stats.DTLSNotOffered.Add(1)
 		return dtls.ClientConfig{}, false
 	}
 	psk, err := dtls.PSK(tc.ConnectionState())

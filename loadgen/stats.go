@@ -31,11 +31,15 @@ type Stats struct {
 	DTLSUp    atomic.Int64
 	MaxUp     atomic.Int64
 
-	Logins      atomic.Uint64 // cookies received
-	Connects    atomic.Uint64 // tunnels up
-	DTLSOK      atomic.Uint64 // DTLS handshakes that succeeded
-	Disconnects atomic.Uint64 // DISCONNECT sent by us
-	Churned     atomic.Uint64 // sessions ended by --churn
+	Logins   atomic.Uint64 // cookies received
+	Connects atomic.Uint64 // tunnels up
+	DTLSOK   atomic.Uint64 // DTLS handshakes that succeeded
+	// DTLSNotOffered counts CONNECT answers without a DTLS offer the
+	// generator can use (no port, App-ID or PSK-NEGOTIATE) while DTLS
+	// was wanted.
+	DTLSNotOffered atomic.Uint64
+	Disconnects    atomic.Uint64 // DISCONNECT sent by us
+	Churned        atomic.Uint64 // sessions ended by --churn
 
 	TxPackets, TxBytes atomic.Uint64
 	RxPackets, RxBytes atomic.Uint64

@@ -28,6 +28,7 @@ type Summary struct {
 	Logins      uint64            `json:"logins"`   // cookies received
 	Connects    uint64            `json:"connects"` // tunnels up
 	DTLSOK      uint64            `json:"dtls_ok"`
+	DTLSNotOff  uint64            `json:"dtls_not_offered"`
 	Disconnects uint64            `json:"disconnects_sent"`
 	Churned     uint64            `json:"churned"`
 	DPDAnswered uint64            `json:"dpd_answered_tls"`
@@ -74,7 +75,7 @@ func (r *runner) summary(ramp time.Duration, rampConnects uint64) *Summary {
 // while ending).
 func (s *Summary) finish(st *Stats) {
 	s.MaxUp = st.MaxUp.Load()
-	s.Logins, s.Connects, s.DTLSOK = st.Logins.Load(), st.Connects.Load(), st.DTLSOK.Load()
+	s.Logins, s.Connects, s.DTLSOK, s.DTLSNotOff = st.Logins.Load(), st.Connects.Load(), st.DTLSOK.Load(), st.DTLSNotOffered.Load()
 	s.Disconnects, s.Churned, s.DPDAnswered = st.Disconnects.Load(), st.Churned.Load(), st.DPDAnswered.Load()
 	s.Failures = st.Failures()
 	s.Login, s.Connect, s.DTLS, s.RTT = st.Login.Summary(), st.Connect.Summary(), st.DTLS.Summary(), st.RTT.Summary()
@@ -88,8 +89,8 @@ func (s *Summary) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "server %s: %d sessions requested\n", s.Server, s.Sessions)
 	fmt.Fprintf(w, "sessions up: %d at end, %d max concurrent; DTLS %d of %d (%.1f %%)\n",
 		s.UpAtEnd, s.MaxUp, s.DTLSUpAtEnd, s.UpAtEnd, 100*s.DTLSShare)
-	fmt.Fprintf(w, "ramp: %.2f s, %.1f logins/s; logins %d, tunnels %d, DTLS handshakes %d, churned %d, DISCONNECT sent %d\n",
-		s.RampSeconds, s.LoginsPerSec, s.Logins, s.Connects, s.DTLSOK, s.Churned, s.Disconnects)
+	fmt.Fprintf(w, "ramp: %.2f s, %.1f logins/s; logins %d, tunnels %d, DTLS handshakes %d (not offered %d), churned %d, DISCONNECT sent %d\n",
+		s.RampSeconds, s.LoginsPerSec, s.Logins, s.Connects, s.DTLSOK, s.DTLSNotOff, s.Churned, s.Disconnects)
 	if len(s.Failures) == 0 {
 		fmt.Fprintln(w, "failures: none")
 	} else {
