@@ -67,3 +67,18 @@ func FuzzParseEchoReply(f *testing.F) {
 		parseEchoReply(b)
 	})
 }
+
+// TestReceivedAllocs: accounting for a packet from the server (the
+// generator's per-packet receive path) allocates nothing.
+func TestReceivedAllocs(t *testing.T) {
+	s := &sess{r: &runner{stats: &Stats{}}, id: 5}
+	pkt := make([]byte, 100)
+	putEchoRequest(pkt, netip.MustParseAddr("10.1.0.7"), netip.MustParseAddr("10.1.0.1"), s.echoID(), 1, 1)
+	r := reply(pkt)
+	if n := testing.AllocsPerRun(100, func() { s.received(r) }); n != 0 {
+		t.Fatalf("%.0f allocations per packet", n)
+	}
+	if s.r.stats.EchoReplies.Load() == 0 {
+		t.Fatal("reply not counted")
+	}
+}
