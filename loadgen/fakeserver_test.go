@@ -26,6 +26,11 @@ type fakeServer struct {
 }
 
 func newFakeServer(t *testing.T, tunnel func(c net.Conn, br *bufio.Reader)) *fakeServer {
+	return newFakeServerParams(t, nil, tunnel)
+}
+
+// newFakeServerParams lets edit change the CONNECT answer.
+func newFakeServerParams(t *testing.T, edit func(*cstp.TunnelParams), tunnel func(c net.Conn, br *bufio.Reader)) *fakeServer {
 	t.Helper()
 	dir := t.TempDir()
 	cert, _, err := certs.LoadOrCreate(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), "localhost")
@@ -46,7 +51,7 @@ func newFakeServer(t *testing.T, tunnel func(c net.Conn, br *bufio.Reader)) *fak
 			}
 			go func() {
 				defer c.Close()
-				fakeServe(c, tunnel)
+				fakeServe(c, edit, tunnel)
 			}()
 		}
 	}()
@@ -55,7 +60,7 @@ func newFakeServer(t *testing.T, tunnel func(c net.Conn, br *bufio.Reader)) *fak
 	return &fakeServer{url: u, pin: certs.Pin(cert.Leaf)}
 }
 
-func fakeServe(c net.Conn, tunnel func(net.Conn, *bufio.Reader)) {
+func fakeServe(c net.Conn, edit func(*cstp.TunnelParams), tunnel func(net.Conn, *bufio.Reader)) {
 	br := bufio.NewReader(c)
 	for {
 		req, err := http.ReadRequest(br)
@@ -65,6 +70,9 @@ func fakeServe(c net.Conn, tunnel func(net.Conn, *bufio.Reader)) {
 		body, _ := io.ReadAll(req.Body)
 		if req.Method == http.MethodConnect {
 			p := &cstp.TunnelParams{Address: netip.MustParseAddr("10.9.0.2"), Netmask: netip.MustParseAddr("255.255.255.0"), MTU: 1400, DPD: 1}
+			if edit != nil {
+				edit(p)
+			}
 			if p.WriteResponse(c) != nil {
 				return
 			}
@@ -156,5 +164,31 @@ func TestBadFrameIsProtocolError(t *testing.T) {
 	}
 	if sum.Failures[FailProtocol] != 1 {
 		t.Fatalf("failures %v", sum.Failures)
+	}
+}
+
+// TestDTLSHandshakeFailureFallsBackToTLS: a DTLS offer nobody answers
+// (the port is closed) counts dtls-handshake, and the session stays up on
+// TLS.
+func TestDTLSHandshakeFailureFallsBackToTLS(t *testing.T) {
+	uc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := uc.LocalAddr().(*net.UDPAddr).Port
+	uc.Close() // nothing listens there any more
+	fs := newFakeServerParams(t, func(p *cstp.TunnelParams) {
+		p.DPD = 0
+		p.DTLSPort = port
+		p.DTLSAppID = make([]byte, 32)
+		p.DTLSCipherSuite = "PSK-NEGOTIATE"
+	}, func(c net.Conn, br *bufio.Reader) { io.Copy(io.Discard, br) })
+	cfg := &Config{Server: fs.url, ServerCert: fs.pin, User: "u", Password: "p", Sessions: 1, Duration: time.Second}
+	sum, err := Run(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Failures[FailDTLSHandshake] != 1 || sum.UpAtEnd != 1 || sum.DTLSUpAtEnd != 0 || sum.Disconnects != 1 {
+		t.Fatalf("failures %v, up %d, DTLS %d, DISCONNECT sent %d", sum.Failures, sum.UpAtEnd, sum.DTLSUpAtEnd, sum.Disconnects)
 	}
 }
