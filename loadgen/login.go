@@ -78,6 +78,9 @@ func dialTLS(ctx context.Context, cfg *Config, tlsCfg *tls.Config) (*tls.Conn, e
 		if errors.Is(err, syscall.EADDRNOTAVAIL) {
 			return nil, failure(FailAddrNotAvail, err)
 		}
+		if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+			return nil, failure(FailFileLimit, err)
+		}
 		return nil, failure(FailTLSDial, err)
 	}
 	raw.SetDeadline(time.Now().Add(exchangeTimeout))

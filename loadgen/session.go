@@ -117,6 +117,8 @@ func (r *runner) setup(ctx context.Context, id int) (*sess, error) {
 			s.dtls.Store(ch)
 		case errors.Is(err, syscall.EADDRNOTAVAIL):
 			st.fail(FailAddrNotAvail + "-udp")
+		case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
+			st.fail(FailFileLimit + "-udp")
 		case ctx.Err() == nil:
 			st.fail(FailDTLSHandshake)
 			r.cfg.Log.Debug("DTLS handshake failed; staying on TLS", "session", id, "err", err)

@@ -10,6 +10,7 @@ import (
 const (
 	FailTLSDial        = "tls-dial"
 	FailAddrNotAvail   = "eaddrnotavail" // out of ephemeral ports or a bad --local-addr
+	FailFileLimit      = "emfile"        // RLIMIT_NOFILE reached (two sockets a session)
 	FailTLSHandshake   = "tls-handshake"
 	FailLoginRefused   = "login-refused" // + "(HTTP nnn)" or "(password)"
 	FailLoginError     = "login-error"
