@@ -26,7 +26,9 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 		g0 := runtime.NumGoroutine()
 		ctx, cancel := context.WithCancel(context.Background())
 		cfg := ts.config(benchSessions)
-		cfg.Parallel = 16
+		// Few logins at once: vpnd's login throttle refuses correct
+		// logins that wait behind many others (issue #11 item 3).
+		cfg.Parallel = 4
 		cfg.Duration = 0
 		done := make(chan *Summary)
 		cfg.Stats = &Stats{}

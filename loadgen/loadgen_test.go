@@ -286,12 +286,15 @@ func TestChurnReplacesSessions(t *testing.T) {
 func TestCancelSamplesBeforeTeardown(t *testing.T) {
 	ts := newTestServer(t, nil)
 	cfg := ts.config(20)
-	cfg.Parallel = 20
+	// Few logins at once: vpnd's login throttle refuses correct logins
+	// that wait behind many others (issue #11 item 3).
+	cfg.Parallel = 4
 	cfg.Duration = 0
 	cfg.Stats = &Stats{}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	go func() {
-		for cfg.Stats.DTLSUp.Load() < 20 {
+		for cfg.Stats.DTLSUp.Load() < 20 && ctx.Err() == nil {
 			time.Sleep(10 * time.Millisecond)
 		}
 		cancel()
