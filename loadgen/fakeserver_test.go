@@ -192,3 +192,31 @@ func TestDTLSHandshakeFailureFallsBackToTLS(t *testing.T) {
 		t.Fatalf("failures %v, up %d, DTLS %d, DISCONNECT sent %d", sum.Failures, sum.UpAtEnd, sum.DTLSUpAtEnd, sum.Disconnects)
 	}
 }
+
+// TestRateAndLocalAddr: --rate spaces the logins (10 at 20/s cannot take
+// less than 9 intervals), and --local-addr is every connection's source.
+func TestRateAndLocalAddr(t *testing.T) {
+	sources := make(chan string, 10)
+	fs := newFakeServer(t, func(c net.Conn, br *bufio.Reader) {
+		host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+		sources <- host
+		io.Copy(io.Discard, br)
+	})
+	cfg := &Config{Server: fs.url, ServerCert: fs.pin, User: "u", Password: "p", Sessions: 10, Rate: 20,
+		Duration: time.Millisecond, NoDTLS: true, LocalAddr: netip.MustParseAddr("127.0.0.2")}
+	sum, err := Run(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.MaxUp != 10 || len(sum.Failures) != 0 {
+		t.Fatalf("max up %d, failures %v", sum.MaxUp, sum.Failures)
+	}
+	if min := 9 * time.Second / 20; sum.RampSeconds < min.Seconds() {
+		t.Fatalf("10 logins at 20/s took %.3f s, less than %v", sum.RampSeconds, min)
+	}
+	for range 10 {
+		if s := <-sources; s != "127.0.0.2" {
+			t.Fatalf("connection from %s, want 127.0.0.2", s)
+		}
+	}
+}
