@@ -9,7 +9,7 @@ FUZZTIME ?= 4s
 all: build
 
 build:
-	$(GO) build -o bin/ ./cmd/vpnd ./cmd/vpnc
+	$(GO) build -o bin/ ./cmd/vpnd ./cmd/vpnc ./cmd/kvpnload
 
 deps:
 	./scripts/install-deps.sh

@@ -32,6 +32,14 @@ type ClientConfig struct {
 	Timeout time.Duration  // handshake timeout
 	ChaCha  bool           // offer ChaCha20-Poly1305 first (kvpn extension)
 	CID     bool           // use RFC 9146 connection IDs (kvpn extension)
+	// Local, if valid, is the source address to bind (port chosen by the
+	// kernel); a load generator uses it to pick its source IP.
+	Local netip.Addr
+	// NoGRO leaves UDP GRO off: its reader keeps a 1 MiB receive area per
+	// channel, which a process holding thousands of channels cannot
+	// afford (a load generator; one GRO reader per channel is right for
+	// vpnc).
+	NoGRO bool
 }
 
 // ClientChannel is the client's DTLS data channel. It implements
@@ -74,7 +82,11 @@ func Dial(ctx context.Context, cfg ClientConfig) (*ClientChannel, error) {
 	if len(cfg.AppID) != AppIDLen {
 		return nil, fmt.Errorf("dtls: App-ID of %d bytes, want %d", len(cfg.AppID), AppIDLen)
 	}
-	uc, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(cfg.Server))
+	var laddr *net.UDPAddr
+	if cfg.Local.IsValid() {
+		laddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(cfg.Local, 0))
+	}
+	uc, err := net.DialUDP("udp", laddr, net.UDPAddrFromAddrPort(cfg.Server))
 	if err != nil {
 		return nil, err
 	}
@@ -162,7 +174,7 @@ func Dial(ctx context.Context, cfg ClientConfig) (*ClientChannel, error) {
 	feed.takeOver(pc, guardFor(d), func(uint64) { d.Stats.FeedDropped.Add(1) })
 	ch := &ClientChannel{conn: conn, feed: feed, pion: pc, d: d, early: early}
 	// Only now: the handshake reader above reads single datagrams.
-	if conn.EnableGRO() {
+	if !cfg.NoGRO && conn.EnableGRO() {
 		ch.gro = newGROReader()
 	}
 	return ch, nil
