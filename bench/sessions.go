@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -19,7 +20,7 @@ const DefaultOCClients = 200
 // ClientRun is one server's result with N stock openconnect clients
 // (script-tun mode, no TUN each) started at once from one address.
 type ClientRun struct {
-	Server     string        // "vpnd" or "ocserv"
+	Server     string        // "vpnd", "vpnd (ocpasswd file)" or "ocserv"
 	Clients    int           // started
 	Connected  int           // logged their address ("Configured as")
 	AllUp      time.Duration // from the first start until the last connected
@@ -109,6 +110,9 @@ type SessionsReport struct {
 	Started time.Time
 	Elapsed time.Duration
 	Clients []*ClientRun
+	Loads   []*LoadRun
+	// OcservCap is where the kvpnload runs against ocserv stopped, and why.
+	OcservCap string
 }
 
 // Tables renders the sessions part's tables with their headings.
@@ -123,6 +127,26 @@ func (r *SessionsReport) Tables() string {
 			if c.Err != "" {
 				notes = append(notes, c.Server+" FAILED: "+c.Err)
 			}
+		}
+		if len(notes) > 0 {
+			b.WriteString("Notes:\n\n")
+			for _, n := range notes {
+				fmt.Fprintf(&b, "- %s\n", n)
+			}
+			b.WriteString("\n")
+		}
+	}
+	if len(r.Loads) > 0 {
+		fmt.Fprintf(&b, "### kvpnload: idle sessions from one address (TLS + DTLS up, DPD and keepalive answered)\n\n%s\n", LoadTable(r.Loads))
+		if t := TrafficTable(r.Loads); t != "" {
+			fmt.Fprintf(&b, "### kvpnload: sessions sending traffic (ICMP echo to the server's tunnel address, answered by its kernel)\n\n%s\n", t)
+		}
+		var notes []string
+		if r.OcservCap != "" {
+			notes = append(notes, r.OcservCap)
+		}
+		for _, l := range r.Loads {
+			notes = append(notes, l.Notes...)
 		}
 		if len(notes) > 0 {
 			b.WriteString("Notes:\n\n")
@@ -155,7 +179,11 @@ const sessionsHowMeasured = `### How measured
   single-tunnel cases; every client runs in the client namespace, so all
   of them come from one address (192.168.203.2), as users behind a NAT.
 - openconnect table: N users (user1..userN, one password each, written
-  with each server's own tool: ` + "`vpnd passwd`" + ` (argon2id) and ` + "`ocpasswd`" + `),
+  with each server's own tool: ` + "`vpnd passwd`" + ` (argon2id, 19 MiB and two
+  passes: tens of ms per check) and ` + "`ocpasswd`" + ` (sha-crypt, a few ms);
+  the column "vpnd (ocpasswd file)" is vpnd reading the file ocpasswd
+  wrote, as a user replacing ocserv brings it: the same password cost as
+  ocserv's),
   no session limits (vpnd ` + "`max-clients = 0`, `max-same-clients = 0`" + `;
   ocserv the same and ` + "`rate-limit-ms = 0`" + `), a /16 pool. N stock
   ` + "`openconnect -S --script 'exec sleep 86400'`" + ` processes (script-tun: no TUN
@@ -168,3 +196,85 @@ const sessionsHowMeasured = `### How measured
   1 s after start to after the DTLS wait, divided by the connected
   sessions.
 `
+
+// LoadRun is one kvpnload run against a server: Sessions held idle
+// (TLS and DTLS up, DPD and keepalive answered), or Traffic sessions each
+// sending echo requests.
+type LoadRun struct {
+	Server   string // "vpnd" or "ocserv"
+	Sessions int
+	Traffic  bool // sessions send --pps echo requests of --size bytes
+	PPS      int
+	Size     int
+
+	Up         int64   // sessions up when the ramp ended
+	DTLS       int64   // of them with DTLS up
+	LoginsPerS float64 // tunnels up per second over the ramp
+	Ramp       time.Duration
+	LoginP50   float64 // ms
+	LoginP99   float64
+	DTLSP50    float64
+	DTLSP99    float64
+	Failures   map[string]uint64
+	RSSPerSess float64 // server RSS growth per session up, bytes
+	PSSPerSess float64
+	IdleCPU    float64 // server CPU over the idle window, % of one core
+	Mbps       float64 // traffic runs: echo bytes received per second, Mbit/s
+	ServerCPU  float64 // traffic runs: server CPU, % of one core
+	LoadgenKiB float64 // the generator's own RSS per session
+	Notes      []string
+	Err        string
+}
+
+// LoadTable is the kvpnload table, one row per run.
+func LoadTable(runs []*LoadRun) string {
+	header := []string{"server", "sessions", "up (DTLS)", "logins/s", "login p50/p99 ms", "DTLS setup p50/p99 ms",
+		"RSS per session", "PSS per session", "idle CPU (% of a core)", "failures"}
+	var rows [][]string
+	for _, r := range runs {
+		if r.Traffic {
+			continue
+		}
+		rows = append(rows, []string{r.Server, strconv.Itoa(r.Sessions),
+			fmt.Sprintf("%d (%d)", r.Up, r.DTLS), fmt.Sprintf("%.0f", r.LoginsPerS),
+			fmt.Sprintf("%.0f / %.0f", r.LoginP50, r.LoginP99), fmt.Sprintf("%.0f / %.0f", r.DTLSP50, r.DTLSP99),
+			FormatBytes(r.RSSPerSess), FormatBytes(r.PSSPerSess), fmt.Sprintf("%.1f", r.IdleCPU), failuresString(r)})
+	}
+	return Table(header, rows)
+}
+
+// TrafficTable is the kvpnload table of the runs with traffic.
+func TrafficTable(runs []*LoadRun) string {
+	header := []string{"server", "sessions sending", "echo requests per session", "up (DTLS)", "server receives (veth)", "server CPU (% of a core)", "failures"}
+	var rows [][]string
+	for _, r := range runs {
+		if !r.Traffic {
+			continue
+		}
+		rows = append(rows, []string{r.Server, strconv.Itoa(r.Sessions), fmt.Sprintf("%d/s x %d B", r.PPS, r.Size),
+			fmt.Sprintf("%d (%d)", r.Up, r.DTLS), fmt.Sprintf("%.0f Mbit/s", r.Mbps), fmt.Sprintf("%.0f", r.ServerCPU), failuresString(r)})
+	}
+	if len(rows) == 0 {
+		return ""
+	}
+	return Table(header, rows)
+}
+
+func failuresString(r *LoadRun) string {
+	if r.Err != "" {
+		return "FAILED: " + r.Err
+	}
+	if len(r.Failures) == 0 {
+		return "none"
+	}
+	keys := make([]string, 0, len(r.Failures))
+	for k := range r.Failures {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s %d", k, r.Failures[k]))
+	}
+	return strings.Join(parts, ", ")
+}

@@ -268,6 +268,7 @@ type serverSpec struct {
 	users     []string // all with password benchPass
 	pool      string   // IPv4 pool; the server's tunnel address is its first
 	unlimited bool     // no max-clients / max-same-clients (and no ocserv rate limit)
+	ocpasswd  bool     // vpnd reads a password file written by ocserv's ocpasswd
 }
 
 func defaultSpec(backend string) serverSpec {
@@ -283,7 +284,13 @@ func (r *runner) startVpnd(t *topo, spec serverSpec) (*vpndServer, error) {
 	}
 	passwd := filepath.Join(dir, "passwd")
 	for _, u := range spec.users {
-		if _, err := r.cmdIn(nil, 30*time.Second, benchPass+"\n", r.vpnd, "passwd", "--file", passwd, u); err != nil {
+		var err error
+		if spec.ocpasswd {
+			_, err = r.cmdIn(nil, 10*time.Second, benchPass+"\n"+benchPass+"\n", "ocpasswd", "-c", passwd, u)
+		} else {
+			_, err = r.cmdIn(nil, 30*time.Second, benchPass+"\n", r.vpnd, "passwd", "--file", passwd, u)
+		}
+		if err != nil {
 			return nil, err
 		}
 	}

@@ -24,6 +24,10 @@ const (
 	vpndBigPool   = "10.203.0.0/16"
 	ocservBigPool = "10.204.0.0/16"
 	ocScriptTun   = "exec sleep 86400"
+	// vpndOcpasswd is vpnd reading the password file ocserv's ocpasswd
+	// wrote (sha-crypt hashes, as users bring it from ocserv) instead of
+	// its own argon2id one.
+	vpndOcpasswd = "vpnd (ocpasswd file)"
 )
 
 var (
@@ -59,8 +63,8 @@ func (r *runner) measureClients(run *bench.ClientRun) error {
 	r.logf("   writing %d users' passwords", len(users))
 	var pin, comm string
 	switch run.Server {
-	case "vpnd":
-		srv, err := r.startVpnd(t, serverSpec{users: users, pool: vpndBigPool, unlimited: true})
+	case "vpnd", vpndOcpasswd:
+		srv, err := r.startVpnd(t, serverSpec{users: users, pool: vpndBigPool, unlimited: true, ocpasswd: run.Server == vpndOcpasswd})
 		if err != nil {
 			return err
 		}
@@ -213,11 +217,34 @@ func kbField(s, name string) int64 {
 func (r *runner) runSessions(m bench.Machine, command string) *bench.SessionsReport {
 	rep := &bench.SessionsReport{Machine: m, Command: command, Started: time.Now()}
 	if n := r.s.OCClients; n > 0 {
-		for _, server := range []string{"vpnd", "ocserv"} {
+		for _, server := range []string{"vpnd", vpndOcpasswd, "ocserv"} {
 			if r.ctx.Err() != nil {
 				break
 			}
 			rep.Clients = append(rep.Clients, r.runClients(server, n))
+		}
+	}
+	largest := 0
+	for _, n := range r.s.Sessions {
+		if r.ctx.Err() != nil {
+			break
+		}
+		rep.Loads = append(rep.Loads, r.runLoad("vpnd", n, false))
+		largest = max(largest, n)
+	}
+	if largest > 0 && r.ctx.Err() == nil {
+		rep.Loads = append(rep.Loads, r.runLoad("vpnd", trafficSessions, true))
+		n := min(largest, ocservMaxSessions)
+		if n < largest {
+			rep.OcservCap = fmt.Sprintf("kvpnload against ocserv stopped at %d sessions (of %d): ocserv runs a worker process "+
+				"per session (about 6 MiB RSS each, see the openconnect table), and a run of that size already "+
+				"compares the cost per session", n, largest)
+		}
+		if r.ctx.Err() == nil {
+			rep.Loads = append(rep.Loads, r.runLoad("ocserv", n, false))
+		}
+		if r.ctx.Err() == nil {
+			rep.Loads = append(rep.Loads, r.runLoad("ocserv", trafficSessions, true))
 		}
 	}
 	rep.Elapsed = time.Since(rep.Started)

@@ -129,6 +129,11 @@ func run() int {
 				failed++
 			}
 		}
+		for _, l := range sess.Loads {
+			if l.Err != "" {
+				failed++
+			}
+		}
 	}
 	if ctx.Err() != nil {
 		r.unwindAll()
@@ -185,9 +190,12 @@ func (r *runner) preflight() error {
 			need["openconnect"] = true
 		}
 	}
-	if r.s.OCClients > 0 {
+	if r.s.OCClients > 0 || len(r.s.Sessions) > 0 {
 		kvpn = true
-		need["ocserv"], need["ocpasswd"], need["openconnect"] = true, true, true
+		need["ocserv"], need["ocpasswd"] = true, true
+	}
+	if r.s.OCClients > 0 {
+		need["openconnect"] = true
 	}
 	var missing []string
 	for c := range need {
@@ -204,7 +212,11 @@ func (r *runner) preflight() error {
 		return fmt.Errorf("missing %s (make deps installs them)", strings.Join(missing, ", "))
 	}
 	if kvpn {
-		for _, b := range []string{"vpnd", "vpnc"} {
+		bins := []string{"vpnd", "vpnc"}
+		if len(r.s.Sessions) > 0 {
+			bins = append(bins, "kvpnload")
+		}
+		for _, b := range bins {
 			p, err := filepath.Abs(filepath.Join(r.s.Bin, b))
 			if err != nil {
 				return err
@@ -212,10 +224,13 @@ func (r *runner) preflight() error {
 			if _, err := os.Stat(p); err != nil {
 				return fmt.Errorf("%s: %v (make build, or BENCH_BIN=DIR)", p, err)
 			}
-			if b == "vpnd" {
+			switch b {
+			case "vpnd":
 				r.vpnd = p
-			} else {
+			case "vpnc":
 				r.vpnc = p
+			default:
+				r.kvpnload = p
 			}
 		}
 	}

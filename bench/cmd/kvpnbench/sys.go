@@ -26,6 +26,7 @@ type runner struct {
 	ctx        context.Context
 	s          bench.Settings
 	vpnd, vpnc string
+	kvpnload   string // the load generator, for the sessions part
 	clkTck     float64
 	began      time.Time
 
