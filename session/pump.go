@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -57,35 +58,9 @@ func UplinkCounted(ch Channel, dev PacketWriter, bufs [][]byte, offset int, chec
 	sizes := make([]int, len(bufs))
 	out := make([][]byte, 0, len(bufs))
 	for {
-		n, err := ch.ReadPackets(bufs, sizes, offset)
-		if err != nil {
+		if err := uplinkOnce(ch, dev, bufs, sizes, &out, offset, check, t); err != nil {
 			return err
 		}
-		out = out[:0]
-		bytes := 0
-		for i := 0; i < n; i++ {
-			pkt := bufs[i][:offset+sizes[i]]
-			if check != nil {
-				keep, err := check(pkt[offset:])
-				if err != nil {
-					return err
-				}
-				if !keep {
-					continue
-				}
-			}
-			out = append(out, pkt)
-			bytes += sizes[i]
-		}
-		if len(out) == 0 {
-			continue
-		}
-		if t != nil {
-			t.AddIn(len(out), bytes)
-		}
-		// A TUN write error concerns one packet the kernel refused (for
-		// example a bad checksum); it is no reason to end the session.
-		dev.Write(out, offset)
 	}
 }
 
@@ -143,4 +118,106 @@ func KeepAlive(ctx context.Context, ch Keepable, l Liveness) error {
 			}
 		}
 	}
+}
+
+// Batch is one uplink batch: packet buffers with the vectors that go with
+// them, taken from a BatchPool for one read and write.
+type Batch struct {
+	Bufs  [][]byte
+	sizes []int
+	out   [][]byte
+}
+
+// BatchPool hands out uplink batches shared by all sessions: a session
+// holds one only while packets are in flight from its channel to the TUN
+// device, not for its lifetime (one batch is 64 x 64 KiB in vpnd).
+type BatchPool struct {
+	p sync.Pool // *Batch, pointers so that Get and Put do not allocate
+}
+
+// NewBatchPool returns a pool whose batches get their buffers from newBufs
+// (tun.NewBuffers: the offload TUN writer may append coalesced segments up
+// to each buffer's capacity, so the buffers must be its size).
+func NewBatchPool(newBufs func() [][]byte) *BatchPool {
+	bp := &BatchPool{}
+	bp.p.New = func() any {
+		bufs := newBufs()
+		return &Batch{Bufs: bufs, sizes: make([]int, len(bufs)), out: make([][]byte, 0, len(bufs))}
+	}
+	return bp
+}
+
+// Get takes a batch from the pool.
+func (bp *BatchPool) Get() *Batch { return bp.p.Get().(*Batch) }
+
+// Put returns b; nothing may refer to its buffers any more.
+func (bp *BatchPool) Put(b *Batch) {
+	clear(b.out[:cap(b.out)])
+	b.out = b.out[:0]
+	bp.p.Put(b)
+}
+
+// WaitReader is a channel that can wait for input without holding receive
+// buffers (CSTPChannel.WaitRead).
+type WaitReader interface {
+	WaitRead() error
+}
+
+// UplinkPooled is UplinkCounted with its buffers taken from pool for each
+// batch: it waits for the channel's input first (WaitReader, when ch is
+// one), then takes a batch, reads what is buffered, writes it to the TUN
+// device and gives the batch back. The TUN write is synchronous (the
+// device copies or has sent the packets when Write returns), so the
+// buffers are free again after it.
+func UplinkPooled(ch Channel, dev PacketWriter, pool *BatchPool, offset int, check Check, t *Traffic) error {
+	wr, _ := ch.(WaitReader)
+	for {
+		if wr != nil {
+			if err := wr.WaitRead(); err != nil {
+				return err
+			}
+		}
+		b := pool.Get()
+		err := uplinkOnce(ch, dev, b.Bufs, b.sizes, &b.out, offset, check, t)
+		pool.Put(b)
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// uplinkOnce moves one batch from ch to dev; out is the reused vector of
+// the packets that passed check.
+func uplinkOnce(ch Channel, dev PacketWriter, bufs [][]byte, sizes []int, out *[][]byte, offset int, check Check, t *Traffic) error {
+	n, err := ch.ReadPackets(bufs, sizes, offset)
+	if err != nil {
+		return err
+	}
+	o := (*out)[:0]
+	bytes := 0
+	for i := 0; i < n; i++ {
+		pkt := bufs[i][:offset+sizes[i]]
+		if check != nil {
+			keep, err := check(pkt[offset:])
+			if err != nil {
+				return err
+			}
+			if !keep {
+				continue
+			}
+		}
+		o = append(o, pkt)
+		bytes += sizes[i]
+	}
+	*out = o
+	if len(o) == 0 {
+		return nil
+	}
+	if t != nil {
+		t.AddIn(len(o), bytes)
+	}
+	// A TUN write error concerns one packet the kernel refused (for
+	// example a bad checksum); it is no reason to end the session.
+	dev.Write(o, offset)
+	return nil
 }
