@@ -127,6 +127,8 @@ type Server struct {
 	addRoute func(netip.Prefix) (*netcfg.Changes, error)
 
 	batches sync.Pool // *batch
+	// uplinks are the sessions' uplink batches, taken per read (sessions.go).
+	uplinks *session.BatchPool
 
 	Counters Counters
 
@@ -171,6 +173,7 @@ func newServer(cfg *Config, log *slog.Logger) *Server {
 		byAppID:    map[[dtls.AppIDLen]byte]*Session{},
 		sessions:   map[*Session]struct{}{},
 		kroutes:    map[netip.Prefix]*netcfg.Changes{},
+		uplinks:    session.NewBatchPool(func() [][]byte { return tun.NewBuffers(uplinkBatch) }),
 	}
 	if cfg.pool6.IsValid() {
 		s.pool6 = newPool(cfg.pool6)

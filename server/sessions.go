@@ -342,8 +342,9 @@ func (sess *Session) run(ctx context.Context, ch *session.CSTPChannel, log *slog
 		errc <- session.KeepAlive(ctx, ch, session.Liveness{DPD: s.cfg.dpd(), Keepalive: s.cfg.keepalive()})
 	}()
 	go func() {
-		bufs := tun.NewBuffers(uplinkBatch)
-		errc <- session.UplinkCounted(ch, s.dev, bufs, tun.Headroom, sess.checkTLS, &sess.traffic)
+		// Buffers from the server's pool, only while packets are in
+		// flight: an idle session holds none (64 x 64 KiB each before).
+		errc <- session.UplinkPooled(ch, s.dev, s.uplinks, tun.Headroom, sess.checkTLS, &sess.traffic)
 	}()
 	err := <-errc
 	cancel()
