@@ -38,6 +38,11 @@ type Session struct {
 	ended bool
 
 	queue chan *batch // packets from the TUN device waiting for the channel
+	// connected is whether the session has a channel (attach to detach):
+	// without one, packets for it are dropped, not queued, so a session
+	// kept for a reconnect holds no batches (up to downlinkQueue of them,
+	// 190 KiB each, until cookie-timeout before).
+	connected atomic.Bool
 
 	// DTLS: the App-ID and PSK of the current TLS connection, the peer
 	// once its handshake completed, and whether downstream traffic goes
@@ -124,6 +129,7 @@ func (sess *Session) attach(ch *session.CSTPChannel, prev netip.Addr, prev6 neti
 		return netip.Addr{}, err
 	}
 	sess.ch = ch
+	sess.connected.Store(true)
 	return sess.addr, nil
 }
 
@@ -218,9 +224,13 @@ func (sess *Session) detach(ch *session.CSTPChannel, err error) {
 	current := sess.ch == ch
 	if current {
 		sess.ch = nil
+		sess.connected.Store(false)
 	}
 	sess.mu.Unlock()
 	ch.Close()
+	if current {
+		sess.drainQueue()
+	}
 	if !current {
 		return // replaced by a newer connection
 	}
@@ -277,6 +287,7 @@ func (sess *Session) end(reason string) {
 	sess.ended = true
 	ch := sess.ch
 	sess.ch = nil
+	sess.connected.Store(false)
 	addr, addr6 := sess.addr, sess.addr6
 	sess.mu.Unlock()
 	if ch != nil {
@@ -301,6 +312,8 @@ func (sess *Session) end(reason string) {
 	delete(s.sessions, sess)
 	s.retired.add(sess.totals()) // server totals stay monotonic
 	s.mu.Unlock()
+	// Unmapped now: routeFromTUN queues nothing more for it.
+	sess.drainQueue()
 	if addr.IsValid() {
 		s.pool.Put(addr)
 	}
@@ -353,6 +366,20 @@ func (sess *Session) run(ctx context.Context, ch *session.CSTPChannel, log *slog
 		<-errc
 	}
 	return err
+}
+
+// drainQueue puts the batches waiting in the session's queue back into
+// the pool: those of a write that failed, or queued while the connection
+// went away.
+func (sess *Session) drainQueue() {
+	for {
+		select {
+		case b := <-sess.queue:
+			sess.srv.putBatch(b)
+		default:
+			return
+		}
+	}
 }
 
 // checkTLS is check for packets that came over TLS: the client sends data
@@ -586,9 +613,13 @@ func (b *batch) add(pkt []byte) {
 	b.n++
 }
 
-func (s *Server) getBatch() *batch { return s.batches.Get().(*batch) }
+func (s *Server) getBatch() *batch {
+	s.batchesOut.Add(1)
+	return s.batches.Get().(*batch)
+}
 
 func (s *Server) putBatch(b *batch) {
+	s.batchesOut.Add(-1)
 	b.n = 0
 	s.batches.Put(b)
 }
@@ -607,6 +638,17 @@ func (s *Server) routeFromTUN() {
 	sizes := make([]int, len(bufs))
 	var open []pending
 	flush := func(p pending) {
+		if !p.sess.connected.Load() {
+			// Kept for a reconnect: the packets would wait for
+			// cookie-timeout, holding the batch.
+			s.Counters.DropDetached.Add(uint64(p.b.n))
+			if rateOK(&s.lastDetachedLog) {
+				s.log.Info("dropped packets for a session without a connection (kept for its reconnect)",
+					"user", p.sess.user, "session", p.sess.id, "count", s.Counters.DropDetached.Load())
+			}
+			s.putBatch(p.b)
+			return
+		}
 		select {
 		case p.sess.queue <- p.b:
 		default:
