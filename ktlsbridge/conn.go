@@ -197,7 +197,8 @@ type Conn struct {
 
 	rc syscall.RawConn // raw's, for WaitRead; nil if it has none
 
-	wmu sync.Mutex
+	wmu  sync.Mutex
+	wvec [1][]byte // Write's one-record vector (escapes through txEngine)
 
 	rmu     sync.Mutex
 	ctlBuf  []byte
@@ -341,14 +342,16 @@ func (c *Conn) Write(p []byte) (int, error) {
 	// write (16 KiB) for the connection's life.
 	sp := scratchBufs.Get().(*[]byte)
 	defer scratchBufs.Put(sp)
-	var vec [1][]byte
+	vec := &c.wvec
 	total := 0
 	for len(p) > 0 {
 		n := min(len(p), MaxPlaintext)
 		buf := (*sp)[:record.Headroom+n]
 		copy(buf[record.Headroom:], p[:n])
 		vec[0] = buf
-		if err := c.tx.writeRecords(vec[:], record.Headroom); err != nil {
+		err := c.tx.writeRecords(vec[:], record.Headroom)
+		vec[0] = nil // the buffer goes back to the pool
+		if err != nil {
 			return total, err
 		}
 		total += n
