@@ -522,9 +522,10 @@ type Peer struct {
 	pion  *piondtls.Conn           // unused for data after takeover; closed with the peer
 	d     atomic.Pointer[datapath] // nil until the handshake completes
 
-	wmu   sync.Mutex
-	wmsgs []udp.Message
-	w     *udp.Writer // the peer's own: sessions send at once
+	// wmu orders sealing and sending (the replay window wants sequence
+	// numbers in order); the vectors come from peerWrites per call, and
+	// each call has a writer of its own, so sessions send at once.
+	wmu sync.Mutex
 
 	replacing *Peer  // the established peer this handshake replaces
 	cid       string // the connection ID the client puts in its records, if any
@@ -782,13 +783,9 @@ func (p *Peer) WritePackets(bufs [][]byte, offset int) error {
 	}
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
-	if len(p.wmsgs) < len(bufs) {
-		p.wmsgs = make([]udp.Message, len(bufs))
-		for i := range p.wmsgs {
-			p.wmsgs[i].Buffers = make([][]byte, 1)
-		}
-	}
-	msgs := p.wmsgs[:len(bufs)]
+	pw := getPeerWrite(p.l.cfg.Conn, len(bufs))
+	defer putPeerWrite(pw)
+	msgs := pw.msgs[:len(bufs)]
 	ua := p.addr.Load().ua
 	bytes := 0
 	for i, b := range bufs {
@@ -802,13 +799,7 @@ func (p *Peer) WritePackets(bufs [][]byte, offset int) error {
 		msgs[i].Addr = ua
 		bytes += n
 	}
-	if p.w == nil {
-		p.w = p.l.cfg.Conn.NewWriter()
-	}
-	err := p.w.WriteBatch(msgs)
-	for i := range msgs {
-		msgs[i].Buffers[0] = nil
-	}
+	err := pw.w.WriteBatch(msgs)
 	if err != nil {
 		return err
 	}
