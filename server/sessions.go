@@ -344,28 +344,39 @@ func (sess *Session) setConnContext(ctx context.Context) {
 	sess.mu.Unlock()
 }
 
-// run pumps the session's packets over ch until ch fails.
+// run pumps the session's packets over ch until ch fails. The uplink runs
+// in the calling goroutine (the connection's own, which would only wait
+// otherwise): one goroutine stack fewer per session.
 func (sess *Session) run(ctx context.Context, ch *session.CSTPChannel, log *slog.Logger) error {
 	s := sess.srv
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 3)
-	go func() { errc <- sess.sendLoop(ctx, ch) }()
-	go func() {
-		errc <- session.KeepAlive(ctx, ch, session.Liveness{DPD: s.cfg.dpd(), Keepalive: s.cfg.keepalive()})
-	}()
-	go func() {
-		// Buffers from the server's pool, only while packets are in
-		// flight: an idle session holds none (64 x 64 KiB each before).
-		errc <- session.UplinkPooled(ch, s.dev, s.uplinks, tun.Headroom, sess.checkTLS, &sess.traffic)
-	}()
-	err := <-errc
-	cancel()
-	ch.Close() // unblocks the uplink's read
-	for range 2 {
-		<-errc
+	// The first of the three to return ends the others: its error is the
+	// channel's, and closing ch unblocks the uplink's read.
+	var first error
+	var once sync.Once
+	stop := func(err error) {
+		once.Do(func() {
+			first = err
+			cancel()
+			ch.Close()
+		})
 	}
-	return err
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		stop(sess.sendLoop(ctx, ch))
+	}()
+	go func() {
+		defer wg.Done()
+		stop(session.KeepAlive(ctx, ch, session.Liveness{DPD: s.cfg.dpd(), Keepalive: s.cfg.keepalive()}))
+	}()
+	// Buffers from the server's pool, only while packets are in flight:
+	// an idle session holds none (64 x 64 KiB each before).
+	stop(session.UplinkPooled(ch, s.dev, s.uplinks, tun.Headroom, sess.checkTLS, &sess.traffic))
+	wg.Wait()
+	return first
 }
 
 // drainQueue puts the batches waiting in the session's queue back into
