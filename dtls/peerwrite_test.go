@@ -32,3 +32,26 @@ func TestPeerWriteAllocs(t *testing.T) {
 		t.Fatalf("%v allocations per WritePackets", n)
 	}
 }
+
+// TestWindowDropsPion: once the feed window ends, pion's Conn is closed
+// and no longer referenced (it stayed with the peer for the session's
+// life, some 10 KiB each); the peer still carries data and closes.
+func TestWindowDropsPion(t *testing.T) {
+	s := newTestServer(t, false)
+	c, p := s.connect(t, s.addr)
+	p.feed.endWindow()
+	p.feed.mu.Lock()
+	pion := p.feed.pion
+	p.feed.mu.Unlock()
+	if pion != nil {
+		t.Fatal("pion's Conn still referenced after the feed window")
+	}
+	bufs := pumpPackets()[:4]
+	if err := p.WritePackets(bufs, room); err != nil {
+		t.Fatal(err)
+	}
+	if got := clientRead(t, c, len(bufs)); len(got) != len(bufs) {
+		t.Fatalf("%d packets after the window, want %d", len(got), len(bufs))
+	}
+	p.Close()
+}

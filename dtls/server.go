@@ -518,8 +518,7 @@ type Peer struct {
 	l     *Listener
 	owner Owner
 	addr  atomic.Pointer[peerAddr]
-	feed  *feedConn
-	pion  *piondtls.Conn           // unused for data after takeover; closed with the peer
+	feed  *feedConn                // holds pion's Conn until its window ends (feedConn.endWindow)
 	d     atomic.Pointer[datapath] // nil until the handshake completes
 
 	// wmu orders sealing and sending (the replay window wants sequence
@@ -608,7 +607,6 @@ func (p *Peer) handshake(psk []byte, suites []piondtls.CipherSuiteID, cid bool) 
 	p.feed.takeOver(pc, guardFor(d), func(n uint64) { p.l.feedDropped(p, n) })
 	p.l.Counters.HandshakeTime.Observe(time.Since(start))
 	p.emu.Lock()
-	p.pion = pc
 	p.d.Store(d)
 	if len(keys.RemoteCID) > 0 {
 		p.cid = string(keys.RemoteCID)
@@ -716,14 +714,7 @@ func (p *Peer) Up() bool { return p.d.Load() != nil && !p.closed.Load() }
 // Close forgets the peer and closes pion's Conn (see feedConn.closePion).
 func (p *Peer) Close() error {
 	if p.closed.CompareAndSwap(false, true) {
-		p.emu.Lock()
-		pion := p.pion
-		p.emu.Unlock()
-		if pion != nil {
-			p.feed.closePion(pion)
-		} else {
-			p.feed.Close()
-		}
+		p.feed.closeAll()
 		p.l.remove(p)
 	}
 	return nil
