@@ -40,6 +40,11 @@ import (
 // test binary run again), so that what the server process holds is the
 // server's alone.
 
+// idleFor is how long the sessions idle before the measurement: past the
+// DTLS feed window (5 s after each takeover), after which pion's Conn is
+// closed and dropped, as in a session that has been up for a while.
+const idleFor = 6 * time.Second
+
 // memClientEnv names the server's TCP address for the child process; its
 // stdin carries one cookie a line, then an empty line.
 const memClientEnv = "KVPN_MEMBENCH_SERVER"
@@ -160,10 +165,16 @@ func measureIdleSessions(tb testing.TB, n int) idleMemory {
 			tb.Fatalf("server: %d channels, %d DTLS peers of %d, %d", chs, peers, n, dtlsUp)
 		}
 	}
-	time.Sleep(2 * time.Second)
+	time.Sleep(idleFor)
 	chs, peers := countUp(s)
 	tb.Logf("after idling: %d channels, %d DTLS peers", chs, peers)
 	after := memNow()
+	if f := os.Getenv("KVPN_MEMBENCH_HEAP"); f != "" {
+		if out, err := os.Create(f); err == nil {
+			pprof.Lookup("heap").WriteTo(out, 0)
+			out.Close()
+		}
+	}
 	if f := os.Getenv("KVPN_MEMBENCH_GOROUTINES"); f != "" {
 		if out, err := os.Create(f); err == nil {
 			pprof.Lookup("goroutine").WriteTo(out, 1)
