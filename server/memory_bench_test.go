@@ -31,6 +31,7 @@ import (
 	"kvpn/dtls"
 	"kvpn/netcfg"
 	"kvpn/record"
+	"kvpn/tun"
 	"kvpn/tun/tuntest"
 	"kvpn/udp"
 )
@@ -59,8 +60,12 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 	if v := os.Getenv("KVPN_MEMBENCH_SESSIONS"); v != "" {
 		n, _ = strconv.Atoi(v)
 	}
+	// KVPN_MEMBENCH_BURST packets per session first (64 fill an uplink
+	// batch), so that buffers a session keeps are touched, hence resident,
+	// as in a session that carried traffic before it went idle.
+	burst, _ := strconv.Atoi(os.Getenv("KVPN_MEMBENCH_BURST"))
 	for range b.N {
-		r := measureIdleSessions(b, n)
+		r := measureIdleSessions(b, n, burst)
 		b.ReportMetric(r.heapPerSession/1024, "heap-KiB/session")
 		b.ReportMetric(r.stackPerSession/1024, "stack-KiB/session")
 		b.ReportMetric(r.rssPerSession/1024, "rss-KiB/session")
@@ -75,7 +80,7 @@ type idleMemory struct {
 	dtls                                           int
 }
 
-func measureIdleSessions(tb testing.TB, n int) idleMemory {
+func measureIdleSessions(tb testing.TB, n, burst int) idleMemory {
 	dir := tb.TempDir()
 	cfg := DefaultConfig(dir)
 	cfg.IPv4Network = "10.96.0.0/16"
@@ -119,7 +124,7 @@ func measureIdleSessions(tb testing.TB, n int) idleMemory {
 
 	before := memNow()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestIdleMemoryClient$")
-	cmd.Env = append(os.Environ(), memClientEnv+"="+ln.Addr().String()+","+s.udp.LocalAddr().String())
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s,%s,%d", memClientEnv, ln.Addr(), s.udp.LocalAddr(), burst))
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -167,7 +172,11 @@ func measureIdleSessions(tb testing.TB, n int) idleMemory {
 	}
 	time.Sleep(idleFor)
 	chs, peers := countUp(s)
-	tb.Logf("after idling: %d channels, %d DTLS peers", chs, peers)
+	var in uint64
+	for _, sess := range s.list() {
+		in += sess.traffic.InPackets.Load()
+	}
+	tb.Logf("after idling: %d channels, %d DTLS peers; %d packets came in", chs, peers, in)
 	after := memNow()
 	if f := os.Getenv("KVPN_MEMBENCH_HEAP"); f != "" {
 		if out, err := os.Create(f); err == nil {
@@ -221,6 +230,14 @@ func newMemServer(tb testing.TB, cfg *Config) *Server {
 	s.batches.New = func() any { return newBatch(mtu) }
 	dev, kernel := tuntest.NewPair()
 	tb.Cleanup(func() { kernel.Close() })
+	go func() { // the kernel side takes what the sessions send
+		bufs, sizes := tun.NewBuffers(64), make([]int, 64)
+		for {
+			if _, err := kernel.Read(bufs, sizes, tun.Headroom); err != nil {
+				return
+			}
+		}
+	}()
 	s.dev = dev
 	uc, err := udp.Listen("127.0.0.1:0")
 	if err != nil {
@@ -283,7 +300,9 @@ func TestIdleMemoryClient(t *testing.T) {
 	if env == "" {
 		t.Skip("the child process of BenchmarkIdleSessionMemory")
 	}
-	tcpAddr, udpAddr, _ := strings.Cut(env, ",")
+	tcpAddr, rest, _ := strings.Cut(env, ",")
+	udpAddr, burstS, _ := strings.Cut(rest, ",")
+	burst, _ := strconv.Atoi(burstS)
 	dtlsAP := netip.MustParseAddrPort(udpAddr)
 	in := bufio.NewScanner(os.Stdin)
 	in.Buffer(make([]byte, 4096), 4096)
@@ -306,6 +325,9 @@ func TestIdleMemoryClient(t *testing.T) {
 					continue
 				}
 				keep.Store(conn, true)
+				if err := memBurst(conn, p.Address, burst); err != nil {
+					t.Error(err)
+				}
 				psk, err := dtls.PSK(conn.ConnectionState())
 				if err != nil || len(p.DTLSAppID) != dtls.AppIDLen {
 					continue
@@ -334,6 +356,21 @@ func TestIdleMemoryClient(t *testing.T) {
 	// The connections must outlive the wait: unreferenced, the collector
 	// would close their sockets (the fds' finalizers).
 	runtime.KeepAlive(&keep)
+}
+
+// memBurst sends n 1300-byte packets from the session's address as CSTP
+// DATA frames, one record each.
+func memBurst(conn record.Conn, src netip.Addr, n int) error {
+	pkt := ipv4Packet(src.String(), "10.96.0.1")
+	pkt = append(pkt, make([]byte, 1280)...)
+	pkt[2], pkt[3] = byte(len(pkt)>>8), byte(len(pkt))
+	frame := cstp.AppendFrame(nil, cstp.TypeData, pkt)
+	for range n {
+		if _, err := conn.Write(frame); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func memConnect(addr, cookie string) (record.Conn, *cstp.TunnelParams, error) {
