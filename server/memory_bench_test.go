@@ -64,6 +64,9 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 	// batch), so that buffers a session keeps are touched, hence resident,
 	// as in a session that carried traffic before it went idle.
 	burst, _ := strconv.Atoi(os.Getenv("KVPN_MEMBENCH_BURST"))
+	if os.Getenv("KVPN_MEMBENCH_HEAP") != "" {
+		runtime.MemProfileRate = 1 // every allocation, for the per-component figures
+	}
 	for range b.N {
 		r := measureIdleSessions(b, n, burst)
 		b.ReportMetric(r.heapPerSession/1024, "heap-KiB/session")

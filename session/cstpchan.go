@@ -375,12 +375,22 @@ func (c *CSTPChannel) writeControl(t cstp.FrameType, payload []byte) error {
 	c.cmu.Lock()
 	defer c.cmu.Unlock()
 	c.ctrl = cstp.AppendFrame(c.ctrl[:0], t, payload)
-	if _, err := c.conn.Write(c.ctrl); err != nil {
+	_, err := c.conn.Write(c.ctrl)
+	if cap(c.ctrl) > ctrlKeep {
+		// A DPD request's payload is echoed whatever its size (up to
+		// 64 KiB): a buffer that size is not kept for the session's life.
+		c.ctrl = nil
+	}
+	if err != nil {
 		return c.writeErr(err)
 	}
 	c.lastSend.Store(time.Now().UnixNano())
 	return nil
 }
+
+// ctrlKeep is the largest control-frame buffer a channel keeps: DPD
+// requests from openconnect and ocserv carry no payload.
+const ctrlKeep = 256
 
 func (c *CSTPChannel) Ping() error      { return c.sendControl(cstp.TypeDPDReq, nil) }
 func (c *CSTPChannel) Keepalive() error { return c.sendControl(cstp.TypeKeepalive, nil) }

@@ -285,3 +285,39 @@ func (c *choppy) Read(p []byte) (int, error) {
 	c.b = c.b[n:]
 	return n, nil
 }
+
+// TestLargeDPDNotKept: the echo of a 60000-byte DPD request is sent, and
+// its buffer is not kept for the channel's life.
+func TestLargeDPDNotKept(t *testing.T) {
+	a, b := ktlsChannelPair(t)
+	if _, err := a.Conn().Write(cstp.AppendFrame(nil, cstp.TypeDPDReq, make([]byte, 60000))); err != nil {
+		t.Fatal(err)
+	}
+	bufs, sizes := recvBufs(1)
+	if err := b.WaitRead(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.ReadPackets(bufs, sizes, headroom); err != nil {
+		t.Fatal(err)
+	}
+	b.cmu.Lock()
+	kept := cap(b.ctrl)
+	b.cmu.Unlock()
+	if kept > ctrlKeep {
+		t.Fatalf("channel keeps a %d-byte control buffer", kept)
+	}
+	// The echo arrived whole.
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.ReadPackets(bufs, sizes, headroom)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no DPD response")
+	}
+}
