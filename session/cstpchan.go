@@ -139,9 +139,12 @@ func (c *CSTPChannel) Conn() record.Conn { return c.conn }
 func (c *CSTPChannel) LastReceive() time.Time { return time.Unix(0, c.lastRecv.Load()) }
 func (c *CSTPChannel) LastSend() time.Time    { return time.Unix(0, c.lastSend.Load()) }
 
-// ReadPackets implements Channel. It returns once the batch is full or no
-// further complete frame is buffered, so that packets reach the TUN device
-// without waiting for the next TLS record to arrive.
+// ReadPackets implements Channel. It waits for one frame only; after it,
+// it returns once the batch is full or no further complete frame is
+// buffered, so that packets reach the TUN device without waiting for the
+// next TLS record, and a caller holding pooled buffers (UplinkPooled)
+// never waits on the network with them. When that frame was a control
+// frame (DPD, keepalive) it may return 0 packets and no error.
 func (c *CSTPChannel) ReadPackets(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if c.rerr != nil {
 		c.fr.close()
