@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"kvpn/cstp"
 )
@@ -45,12 +46,21 @@ var frameBufs = sync.Pool{New: func() any {
 	return &b
 }}
 
+// frameBufsOut counts the frame buffers taken from frameBufs and not yet
+// given back (for tests: an idle channel holds none).
+var frameBufsOut atomic.Int64
+
+func getFrameBuf() *[]byte {
+	frameBufsOut.Add(1)
+	return frameBufs.Get().(*[]byte)
+}
+
 // newFrameReader returns a reader over src that starts with the bytes in
 // pre (what the HTTP exchange read past the CONNECT answer), copied.
 func newFrameReader(src io.Reader, maxPayload int, pre []byte) *frameReader {
 	f := &frameReader{src: src, maxPayload: maxPayload}
 	if len(pre) > 0 {
-		f.buf = frameBufs.Get().(*[]byte)
+		f.buf = getFrameBuf()
 		f.w = copy(*f.buf, pre)
 	}
 	return f
@@ -110,6 +120,7 @@ func (f *frameReader) discard() {
 // release returns the buffer to the pool.
 func (f *frameReader) release() {
 	if f.buf != nil {
+		frameBufsOut.Add(-1)
 		frameBufs.Put(f.buf)
 		f.buf, f.r, f.w = nil, 0, 0
 	}
@@ -132,7 +143,7 @@ func (f *frameReader) fill(need int) error {
 			return err
 		}
 		if f.buf == nil {
-			f.buf = frameBufs.Get().(*[]byte)
+			f.buf = getFrameBuf()
 		}
 		buf := *f.buf
 		if f.r > 0 && (len(buf)-f.w < compactFree || f.r+need > len(buf)) {
