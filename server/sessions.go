@@ -55,6 +55,7 @@ type Session struct {
 	peer       atomic.Pointer[dtls.Peer]
 	preferDTLS atomic.Bool
 	ctx        context.Context // of the current connection; ends with it
+	peerStop   func() bool     // unregisters the last peer's close on ctx (PeerUp); guarded by mu
 
 	// login is when the user logged in with a password, gen their
 	// password-file generation then (auth.PasswdFile.Generation); both
@@ -370,7 +371,7 @@ func (sess *Session) run(ctx context.Context, ch *session.CSTPChannel, log *slog
 	}()
 	go func() {
 		defer wg.Done()
-		stop(session.KeepAlive(ctx, ch, session.Liveness{DPD: s.cfg.dpd(), Keepalive: s.cfg.keepalive()}))
+		stop(sess.keepAlive(ctx, ch))
 	}()
 	// Buffers from the server's pool, only while packets are in flight:
 	// an idle session holds none (64 x 64 KiB each before).
@@ -471,18 +472,76 @@ func (sess *Session) PeerUp(p *dtls.Peer) {
 		old.Close()
 	}
 	sess.preferDTLS.Store(true)
-	log := s.log.With("user", sess.user, "session", sess.id)
-	log.Info("DTLS up", "from", p.Addr().String(), "transport", p.Name())
-	go func() {
-		err := session.KeepAlive(ctx, p, session.Liveness{DPD: s.cfg.dpd(), Keepalive: s.cfg.keepalive()})
-		if sess.clearPeer(p) {
-			sess.preferDTLS.Store(false)
-			if err != nil {
-				log.Info("DTLS lost; downstream traffic moves to TLS", "err", err)
+	s.log.Info("DTLS up", "user", sess.user, "session", sess.id, "from", p.Addr().String(), "transport", p.Name())
+	// The peer lives as long as its TLS connection. Its liveness is
+	// watched by the connection's keepAlive; this only closes it should
+	// the connection end between the check above and swapPeer (detach's
+	// dropDTLS may have run before), without a goroutine meanwhile.
+	// One such callback per session: a new peer's replaces the old one's
+	// (a client re-handshaking would pile them up on the connection).
+	stop := context.AfterFunc(ctx, func() { sess.lostDTLS(p, nil) })
+	sess.mu.Lock()
+	old := sess.peerStop
+	sess.peerStop = stop
+	sess.mu.Unlock()
+	if old != nil {
+		old()
+	}
+}
+
+// lostDTLS closes p and, if it is still the session's peer, moves
+// downstream traffic to TLS; err (nil when the connection ended) is why.
+func (sess *Session) lostDTLS(p *dtls.Peer, err error) {
+	if sess.clearPeer(p) {
+		sess.preferDTLS.Store(false)
+		if err != nil {
+			sess.srv.log.Info("DTLS lost; downstream traffic moves to TLS", "user", sess.user, "session", sess.id, "err", err)
+		}
+	}
+	p.Close()
+}
+
+// errPeerClosed is why a peer the listener closed (the client's DTLS
+// goodbye, exhausted sequence numbers) is dropped from the session.
+var errPeerClosed = errors.New("DTLS peer closed")
+
+// keepAlive runs dead-peer detection and keepalives for the TLS channel
+// and, while there is one, the session's DTLS peer, from one goroutine
+// (each had its own: one stack fewer per session). It returns when ctx
+// ends (nil) or the TLS channel is dead; a dead DTLS peer is dropped and
+// traffic moves to TLS, as openconnect and ocserv do.
+func (sess *Session) keepAlive(ctx context.Context, ch *session.CSTPChannel) error {
+	s := sess.srv
+	l := session.Liveness{DPD: s.cfg.dpd(), Keepalive: s.cfg.keepalive()}
+	t := time.NewTicker(l.Tick())
+	defer t.Stop()
+	tls := session.NewWatch(ch, l)
+	var peer session.Watch
+	var watched *dtls.Peer
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C:
+			if err := tls.Check(now); err != nil {
+				return err
+			}
+			p := sess.peer.Load()
+			if p == nil {
+				continue
+			}
+			if p != watched {
+				watched, peer = p, session.NewWatch(p, l)
+			}
+			if !p.Up() {
+				sess.lostDTLS(p, errPeerClosed)
+				continue
+			}
+			if err := peer.Check(now); err != nil {
+				sess.lostDTLS(p, err)
 			}
 		}
-		p.Close()
-	}()
+	}
 }
 
 // check accepts a packet from the client only if its source address is

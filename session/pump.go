@@ -85,39 +85,66 @@ type Liveness struct {
 // repeated every DPD/2, and the peer declared dead after 2 x DPD of
 // silence; a keepalive after Keepalive without sending anything.
 func KeepAlive(ctx context.Context, ch Keepable, l Liveness) error {
+	t := time.NewTicker(l.Tick())
+	defer t.Stop()
+	w := NewWatch(ch, l)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C:
+			if err := w.Check(now); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// Tick is how often KeepAlive looks at a channel: a quarter of the
+// shorter interval, at most a second.
+func (l Liveness) Tick() time.Duration {
 	tick := time.Second
 	for _, d := range []time.Duration{l.DPD / 4, l.Keepalive / 4} {
 		if d > 0 && d < tick {
 			tick = d
 		}
 	}
-	t := time.NewTicker(tick)
-	defer t.Stop()
-	var lastPing time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case now := <-t.C:
-			idle := now.Sub(ch.LastReceive())
-			if l.DPD > 0 {
-				if idle >= 2*l.DPD {
-					return ErrDeadPeer
-				}
-				if idle >= l.DPD && now.Sub(lastPing) >= l.DPD/2 {
-					lastPing = now
-					if err := ch.Ping(); err != nil {
-						return err
-					}
-				}
-			}
-			if l.Keepalive > 0 && now.Sub(ch.LastSend()) >= l.Keepalive {
-				if err := ch.Keepalive(); err != nil {
-					return err
-				}
+	return tick
+}
+
+// Watch is KeepAlive's state for one channel, for a caller that watches
+// several channels of a session from one goroutine (vpnd: TLS and DTLS),
+// saving a goroutine stack per channel.
+type Watch struct {
+	ch       Keepable
+	l        Liveness
+	lastPing time.Time
+}
+
+// NewWatch starts watching ch.
+func NewWatch(ch Keepable, l Liveness) Watch { return Watch{ch: ch, l: l} }
+
+// Check is one of KeepAlive's ticks at now: it sends what is due and
+// returns ErrDeadPeer, or the error of a send.
+func (w *Watch) Check(now time.Time) error {
+	idle := now.Sub(w.ch.LastReceive())
+	if w.l.DPD > 0 {
+		if idle >= 2*w.l.DPD {
+			return ErrDeadPeer
+		}
+		if idle >= w.l.DPD && now.Sub(w.lastPing) >= w.l.DPD/2 {
+			w.lastPing = now
+			if err := w.ch.Ping(); err != nil {
+				return err
 			}
 		}
 	}
+	if w.l.Keepalive > 0 && now.Sub(w.ch.LastSend()) >= w.l.Keepalive {
+		if err := w.ch.Keepalive(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Batch is one uplink batch: packet buffers with the vectors that go with
