@@ -37,7 +37,7 @@ func (e *HeadTooLargeError) Error() string { return e.What }
 // and buffered. Scanning the buffer instead of limiting the reader under br
 // leaves br untouched: after the CONNECT's head, the bytes it holds are the
 // tunnel's first CSTP frames. br must be larger than MaxHeadBytes
-// (session.NewFrameReader's is 64 KiB).
+// (session.NewFrameReader's is 20 KiB).
 //
 // It returns a *HeadTooLargeError when the start line or the head is over
 // its bound (414 URI Too Long, 431 Request Header Fields Too Large, RFC 6585

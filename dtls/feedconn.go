@@ -155,6 +155,21 @@ func (c *feedConn) endWindow() {
 		t.Stop()
 	}
 	c.closePion(pion)
+	// Closed, pion's Conn (its handshake cache, cipher state and
+	// buffers, some 10 KiB) is garbage: keep no reference for the
+	// session's lifetime.
+	c.mu.Lock()
+	c.pion, c.timer = nil, nil
+	c.mu.Unlock()
+}
+
+// closeAll closes the feed and, if the handshake handed it over and the
+// window has not dropped it yet, pion's Conn (Peer.Close).
+func (c *feedConn) closeAll() {
+	c.mu.Lock()
+	pion := c.pion
+	c.mu.Unlock()
+	c.closePion(pion)
 }
 
 // peerAuthenticated is called for every authenticated record from the

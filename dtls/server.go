@@ -476,13 +476,13 @@ type Peer struct {
 	l     *Listener
 	owner Owner
 	addr  atomic.Pointer[peerAddr]
-	feed  *feedConn
-	pion  *piondtls.Conn           // unused for data after takeover; closed with the peer
+	feed  *feedConn                // holds pion's Conn until its window ends (feedConn.endWindow)
 	d     atomic.Pointer[datapath] // nil until the handshake completes
 
-	wmu   sync.Mutex
-	wmsgs []udp.Message
-	w     *udp.Writer // the peer's own: sessions send at once
+	// wmu orders sealing and sending (the replay window wants sequence
+	// numbers in order); the vectors come from peerWrites per call, and
+	// each call has a writer of its own, so sessions send at once.
+	wmu sync.Mutex
 
 	replacing *Peer  // the established peer this handshake replaces
 	cid       string // the connection ID the client puts in its records, if any
@@ -565,7 +565,6 @@ func (p *Peer) handshake(psk []byte, suites []piondtls.CipherSuiteID, cid bool) 
 	p.feed.takeOver(pc, guardFor(d), func(n uint64) { p.l.feedDropped(p, n) })
 	p.l.Counters.HandshakeTime.Observe(time.Since(start))
 	p.emu.Lock()
-	p.pion = pc
 	p.d.Store(d)
 	if len(keys.RemoteCID) > 0 {
 		p.cid = string(keys.RemoteCID)
@@ -673,14 +672,7 @@ func (p *Peer) Up() bool { return p.d.Load() != nil && !p.closed.Load() }
 // Close forgets the peer and closes pion's Conn (see feedConn.closePion).
 func (p *Peer) Close() error {
 	if p.closed.CompareAndSwap(false, true) {
-		p.emu.Lock()
-		pion := p.pion
-		p.emu.Unlock()
-		if pion != nil {
-			p.feed.closePion(pion)
-		} else {
-			p.feed.Close()
-		}
+		p.feed.closeAll()
 		p.l.remove(p)
 	}
 	return nil
@@ -740,13 +732,9 @@ func (p *Peer) WritePackets(bufs [][]byte, offset int) error {
 	}
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
-	if len(p.wmsgs) < len(bufs) {
-		p.wmsgs = make([]udp.Message, len(bufs))
-		for i := range p.wmsgs {
-			p.wmsgs[i].Buffers = make([][]byte, 1)
-		}
-	}
-	msgs := p.wmsgs[:len(bufs)]
+	pw := getPeerWrite(p.l.cfg.Conn, len(bufs))
+	defer putPeerWrite(pw)
+	msgs := pw.msgs[:len(bufs)]
 	ua := p.addr.Load().ua
 	bytes := 0
 	for i, b := range bufs {
@@ -760,13 +748,7 @@ func (p *Peer) WritePackets(bufs [][]byte, offset int) error {
 		msgs[i].Addr = ua
 		bytes += n
 	}
-	if p.w == nil {
-		p.w = p.l.cfg.Conn.NewWriter()
-	}
-	err := p.w.WriteBatch(msgs)
-	for i := range msgs {
-		msgs[i].Buffers[0] = nil
-	}
+	err := pw.w.WriteBatch(msgs)
 	if err != nil {
 		return err
 	}

@@ -96,6 +96,9 @@ func handshake(ctx context.Context, raw net.Conn, cfg *tls.Config, server bool, 
 		(*hook)(&txKeys, &rxKeys)
 	}
 	c := &Conn{raw: raw, cs: cs}
+	if sc, ok := raw.(syscall.Conn); ok {
+		c.rc, _ = sc.SyscallConn()
+	}
 	// From here on crypto/tls is never used again: its Write would
 	// encrypt a second time, and its sequence numbers are now ours.
 	var kerr [2]error // TX, RX
@@ -192,8 +195,10 @@ type Conn struct {
 	// nil where it did.
 	KernelErrors [2]error
 
-	wmu     sync.Mutex
-	scratch []byte // for Write: copies with headroom
+	rc syscall.RawConn // raw's, for WaitRead; nil if it has none
+
+	wmu  sync.Mutex
+	wvec [1][]byte // Write's one-record vector (escapes through txEngine)
 
 	rmu     sync.Mutex
 	ctlBuf  []byte
@@ -218,6 +223,24 @@ type rxEngine interface {
 	name() string
 	// read returns plaintext of one content type.
 	read(p []byte) (int, uint8, error)
+	// buffered reports whether read has something to return without
+	// reading the socket.
+	buffered() bool
+}
+
+// WaitRead blocks until a Read would not wait for the network, without
+// holding a receive buffer meanwhile: what the engine has buffered counts,
+// else the socket is polled for readability (peekReadable). A session's
+// reader calls it before it takes pooled buffers, so idle sessions hold
+// none. It returns the socket's error (closed, deadline).
+func (c *Conn) WaitRead() error {
+	c.rmu.Lock()
+	ready := len(c.rpend) > 0 || c.rx.buffered()
+	c.rmu.Unlock()
+	if ready || c.rc == nil {
+		return nil
+	}
+	return c.rc.Read(peekReadable)
 }
 
 // Read returns application data. Alerts end the stream: close_notify as
@@ -314,16 +337,21 @@ func alertError(b []byte) error {
 func (c *Conn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	// The copy with headroom goes into a pooled buffer, held for this
+	// call only: kept per connection, it stayed as big as the largest
+	// write (16 KiB) for the connection's life.
+	sp := scratchBufs.Get().(*[]byte)
+	defer scratchBufs.Put(sp)
+	vec := &c.wvec
 	total := 0
 	for len(p) > 0 {
 		n := min(len(p), MaxPlaintext)
-		need := record.Headroom + n + record.Tailroom
-		if cap(c.scratch) < need {
-			c.scratch = make([]byte, need)
-		}
-		buf := c.scratch[:record.Headroom+n]
+		buf := (*sp)[:record.Headroom+n]
 		copy(buf[record.Headroom:], p[:n])
-		if err := c.tx.writeRecords([][]byte{buf}, record.Headroom); err != nil {
+		vec[0] = buf
+		err := c.tx.writeRecords(vec[:], record.Headroom)
+		vec[0] = nil // the buffer goes back to the pool
+		if err != nil {
 			return total, err
 		}
 		total += n
@@ -331,6 +359,13 @@ func (c *Conn) Write(p []byte) (int, error) {
 	}
 	return total, nil
 }
+
+// scratchBufs holds Write's copies: one record with room for its header
+// and tag.
+var scratchBufs = sync.Pool{New: func() any {
+	b := make([]byte, record.Headroom+MaxPlaintext+record.Tailroom)
+	return &b
+}}
 
 // WriteRecords implements record.Conn.
 func (c *Conn) WriteRecords(bufs [][]byte, offset int) error {
@@ -409,6 +444,7 @@ type kernelRXEngine struct{ k kernelRX }
 
 func (e *kernelRXEngine) name() string                      { return EngineKernel }
 func (e *kernelRXEngine) read(p []byte) (int, uint8, error) { return e.k.read(p) }
+func (e *kernelRXEngine) buffered() bool                    { return false } // the kernel holds it
 
 // userTX seals records in place in the caller's buffers and writes a
 // batch with one writev.
@@ -460,6 +496,7 @@ func (u *userTX) control(typ uint8, data []byte) error {
 type userRX struct {
 	conn    net.Conn
 	op      *Opener
+	bufp    *[]byte // from rxBufs while it holds bytes; buf is *bufp
 	buf     []byte
 	r, w    int
 	pend    []byte
@@ -476,7 +513,26 @@ func newUserRX(conn net.Conn, k Keys) (*userRX, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &userRX{conn: conn, op: op, buf: make([]byte, userRXBuffer)}, nil
+	return &userRX{conn: conn, op: op}, nil
+}
+
+// rxBufs holds the userspace receive buffers. A connection takes one when
+// it reads the socket and gives it back once everything in it has been
+// returned: an idle connection holds none.
+var rxBufs = sync.Pool{New: func() any {
+	b := make([]byte, userRXBuffer)
+	return &b
+}}
+
+func (u *userRX) buffered() bool { return u.w > u.r || len(u.pend) > 0 || u.err != nil }
+
+// release gives the buffer back when nothing in it is still to be returned
+// (pend aliases it).
+func (u *userRX) release() {
+	if u.bufp != nil && u.r == u.w && len(u.pend) == 0 {
+		rxBufs.Put(u.bufp)
+		u.bufp, u.buf, u.r, u.w = nil, nil, 0, 0
+	}
 }
 
 func (u *userRX) name() string { return EngineUserspace }
@@ -517,6 +573,12 @@ func (u *userRX) more(p []byte, n int) (int, error) {
 }
 
 func (u *userRX) read(p []byte) (int, uint8, error) {
+	n, typ, err := u.readRecords(p)
+	u.release()
+	return n, typ, err
+}
+
+func (u *userRX) readRecords(p []byte) (int, uint8, error) {
 	if u.err != nil {
 		err := u.err
 		u.err = nil
@@ -549,6 +611,10 @@ func (u *userRX) read(p []byte) (int, uint8, error) {
 		if u.r > 0 && (u.w == len(u.buf) || u.r == u.w) {
 			u.w = copy(u.buf, u.buf[u.r:u.w])
 			u.r = 0
+		}
+		if u.bufp == nil {
+			u.bufp = rxBufs.Get().(*[]byte)
+			u.buf = *u.bufp
 		}
 		n, err := u.conn.Read(u.buf[u.w:])
 		u.w += n

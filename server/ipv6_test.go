@@ -246,6 +246,7 @@ func TestRouteFromTUNIPv6(t *testing.T) {
 	b := &Session{srv: s, addr: netip.MustParseAddr("10.77.0.3"), addr6: netip.MustParseAddr("fd00:77::3"), queue: make(chan *batch, 8)}
 	for _, sess := range []*Session{a, b} {
 		s.byAddr[sess.addr], s.byAddr[sess.addr6] = sess, sess
+		sess.connected.Store(true) // as attach does
 	}
 	go s.routeFromTUN()
 	defer dev.Close()

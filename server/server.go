@@ -73,6 +73,7 @@ type Counters struct {
 	DropSpoofed    atomic.Uint64 // packet from a session with a foreign source
 	DropNoIPv6     atomic.Uint64 // IPv6 packet from a session without an IPv6 address
 	DropQueueFull  atomic.Uint64 // session's downlink queue full
+	DropDetached   atomic.Uint64 // packet from TUN for a session without a connection
 	DropTooBig     atomic.Uint64 // packet from TUN larger than the tunnel MTU
 	DropRestricted atomic.Uint64 // packet from a session outside its routes (restrict-user-to-routes)
 	LoginFailures  atomic.Uint64
@@ -140,6 +141,13 @@ type Server struct {
 	addRoute func(netip.Prefix) (*netcfg.Changes, error)
 
 	batches sync.Pool // *batch
+	// batchesOut counts downlink batches taken from batches and not put
+	// back: in a TUN read, in a session's queue or in its write.
+	batchesOut atomic.Int64
+	// lastDetachedLog rate-limits the DropDetached log line.
+	lastDetachedLog atomic.Int64
+	// uplinks are the sessions' uplink batches, taken per read (sessions.go).
+	uplinks *session.BatchPool
 
 	Counters Counters
 
@@ -184,6 +192,7 @@ func newServer(cfg *Config, log *slog.Logger) *Server {
 		byAppID:    map[[dtls.AppIDLen]byte]*Session{},
 		sessions:   map[*Session]struct{}{},
 		kroutes:    map[netip.Prefix]*netcfg.Changes{},
+		uplinks:    session.NewBatchPool(func() [][]byte { return tun.NewBuffers(uplinkBatch) }),
 	}
 	if cfg.pool6.IsValid() {
 		s.pool6 = newPool(cfg.pool6)

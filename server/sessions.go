@@ -39,6 +39,15 @@ type Session struct {
 
 	queue chan *batch // packets from the TUN device waiting for the channel
 
+	// watchWake tells the connection's keepAlive that a DTLS peer came up,
+	// so that it watches it from now, not from its next deadline.
+	watchWake chan struct{}
+	// connected is whether the session has a channel (attach to detach):
+	// without one, packets for it are dropped, not queued, so a session
+	// kept for a reconnect holds no batches (up to downlinkQueue of them,
+	// 190 KiB each, until cookie-timeout before).
+	connected atomic.Bool
+
 	// DTLS: the App-ID and PSK of the current TLS connection, the peer
 	// once its handshake completed, and whether downstream traffic goes
 	// over DTLS (it does once the peer is up; a DATA frame on TLS means
@@ -50,6 +59,7 @@ type Session struct {
 	peer       atomic.Pointer[dtls.Peer]
 	preferDTLS atomic.Bool
 	ctx        context.Context // of the current connection; ends with it
+	peerStop   func() bool     // unregisters the last peer's close on ctx (PeerUp); guarded by mu
 
 	// login is when the user logged in with a password, gen their
 	// password-file generation then (auth.PasswdFile.Generation); both
@@ -85,7 +95,7 @@ func (s *Server) newSession(user string, from netip.Addr) *Session {
 	now := time.Now()
 	sess := &Session{
 		srv: s, id: s.nextID, user: user, from: from, created: now,
-		queue: make(chan *batch, downlinkQueue),
+		queue: make(chan *batch, downlinkQueue), watchWake: make(chan struct{}, 1),
 		login: now.Truncate(time.Second), // as a ticket carries it
 	}
 	if set := s.currentSettings(); set != nil && set.Passwd != nil {
@@ -124,6 +134,7 @@ func (sess *Session) attach(ch *session.CSTPChannel, prev netip.Addr, prev6 neti
 		return netip.Addr{}, err
 	}
 	sess.ch = ch
+	sess.connected.Store(true)
 	return sess.addr, nil
 }
 
@@ -218,9 +229,13 @@ func (sess *Session) detach(ch *session.CSTPChannel, err error) {
 	current := sess.ch == ch
 	if current {
 		sess.ch = nil
+		sess.connected.Store(false)
 	}
 	sess.mu.Unlock()
 	ch.Close()
+	if current {
+		sess.drainQueue()
+	}
 	if !current {
 		return // replaced by a newer connection
 	}
@@ -277,6 +292,7 @@ func (sess *Session) end(reason string) {
 	sess.ended = true
 	ch := sess.ch
 	sess.ch = nil
+	sess.connected.Store(false)
 	addr, addr6 := sess.addr, sess.addr6
 	sess.mu.Unlock()
 	if ch != nil {
@@ -301,6 +317,8 @@ func (sess *Session) end(reason string) {
 	delete(s.sessions, sess)
 	s.retired.add(sess.totals()) // server totals stay monotonic
 	s.mu.Unlock()
+	// Unmapped now: routeFromTUN queues nothing more for it.
+	sess.drainQueue()
 	if addr.IsValid() {
 		s.pool.Put(addr)
 	}
@@ -331,27 +349,53 @@ func (sess *Session) setConnContext(ctx context.Context) {
 	sess.mu.Unlock()
 }
 
-// run pumps the session's packets over ch until ch fails.
+// run pumps the session's packets over ch until ch fails. The uplink runs
+// in the calling goroutine (the connection's own, which would only wait
+// otherwise): one goroutine stack fewer per session.
 func (sess *Session) run(ctx context.Context, ch *session.CSTPChannel, log *slog.Logger) error {
 	s := sess.srv
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 3)
-	go func() { errc <- sess.sendLoop(ctx, ch) }()
-	go func() {
-		errc <- session.KeepAlive(ctx, ch, session.Liveness{DPD: s.cfg.dpd(), Keepalive: s.cfg.keepalive()})
-	}()
-	go func() {
-		bufs := tun.NewBuffers(uplinkBatch)
-		errc <- session.UplinkCounted(ch, s.dev, bufs, tun.Headroom, sess.checkTLS, &sess.traffic)
-	}()
-	err := <-errc
-	cancel()
-	ch.Close() // unblocks the uplink's read
-	for range 2 {
-		<-errc
+	// The first of the three to return ends the others: its error is the
+	// channel's, and closing ch unblocks the uplink's read.
+	var first error
+	var once sync.Once
+	stop := func(err error) {
+		once.Do(func() {
+			first = err
+			cancel()
+			ch.Close()
+		})
 	}
-	return err
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		stop(sess.sendLoop(ctx, ch))
+	}()
+	go func() {
+		defer wg.Done()
+		stop(sess.keepAlive(ctx, ch))
+	}()
+	// Buffers from the server's pool, only while packets are in flight:
+	// an idle session holds none (64 x 64 KiB each before).
+	stop(session.UplinkPooled(ch, s.dev, s.uplinks, tun.Headroom, sess.checkTLS, &sess.traffic))
+	wg.Wait()
+	return first
+}
+
+// drainQueue puts the batches waiting in the session's queue back into
+// the pool: those of a write that failed, or queued while the connection
+// went away.
+func (sess *Session) drainQueue() {
+	for {
+		select {
+		case b := <-sess.queue:
+			sess.srv.putBatch(b)
+		default:
+			return
+		}
+	}
 }
 
 // checkTLS is check for packets that came over TLS: the client sends data
@@ -431,19 +475,86 @@ func (sess *Session) PeerUp(p *dtls.Peer) {
 	if old := sess.swapPeer(p); old != nil {
 		old.Close()
 	}
+	select {
+	case sess.watchWake <- struct{}{}: // keepAlive watches the new peer now
+	default:
+	}
 	sess.preferDTLS.Store(true)
-	log := s.log.With("user", sess.user, "session", sess.id)
-	log.Info("DTLS up", "from", p.Addr().String(), "transport", p.Name())
-	go func() {
-		err := session.KeepAlive(ctx, p, session.Liveness{DPD: s.cfg.dpd(), Keepalive: s.cfg.keepalive()})
-		if sess.clearPeer(p) {
-			sess.preferDTLS.Store(false)
-			if err != nil {
-				log.Info("DTLS lost; downstream traffic moves to TLS", "err", err)
+	s.log.Info("DTLS up", "user", sess.user, "session", sess.id, "from", p.Addr().String(), "transport", p.Name())
+	// The peer lives as long as its TLS connection. Its liveness is
+	// watched by the connection's keepAlive; this only closes it should
+	// the connection end between the check above and swapPeer (detach's
+	// dropDTLS may have run before), without a goroutine meanwhile.
+	// One such callback per session: a new peer's replaces the old one's
+	// (a client re-handshaking would pile them up on the connection).
+	stop := context.AfterFunc(ctx, func() { sess.lostDTLS(p, nil) })
+	sess.mu.Lock()
+	old := sess.peerStop
+	sess.peerStop = stop
+	sess.mu.Unlock()
+	if old != nil {
+		old()
+	}
+}
+
+// lostDTLS closes p and, if it is still the session's peer, moves
+// downstream traffic to TLS; err (nil when the connection ended) is why.
+func (sess *Session) lostDTLS(p *dtls.Peer, err error) {
+	if sess.clearPeer(p) {
+		sess.preferDTLS.Store(false)
+		if err != nil {
+			sess.srv.log.Info("DTLS lost; downstream traffic moves to TLS", "user", sess.user, "session", sess.id, "err", err)
+		}
+	}
+	p.Close()
+}
+
+// errPeerClosed is why a peer the listener closed (the client's DTLS
+// goodbye, exhausted sequence numbers) is dropped from the session.
+var errPeerClosed = errors.New("DTLS peer closed")
+
+// keepAlive runs dead-peer detection and keepalives for the TLS channel
+// and, while there is one, the session's DTLS peer, from one goroutine
+// (each had its own: one stack fewer per session). It returns when ctx
+// ends (nil) or the TLS channel is dead; a dead DTLS peer is dropped and
+// traffic moves to TLS, as openconnect and ocserv do.
+func (sess *Session) keepAlive(ctx context.Context, ch *session.CSTPChannel) error {
+	s := sess.srv
+	l := session.Liveness{DPD: s.cfg.dpd(), Keepalive: s.cfg.keepalive()}
+	// It sleeps until the earlier of the two channels' next deadlines
+	// (session.Watch.Check), woken early when a new DTLS peer comes up.
+	t := time.NewTimer(l.MinWait())
+	defer t.Stop()
+	tls := session.NewWatch(ch, l)
+	var peer session.Watch
+	var watched *dtls.Peer
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-sess.watchWake:
+		}
+		now := time.Now()
+		next, err := tls.Check(now)
+		if err != nil {
+			return err
+		}
+		if p := sess.peer.Load(); p != nil {
+			if p != watched {
+				watched, peer = p, session.NewWatch(p, l)
+			}
+			if !p.Up() {
+				sess.lostDTLS(p, errPeerClosed)
+			} else if pn, err := peer.Check(now); err != nil {
+				sess.lostDTLS(p, err)
+			} else if !pn.IsZero() && (next.IsZero() || pn.Before(next)) {
+				next = pn
 			}
 		}
-		p.Close()
-	}()
+		t.Reset(l.Wait(now, next)) // Go 1.23 timers: Reset drops a stale tick
+
+	}
 }
 
 // check accepts a packet from the client only if its source address is
@@ -585,9 +696,13 @@ func (b *batch) add(pkt []byte) {
 	b.n++
 }
 
-func (s *Server) getBatch() *batch { return s.batches.Get().(*batch) }
+func (s *Server) getBatch() *batch {
+	s.batchesOut.Add(1)
+	return s.batches.Get().(*batch)
+}
 
 func (s *Server) putBatch(b *batch) {
+	s.batchesOut.Add(-1)
 	b.n = 0
 	s.batches.Put(b)
 }
@@ -606,6 +721,17 @@ func (s *Server) routeFromTUN() {
 	sizes := make([]int, len(bufs))
 	var open []pending
 	flush := func(p pending) {
+		if !p.sess.connected.Load() {
+			// Kept for a reconnect: the packets would wait for
+			// cookie-timeout, holding the batch.
+			s.Counters.DropDetached.Add(uint64(p.b.n))
+			if rateOK(&s.lastDetachedLog) {
+				s.log.Info("dropped packets for a session without a connection (kept for its reconnect)",
+					"user", p.sess.user, "session", p.sess.id, "count", s.Counters.DropDetached.Load())
+			}
+			s.putBatch(p.b)
+			return
+		}
 		select {
 		case p.sess.queue <- p.b:
 		default:

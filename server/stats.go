@@ -180,6 +180,7 @@ func (s *Server) Snapshot() Snapshot {
 			"spoofed":              c.DropSpoofed.Load(),
 			"no-ipv6":              c.DropNoIPv6.Load(),
 			"queue-full":           c.DropQueueFull.Load(),
+			"detached":             c.DropDetached.Load(),
 			"too-big":              c.DropTooBig.Load(),
 			"restricted":           c.DropRestricted.Load(),
 			"bad-request":          c.BadRequests.Load(),

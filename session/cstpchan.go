@@ -17,7 +17,7 @@ import (
 // one frame per record (see record.Conn for why).
 type CSTPChannel struct {
 	conn record.Conn
-	fr   *cstp.Reader
+	fr   *frameReader
 	mtu  int
 
 	lastRecv atomic.Int64 // unix nanoseconds
@@ -30,7 +30,8 @@ type CSTPChannel struct {
 
 	// gso receives GSO-DATA frames (cstp-gso extension) when the peer
 	// negotiated it; pending holds one that arrived behind packets still
-	// to be delivered, so it goes out after them, in order.
+	// to be delivered, so it goes out after them, in order. It aliases
+	// fr's buffer, which stays until the next fr.Next.
 	gso     func(frame []byte) error
 	pending []byte
 	hasPend bool
@@ -99,13 +100,18 @@ type Stats struct {
 
 // NewCSTPChannel wraps conn, whose pending input is already buffered in br
 // (the login and CONNECT exchange ran through the same bufio.Reader, and
-// bytes after the CONNECT answer belong to the first frames). br must be at
-// least cstp.HeaderLen+cstp.MaxPayload bytes. mtu bounds DATA payloads.
+// bytes after the CONNECT answer belong to the first frames): those bytes
+// are taken out of br, and br is not read again. mtu bounds DATA payloads.
+//
+// The channel reads frames into a buffer from a pool shared by all
+// channels, held only while it has unread bytes (frameReader).
 func NewCSTPChannel(conn record.Conn, br *bufio.Reader, mtu int) (*CSTPChannel, error) {
-	fr, err := cstp.NewReader(br, cstp.MaxPayload)
-	if err != nil {
-		return nil, err
+	if br == nil {
+		return nil, errors.New("session: NewCSTPChannel: nil bufio.Reader")
 	}
+	pre, _ := br.Peek(br.Buffered())
+	fr := newFrameReader(conn, cstp.MaxPayload, pre)
+	br.Discard(len(pre))
 	c := &CSTPChannel{conn: conn, fr: fr, mtu: mtu}
 	now := time.Now().UnixNano()
 	c.lastRecv.Store(now)
@@ -113,11 +119,17 @@ func NewCSTPChannel(conn record.Conn, br *bufio.Reader, mtu int) (*CSTPChannel, 
 	return c, nil
 }
 
-// NewFrameReader returns a bufio.Reader big enough for any CSTP frame, to be
-// used for the HTTP exchange before the tunnel and then for the frames.
+// NewFrameReader returns the bufio.Reader for the HTTP exchange before the
+// tunnel, whose bytes past the CONNECT answer NewCSTPChannel takes over. It
+// holds a whole request head (cstp.PeekHead) and no more: the frames are
+// read into pooled buffers, not into this one.
 func NewFrameReader(conn record.Conn) *bufio.Reader {
-	return bufio.NewReaderSize(conn, cstp.HeaderLen+cstp.MaxPayload)
+	return bufio.NewReaderSize(conn, httpBufSize)
 }
+
+// httpBufSize holds the largest request head cstp.PeekHead accepts, with
+// room for what follows it in the same read.
+const httpBufSize = cstp.MaxHeadBytes + 4096
 
 func (c *CSTPChannel) Name() string { return "tls/" + c.conn.Engine().String() }
 
@@ -127,22 +139,62 @@ func (c *CSTPChannel) Conn() record.Conn { return c.conn }
 func (c *CSTPChannel) LastReceive() time.Time { return time.Unix(0, c.lastRecv.Load()) }
 func (c *CSTPChannel) LastSend() time.Time    { return time.Unix(0, c.lastSend.Load()) }
 
-// ReadPackets implements Channel. It returns once the batch is full or no
-// further complete frame is buffered, so that packets reach the TUN device
-// without waiting for the next TLS record to arrive.
+// ReadPackets implements Channel. It waits for one frame only; after it,
+// it returns once the batch is full or no further complete frame is
+// buffered, so that packets reach the TUN device without waiting for the
+// next TLS record, and a caller holding pooled buffers (UplinkPooled)
+// never waits on the network with them. When that frame was a control
+// frame (DPD, keepalive) it may return 0 packets and no error.
 func (c *CSTPChannel) ReadPackets(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if c.rerr != nil {
+		c.fr.close()
 		return 0, c.rerr
 	}
 	n, err := c.readPackets(bufs, sizes, offset)
 	if err != nil {
 		c.rerr = err
-		if n > 0 {
+		if n == 0 {
+			c.fr.close() // nothing aliases it now: the stream is over
+		} else {
 			// Deliver what we have; the error comes back on the next call.
 			return n, nil
 		}
 	}
 	return n, err
+}
+
+// readWaiter is a connection that can wait until it is readable without
+// holding a receive buffer (ktlsbridge.Conn.WaitRead).
+type readWaiter interface{ WaitRead() error }
+
+// WaitRead blocks until ReadPackets has a whole frame (or an error) to
+// work on. While the connection is silent it holds no buffer: it waits on
+// the connection's readability (readWaiter) before taking one from the
+// pool; only a frame that arrives in parts keeps one meanwhile. The uplink
+// calls it before it takes its pooled packet buffers, so an idle session
+// holds neither. Only the reading goroutine may call it.
+func (c *CSTPChannel) WaitRead() error {
+	if c.hasPend || c.rerr != nil {
+		return nil
+	}
+	c.fr.discard() // without a pending GSO frame nothing aliases it
+	for !c.fr.ready() {
+		if c.fr.buffered() == 0 {
+			if w, ok := c.conn.(readWaiter); ok {
+				if err := w.WaitRead(); err != nil {
+					return err
+				}
+			}
+		}
+		if err := c.fr.fill(c.fr.buffered() + 1); err != nil {
+			c.rerr = protocolError(err)
+			if c.fr.buffered() == 0 {
+				c.fr.close()
+			}
+			return nil // ReadPackets returns it
+		}
+	}
+	return nil
 }
 
 // AcceptGSO lets the peer send GSO-DATA frames (a virtio-net header and
@@ -151,7 +203,6 @@ func (c *CSTPChannel) ReadPackets(bufs [][]byte, sizes []int, offset int) (int, 
 // Call before the first ReadPackets.
 func (c *CSTPChannel) AcceptGSO(deliver func(frame []byte) error) {
 	c.gso = deliver
-	c.pending = make([]byte, 0, cstp.MaxPayload)
 }
 
 // deliverGSO hands a GSO-DATA frame to the AcceptGSO callback.
@@ -162,15 +213,20 @@ func (c *CSTPChannel) deliverGSO(frame []byte) error {
 }
 
 func (c *CSTPChannel) readPackets(bufs [][]byte, sizes []int, offset int) (int, error) {
-	n := 0
+	n, frames := 0, 0
 	if c.hasPend {
 		c.hasPend = false
-		if err := c.deliverGSO(c.pending); err != nil {
+		frames++
+		err := c.deliverGSO(c.pending)
+		c.pending = nil
+		if err != nil {
 			return 0, err
 		}
 	}
-	for n < len(bufs) {
-		if n > 0 && c.fr.Buffered() == 0 {
+	for ; n < len(bufs); frames++ {
+		// Only the first frame may wait for the network: the caller
+		// (UplinkPooled) holds pooled buffers while this runs.
+		if frames > 0 && !c.fr.ready() {
 			break
 		}
 		t, payload, err := c.fr.Next()
@@ -195,8 +251,9 @@ func (c *CSTPChannel) readPackets(bufs [][]byte, sizes []int, offset int) (int, 
 				return n, &ProtocolError{errors.New("cstp: GSO-DATA frame but cstp-gso was not negotiated")}
 			}
 			if n > 0 {
-				// Packets read before it go to the TUN first.
-				c.pending = append(c.pending[:0], payload...)
+				// Packets read before it go to the TUN first; it
+				// stays in fr's buffer until then.
+				c.pending = payload
 				c.hasPend = true
 				return n, nil
 			}
@@ -321,12 +378,22 @@ func (c *CSTPChannel) writeControl(t cstp.FrameType, payload []byte) error {
 	c.cmu.Lock()
 	defer c.cmu.Unlock()
 	c.ctrl = cstp.AppendFrame(c.ctrl[:0], t, payload)
-	if _, err := c.conn.Write(c.ctrl); err != nil {
+	_, err := c.conn.Write(c.ctrl)
+	if cap(c.ctrl) > ctrlKeep {
+		// A DPD request's payload is echoed whatever its size (up to
+		// 64 KiB): a buffer that size is not kept for the session's life.
+		c.ctrl = nil
+	}
+	if err != nil {
 		return c.writeErr(err)
 	}
 	c.lastSend.Store(time.Now().UnixNano())
 	return nil
 }
+
+// ctrlKeep is the largest control-frame buffer a channel keeps: DPD
+// requests from openconnect and ocserv carry no payload.
+const ctrlKeep = 256
 
 func (c *CSTPChannel) Ping() error      { return c.sendControl(cstp.TypeDPDReq, nil) }
 func (c *CSTPChannel) Keepalive() error { return c.sendControl(cstp.TypeKeepalive, nil) }

@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -57,35 +58,9 @@ func UplinkCounted(ch Channel, dev PacketWriter, bufs [][]byte, offset int, chec
 	sizes := make([]int, len(bufs))
 	out := make([][]byte, 0, len(bufs))
 	for {
-		n, err := ch.ReadPackets(bufs, sizes, offset)
-		if err != nil {
+		if err := uplinkOnce(ch, dev, bufs, sizes, &out, offset, check, t); err != nil {
 			return err
 		}
-		out = out[:0]
-		bytes := 0
-		for i := 0; i < n; i++ {
-			pkt := bufs[i][:offset+sizes[i]]
-			if check != nil {
-				keep, err := check(pkt[offset:])
-				if err != nil {
-					return err
-				}
-				if !keep {
-					continue
-				}
-			}
-			out = append(out, pkt)
-			bytes += sizes[i]
-		}
-		if len(out) == 0 {
-			continue
-		}
-		if t != nil {
-			t.AddIn(len(out), bytes)
-		}
-		// A TUN write error concerns one packet the kernel refused (for
-		// example a bad checksum); it is no reason to end the session.
-		dev.Write(out, offset)
 	}
 }
 
@@ -117,21 +92,13 @@ type Liveness struct {
 // moves the deadlines later; the loop then wakes early, finds nothing due
 // and sleeps again.
 func KeepAlive(ctx context.Context, ch Keepable, l Liveness) error {
-	// The loop never wakes more often than this, even when a deadline it
-	// computed has passed (a channel whose LastSend lags its Keepalive).
-	minWait := time.Second
-	for _, d := range []time.Duration{l.DPD / 4, l.Keepalive / 4} {
-		if d > 0 && d < minWait {
-			minWait = d
-		}
-	}
 	if l.DPD <= 0 && l.Keepalive <= 0 {
 		<-ctx.Done()
 		return nil
 	}
-	t := time.NewTimer(minWait)
+	w := NewWatch(ch, l)
+	t := time.NewTimer(l.MinWait())
 	defer t.Stop()
-	var lastPing time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -139,39 +106,184 @@ func KeepAlive(ctx context.Context, ch Keepable, l Liveness) error {
 		case <-t.C:
 		}
 		now := time.Now()
-		var next time.Time
-		due := func(at time.Time) {
-			if next.IsZero() || at.Before(next) {
-				next = at
-			}
+		next, err := w.Check(now)
+		if err != nil {
+			return err
 		}
-		if l.DPD > 0 {
-			recv := ch.LastReceive()
-			idle := now.Sub(recv)
-			if idle >= 2*l.DPD {
-				return ErrDeadPeer
-			}
-			if idle >= l.DPD && now.Sub(lastPing) >= l.DPD/2 {
-				lastPing = now
-				if err := ch.Ping(); err != nil {
-					return err
-				}
-			}
-			due(recv.Add(2 * l.DPD))
-			ping := recv.Add(l.DPD)
-			if again := lastPing.Add(l.DPD / 2); again.After(ping) {
-				ping = again
-			}
-			due(ping)
-		}
-		if l.Keepalive > 0 {
-			if now.Sub(ch.LastSend()) >= l.Keepalive {
-				if err := ch.Keepalive(); err != nil {
-					return err
-				}
-			}
-			due(ch.LastSend().Add(l.Keepalive))
-		}
-		t.Reset(max(next.Sub(now), minWait))
+		t.Reset(l.Wait(now, next))
 	}
+}
+
+// MinWait is the shortest sleep between two looks at a channel, even
+// when a deadline has passed (a channel whose LastSend lags its
+// Keepalive): a quarter of the shorter interval, at most a second.
+func (l Liveness) MinWait() time.Duration {
+	w := time.Second
+	for _, d := range []time.Duration{l.DPD / 4, l.Keepalive / 4} {
+		if d > 0 && d < w {
+			w = d
+		}
+	}
+	return w
+}
+
+// Wait is how long to sleep at now until next, what Check returned.
+func (l Liveness) Wait(now, next time.Time) time.Duration {
+	if next.IsZero() {
+		return time.Hour // nothing to watch (no DPD, no keepalive)
+	}
+	return max(next.Sub(now), l.MinWait())
+}
+
+// Watch is KeepAlive's state for one channel, for a caller that watches
+// several channels of a session from one goroutine (vpnd: TLS and DTLS),
+// saving a goroutine stack per channel.
+type Watch struct {
+	ch       Keepable
+	l        Liveness
+	lastPing time.Time
+}
+
+// NewWatch starts watching ch.
+func NewWatch(ch Keepable, l Liveness) Watch { return Watch{ch: ch, l: l} }
+
+// Check looks at the channel at now: it sends what is due and returns
+// when to look again (zero: never), or ErrDeadPeer, or the error of a
+// send.
+func (w *Watch) Check(now time.Time) (next time.Time, err error) {
+	due := func(at time.Time) {
+		if next.IsZero() || at.Before(next) {
+			next = at
+		}
+	}
+	if w.l.DPD > 0 {
+		recv := w.ch.LastReceive()
+		idle := now.Sub(recv)
+		if idle >= 2*w.l.DPD {
+			return time.Time{}, ErrDeadPeer
+		}
+		if idle >= w.l.DPD && now.Sub(w.lastPing) >= w.l.DPD/2 {
+			w.lastPing = now
+			if err := w.ch.Ping(); err != nil {
+				return time.Time{}, err
+			}
+		}
+		due(recv.Add(2 * w.l.DPD))
+		ping := recv.Add(w.l.DPD)
+		if again := w.lastPing.Add(w.l.DPD / 2); again.After(ping) {
+			ping = again
+		}
+		due(ping)
+	}
+	if w.l.Keepalive > 0 {
+		if now.Sub(w.ch.LastSend()) >= w.l.Keepalive {
+			if err := w.ch.Keepalive(); err != nil {
+				return time.Time{}, err
+			}
+		}
+		due(w.ch.LastSend().Add(w.l.Keepalive))
+	}
+	return next, nil
+}
+
+// Batch is one uplink batch: packet buffers with the vectors that go with
+// them, taken from a BatchPool for one read and write.
+type Batch struct {
+	Bufs  [][]byte
+	sizes []int
+	out   [][]byte
+}
+
+// BatchPool hands out uplink batches shared by all sessions: a session
+// holds one only while packets are in flight from its channel to the TUN
+// device, not for its lifetime (one batch is 64 x 64 KiB in vpnd).
+type BatchPool struct {
+	p sync.Pool // *Batch, pointers so that Get and Put do not allocate
+}
+
+// NewBatchPool returns a pool whose batches get their buffers from newBufs
+// (tun.NewBuffers: the offload TUN writer may append coalesced segments up
+// to each buffer's capacity, so the buffers must be its size).
+func NewBatchPool(newBufs func() [][]byte) *BatchPool {
+	bp := &BatchPool{}
+	bp.p.New = func() any {
+		bufs := newBufs()
+		return &Batch{Bufs: bufs, sizes: make([]int, len(bufs)), out: make([][]byte, 0, len(bufs))}
+	}
+	return bp
+}
+
+// Get takes a batch from the pool.
+func (bp *BatchPool) Get() *Batch { return bp.p.Get().(*Batch) }
+
+// Put returns b; nothing may refer to its buffers any more.
+func (bp *BatchPool) Put(b *Batch) {
+	clear(b.out[:cap(b.out)])
+	b.out = b.out[:0]
+	bp.p.Put(b)
+}
+
+// WaitReader is a channel that can wait for input without holding receive
+// buffers (CSTPChannel.WaitRead).
+type WaitReader interface {
+	WaitRead() error
+}
+
+// UplinkPooled is UplinkCounted with its buffers taken from pool for each
+// batch: it waits for the channel's input first (WaitReader, when ch is
+// one), then takes a batch, reads what is buffered, writes it to the TUN
+// device and gives the batch back. The TUN write is synchronous (the
+// device copies or has sent the packets when Write returns), so the
+// buffers are free again after it.
+func UplinkPooled(ch Channel, dev PacketWriter, pool *BatchPool, offset int, check Check, t *Traffic) error {
+	wr, _ := ch.(WaitReader)
+	for {
+		if wr != nil {
+			if err := wr.WaitRead(); err != nil {
+				return err
+			}
+		}
+		b := pool.Get()
+		err := uplinkOnce(ch, dev, b.Bufs, b.sizes, &b.out, offset, check, t)
+		pool.Put(b)
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// uplinkOnce moves one batch from ch to dev; out is the reused vector of
+// the packets that passed check.
+func uplinkOnce(ch Channel, dev PacketWriter, bufs [][]byte, sizes []int, out *[][]byte, offset int, check Check, t *Traffic) error {
+	n, err := ch.ReadPackets(bufs, sizes, offset)
+	if err != nil {
+		return err
+	}
+	o := (*out)[:0]
+	bytes := 0
+	for i := 0; i < n; i++ {
+		pkt := bufs[i][:offset+sizes[i]]
+		if check != nil {
+			keep, err := check(pkt[offset:])
+			if err != nil {
+				return err
+			}
+			if !keep {
+				continue
+			}
+		}
+		o = append(o, pkt)
+		bytes += sizes[i]
+	}
+	*out = o
+	if len(o) == 0 {
+		return nil
+	}
+	if t != nil {
+		t.AddIn(len(o), bytes)
+	}
+	// A TUN write error concerns one packet the kernel refused (for
+	// example a bad checksum); it is no reason to end the session.
+	dev.Write(o, offset)
+	return nil
 }

@@ -1,0 +1,110 @@
+package server
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"kvpn/auth"
+	"kvpn/cstp"
+	"kvpn/dtls"
+)
+
+// TestKeepAliveDropsDeadDTLS: one goroutine watches a session's TLS
+// channel and its DTLS peer. A DTLS peer that goes silent is dropped after
+// 2 x DPD and downstream traffic moves to TLS, while the TLS channel,
+// which the client keeps alive, stays up with its session.
+func TestKeepAliveDropsDeadDTLS(t *testing.T) {
+	dir := t.TempDir()
+	cfg := DefaultConfig(dir)
+	cfg.IPv4Network = "10.97.0.0/24"
+	cfg.DPD, cfg.Keepalive = 1, 0
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if err := auth.SetPassword(filepath.Join(dir, "passwd"), "alice", "secret"); err != nil {
+		t.Fatal(err)
+	}
+	s := newMemServer(t, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	go s.acceptLoop(ctx, ln, &wg, func(c net.Conn) { s.handleConn(ctx, c) })
+	defer func() {
+		cancel()
+		ln.Close()
+		s.shutdown()
+		wg.Wait()
+		s.udp.Close()
+		s.dev.Close()
+	}()
+	sess := s.newSession("alice", netip.Addr{})
+	c, err := s.cookies.Issue(sess, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess.cookie = c
+	cookie, err := s.sealTicket(sess)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, p, err := memConnect(ln.Addr().String(), cookie)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	psk, err := dtls.PSK(conn.ConnectionState())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dc, err := dtls.Dial(context.Background(), dtls.ClientConfig{Server: netip.MustParseAddrPort(s.udp.LocalAddr().String()),
+		AppID: p.DTLSAppID, PSK: psk, Timeout: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dc.Close() // never read: the client's DTLS side goes silent
+	// The TLS side stays alive: a keepalive frame every 200 ms.
+	kctx, kstop := context.WithCancel(context.Background())
+	defer kstop()
+	go func() {
+		frame := cstp.AppendFrame(nil, cstp.TypeKeepalive, nil)
+		for kctx.Err() == nil {
+			if _, err := conn.Write(frame); err != nil {
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}()
+	waitUntil(t, 5*time.Second, "DTLS peer up", func() bool {
+		peer := sess.peer.Load()
+		return peer != nil && peer.Up() && sess.preferDTLS.Load()
+	})
+	up := time.Now()
+	waitUntil(t, 6*time.Second, "silent DTLS peer dropped", func() bool { return sess.peer.Load() == nil })
+	t.Logf("DTLS peer dropped %s after it came up (DPD 1 s)", time.Since(up).Round(10*time.Millisecond))
+	if sess.preferDTLS.Load() {
+		t.Error("downstream traffic still prefers DTLS")
+	}
+	sess.mu.Lock()
+	tlsUp, ended := sess.ch != nil, sess.ended
+	sess.mu.Unlock()
+	if !tlsUp || ended {
+		t.Fatalf("TLS channel up %v, session ended %v: only DTLS should have gone", tlsUp, ended)
+	}
+}
+
+func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, d)
+		}
+	}
+}
