@@ -25,6 +25,7 @@ import (
 var bins struct {
 	dir        string
 	vpnd, vpnc string
+	kvpnload   string // the load generator (soak test)
 	self       string // this test binary, re-executed as a traffic helper
 	err        error
 }
@@ -46,8 +47,10 @@ func runTests(m *testing.M) int {
 	bins.dir = dir
 	bins.vpnd = filepath.Join(dir, "vpnd")
 	bins.vpnc = filepath.Join(dir, "vpnc")
+	bins.kvpnload = filepath.Join(dir, "kvpnload")
 	bins.self, _ = os.Executable()
-	for _, b := range []struct{ out, pkg string }{{bins.vpnd, "kvpn/cmd/vpnd"}, {bins.vpnc, "kvpn/cmd/vpnc"}} {
+	for _, b := range []struct{ out, pkg string }{{bins.vpnd, "kvpn/cmd/vpnd"}, {bins.vpnc, "kvpn/cmd/vpnc"},
+		{bins.kvpnload, "kvpn/cmd/kvpnload"}} {
 		cmd := exec.Command("go", "build", "-o", b.out, b.pkg)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			bins.err = fmt.Errorf("building %s: %v\n%s", b.pkg, err, out)

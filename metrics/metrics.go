@@ -33,6 +33,7 @@ type Collector struct {
 	sessions, bytes, packets, drops          *prometheus.Desc
 	logins, loginFailures, loginThrottled    *prometheus.Desc
 	handshake, handshakeFailures, uptimeDesc *prometheus.Desc
+	poolInUse                                *prometheus.Desc
 }
 
 // NewCollector makes a collector reading src at each scrape.
@@ -52,13 +53,14 @@ func NewCollector(src Source) *Collector {
 		handshake:         d("handshake_seconds", "Duration of completed TLS (including kernel TLS setup) and DTLS handshakes.", "transport"),
 		handshakeFailures: d("handshake_failures_total", "Failed TLS and DTLS handshakes.", "transport"),
 		uptimeDesc:        d("uptime_seconds", "Seconds since vpnd started serving."),
+		poolInUse:         d("pool_addresses_in_use", "Tunnel addresses handed out, by family (held by live sessions and by those waiting for a reconnect).", "family"),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.sessions, c.bytes, c.packets, c.drops, c.logins, c.loginFailures,
-		c.loginThrottled, c.handshake, c.handshakeFailures, c.uptimeDesc} {
+		c.loginThrottled, c.handshake, c.handshakeFailures, c.uptimeDesc, c.poolInUse} {
 		ch <- d
 	}
 }
@@ -91,6 +93,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.handshakeFailures, n, t)
 	}
 	gauge(c.uptimeDesc, s.Uptime.Seconds())
+	for f, n := range s.PoolInUse {
+		gauge(c.poolInUse, float64(n), f)
+	}
 }
 
 // transportLabel is the label value of a server transport name.

@@ -124,6 +124,7 @@ func TestCollector(t *testing.T) {
 			TLSHandshake:    tlsHS.Snapshot(),
 			DTLSHandshake:   dtlsHS.Snapshot(),
 			HandshakeFailed: map[string]uint64{"tls": 1, "dtls": 0},
+			PoolInUse:       map[string]int{"ipv4": 3},
 			Uptime:          90 * time.Second,
 		}
 	}
@@ -169,6 +170,9 @@ func TestCollector(t *testing.T) {
 	}
 	if g := value(t, mf, "kvpn_sessions", map[string]string{"transport": "none"}).GetGauge().GetValue(); g != 0 {
 		t.Errorf("reconnecting sessions %v", g)
+	}
+	if g := value(t, mf, "kvpn_pool_addresses_in_use", map[string]string{"family": "ipv4"}).GetGauge().GetValue(); g != 3 {
+		t.Errorf("pool addresses in use %v", g)
 	}
 	h := value(t, mf, "kvpn_handshake_seconds", map[string]string{"transport": "tls"}).GetHistogram()
 	if h.GetSampleCount() != 2 || h.GetSampleSum() < 0.042 || h.GetSampleSum() > 0.044 {

@@ -107,6 +107,13 @@ func (p *pool) Put(a netip.Addr) {
 	p.mu.Unlock()
 }
 
+// InUse counts the addresses handed out (fixed ones included).
+func (p *pool) InUse() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.used)
+}
+
 // netmask returns the pool's netmask as a dotted-quad address, for
 // X-CSTP-Netmask.
 func (p *pool) netmask() netip.Addr {

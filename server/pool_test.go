@@ -21,7 +21,13 @@ func TestPoolAllocatesEveryHostOnce(t *testing.T) {
 	if _, err := p.Get(netip.Addr{}); err != errPoolExhausted {
 		t.Fatalf("want exhaustion, got %v", err)
 	}
+	if n := p.InUse(); n != 5 {
+		t.Fatalf("InUse %d with the pool full, want 5", n)
+	}
 	p.Put(netip.MustParseAddr("10.9.0.4"))
+	if n := p.InUse(); n != 4 {
+		t.Fatalf("InUse %d after a Put, want 4", n)
+	}
 	if a, err := p.Get(netip.Addr{}); err != nil || a != netip.MustParseAddr("10.9.0.4") {
 		t.Fatalf("after Put: %s %v", a, err)
 	}

@@ -167,7 +167,10 @@ type Snapshot struct {
 	TLSHandshake    hist.Snapshot
 	DTLSHandshake   hist.Snapshot
 	HandshakeFailed map[string]uint64 // by transport ("tls", "dtls")
-	Uptime          time.Duration
+	// PoolInUse counts the tunnel addresses handed out, by family ("ipv4",
+	// "ipv6"): held by live sessions and by those waiting for a reconnect.
+	PoolInUse map[string]int
+	Uptime    time.Duration
 }
 
 // Snapshot reads the counters.
@@ -203,6 +206,10 @@ func (s *Server) Snapshot() Snapshot {
 		TLSHandshake:    c.TLSHandshake.Snapshot(),
 		HandshakeFailed: map[string]uint64{"tls": c.TLSHandshakeFailed.Load(), "dtls": 0},
 		Uptime:          time.Since(s.started),
+		PoolInUse:       map[string]int{"ipv4": s.pool.InUse()},
+	}
+	if s.pool6 != nil {
+		snap.PoolInUse["ipv6"] = s.pool6.InUse()
 	}
 	if s.dtls != nil {
 		dc := &s.dtls.Counters
