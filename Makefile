@@ -37,3 +37,11 @@ bench: deps build
 
 clean:
 	rm -rf bin
+
+# The long soak (opt-in, not part of `make test`): 1000 sessions that keep
+# logging in, sending and disconnecting for 10 minutes against one vpnd,
+# then the leak and counter checks of e2e TestSoak (as root).
+.PHONY: soak
+soak: deps
+	KVPN_SOAK_SESSIONS=$${KVPN_SOAK_SESSIONS:-1000} KVPN_SOAK_TIME=$${KVPN_SOAK_TIME:-10m} \
+		$(GO) test -count=1 -v -timeout 30m -run '^TestSoak$$' ./e2e/

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"kvpn/internal/testenv"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -30,9 +31,7 @@ type testServer struct {
 
 func newTestServer(t testing.TB, edit func(*server.Config)) *testServer {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for the server's TUN device")
-	}
+	testenv.RequireNetNS(t) // root, for the server's TUN device
 	ts, stop, err := startServer(edit)
 	if err != nil {
 		t.Fatal(err)
@@ -56,8 +55,8 @@ func startServer(edit func(*server.Config)) (*testServer, func(), error) {
 	cfg.KTLS = "off"
 	cfg.UDPListen = "127.0.0.1:0"
 	cfg.CtlSocket = ""
-	// A network and a device name of their own per run: other engineers'
-	// tests run on the same host.
+	// A network and a device name of their own per run (the child
+	// server of a benchmark shares the test's namespace).
 	n := os.Getpid()%200 + 20
 	cfg.IPv4Network = fmt.Sprintf("10.%d.%d.0/24", 200+n%50, n)
 	cfg.Device = fmt.Sprintf("kvlg%d", os.Getpid()%100000)
@@ -97,7 +96,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childServerEnv) == "1" {
 		os.Exit(serveChild())
 	}
-	os.Exit(m.Run())
+	// A network namespace of its own: the in-process vpnd's TUN device
+	// and its route never appear on the host.
+	os.Exit(testenv.MainInNetNS(m))
 }
 
 // serveChild prints "URL PIN" and serves until its stdin closes.
@@ -116,9 +117,7 @@ func serveChild() int {
 // newChildServer runs the in-process vpnd in a child process.
 func newChildServer(tb testing.TB) *testServer {
 	tb.Helper()
-	if os.Geteuid() != 0 {
-		tb.Skip("needs root for the server's TUN device")
-	}
+	testenv.RequireNetNS(tb) // root, for the server's TUN device
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childServerEnv+"=1")
 	cmd.Stderr = os.Stderr

@@ -29,7 +29,7 @@ func TestFileLimitIsCounted(t *testing.T) {
 	}
 	fds, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
-		t.Skip(err)
+		t.Fatal(err)
 	}
 	low := old
 	low.Cur = uint64(len(fds) + 10)
