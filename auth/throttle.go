@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -59,9 +60,8 @@ type Throttle struct {
 	users   throttleTable[string]
 	addrs   throttleTable[netip.Prefix]
 	trusted throttleTable[pairKey] // pairs that logged in; failures is unused
-	// resolved is closed (and cleared) when an attempt resolves, waking
-	// the attempts in Wait; nil while none waits.
-	resolved chan struct{}
+	// waiters are the attempts in Wait, oldest first (wake).
+	waiters []*throttleWaiter
 }
 
 // pairKey is a (user, address prefix) pair.
@@ -100,25 +100,42 @@ func (t *Throttle) Allow(user string, addr netip.Addr) (ok bool, retryAfter time
 // flight (say a fourth user logging in at once from behind one NAT) waits
 // for them to resolve, until ctx ends, instead of being refused: if they
 // succeed it goes ahead, if they fail it is refused for their failures.
+// Waiters are served in the order they came (the resolving attempt hands
+// its place to the oldest waiter it can let through), so behind a busy
+// address no login waits longer than those ahead of it.
 func (t *Throttle) Wait(ctx context.Context, user string, addr netip.Addr) (ok bool, retryAfter time.Duration) {
-	for {
-		t.mu.Lock()
-		ok, retryAfter, held := t.allowLocked(user, addr)
-		if ok || !held {
-			t.mu.Unlock()
-			return ok, retryAfter
-		}
-		if t.resolved == nil {
-			t.resolved = make(chan struct{})
-		}
-		ch := t.resolved
+	t.mu.Lock()
+	ok, retryAfter, held := t.allowLocked(user, addr)
+	if ok || !held {
 		t.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return false, retryAfter
-		}
+		return ok, retryAfter
 	}
+	w := &throttleWaiter{user: user, addr: addr, retry: retryAfter, done: make(chan struct{})}
+	t.waiters = append(t.waiters, w)
+	t.mu.Unlock()
+	select {
+	case <-w.done:
+		return w.ok, w.retry
+	case <-ctx.Done():
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	select {
+	case <-w.done: // served while ctx ended: the attempt is the caller's
+		return w.ok, w.retry
+	default:
+	}
+	t.waiters = slices.DeleteFunc(t.waiters, func(o *throttleWaiter) bool { return o == w })
+	return false, w.retry
+}
+
+// throttleWaiter is an attempt in Wait; wake decides it.
+type throttleWaiter struct {
+	user  string
+	addr  netip.Addr
+	done  chan struct{} // closed when ok and retry are set
+	ok    bool
+	retry time.Duration
 }
 
 // allowLocked is Allow under t.mu; held reports a refusal due only to
@@ -149,13 +166,19 @@ func (t *Throttle) allowLocked(user string, addr netip.Addr) (ok bool, retryAfte
 	return true, 0, false
 }
 
-// wake lets the attempts in Wait look again; called under t.mu whenever an
-// attempt resolves.
+// wake decides the attempts waiting in Wait, oldest first: each that may
+// go ahead now is let through, each refused for failures is told so, the
+// rest keep waiting. Called under t.mu whenever an attempt resolves.
 func (t *Throttle) wake() {
-	if t.resolved != nil {
-		close(t.resolved)
-		t.resolved = nil
-	}
+	t.waiters = slices.DeleteFunc(t.waiters, func(w *throttleWaiter) bool {
+		ok, retry, held := t.allowLocked(w.user, w.addr)
+		if !ok && held {
+			return false
+		}
+		w.ok, w.retry = ok, retry
+		close(w.done)
+		return true
+	})
 }
 
 // Fail records a failed login attempt for user from addr, resolving the

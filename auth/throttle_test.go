@@ -342,3 +342,42 @@ func TestThrottleWait(t *testing.T) {
 		t.Fatalf("Wait past its context = %v, %v", ok, wait)
 	}
 }
+
+// TestThrottleWaitFIFO: attempts held back by attempts in flight go ahead
+// in the order they came: each resolved attempt lets the oldest waiter
+// through (a broadcast let any of them win, and behind a busy NAT address
+// one unlucky login could wait out its whole login timeout).
+func TestThrottleWaitFIFO(t *testing.T) {
+	clock := newFakeClock()
+	th := NewThrottle(clock.Now)
+	for range freeFailures {
+		mustAllow(t, th, "u", addr1)
+	}
+	const waiters = 20
+	order := make(chan int, waiters)
+	for i := range waiters {
+		go func() {
+			if ok, _ := th.Wait(context.Background(), "u", addr1); ok {
+				order <- i
+			} else {
+				order <- -1
+			}
+		}()
+		// The next waiter starts only once this one waits.
+		for {
+			th.mu.Lock()
+			n := len(th.waiters)
+			th.mu.Unlock()
+			if n == i+1 {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	for want := range waiters {
+		th.Succeed("u", addr1) // resolves one attempt in flight
+		if got := <-order; got != want {
+			t.Fatalf("attempt %d went ahead as number %d: waiters are not served in order", got, want)
+		}
+	}
+}
