@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"net"
 	"net/netip"
@@ -106,5 +107,90 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: not within %s", what, d)
 		}
+	}
+}
+
+// TestServerSendsDPDNotKeepalives: vpnd sends no keepalives of its own
+// (the client is told the interval and keeps its channels alive, as with
+// ocserv); a channel that goes silent for DPD gets a DPD request.
+func TestServerSendsDPDNotKeepalives(t *testing.T) {
+	dir := t.TempDir()
+	cfg := DefaultConfig(dir)
+	cfg.IPv4Network = "10.98.0.0/24"
+	cfg.DPD, cfg.Keepalive = 1, 1
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if err := auth.SetPassword(filepath.Join(dir, "passwd"), "alice", "secret"); err != nil {
+		t.Fatal(err)
+	}
+	s := newMemServer(t, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	go s.acceptLoop(ctx, ln, &wg, func(c net.Conn) { s.handleConn(ctx, c) })
+	defer func() {
+		cancel()
+		ln.Close()
+		s.shutdown()
+		wg.Wait()
+		s.udp.Close()
+		s.dev.Close()
+	}()
+	sess := s.newSession("alice", netip.Addr{})
+	c, err := s.cookies.Issue(sess, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess.cookie = c
+	cookie, err := s.sealTicket(sess)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, _, err := memConnect(ln.Addr().String(), cookie)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	frames := make(chan cstp.FrameType, 64)
+	go func() {
+		defer close(frames)
+		r, err := cstp.NewReader(bufio.NewReaderSize(conn, cstp.MaxPayload+16), cstp.MaxPayload)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		for {
+			typ, _, err := r.Next()
+			if err != nil {
+				t.Log("reading frames:", err)
+				return
+			}
+			frames <- typ
+		}
+	}()
+	// The client keeps the channel busy for 2.5 s (3 keepalive intervals).
+	keepalive := cstp.AppendFrame(nil, cstp.TypeKeepalive, nil)
+	for end := time.Now().Add(2500 * time.Millisecond); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		if _, err := conn.Write(keepalive); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for len(frames) > 0 {
+		if typ := <-frames; typ == cstp.TypeKeepalive || typ == cstp.TypeDPDReq {
+			t.Fatalf("vpnd sent frame type %d to a client that kept its channel alive", typ)
+		}
+	}
+	// Now silent: a DPD request comes after DPD (1 s).
+	select {
+	case typ := <-frames:
+		if typ != cstp.TypeDPDReq {
+			t.Fatalf("first frame to a silent client: type %d, want a DPD request", typ)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no DPD request to a silent client")
 	}
 }

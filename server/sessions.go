@@ -520,7 +520,13 @@ var errPeerClosed = errors.New("DTLS peer closed")
 // traffic moves to TLS, as openconnect and ocserv do.
 func (sess *Session) keepAlive(ctx context.Context, ch *session.CSTPChannel) error {
 	s := sess.srv
-	l := session.Liveness{DPD: s.cfg.dpd(), Keepalive: s.cfg.keepalive()}
+	// keepalive is the interval the client is told (X-CSTP-Keepalive,
+	// X-DTLS-Keepalive) to keep its idle channels and their NAT bindings
+	// alive with; vpnd itself sends no keepalives, only DPD requests to a
+	// channel silent for dpd, as ocserv's worker does: the client's
+	// keepalives already refresh the binding, and at 10k idle sessions
+	// the server's own would double the records it seals and opens.
+	l := session.Liveness{DPD: s.cfg.dpd()}
 	// It sleeps until the earlier of the two channels' next deadlines
 	// (session.Watch.Check), woken early when a new DTLS peer comes up.
 	t := time.NewTimer(l.MinWait())
