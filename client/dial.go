@@ -4,15 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/subtle"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -38,45 +35,11 @@ func (o *Options) tlsConfig() (*tls.Config, error) {
 	cfg := record.BaseConfig()
 	cfg.ServerName = o.host()
 	cfg.InsecureSkipVerify = true // verification is done below, always
-	var pin []byte
-	if o.ServerCert != "" {
-		p, err := certs.ParsePin(o.ServerCert)
-		if err != nil {
-			return nil, err
-		}
-		pin = p
+	check, err := certs.ServerCheck(o.ServerCert, o.CAFile, cfg.ServerName)
+	if err != nil {
+		return nil, err
 	}
-	var roots *x509.CertPool
-	if o.CAFile != "" {
-		pem, err := os.ReadFile(o.CAFile)
-		if err != nil {
-			return nil, err
-		}
-		roots = x509.NewCertPool()
-		if !roots.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%s holds no PEM certificate", o.CAFile)
-		}
-	}
-	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-		leaf := cs.PeerCertificates[0]
-		got := certs.Pin(leaf)
-		if pin != nil {
-			want, _ := certs.ParsePin(got)
-			if subtle.ConstantTimeCompare(want, pin) != 1 {
-				return fmt.Errorf("server certificate %s does not match --servercert %s", got, o.ServerCert)
-			}
-			return nil
-		}
-		inter := x509.NewCertPool()
-		for _, c := range cs.PeerCertificates[1:] {
-			inter.AddCert(c)
-		}
-		_, err := leaf.Verify(x509.VerifyOptions{DNSName: cfg.ServerName, Roots: roots, Intermediates: inter})
-		if err != nil {
-			return fmt.Errorf("server certificate not trusted (%v); to trust this server, pass --servercert %s", err, got)
-		}
-		return nil
-	}
+	cfg.VerifyConnection = check
 	return cfg, nil
 }
 

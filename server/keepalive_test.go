@@ -3,14 +3,10 @@ package server
 import (
 	"bufio"
 	"context"
-	"net"
 	"net/netip"
-	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
-	"kvpn/auth"
 	"kvpn/cstp"
 	"kvpn/dtls"
 )
@@ -27,25 +23,7 @@ func TestKeepAliveDropsDeadDTLS(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if err := auth.SetPassword(filepath.Join(dir, "passwd"), "alice", "secret"); err != nil {
-		t.Fatal(err)
-	}
-	s := newMemServer(t, cfg)
-	ctx, cancel := context.WithCancel(context.Background())
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	go s.acceptLoop(ctx, ln, &wg, func(c net.Conn) { s.handleConn(ctx, c) })
-	defer func() {
-		cancel()
-		ln.Close()
-		s.shutdown()
-		wg.Wait()
-		s.udp.Close()
-		s.dev.Close()
-	}()
+	s, ln := serveMem(t, cfg)
 	sess := s.newSession("alice", netip.Addr{})
 	c, err := s.cookies.Issue(sess, time.Hour)
 	if err != nil {
@@ -121,25 +99,7 @@ func TestServerSendsDPDNotKeepalives(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if err := auth.SetPassword(filepath.Join(dir, "passwd"), "alice", "secret"); err != nil {
-		t.Fatal(err)
-	}
-	s := newMemServer(t, cfg)
-	ctx, cancel := context.WithCancel(context.Background())
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	go s.acceptLoop(ctx, ln, &wg, func(c net.Conn) { s.handleConn(ctx, c) })
-	defer func() {
-		cancel()
-		ln.Close()
-		s.shutdown()
-		wg.Wait()
-		s.udp.Close()
-		s.dev.Close()
-	}()
+	s, ln := serveMem(t, cfg)
 	sess := s.newSession("alice", netip.Addr{})
 	c, err := s.cookies.Issue(sess, time.Hour)
 	if err != nil {

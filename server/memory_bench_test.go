@@ -13,7 +13,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
@@ -92,25 +91,7 @@ func measureIdleSessions(tb testing.TB, n, burst int) idleMemory {
 	if err := cfg.Validate(); err != nil {
 		tb.Fatal(err)
 	}
-	if err := auth.SetPassword(filepath.Join(dir, "passwd"), "alice", "secret"); err != nil {
-		tb.Fatal(err)
-	}
-	s := newMemServer(tb, cfg)
-	ctx, cancel := context.WithCancel(context.Background())
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	go s.acceptLoop(ctx, ln, &wg, func(c net.Conn) { s.handleConn(ctx, c) })
-	defer func() {
-		cancel()
-		ln.Close()
-		s.shutdown()
-		wg.Wait()
-		s.udp.Close()
-		s.dev.Close()
-	}()
+	s, ln := serveMem(tb, cfg)
 
 	cookies := make([]string, n)
 	for i := range cookies {
@@ -204,6 +185,32 @@ func measureIdleSessions(tb testing.TB, n, burst int) idleMemory {
 
 // newMemServer is a table server with a certificate, a DTLS listener on
 // loopback and the tuntest TUN double.
+// serveMem runs newMemServer(cfg) with user alice (password "secret")
+// on a loopback listener until tb ends.
+func serveMem(tb testing.TB, cfg *Config) (*Server, net.Listener) {
+	tb.Helper()
+	if err := auth.SetPassword(cfg.PasswdFile, "alice", "secret"); err != nil {
+		tb.Fatal(err)
+	}
+	s := newMemServer(tb, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	go s.acceptLoop(ctx, ln, &wg, func(c net.Conn) { s.handleConn(ctx, c) })
+	tb.Cleanup(func() {
+		cancel()
+		ln.Close()
+		s.shutdown()
+		wg.Wait()
+		s.udp.Close()
+		s.dev.Close()
+	})
+	return s, ln
+}
+
 func newMemServer(tb testing.TB, cfg *Config) *Server {
 	logw := io.Discard
 	if os.Getenv("KVPN_MEMBENCH_LOG") != "" {
