@@ -3,6 +3,8 @@ package server
 import (
 	"bufio"
 	"context"
+	"kvpn/record"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -24,21 +26,7 @@ func TestKeepAliveDropsDeadDTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	s, ln := serveMem(t, cfg)
-	sess := s.newSession("alice", netip.Addr{})
-	c, err := s.cookies.Issue(sess, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sess.cookie = c
-	cookie, err := s.sealTicket(sess)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, p, err := memConnect(ln.Addr().String(), cookie)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	sess, conn, p := memSession(t, s, ln)
 	psk, err := dtls.PSK(conn.ConnectionState())
 	if err != nil {
 		t.Fatal(err)
@@ -100,21 +88,7 @@ func TestServerSendsDPDNotKeepalives(t *testing.T) {
 		t.Fatal(err)
 	}
 	s, ln := serveMem(t, cfg)
-	sess := s.newSession("alice", netip.Addr{})
-	c, err := s.cookies.Issue(sess, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sess.cookie = c
-	cookie, err := s.sealTicket(sess)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, _, err := memConnect(ln.Addr().String(), cookie)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	_, conn, _ := memSession(t, s, ln)
 	frames := make(chan cstp.FrameType, 64)
 	go func() {
 		defer close(frames)
@@ -153,4 +127,26 @@ func TestServerSendsDPDNotKeepalives(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no DPD request to a silent client")
 	}
+}
+
+// memSession logs alice in on the in-process server (a session and its
+// cookie) and connects with it; the connection closes when t ends.
+func memSession(t *testing.T, s *Server, ln net.Listener) (*Session, record.Conn, *cstp.TunnelParams) {
+	t.Helper()
+	sess := s.newSession("alice", netip.Addr{})
+	c, err := s.cookies.Issue(sess, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess.cookie = c
+	cookie, err := s.sealTicket(sess)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, p, err := memConnect(ln.Addr().String(), cookie)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return sess, conn, p
 }

@@ -39,16 +39,23 @@ var (
 func (r *runner) runClients(server string, n int) *bench.ClientRun {
 	run := &bench.ClientRun{Server: server, Clients: n}
 	r.logf("== sessions: %d stock openconnect clients (script-tun) against %s", n, server)
+	run.Err = r.measurePart(server, func() error { return r.measureClients(run) })
+	return run
+}
+
+// measurePart runs measure and cleans up everything it set up; it
+// returns the first line of its error ("" if none).
+func (r *runner) measurePart(server string, measure func() error) string {
 	m := r.mark()
 	defer func() {
 		r.unwindTo(m)
 		r.logf("   %s: cleaned up", server)
 	}()
-	if err := r.measureClients(run); err != nil {
-		run.Err = firstLine(err.Error())
+	if err := measure(); err != nil {
 		r.logf("   %s FAILED: %v", server, err)
+		return firstLine(err.Error())
 	}
-	return run
+	return ""
 }
 
 func (r *runner) measureClients(run *bench.ClientRun) error {

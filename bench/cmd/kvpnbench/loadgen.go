@@ -49,15 +49,7 @@ func (r *runner) runLoad(server string, n int, traffic bool) *bench.LoadRun {
 		what = fmt.Sprintf("each sending %d x %d B/s", trafficPPS, trafficSize)
 	}
 	r.logf("== sessions: kvpnload, %d sessions (%s) against %s", n, what, server)
-	m := r.mark()
-	defer func() {
-		r.unwindTo(m)
-		r.logf("   %s: cleaned up", server)
-	}()
-	if err := r.measureLoad(run); err != nil {
-		run.Err = firstLine(err.Error())
-		r.logf("   %s FAILED: %v", server, err)
-	}
+	run.Err = r.measurePart(server, func() error { return r.measureLoad(run) })
 	return run
 }
 
