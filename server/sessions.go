@@ -264,7 +264,10 @@ func (sess *Session) detach(ch *session.CSTPChannel, err error) {
 		sess.end("protocol violation")
 		return
 	}
-	if !sess.ended {
+	sess.mu.Lock()
+	ended := sess.ended // a shutdown or an operator may have ended it meanwhile
+	sess.mu.Unlock()
+	if !ended {
 		log.Info("connection lost; keeping session for reconnect",
 			"err", err, "address", sess.addr.String(), "cookie-timeout", sess.srv.cfg.cookieTimeout().String())
 		sess.srv.cookies.Extend(sess.cookie, sess.srv.cfg.cookieTimeout())
