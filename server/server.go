@@ -63,8 +63,9 @@ const (
 	// before writing them to the TUN device in one call.
 	uplinkBatch = 64
 	// downlinkQueue is how many packet batches may wait for a session's
-	// channel before newer ones are dropped (like a router's queue).
-	downlinkQueue = 64
+	// channel before newer ones are dropped (like a router's queue):
+	// 128 x batchSize = 2048 packets, about 3 MiB of full-size ones.
+	downlinkQueue = 128
 )
 
 // Counters are the server's drop and event counters.
