@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -269,18 +270,27 @@ func TestThrottleLongUser(t *testing.T) {
 	}
 }
 
+// TestThrottleConcurrent: attempts from many goroutines at once (run it
+// under -race) leave nothing in flight once each is resolved.
 func TestThrottleConcurrent(t *testing.T) {
 	clock := newFakeClock()
 	th := NewThrottle(clock.Now)
 	var wg sync.WaitGroup
+	var allowed, refused atomic.Int64
 	for g := range 8 {
 		wg.Go(func() {
 			addr := netip.AddrFrom4([4]byte{192, 0, 2, byte(g)})
 			for i := range 500 {
 				user := "u" + strconv.Itoa(i%7)
-				if ok, _ := th.Allow(user, addr); ok && i%3 == 0 {
+				ok, _ := th.Allow(user, addr)
+				switch {
+				case !ok:
+					refused.Add(1)
+				case i%3 == 0:
+					allowed.Add(1)
 					th.Succeed(user, addr)
-				} else {
+				default:
+					allowed.Add(1)
 					th.Fail(user, addr)
 				}
 				if i%100 == 0 {
@@ -290,6 +300,25 @@ func TestThrottleConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	if allowed.Load() == 0 || refused.Load() == 0 {
+		t.Fatalf("allowed %d, refused %d: the load should meet both", allowed.Load(), refused.Load())
+	}
+	th.mu.Lock()
+	defer th.mu.Unlock()
+	for name, n := range map[string]int{"pairs": inflight(&th.pairs), "users": inflight(&th.users), "addresses": inflight(&th.addrs)} {
+		if n != 0 {
+			t.Errorf("%d attempts still in flight in the %s table after every attempt resolved", n, name)
+		}
+	}
+}
+
+// inflight sums the attempts in flight over a table's entries.
+func inflight[K comparable](tt *throttleTable[K]) int {
+	n := 0
+	for _, el := range tt.byKey {
+		n += el.Value.(*throttleEntry[K]).inflight
+	}
+	return n
 }
 
 // TestThrottleWait: an attempt held back only by attempts in flight waits

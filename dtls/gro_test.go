@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"kvpn/internal/testenv"
 	"math/rand/v2"
 	"net"
 	"sync"
@@ -21,7 +22,7 @@ func TestGROBothWays(t *testing.T) {
 	s := newTestServer(t, false)
 	c, p := s.connect(t, s.addr)
 	if c.gro == nil || !s.l.cfg.Conn.GRO() {
-		t.Skip("UDP GRO unavailable (KVPN_UDP_NO_GRO=1 or an old kernel)")
+		testenv.Unavailable(t, "UDP GRO (KVPN_UDP_NO_GRO=1 or an old kernel)", nil)
 	}
 	rng := rand.New(rand.NewPCG(7, 7))
 	equal := func(n, size int) [][]byte {

@@ -26,10 +26,27 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
 units=$(go list ./... | grep -v -e '^kvpn/e2e$' -e '^kvpn/e2e/ktlsvm$')
+# Unit tests run with -v into the log, so that the KVPN_STRICT check below
+# sees their skips too; the terminal gets the package lines, and the
+# output around every failure when one fails.
+run_units() {
+  local out st=0
+  out=$(mktemp)
+  go test -count=1 -v "$@" $units >"$out" 2>&1 || st=$?
+  cat "$out" >>"$log"
+  grep -E '^(ok|FAIL|--- FAIL|--- SKIP|panic:)' "$out" || true
+  if [ "$st" -ne 0 ]; then
+    echo "unit tests failed; output around the failures:"
+    grep -E -B3 -A40 '^(--- FAIL|FAIL|panic:|WARNING: DATA RACE)' "$out" | head -600
+    rm -f "$out"
+    exit 1
+  fi
+  rm -f "$out"
+}
 echo "== unit tests (allocation counts asserted here)"
-go test -count=1 $units 2>&1 | tee -a "$log"
+run_units
 echo "== unit tests again under the race detector"
-go test -count=1 -race $units 2>&1 | tee -a "$log"
+run_units -race
 
 # Every fuzz target, found by scripts/fuzz.sh itself, briefly: new inputs
 # beyond the seed corpora that the unit tests already ran.
@@ -53,4 +70,4 @@ if [ "${KVPN_STRICT:-}" = 1 ] && grep -q -- '--- SKIP' "$log"; then
   exit 1
 fi
 pass=$(grep -c -- '--- PASS' "$log" || true)
-echo "all tests passed ($pass named e2e/subtests reported PASS)"
+echo "all tests passed ($pass named tests and subtests reported PASS, unit tests twice)"

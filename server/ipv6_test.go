@@ -3,6 +3,7 @@ package server
 import (
 	"encoding/binary"
 	"io"
+	"kvpn/internal/testenv"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -148,7 +149,7 @@ func TestListenFamily(t *testing.T) {
 	for _, tc := range []struct{ addr, want string }{{"127.0.0.1:0", "127.0.0.1"}, {"[::1]:0", "::1"}} {
 		ln, err := Listen(tc.addr)
 		if err != nil {
-			t.Skipf("no %s on this machine: %v", tc.addr, err)
+			testenv.Unavailable(t, "a loopback address "+tc.addr, err)
 		}
 		got := ln.Addr().String()
 		ln.Close()

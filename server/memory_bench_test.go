@@ -107,7 +107,7 @@ func measureIdleSessions(tb testing.TB, n, burst int) idleMemory {
 	}
 
 	before := memNow()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestIdleMemoryClient$")
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s,%s,%d", memClientEnv, ln.Addr(), s.udp.LocalAddr(), burst))
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
@@ -302,13 +302,24 @@ func vmRSS() uint64 {
 	return 0
 }
 
-// TestIdleMemoryClient is the client side of BenchmarkIdleSessionMemory,
-// run only in its child process: a CONNECT per cookie, then DTLS, then
-// nothing until stdin closes.
-func TestIdleMemoryClient(t *testing.T) {
-	env := os.Getenv(memClientEnv)
-	if env == "" {
-		t.Skip("the child process of BenchmarkIdleSessionMemory")
+// TestMain runs the test binary as the client side of
+// BenchmarkIdleSessionMemory when the benchmark starts it as its child
+// process (memClientEnv set), else the tests.
+func TestMain(m *testing.M) {
+	if env := os.Getenv(memClientEnv); env != "" {
+		os.Exit(idleMemoryClient(env))
+	}
+	os.Exit(m.Run())
+}
+
+// idleMemoryClient is the client side of BenchmarkIdleSessionMemory: a
+// CONNECT per cookie read from stdin, then DTLS, then nothing until stdin
+// closes. It returns the process's exit code.
+func idleMemoryClient(env string) int {
+	var failed atomic.Bool
+	fail := func(err error) {
+		fmt.Fprintln(os.Stderr, "memory client:", err)
+		failed.Store(true)
 	}
 	tcpAddr, rest, _ := strings.Cut(env, ",")
 	udpAddr, burstS, _ := strings.Cut(rest, ",")
@@ -331,12 +342,12 @@ func TestIdleMemoryClient(t *testing.T) {
 			for c := range work {
 				conn, p, err := memConnect(tcpAddr, c)
 				if err != nil {
-					t.Error(err)
+					fail(err)
 					continue
 				}
 				keep.Store(conn, true)
 				if err := memBurst(conn, p.Address, burst); err != nil {
-					t.Error(err)
+					fail(err)
 				}
 				psk, err := dtls.PSK(conn.ConnectionState())
 				if err != nil || len(p.DTLSAppID) != dtls.AppIDLen {
@@ -366,6 +377,10 @@ func TestIdleMemoryClient(t *testing.T) {
 	// The connections must outlive the wait: unreferenced, the collector
 	// would close their sockets (the fds' finalizers).
 	runtime.KeepAlive(&keep)
+	if failed.Load() {
+		return 1
+	}
+	return 0
 }
 
 // memBurst sends n 1300-byte packets from the session's address as CSTP

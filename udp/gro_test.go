@@ -3,6 +3,7 @@ package udp
 import (
 	"bytes"
 	"encoding/binary"
+	"kvpn/internal/testenv"
 	"net"
 	"testing"
 	"time"
@@ -20,7 +21,7 @@ func TestGROCoalescesGSOSend(t *testing.T) {
 	}
 	defer rc.Close()
 	if !rc.EnableGRO() {
-		t.Skip("UDP_GRO unavailable (KVPN_UDP_NO_GRO=1 or an old kernel)")
+		testenv.Unavailable(t, "UDP_GRO (KVPN_UDP_NO_GRO=1 or an old kernel)", nil)
 	}
 	sc, err := Listen("127.0.0.1:0")
 	if err != nil {

@@ -2,6 +2,7 @@ package udp
 
 import (
 	"bytes"
+	"kvpn/internal/testenv"
 	"net"
 	"testing"
 	"time"
@@ -17,7 +18,7 @@ func TestReadBatchAddrsAndAllocs(t *testing.T) {
 		t.Run(tc.network, func(t *testing.T) {
 			rc, err := Listen(tc.addr)
 			if err != nil {
-				t.Skipf("no %s loopback: %v", tc.network, err)
+				testenv.Unavailable(t, tc.network+" loopback", err)
 			}
 			defer rc.Close()
 			dst := rc.LocalAddr().(*net.UDPAddr)
