@@ -62,8 +62,9 @@ func Client(ctx context.Context, raw net.Conn, cfg *tls.Config, mode Mode) (*Con
 }
 
 func handshake(ctx context.Context, raw net.Conn, cfg *tls.Config, server bool, mode Mode) (*Conn, error) {
+	off := errOff
 	if os.Getenv(DisableEnv) == "1" {
-		mode = ModeOff
+		mode, off = ModeOff, errDisabled
 	}
 	capt := NewCapture(raw, server)
 	var tc *tls.Conn
@@ -103,7 +104,7 @@ func handshake(ctx context.Context, raw net.Conn, cfg *tls.Config, server bool, 
 	// encrypt a second time, and its sequence numbers are now ours.
 	var kerr [2]error // TX, RX
 	if mode == ModeOff {
-		kerr = [2]error{errOff, errOff}
+		kerr = [2]error{off, off}
 	} else {
 		kerr = c.tryKernel(txKeys, rxKeys)
 	}
@@ -126,7 +127,15 @@ func handshake(ctx context.Context, raw net.Conn, cfg *tls.Config, server bool, 
 	return c, nil
 }
 
-var errOff = errors.New("kernel TLS turned off")
+// The reasons a connection stays in userspace without trying the kernel,
+// named in Describe so a log says why even when the kernel has kTLS.
+var (
+	errOff      = errors.New("ktls=off")
+	errDisabled = errors.New(DisableEnv + "=1")
+)
+
+// forcedOff reports whether err is one of the reasons above.
+func forcedOff(err error) bool { return errors.Is(err, errOff) || errors.Is(err, errDisabled) }
 
 // testHookKeys lets tests corrupt the derived keys (negative controls).
 var testHookKeys atomic.Pointer[func(tx, rx *Keys)]
@@ -139,10 +148,13 @@ var ErrKernelRequired = errors.New("ktls=on but the kernel cannot take this conn
 // in userspace, why: the line logged once per session.
 func (c *Conn) Describe() string {
 	s := fmt.Sprintf("%s %s: tx=%s rx=%s", tls.VersionName(c.cs.Version), tls.CipherSuiteName(c.cs.CipherSuite), c.engine.TX, c.engine.RX)
-	if c.KernelErrors[0] != nil && !errors.Is(c.KernelErrors[0], errOff) {
-		s += fmt.Sprintf(" (kernel TLS unavailable: %v)", c.KernelErrors[0])
-	} else if c.KernelErrors[1] != nil && !errors.Is(c.KernelErrors[1], errOff) {
-		s += fmt.Sprintf(" (kernel TLS RX unavailable: %v)", c.KernelErrors[1])
+	switch tx, rx := c.KernelErrors[0], c.KernelErrors[1]; {
+	case forcedOff(tx):
+		s += fmt.Sprintf(" (kernel TLS off: %v)", tx)
+	case tx != nil:
+		s += fmt.Sprintf(" (kernel TLS unavailable: %v)", tx)
+	case rx != nil:
+		s += fmt.Sprintf(" (kernel TLS RX unavailable: %v)", rx)
 	}
 	return s
 }
