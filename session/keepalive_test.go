@@ -67,8 +67,10 @@ func TestKeepAlivePingsSilentPeer(t *testing.T) {
 	if err != ErrDeadPeer {
 		t.Fatalf("got %v, want ErrDeadPeer", err)
 	}
-	if took := time.Since(start); took < 400*time.Millisecond || took > 800*time.Millisecond {
-		t.Errorf("dead after %s, want about 2 x DPD (400ms)", took)
+	// Not before 2 x DPD; how much later is the scheduler's business (the
+	// count of DPD requests below shows it did not linger).
+	if took := time.Since(start); took < 400*time.Millisecond {
+		t.Errorf("dead after %s, want 2 x DPD (400ms)", took)
 	}
 	// At 200 and 300 ms (and at 400 ms if the ping check runs first).
 	if n := pings.n.Load(); n < 2 || n > 3 {
