@@ -283,6 +283,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 		}
 		switch typ {
 		case typeApplicationData:
+			if n == 0 {
+				continue // an empty record (RFC 8446 section 5.1 allows them): not an end of stream
+			}
 			if len(p) < minControlRead {
 				// Read into the control buffer: keep what p cannot take.
 				k := copy(p, buf[:n])

@@ -574,6 +574,38 @@ func pairCounting(t *testing.T, v variant) (*Conn, *tls.Conn, *recordCounter) {
 	return r.c, peer, counter
 }
 
+// TestReadEndOfStream: a peer whose TCP connection ends without
+// close_notify, by FIN or by reset, ends our Read with an error (io.EOF
+// or the socket's), never (0, nil): on a kTLS RX socket recvmsg reports
+// the end as 0 bytes without a record type, which Read returned as an
+// empty read, so the session's reader spun and never saw its connection
+// go (found by the e2e suite in the kTLS VM, where `ss -K` on vpnd's
+// socket left the session attached to a dead connection).
+func TestReadEndOfStream(t *testing.T) {
+	for _, reset := range []bool{false, true} {
+		srv, peer, _ := pairCounting(t, variants[0])
+		raw := peer.NetConn().(*recordCounter).Conn.(*net.TCPConn)
+		if reset {
+			raw.SetLinger(0)
+		}
+		raw.Close()
+		srv.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for i := 0; ; i++ {
+			n, err := srv.Read(make([]byte, 2048))
+			if err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					t.Fatalf("reset=%v: Read did not see the end of the stream", reset)
+				}
+				t.Logf("reset=%v: %v (tx=%s rx=%s)", reset, err, srv.Engine().TX, srv.Engine().RX)
+				break
+			}
+			if i > 0 {
+				t.Fatalf("reset=%v: Read returned (%d, nil) after the peer's connection ended", reset, n)
+			}
+		}
+	}
+}
+
 // TestCorruptIsMarked: a forged record surfaces as record.ErrCorrupt (the
 // server ends such a session at once), a clean close as io.EOF.
 func TestCorruptIsMarked(t *testing.T) {

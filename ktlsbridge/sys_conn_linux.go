@@ -3,6 +3,7 @@
 package ktlsbridge
 
 import (
+	"io"
 	"errors"
 	"fmt"
 	"syscall"
@@ -185,6 +186,14 @@ func (k *kernelRX) read(p []byte) (int, uint8, error) {
 	}
 	if flags&unix.MSG_CTRUNC != 0 {
 		return 0, 0, errCtrunc
+	}
+	if n == 0 && oobn == 0 {
+		// End of stream: the kernel reports every record, even an empty
+		// one, with its type in a control message, so no message and no
+		// bytes is the peer's FIN (or a reset socket, whose error an
+		// earlier peek already consumed: tls_rx_rec_wait returns
+		// sock_error once, then 0 for RCV_SHUTDOWN).
+		return 0, 0, io.EOF
 	}
 	typ := uint8(typeApplicationData)
 	if oobn >= unix.CmsgLen(1) {
