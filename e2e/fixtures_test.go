@@ -47,6 +47,15 @@ func startServerUsers(t *testing.T, ns *netns, ip string, extra string, users ..
 	return startServerIn(t, ns, ip, t.TempDir(), "vpnd.toml", extra, users...)
 }
 
+// dpdSeconds is vpnd's DPD in the tests: 2 s, 8 s on an emulated CPU
+// (see emulated).
+func dpdSeconds() int {
+	if emulated {
+		return 8
+	}
+	return 2
+}
+
 // startServerIn is startServerUsers with the state directory and the
 // config file's name given: several vpnd nodes sharing one directory
 // share its certificate, password file and cookie key.
@@ -77,11 +86,11 @@ server-cert = %q
 server-key = %q
 device = "kvpns0"
 ctl-socket = %q
-dpd = 2
+dpd = %d
 keepalive = 1
 cookie-timeout = 30
 %s
-`, listen, passwd, filepath.Join(s.dir, "cert.pem"), filepath.Join(s.dir, "key.pem"), ctlPath, extra)
+`, listen, passwd, filepath.Join(s.dir, "cert.pem"), filepath.Join(s.dir, "key.pem"), ctlPath, dpdSeconds(), extra)
 	cfgPath := filepath.Join(s.dir, cfgName)
 	s.ctl, s.config, s.passwd = ctlPath, cfgPath, passwd
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {

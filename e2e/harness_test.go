@@ -37,7 +37,24 @@ func TestMain(m *testing.M) {
 	os.Exit(runTests(m))
 }
 
+// binsEnv names a directory holding vpnd, vpnc and kvpnload already built:
+// the kTLS VM (e2e/ktlsvm) runs this package where there is no Go
+// toolchain fast enough to build them.
+const binsEnv = "KVPN_E2E_BINS"
+
 func runTests(m *testing.M) int {
+	bins.self, _ = os.Executable()
+	if dir := os.Getenv(binsEnv); dir != "" {
+		bins.dir = dir
+		bins.vpnd, bins.vpnc = filepath.Join(dir, "vpnd"), filepath.Join(dir, "vpnc")
+		bins.kvpnload = filepath.Join(dir, "kvpnload")
+		for _, b := range []string{bins.vpnd, bins.vpnc, bins.kvpnload} {
+			if _, err := os.Stat(b); err != nil {
+				bins.err = fmt.Errorf("%s=%s: %v", binsEnv, dir, err)
+			}
+		}
+		return m.Run()
+	}
 	dir, err := os.MkdirTemp("", "kvpn-e2e-bin-")
 	if err != nil {
 		bins.err = err
@@ -48,7 +65,6 @@ func runTests(m *testing.M) int {
 	bins.vpnd = filepath.Join(dir, "vpnd")
 	bins.vpnc = filepath.Join(dir, "vpnc")
 	bins.kvpnload = filepath.Join(dir, "kvpnload")
-	bins.self, _ = os.Executable()
 	for _, b := range []struct{ out, pkg string }{{bins.vpnd, "kvpn/cmd/vpnd"}, {bins.vpnc, "kvpn/cmd/vpnc"},
 		{bins.kvpnload, "kvpn/cmd/kvpnload"}} {
 		cmd := exec.Command("go", "build", "-o", b.out, b.pkg)
@@ -202,11 +218,68 @@ func (n *netns) start(t *testing.T, name string, stdin string, args ...string) *
 	}()
 	t.Cleanup(func() {
 		p.stop(5 * time.Second)
+		checkKernelTLS(t, p)
 		if t.Failed() {
 			t.Logf("--- output of %s ---\n%s", name, p.out.String())
 		}
 	})
 	return p
+}
+
+// emulated is set (KVPN_E2E_EMULATED=1) by e2e/ktlsvm, which runs these
+// tests on a software-emulated CPU 25 to 170 times slower than a real one:
+// there the harness's timeouts are emulationSlowdown times longer, bulk
+// transfers bulkDivisor times shorter, and vpnd's DPD longer (openconnect
+// answers no DPD while its vpnc-script runs, which takes seconds there).
+var emulated = os.Getenv("KVPN_E2E_EMULATED") == "1"
+
+const (
+	emulationSlowdown = 10
+	bulkDivisor       = 16
+)
+
+// scaled is a timeout for this CPU: d, or longer when emulated.
+func scaled(d time.Duration) time.Duration {
+	if emulated {
+		return d * emulationSlowdown
+	}
+	return d
+}
+
+// bulkSize is how many bytes a bulk transfer of n moves on this CPU.
+func bulkSize(n int64) int64 {
+	if emulated {
+		return n / bulkDivisor
+	}
+	return n
+}
+
+// expectKTLS is set (KVPN_EXPECT_KTLS=1) by e2e/ktlsvm, which runs these
+// tests on a kernel with kTLS: there every TLS connection of vpnd and vpnc
+// must run its record layer in the kernel unless a test turned it off.
+var expectKTLS = os.Getenv("KVPN_EXPECT_KTLS") == "1"
+
+// checkKernelTLS, under expectKTLS, fails the test for each record layer
+// line of p (vpnd or vpnc) that shows a direction left in userspace for
+// any reason but a switch the test set, and logs how many connections the
+// kernel took (e2e/ktlsvm counts these lines).
+func checkKernelTLS(t *testing.T, p *proc) {
+	if !expectKTLS {
+		return
+	}
+	kernel := 0
+	for _, line := range strings.Split(p.out.String(), "\n") {
+		switch {
+		case !strings.Contains(line, `msg="record layer"`):
+		case strings.Contains(line, "tx=kernel rx=kernel"):
+			kernel++
+		case !strings.Contains(line, "(kernel TLS off:"):
+			t.Errorf("%s: kernel TLS expected: %s", p.name, line)
+		}
+	}
+	if kernel > 0 {
+		t.Logf("KVPN-KTLS: %s ran %d TLS connections over kernel TLS", p.name, kernel)
+	}
 }
 
 // stop sends SIGTERM and waits, then SIGKILL.
@@ -230,8 +303,8 @@ func (p *proc) exitCode(t *testing.T, timeout time.Duration) int {
 	t.Helper()
 	select {
 	case <-p.done:
-	case <-time.After(timeout):
-		t.Fatalf("%s did not exit within %s", p.name, timeout)
+	case <-time.After(scaled(timeout)):
+		t.Fatalf("%s did not exit within %s", p.name, scaled(timeout))
 	}
 	if p.err == nil {
 		return 0
@@ -246,6 +319,7 @@ func (p *proc) exitCode(t *testing.T, timeout time.Duration) int {
 // waitLog waits until the process's output contains s.
 func (p *proc) waitLog(t *testing.T, s string, timeout time.Duration) {
 	t.Helper()
+	timeout = scaled(timeout)
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if strings.Contains(p.out.String(), s) {
@@ -266,7 +340,7 @@ func (p *proc) waitLog(t *testing.T, s string, timeout time.Duration) {
 // eventually retries f until it returns nil or the timeout passes.
 func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), scaled(timeout))
 	defer cancel()
 	var err error
 	for {

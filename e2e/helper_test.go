@@ -151,7 +151,7 @@ func bulkBothWays(t *testing.T, srvNS *netns, listenIP string, cliNS *netns, siz
 	if err != nil {
 		t.Fatalf("dialing helper: %v\n%s", err, out)
 	}
-	if code := srv.exitCode(t, 60*time.Second); code != 0 {
+	if code := srv.exitCode(t, 60*time.Second); code != 0 { // scaled by exitCode
 		t.Fatalf("serving helper exited %d:\n%s", code, srv.out.String())
 	}
 	c, s := parseTransfer(t, out), parseTransfer(t, srv.out.String())

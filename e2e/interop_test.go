@@ -172,11 +172,11 @@ func testOpenconnectToVpnd(t *testing.T, dtls bool) {
 	countUDP(t, tp.srvNS)
 	ping(t, tp.cliNS, tunnelServer)
 	ping(t, tp.srvNS, addr)
-	const size = 32 << 20
+	size := bulkSize(32 << 20)
 	udpBefore := udpBytes(t, tp.srvNS)
 	d := bulkBothWays(t, tp.srvNS, tunnelServer, tp.cliNS, size)
 	checkUDPCarried(t, tp.srvNS, udpBefore, size, dtls)
-	t.Logf("openconnect -> vpnd: 32 MiB each way in %s (%.2f Gbit/s per direction)", d.Round(time.Millisecond),
+	t.Logf("openconnect -> vpnd: %d MiB each way in %s (%.2f Gbit/s per direction)", size>>20, d.Round(time.Millisecond),
 		float64(size*8)/d.Seconds()/1e9)
 
 	// Clean logout: DISCONNECT ends the session and frees the address.
@@ -282,11 +282,11 @@ func testVpncToOcserv(t *testing.T, o ocservOpts, wantVersion string) {
 	countUDP(t, srvNS)
 	ping(t, cliNS, ocservTunnelIP)
 	ping(t, srvNS, c.addr)
-	const size = 32 << 20
+	size := bulkSize(32 << 20)
 	udpBefore := udpBytes(t, srvNS)
 	d := bulkBothWays(t, srvNS, ocservTunnelIP, cliNS, size)
 	checkUDPCarried(t, srvNS, udpBefore, size, o.dtls)
-	t.Logf("vpnc -> ocserv: 32 MiB each way in %s (%.2f Gbit/s per direction)", d.Round(time.Millisecond),
+	t.Logf("vpnc -> ocserv: %d MiB each way in %s (%.2f Gbit/s per direction)", size>>20, d.Round(time.Millisecond),
 		float64(size*8)/d.Seconds()/1e9)
 
 	c.proc.cmd.Process.Signal(syscall.SIGINT)

@@ -141,7 +141,7 @@ func TestIPv6Inside(t *testing.T) {
 			ping(t, tp.cliNS, tunnelServer6)
 			ping(t, tp.srvNS, c.addr6)
 			ping(t, tp.cliNS, tunnelServer) // IPv4 still works beside it
-			const size = 16 << 20
+			size := bulkSize(16 << 20)
 			udpBefore := udpBytes(t, tp.srvNS)
 			bulkBothWays(t, tp.srvNS, tunnelServer6, tp.cliNS, size)
 			checkUDPCarried(t, tp.srvNS, udpBefore, size, true)
@@ -203,7 +203,7 @@ func TestIPv6Outside(t *testing.T) {
 	ping(t, tp.cliNS, tunnelServer6)
 	ping(t, tp.srvNS, c.addr6)
 	for _, dst := range []string{tunnelServer, tunnelServer6} {
-		const size = 16 << 20
+		size := bulkSize(16 << 20)
 		udpBefore := udpBytes(t, tp.srvNS)
 		bulkBothWays(t, tp.srvNS, dst, tp.cliNS, size)
 		checkUDPCarried(t, tp.srvNS, udpBefore, size, true)
@@ -254,7 +254,7 @@ func TestIPv6Openconnect(t *testing.T) {
 			ping(t, tp.srvNS, addr6)
 			ping(t, tp.cliNS, tunnelServer)
 			ping(t, tp.srvNS, addr)
-			const size = 16 << 20
+			size := bulkSize(16 << 20)
 			udpBefore := udpBytes(t, tp.srvNS)
 			bulkBothWays(t, tp.srvNS, tunnelServer6, tp.cliNS, size)
 			checkUDPCarried(t, tp.srvNS, udpBefore, size, true)

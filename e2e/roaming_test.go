@@ -63,8 +63,9 @@ func testDTLSRoaming(t *testing.T, env []string) {
 	if byCID := strings.Contains(s.proc.out.String(), "by=connection-id"); byCID != (env == nil) {
 		t.Fatalf("roamed by connection ID: %v, want %v:\n%s", byCID, env == nil, s.proc.out.String())
 	}
-	bulkBothWays(t, srv, tunnelServer, cli, 4<<20)
-	if got := udpBytes(t, srv) - before; got < 4<<20 {
+	size := bulkSize(4 << 20)
+	bulkBothWays(t, srv, tunnelServer, cli, size)
+	if got := udpBytes(t, srv) - before; got < size {
 		t.Fatalf("only %d bytes over UDP after the rebinding: traffic left DTLS", got)
 	}
 	if n := strings.Count(c.proc.out.String(), "DTLS up"); n != 1 {

@@ -66,8 +66,8 @@ iroute = [%q]
 	}
 	ping(t, hostA, hostBIP)
 	ping(t, hostB, hostAIP)
-	bulkBothWays(t, hostB, hostBIP, hostA, 4<<20)
-	bulkBothWays(t, hostA, hostAIP, hostB, 4<<20)
+	bulkBothWays(t, hostB, hostBIP, hostA, bulkSize(4<<20))
+	bulkBothWays(t, hostA, hostAIP, hostB, bulkSize(4<<20))
 	if n := nftCount(t, hostB, hostAIP); n == 0 {
 		t.Fatalf("hostB saw no packet from %s: the traffic was translated or went elsewhere", hostAIP)
 	}

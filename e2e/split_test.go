@@ -123,7 +123,7 @@ func TestSplitExcludeInFullTunnel(t *testing.T) {
 	}
 	ping(t, tp.cliNS, extHost) // answered only on the outer path
 	ping(t, tp.cliNS, insideHost)
-	bulkBothWays(t, tp.srvNS, tunnelServer, tp.cliNS, 4<<20)
+	bulkBothWays(t, tp.srvNS, tunnelServer, tp.cliNS, bulkSize(4<<20))
 	stopClient(t, c)
 	if after := routes(t, tp.cliNS); after != before {
 		t.Fatalf("routes not restored:\nbefore:\n%s\nafter:\n%s", before, after)
@@ -155,7 +155,7 @@ func TestServerStaysReachable(t *testing.T) {
 				wantTunnel(t, tp.cliNS, publicServer, false)
 				wantTunnel(t, tp.cliNS, "192.168.78.9", true) // the server's network, but not the server
 				ping(t, tp.cliNS, insideHost)
-				bulkBothWays(t, tp.srvNS, tunnelServer, tp.cliNS, 8<<20)
+				bulkBothWays(t, tp.srvNS, tunnelServer, tp.cliNS, bulkSize(8<<20))
 				stopClient(t, c)
 				if after := routes(t, tp.cliNS); after != before {
 					t.Fatalf("routes not restored:\nbefore:\n%s\nafter:\n%s", before, after)

@@ -80,7 +80,21 @@ const (
 	userScriptVMPath = "/kvpn-script.sh"
 	moduleListVMPath = "/kvpn-modules"     // load order, one file name a line
 	moduleDirVMPath  = "/lib/modules/kvpn" // the .ko files, flat
+	hostRootFlagPath = "/kvpn-hostroot"    // present: run the script in the host's root (Config.HostRoot)
+	hostRootTag      = "kvpnhostroot"      // the 9p mount tag of the host's /
 )
+
+// HostRootModules are loaded, in addition to Modules, for Config.HostRoot:
+// the 9p transport over virtio-pci, overlayfs for a writable layer, the
+// netfilter modules the e2e tests' nft rules use (filter, counter, ct,
+// DNAT/SNAT), and tcp_diag, without which `ss -K` (the tests' way to cut a
+// TCP connection) finds no socket and silently does nothing. The guest
+// cannot autoload modules (it has no modprobe), so each is named here.
+var HostRootModules = []string{
+	"virtio_pci", "9pnet_virtio", "9p", "overlay",
+	"nf_tables", "nft_ct", "nft_nat", "nft_chain_nat",
+	"tcp_diag",
+}
 
 // Modules are loaded with insmod, in this order (each after its
 // dependencies, as modprobe --show-depends resolves them on the host), before
@@ -125,6 +139,16 @@ type Config struct {
 	NIC string
 	// MemoryMB of guest RAM (default 512); CPUs (default 2).
 	MemoryMB, CPUs int
+	// HostRoot runs the Script in the host's own file system instead of
+	// the busybox initramfs: the host's / is shared read-only over 9p
+	// (virtio), a tmpfs overlay makes it writable inside the guest only
+	// (nothing the guest writes reaches the host), and the script runs
+	// with bash chrooted there, with fresh /proc, /sys, /dev and /run.
+	// So the script has every tool and library the host has (ip, nft,
+	// openconnect, ocserv, dynamically linked test binaries) at the same
+	// paths. Binaries and Files still go into the initramfs, which the
+	// script does not see. HostRootModules are loaded too.
+	HostRoot bool
 	// OnLine, if set, is called with each console line (escape sequences
 	// stripped, no newline) as it arrives, from Run's goroutine: e.g. to
 	// start a host-side peer when the script prints that it listens.
@@ -150,9 +174,27 @@ while read -r m; do
 done < ` + moduleListVMPath + `
 ip link set lo up || fail "ip link set lo up"
 echo "` + MarkerBooted + ` uptime=$(cut -d' ' -f1 /proc/uptime)"
+run="sh -e -o pipefail ` + userScriptVMPath + `"
+if [ -e ` + hostRootFlagPath + ` ]; then
+	mkdir -p /host /overlay /newroot
+	mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000 ` + hostRootTag + ` /host || fail "mount 9p"
+	mount -t tmpfs -o mode=0755 tmpfs /overlay || fail "mount tmpfs"
+	mkdir -p /overlay/upper /overlay/work
+	mount -t overlay -o lowerdir=/host,upperdir=/overlay/upper,workdir=/overlay/work overlay /newroot || fail "mount overlay"
+	mount -t proc proc /newroot/proc || fail "mount proc"
+	mount -t sysfs sysfs /newroot/sys || fail "mount sysfs"
+	mount -t devtmpfs devtmpfs /newroot/dev || fail "mount dev"
+	mkdir -p /newroot/dev/pts /newroot/dev/shm
+	mount -t devpts devpts /newroot/dev/pts
+	mount -t tmpfs tmpfs /newroot/dev/shm
+	mount -t tmpfs -o mode=0755 tmpfs /newroot/run || fail "mount run"
+	mkdir -p /newroot/run/netns
+	cp ` + userScriptVMPath + ` /newroot` + userScriptVMPath + `
+	run="chroot /newroot /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root $(env | grep '^KVPN_' | tr '\n' ' ') /bin/bash -e -o pipefail ` + userScriptVMPath + `"
+fi
 echo "` + MarkerScriptBegin + `"
 cd /
-sh -e -o pipefail ` + userScriptVMPath + ` </dev/null
+$run </dev/null
 rc=$?
 echo
 echo "` + MarkerScriptEnd + ` rc=$rc uptime=$(cut -d' ' -f1 /proc/uptime)"
@@ -179,7 +221,11 @@ func Run(t testing.TB, cfg Config) (output string, passed bool) {
 
 	work := t.TempDir()
 	initrd := filepath.Join(work, "initramfs.cpio")
-	mods, err := resolveModules(kdir, release, append(append([]string{}, Modules...), cfg.Modules...))
+	want := append([]string{}, Modules...)
+	if cfg.HostRoot {
+		want = append(want, HostRootModules...)
+	}
+	mods, err := resolveModules(kdir, release, append(want, cfg.Modules...))
 	if err != nil {
 		t.Fatalf("ktlsvm: %v", err)
 	}
@@ -206,6 +252,11 @@ func Run(t testing.TB, cfg Config) (output string, passed bool) {
 		"-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
 	}
 	args = append(args, nic...)
+	if cfg.HostRoot {
+		// multidevs=remap: the host's / spans several file systems, whose
+		// inode numbers would collide in one 9p mount.
+		args = append(args, "-virtfs", "local,path=/,mount_tag="+hostRootTag+",security_model=none,readonly=on,multidevs=remap")
+	}
 	cmdline := defaultKernelArgs
 	if testenv.Strict() {
 		// Tests run inside the VM apply the same policy as outside.
@@ -725,6 +776,11 @@ func buildInitramfs(name, kdir, release string, mods []string, cfg Config) error
 	}
 	if err := c.file(userScriptVMPath, 0o755, []byte(cfg.Script+"\n")); err != nil {
 		return err
+	}
+	if cfg.HostRoot {
+		if err := c.file(hostRootFlagPath, 0o644, nil); err != nil {
+			return err
+		}
 	}
 	if err := c.close(); err != nil {
 		return err
