@@ -24,6 +24,7 @@ import (
 
 	"kvpn/cstp"
 	"kvpn/dtls"
+	"kvpn/internal/contain"
 	"kvpn/ktlsbridge"
 	"kvpn/netcfg"
 	"kvpn/session"
@@ -320,36 +321,83 @@ func Run(ctx context.Context, o *Options) error {
 		t.down()
 		return err
 	}
-	defer t.down()
-	t.cur.Store(ch)
-	go t.downlink()
-	dctx, stopDTLS := context.WithCancel(ctx)
-	up := t.startDTLS(dctx, t.dtlsOffer(c, params))
 	log.Info("record layer", "engines", c.rc.(*ktlsbridge.Conn).Describe())
+	return t.serve(ctx, ch, t.dtlsOffer(c, params))
+}
+
+// serve runs the tunnel that up configured, over ch (DTLS as offer says),
+// until ctx ends or the tunnel is lost for good, and then undoes what up
+// did (down).
+//
+// A panic in any of the tunnel's goroutines is recovered, logged with its
+// stack and counted (guard); it ends the tunnel like a user's exit (the
+// server is told, routes and DNS are restored) and serve returns it as an
+// error with ExitTunnelLost, rather than the process dying with the
+// system's network still pointed at the tunnel.
+func (t *tunnel) serve(parent context.Context, ch *session.CSTPChannel, offer *dtlsParams) (err error) {
+	defer t.down()
+	ctx, fail := context.WithCancelCause(parent)
+	defer fail(nil)
+	t.fail = fail
+	defer func() {
+		// A panic in this goroutine (the reconnect loop): down still
+		// runs, after this.
+		if v := recover(); v != nil {
+			err = &Error{Code: ExitTunnelLost, Err: contain.Recovered(t.log, "tunnel loop", v, &t.panics)}
+		}
+	}()
+	params := t.params
+	t.cur.Store(ch)
+	go t.guard("downlink", func() error { t.downlink(); return nil })
+	dctx, stopDTLS := context.WithCancel(ctx)
+	up := t.startDTLS(dctx, offer)
 	// The up line names the transport, so it waits for the first DTLS
 	// attempt (up to dtlsHandshakeTimeout); the TLS channel is served
 	// meanwhile: a server with a short DPD must get its answers, and its
 	// packets must not pile up unread.
-	go func() {
+	go t.guard("status", func() error {
 		select {
 		case <-up:
 		case <-ctx.Done():
-			return
+			return nil
 		}
 		transport := "none (reconnecting)"
 		if s := t.sender(); s != nil {
 			transport = s.Name()
 		}
-		log.Info(fmt.Sprintf("tunnel up: address %s/%d%s, MTU %d, routes %s, DNS %s, transport %s",
+		t.log.Info(fmt.Sprintf("tunnel up: address %s/%d%s, MTU %d, routes %s, DNS %s, transport %s",
 			params.Address, maskBits(params.Netmask), t.ipv6Desc(), params.MTU, t.routeDesc(), addrList(params.DNS), transport))
-		if o.OnUp != nil {
-			o.OnUp(params, transport)
+		if t.o.OnUp != nil {
+			t.o.OnUp(params, transport)
 		}
-	}()
+		return nil
+	})
 	rctx, stopRefresh := context.WithCancel(ctx)
 	defer stopRefresh()
-	go t.refreshCookie(rctx)
-	return t.loop(ctx, ch, stopDTLS)
+	go t.guard("cookie refresh", func() error { t.refreshCookie(rctx); return nil })
+	err = t.loop(ctx, ch, stopDTLS)
+	var pe *contain.PanicError
+	if errors.As(context.Cause(ctx), &pe) {
+		return &Error{Code: ExitTunnelLost, Err: fmt.Errorf("tunnel shut down after an internal error: %w", pe)}
+	}
+	return err
+}
+
+// guard runs f, the body of one of the tunnel's goroutines, and returns
+// its error. A panic in f is recovered, logged with its stack, counted,
+// and returned; it also ends the tunnel (serve's context, cancelled with
+// the panic as its cause), whose state is no longer to be trusted.
+func (t *tunnel) guard(where string, f func() error) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			pe := contain.Recovered(t.log, where, v, &t.panics)
+			if t.fail != nil {
+				t.fail(pe)
+			}
+			err = pe
+		}
+	}()
+	return f()
 }
 
 func (o *Options) dnsBackup() string {
@@ -417,6 +465,18 @@ type tunnel struct {
 	dtls      atomic.Pointer[dtls.ClientChannel]
 	downDone  chan struct{}
 	closeOnce sync.Once
+
+	// fail ends serve after a panic in one of the tunnel's goroutines
+	// (guard); set by serve before it starts them.
+	fail context.CancelCauseFunc
+	// Failures contained (issue #12): recovered panics, and failed TUN
+	// reads of the downlink, each followed by a backoff (lastReadLog
+	// rate-limits their log line).
+	panics, readErrors atomic.Uint64
+	lastReadLog        time.Time
+	// testPanic, nil but in tests, is called by the downlink after each
+	// TUN read that returned packets, so a test can make it panic.
+	testPanic func(where string)
 }
 
 // fullTunnel is how a default route is installed: two halves that are more

@@ -70,7 +70,7 @@ func (t *tunnel) startDTLS(ctx context.Context, dp *dtlsParams) (up chan struct{
 		close(up)
 		return up
 	}
-	go func() {
+	go t.guard("DTLS", func() error {
 		first := true
 		bufs := tun.NewBuffers(uplinkBatch)
 		for {
@@ -84,7 +84,7 @@ func (t *tunnel) startDTLS(ctx context.Context, dp *dtlsParams) (up chan struct{
 			}
 			if err != nil {
 				if ctx.Err() != nil {
-					return
+					return nil
 				}
 				t.log.Info("DTLS handshake failed; traffic stays on TLS", "err", err, "retry-in", t.o.DTLSAttemptPeriod.String())
 			} else {
@@ -94,17 +94,17 @@ func (t *tunnel) startDTLS(ctx context.Context, dp *dtlsParams) (up chan struct{
 				t.dtls.CompareAndSwap(ch, nil)
 				ch.Close()
 				if ctx.Err() != nil {
-					return
+					return nil
 				}
 				t.log.Warn("DTLS lost: traffic falls back to TLS", "err", err, "retry-in", t.o.DTLSAttemptPeriod.String())
 			}
 			select {
 			case <-ctx.Done():
-				return
+				return nil
 			case <-time.After(t.o.DTLSAttemptPeriod):
 			}
 		}
-	}()
+	})
 	return up
 }
 
@@ -114,8 +114,10 @@ func (t *tunnel) runDTLS(ctx context.Context, ch *dtls.ClientChannel, live sessi
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, 2)
-	go func() { errc <- session.Uplink(ch, t.dev, bufs, tun.Headroom, nil) }()
-	go func() { errc <- session.KeepAlive(ctx, ch, live) }()
+	go func() {
+		errc <- t.guard("DTLS uplink", func() error { return session.Uplink(ch, t.dev, bufs, tun.Headroom, nil) })
+	}()
+	go func() { errc <- t.guard("DTLS liveness", func() error { return session.KeepAlive(ctx, ch, live) }) }()
 	err := <-errc
 	cancel()
 	ch.Close()

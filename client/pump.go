@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"kvpn/cstp"
+	"kvpn/internal/contain"
 	"kvpn/record"
 	"kvpn/session"
 	"kvpn/tun"
@@ -29,13 +30,19 @@ func (t *tunnel) downlink() {
 	out := make([][]byte, 0, len(bufs))
 	vd, _ := t.dev.(tun.VirtioDevice)
 	var gso *gsoBufs // made on first use
+	var backoff contain.Backoff
 	for {
 		if ch := t.gsoChannel(vd); ch != nil {
 			if gso == nil {
 				gso = newGSOBufs()
 			}
-			if err := t.sendGSO(vd, gso); errors.Is(err, os.ErrClosed) {
+			switch err := t.sendGSO(vd, gso); {
+			case errors.Is(err, os.ErrClosed):
 				return
+			case err != nil:
+				t.readFailed(&backoff, err)
+			default:
+				backoff.Reset()
 			}
 			continue
 		}
@@ -44,7 +51,12 @@ func (t *tunnel) downlink() {
 			if errors.Is(err, os.ErrClosed) {
 				return
 			}
+			t.readFailed(&backoff, err)
 			continue
+		}
+		backoff.Reset()
+		if t.testPanic != nil {
+			t.testPanic("downlink")
 		}
 		ch := t.sender()
 		if ch == nil {
@@ -60,6 +72,20 @@ func (t *tunnel) downlink() {
 			ch.Close()
 		}
 	}
+}
+
+// readFailed counts a failed TUN read of the downlink and waits before
+// the next one (b: from contain.ReadMin doubling to contain.ReadMax, reset
+// by a read that succeeds), so that a device failing every read cannot
+// turn the loop into a spin. One log line per 5 s at most.
+func (t *tunnel) readFailed(b *contain.Backoff, err error) {
+	n := t.readErrors.Add(1)
+	d := b.Next()
+	if now := time.Now(); now.Sub(t.lastReadLog) > 5*time.Second {
+		t.lastReadLog = now
+		t.log.Warn("TUN read failed; backing off", "err", err, "retry-in", d.String(), "read-errors", n)
+	}
+	time.Sleep(d)
 }
 
 // gsoBatch is how many GSO frames the client reads from its TUN device
@@ -171,8 +197,10 @@ func (t *tunnel) run(parent context.Context, ch *session.CSTPChannel, bufs [][]b
 	}
 	live := session.Liveness{DPD: dpd, Keepalive: time.Duration(t.params.Keepalive) * time.Second}
 	errc := make(chan error, 2)
-	go func() { errc <- session.Uplink(ch, t.dev, bufs, tun.Headroom, nil) }()
-	go func() { errc <- session.KeepAlive(ctx, ch, live) }()
+	go func() {
+		errc <- t.guard("uplink", func() error { return session.Uplink(ch, t.dev, bufs, tun.Headroom, nil) })
+	}()
+	go func() { errc <- t.guard("liveness", func() error { return session.KeepAlive(ctx, ch, live) }) }()
 	var err error
 	pending := 2
 	select {
@@ -186,7 +214,12 @@ func (t *tunnel) run(parent context.Context, ch *session.CSTPChannel, bufs [][]b
 		// which also closes the connection and so ends the uplink.
 		t.log.Info("disconnecting")
 		t.cur.Store(nil)
-		ch.Disconnect("user logout")
+		reason := "user logout"
+		var pe *contain.PanicError
+		if errors.As(context.Cause(parent), &pe) {
+			reason = "client internal error"
+		}
+		ch.Disconnect(reason)
 	} else {
 		ch.Close()
 	}

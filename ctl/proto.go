@@ -107,6 +107,12 @@ type Stats struct {
 	PacketsIn      uint64            `json:"packets_in"`
 	PacketsOut     uint64            `json:"packets_out"`
 	UptimeSeconds  int64             `json:"uptime_seconds"`
+	// Panics are the panics recovered, by goroutine; ReadErrors the
+	// failed reads of the shared readers, by source; DTLSFallback the
+	// packets meant for DTLS that went over TLS.
+	Panics       map[string]uint64 `json:"panics,omitempty"`
+	ReadErrors   map[string]uint64 `json:"read_errors,omitempty"`
+	DTLSFallback uint64            `json:"dtls_fallback_packets"`
 }
 
 // ParseRequest decodes and checks one request: a single JSON object with

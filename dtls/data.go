@@ -144,9 +144,7 @@ var errAlert = errors.New("dtls: peer sent an alert")
 // open authenticates and decrypts one record in place. For application
 // data it returns the CSTP type and the payload after the type byte.
 func (d *datapath) open(rec []byte) (cstp.FrameType, []byte, error) {
-	d.omu.Lock()
-	ct, pt, err := d.opener.Open(rec)
-	d.omu.Unlock()
+	ct, pt, err := d.openLocked(rec)
 	if err != nil {
 		d.Stats.BadRecords.Add(1)
 		return 0, nil, err
@@ -157,13 +155,20 @@ func (d *datapath) open(rec []byte) (cstp.FrameType, []byte, error) {
 // tryOpen is open for a record that may not be this peer's at all (the
 // roaming trial): a failure is not counted against the peer.
 func (d *datapath) tryOpen(rec []byte) (cstp.FrameType, []byte, error) {
-	d.omu.Lock()
-	ct, pt, err := d.opener.Open(rec)
-	d.omu.Unlock()
+	ct, pt, err := d.openLocked(rec)
 	if err != nil {
 		return 0, nil, err
 	}
 	return d.decode(ct, pt)
+}
+
+// openLocked runs the opener under omu, unlocked by a defer: a panic on
+// a crafted record, which the socket's reader recovers from, must not
+// leave the peer's records locked out for the restarted reader.
+func (d *datapath) openLocked(rec []byte) (record.ContentType, []byte, error) {
+	d.omu.Lock()
+	defer d.omu.Unlock()
+	return d.opener.Open(rec)
 }
 
 // decode interprets an authenticated record.

@@ -15,6 +15,7 @@ import (
 
 	"kvpn/cstp"
 	"kvpn/dtls/record"
+	"kvpn/internal/contain"
 	"kvpn/internal/hist"
 	"kvpn/session"
 	"kvpn/udp"
@@ -78,6 +79,14 @@ type Counters struct {
 	// was over or its budget used up (see feedConn).
 	FeedDropped   atomic.Uint64
 	HandshakeTime hist.Latency // completed handshakes, ClientHello to keys taken over
+	// Failures contained rather than taking the daemon down or spinning
+	// (issue #12): recovered panics of a socket's reader (restarted after
+	// a backoff) and of a handshake's goroutine (its peer closed), each
+	// logged with its stack, and failed socket reads, each followed by a
+	// backoff.
+	ReaderPanics    atomic.Uint64
+	HandshakePanics atomic.Uint64
+	ReadErrors      atomic.Uint64
 }
 
 // Listener demultiplexes the server's UDP socket: datagrams from a known
@@ -116,6 +125,11 @@ type Listener struct {
 	lastWarn     atomic.Int64
 	lastFeedWarn atomic.Int64
 	lastRoamWarn atomic.Int64
+	lastReadWarn atomic.Int64
+
+	// testPanic, nil but in tests, is called by a socket's reader after
+	// each read that returned datagrams, so a test can make it panic.
+	testPanic func()
 
 	Counters Counters
 }
@@ -167,17 +181,34 @@ func (l *Listener) Serve() error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			l.serveConn(c)
+			l.serve(c)
 		}()
 	}
-	l.serveConn(l.cfg.Conn)
+	l.serve(l.cfg.Conn)
 	wg.Wait()
 	return nil
 }
 
+// batchReader is the receiving side of a socket (*udp.Conn).
+type batchReader interface {
+	ReadBatch(msgs []udp.Message) (int, error)
+	EnableGRO() bool
+}
+
+// serve runs one socket's reader until the socket is closed. The reader is
+// shared by every session: a panic in it is recovered, logged with its
+// stack and counted (Counters.ReaderPanics), and it starts again after a
+// backoff (contain.Loop).
+func (l *Listener) serve(conn batchReader) {
+	contain.Loop(l.log, "DTLS reader", &l.Counters.ReaderPanics, func() { l.serveConn(conn) })
+}
+
 // serveConn is one socket's receive loop, the server's DTLS upstream hot
-// loop.
-func (l *Listener) serveConn(conn *udp.Conn) {
+// loop. A read that fails (other than on a closed socket) is counted
+// (Counters.ReadErrors) and followed by a backoff, from contain.ReadMin
+// doubling to contain.ReadMax and reset by the next read that succeeds, so
+// that a socket failing every read cannot turn the loop into a spin.
+func (l *Listener) serveConn(conn batchReader) {
 	msgs := make([]udp.Message, recvBatch)
 	bufs := make([][]byte, recvBatch)
 	mem := make([]byte, recvBatch*recvBufSize)
@@ -192,14 +223,25 @@ func (l *Listener) serveConn(conn *udp.Conn) {
 		sp = newSpill()
 	}
 	out := make([][]byte, 0, recvBatch)
+	var backoff contain.Backoff
 	for {
 		n, err := conn.ReadBatch(msgs)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			l.log.Debug("dtls: read", "err", err)
+			c := l.Counters.ReadErrors.Add(1)
+			d := backoff.Next()
+			now := time.Now().UnixNano()
+			if last := l.lastReadWarn.Load(); now-last > int64(5*time.Second) && l.lastReadWarn.CompareAndSwap(last, now) {
+				l.log.Warn("dtls: socket read failed; backing off", "err", err, "retry-in", d.String(), "read-errors", c)
+			}
+			time.Sleep(d)
 			continue
+		}
+		backoff.Reset()
+		if l.testPanic != nil {
+			l.testPanic()
 		}
 		for i := range n {
 			ua, ok := msgs[i].Addr.(*net.UDPAddr)
@@ -398,6 +440,14 @@ func (l *Listener) startHandshake(src netip.AddrPort, appID, hello []byte) {
 	l.handshakes.Add(1)
 	go func() {
 		defer l.handshakes.Add(-1)
+		defer func() {
+			// A bug in one handshake (pion's or the owner's PeerUp)
+			// closes that peer, not the server.
+			if v := recover(); v != nil {
+				contain.Recovered(l.log, "DTLS handshake", v, &l.Counters.HandshakePanics, "from", src.String())
+				p.Close()
+			}
+		}()
 		p.handshake(m.PSK, Suites(m.ChaCha), m.CID)
 	}()
 }
@@ -723,8 +773,15 @@ func (p *Peer) sealFailed(err error) {
 	}
 }
 
+// ErrSealed marks a WritePackets error after packets of the batch were
+// sealed in place: their plaintext is gone, so they cannot be sent another
+// way (over TLS). An error without it left every packet as it was.
+var ErrSealed = errors.New("dtls: send failed after sealing the packets in place")
+
 // WritePackets seals each packet in place and sends the batch with
 // sendmmsg. Buffers need Headroom() bytes in front and Tailroom behind.
+// An error matching ErrSealed means the packets were (partly) sealed and
+// not (all) sent.
 func (p *Peer) WritePackets(bufs [][]byte, offset int) error {
 	d := p.d.Load()
 	if d == nil || p.closed.Load() {
@@ -742,6 +799,9 @@ func (p *Peer) WritePackets(bufs [][]byte, offset int) error {
 		rec, err := d.seal(b[:cap(b)], offset, n, cstp.TypeData)
 		if err != nil {
 			p.sealFailed(err)
+			if i > 0 {
+				return fmt.Errorf("%w: %w", ErrSealed, err)
+			}
 			return err
 		}
 		msgs[i].Buffers[0] = rec
@@ -750,7 +810,7 @@ func (p *Peer) WritePackets(bufs [][]byte, offset int) error {
 	}
 	err := pw.w.WriteBatch(msgs)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", ErrSealed, err)
 	}
 	d.sent(len(bufs), bytes)
 	return nil

@@ -34,6 +34,7 @@ type Collector struct {
 	logins, loginFailures, loginThrottled    *prometheus.Desc
 	handshake, handshakeFailures, uptimeDesc *prometheus.Desc
 	poolInUse                                *prometheus.Desc
+	panics, readErrors, dtlsFallback         *prometheus.Desc
 }
 
 // NewCollector makes a collector reading src at each scrape.
@@ -54,13 +55,16 @@ func NewCollector(src Source) *Collector {
 		handshakeFailures: d("handshake_failures_total", "Failed TLS and DTLS handshakes.", "transport"),
 		uptimeDesc:        d("uptime_seconds", "Seconds since vpnd started serving."),
 		poolInUse:         d("pool_addresses_in_use", "Tunnel addresses handed out, by family (held by live sessions and by those waiting for a reconnect).", "family"),
+		panics:            d("panics_total", "Panics recovered in vpnd's goroutines, by goroutine (a session's: that session ended; a shared reader's: restarted).", "goroutine"),
+		readErrors:        d("read_errors_total", "Failed reads of the shared TUN and DTLS socket readers, each followed by a backoff.", "source"),
+		dtlsFallback:      d("dtls_fallback_packets_total", "Packets meant for a session's DTLS channel that were sent over TLS."),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.sessions, c.bytes, c.packets, c.drops, c.logins, c.loginFailures,
-		c.loginThrottled, c.handshake, c.handshakeFailures, c.uptimeDesc, c.poolInUse} {
+		c.loginThrottled, c.handshake, c.handshakeFailures, c.uptimeDesc, c.poolInUse, c.panics, c.readErrors, c.dtlsFallback} {
 		ch <- d
 	}
 }
@@ -96,6 +100,13 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for f, n := range s.PoolInUse {
 		gauge(c.poolInUse, float64(n), f)
 	}
+	for g, n := range s.Panics {
+		counter(c.panics, n, g)
+	}
+	for src, n := range s.ReadErrors {
+		counter(c.readErrors, n, src)
+	}
+	counter(c.dtlsFallback, s.DTLSFallback)
 }
 
 // transportLabel is the label value of a server transport name.

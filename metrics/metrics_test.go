@@ -126,6 +126,9 @@ func TestCollector(t *testing.T) {
 			HandshakeFailed: map[string]uint64{"tls": 1, "dtls": 0},
 			PoolInUse:       map[string]int{"ipv4": 3},
 			Uptime:          90 * time.Second,
+			Panics:          map[string]uint64{"session": 2, "tun-reader": 1},
+			ReadErrors:      map[string]uint64{"tun": 7, "dtls": 0},
+			DTLSFallback:    9,
 		}
 	}
 	ts := httptest.NewServer(Handler(src))
@@ -160,6 +163,11 @@ func TestCollector(t *testing.T) {
 		{"kvpn_logins_total", nil, 2},
 		{"kvpn_login_failures_total", nil, 4},
 		{"kvpn_handshake_failures_total", map[string]string{"transport": "tls"}, 1},
+		{"kvpn_panics_total", map[string]string{"goroutine": "session"}, 2},
+		{"kvpn_panics_total", map[string]string{"goroutine": "tun-reader"}, 1},
+		{"kvpn_read_errors_total", map[string]string{"source": "tun"}, 7},
+		{"kvpn_read_errors_total", map[string]string{"source": "dtls"}, 0},
+		{"kvpn_dtls_fallback_packets_total", nil, 9},
 	} {
 		if got := counter(t, mf, c.name, c.labels); got != c.want {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)

@@ -85,6 +85,9 @@ func (s *Server) ctlStats() *ctl.Stats {
 		PacketsIn:      snap.Traffic.InPackets,
 		PacketsOut:     snap.Traffic.OutPackets,
 		UptimeSeconds:  int64(snap.Uptime.Seconds()),
+		Panics:         snap.Panics,
+		ReadErrors:     snap.ReadErrors,
+		DTLSFallback:   snap.DTLSFallback,
 	}
 	for t, n := range snap.Sessions {
 		st.Sessions += n

@@ -41,7 +41,7 @@ func (sess *Session) deliverGSO(vd tun.VirtioDevice, mtu int) func(frame []byte)
 		if err := vd.WriteGSO(frame); err != nil {
 			// The kernel refused this packet; the tunnel goes on, as for
 			// a refused packet in a batch.
-			sess.srv.log.Debug("TUN write of a GSO frame", "err", err)
+			sess.srv.tunWriteFailed(1, err)
 		}
 		return nil
 	}

@@ -28,6 +28,7 @@ import (
 	"kvpn/certs"
 	"kvpn/cstp"
 	"kvpn/dtls"
+	"kvpn/internal/contain"
 	"kvpn/internal/hist"
 	"kvpn/ktlsbridge"
 	"kvpn/netcfg"
@@ -97,6 +98,20 @@ type Counters struct {
 	UserChanged     atomic.Uint64 // sessions ended, cookies refused: user changed, locked or deleted
 	WriteStalled    atomic.Uint64 // sessions ended: the client stopped reading (tunnel write deadline)
 
+	// Failures the data path contains rather than letting them take the
+	// daemon down or spin (issue #12). Recovered panics, each logged with
+	// its stack, by goroutine:
+	PanicsSession   atomic.Uint64 // a session's pumps or liveness watch: that session ended
+	PanicsConn      atomic.Uint64 // a connection's login or CONNECT handling: that connection closed
+	PanicsTUNReader atomic.Uint64 // the TUN reader (routeFromTUN): restarted after a backoff
+	TUNReadErrors   atomic.Uint64 // failed TUN reads, each followed by a backoff
+	// DTLSFallback counts packets for a session whose downstream traffic
+	// goes over DTLS that were sent over TLS instead: its DTLS peer had
+	// closed, or failed before sealing them.
+	DTLSFallback  atomic.Uint64
+	DropDTLSWrite atomic.Uint64 // packets sealed for DTLS whose send failed (lost: their plaintext is gone)
+	DropTUNWrite  atomic.Uint64 // packets in TUN writes that failed
+
 	TLSHandshakeFailed atomic.Uint64
 	TLSHandshake       hist.Latency // successful TLS handshakes (and kTLS setup)
 }
@@ -145,8 +160,12 @@ type Server struct {
 	// batchesOut counts downlink batches taken from batches and not put
 	// back: in a TUN read, in a session's queue or in its write.
 	batchesOut atomic.Int64
-	// lastDetachedLog rate-limits the DropDetached log line.
-	lastDetachedLog atomic.Int64
+	// lastDetachedLog rate-limits the DropDetached log line; the others
+	// those of TUN read and write failures and of DTLS send failures.
+	lastDetachedLog, lastReadErrLog, lastTUNWriteLog, lastDTLSSendLog atomic.Int64
+	// tunOut is the TUN device as the sessions and the DTLS listener
+	// write to it: it counts failed writes.
+	tunOut *tunWriter
 	// uplinks are the sessions' uplink batches, taken per read (sessions.go).
 	uplinks *session.BatchPool
 
@@ -174,6 +193,10 @@ type Server struct {
 
 	// writeTimeout, when set, replaces tunnelWriteTimeout (tests).
 	writeTimeout time.Duration
+	// testPanic, nil but in tests, is called in the data path's
+	// goroutines (where: "sender", "uplink", "liveness" with their
+	// session, "tun-reader" without) so a test can make one panic.
+	testPanic func(where string, sess *Session)
 }
 
 // newServer returns a Server with its tables made and nothing opened
@@ -199,6 +222,7 @@ func newServer(cfg *Config, log *slog.Logger) *Server {
 		s.pool6 = newPool(cfg.pool6)
 	}
 	s.addRoute = s.installRoute
+	s.tunOut = &tunWriter{s: s}
 	s.verify = func(user, password string) bool { return s.currentSettings().Passwd.Verify(user, password) }
 	return s
 }
@@ -263,7 +287,7 @@ func New(cfg *Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	if cfg.UDPListen != "" {
-		if err := s.listenDTLS(cfg.UDPListen, dev); err != nil {
+		if err := s.listenDTLS(cfg.UDPListen, s.tunOut); err != nil {
 			s.removeRoutes()
 			dev.Close()
 			s.net.Restore()
@@ -286,6 +310,29 @@ func (s *Server) listenDTLS(addr string, dev session.PacketWriter) error {
 	s.udp, s.udpReaders = conns[0], conns[1:]
 	s.dtls = dtls.NewListener(dtls.ListenerConfig{Conn: conns[0], Readers: conns[1:], Find: s.findDTLS, TUN: dev, Log: s.log})
 	return nil
+}
+
+// tunWriter writes to the server's TUN device (s.dev) and counts the
+// packets of a write that fails (drop reason tun-write), with a log line
+// at most every 5 s: the kernel refused them, and the tunnel goes on.
+type tunWriter struct{ s *Server }
+
+func (w *tunWriter) Write(bufs [][]byte, offset int) (int, error) {
+	n, err := w.s.dev.Write(bufs, offset)
+	if err != nil {
+		// The offload backend reports 0 on error (coalescing hides which
+		// packets went out): the whole batch counts then.
+		w.s.tunWriteFailed(len(bufs)-n, err)
+	}
+	return n, err
+}
+
+// tunWriteFailed counts n packets a TUN write failed to deliver.
+func (s *Server) tunWriteFailed(n int, err error) {
+	c := s.Counters.DropTUNWrite.Add(uint64(max(n, 0)))
+	if rateOK(&s.lastTUNWriteLog) {
+		s.log.Warn("TUN write failed; packets dropped", "err", err, "tun-write-drops", c)
+	}
 }
 
 // findDTLS resolves a ClientHello's App-ID to its session and PSK.
@@ -367,8 +414,8 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
 	log := s.log.With("remote", remote)
 	defer func() {
 		// A bug in handling one connection must not take down the others.
-		if r := recover(); r != nil {
-			log.Error("panic while serving connection", "panic", r)
+		if v := recover(); v != nil {
+			contain.Recovered(log, "connection", v, &s.Counters.PanicsConn)
 			raw.Close()
 		}
 	}()

@@ -14,6 +14,7 @@ import (
 	"kvpn/auth"
 	"kvpn/cstp"
 	"kvpn/dtls"
+	"kvpn/internal/contain"
 	"kvpn/ippkt"
 	"kvpn/record"
 	"kvpn/session"
@@ -241,6 +242,15 @@ func (sess *Session) detach(ch *session.CSTPChannel, err error) {
 	}
 	sess.dropDTLS()
 	log := sess.srv.log.With("user", sess.user, "session", sess.id)
+	var pe *contain.PanicError
+	if errors.As(err, &pe) {
+		// A bug, logged with its stack where it was recovered: the
+		// session's state is not to be trusted, so it ends (its cookie no
+		// longer resumes it) and nothing else does.
+		log.Error("ending the session after a panic in its goroutines", "err", err, "address", sess.addr.String())
+		sess.end("internal error")
+		return
+	}
 	var pc *session.PeerClosedError
 	if errors.As(err, &pc) {
 		log.Info("client disconnected", "reason", pc.Reason)
@@ -374,17 +384,34 @@ func (sess *Session) run(ctx context.Context, ch *session.CSTPChannel, log *slog
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		stop(sess.sendLoop(ctx, ch))
+		stop(sess.contained("sender", func() error { return sess.sendLoop(ctx, ch) }))
 	}()
 	go func() {
 		defer wg.Done()
-		stop(sess.keepAlive(ctx, ch))
+		stop(sess.contained("liveness", func() error { return sess.keepAlive(ctx, ch) }))
 	}()
 	// Buffers from the server's pool, only while packets are in flight:
 	// an idle session holds none (64 x 64 KiB each before).
-	stop(session.UplinkPooled(ch, s.dev, s.uplinks, tun.Headroom, sess.checkTLS, &sess.traffic))
+	stop(sess.contained("uplink", func() error {
+		return session.UplinkPooled(ch, s.tunOut, s.uplinks, tun.Headroom, sess.checkTLS, &sess.traffic)
+	}))
 	wg.Wait()
 	return first
+}
+
+// contained runs f, one of the session's pumps or its liveness watch, and
+// returns its error. A panic in f is recovered, logged with its stack,
+// counted (Counters.PanicsSession) and returned as a *contain.PanicError:
+// run then stops the session's other goroutines and detach ends this
+// session, while the server and every other session go on.
+func (sess *Session) contained(where string, f func() error) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = contain.Recovered(sess.srv.log, "session "+where, v, &sess.srv.Counters.PanicsSession,
+				"user", sess.user, "session", sess.id)
+		}
+	}()
+	return f()
 }
 
 // drainQueue puts the batches waiting in the session's queue back into
@@ -404,6 +431,9 @@ func (sess *Session) drainQueue() {
 // checkTLS is check for packets that came over TLS: the client sends data
 // there only when its DTLS channel is down, so downstream traffic follows.
 func (sess *Session) checkTLS(pkt []byte) (bool, error) {
+	if h := sess.srv.testPanic; h != nil {
+		h("uplink", sess)
+	}
 	if sess.preferDTLS.Load() {
 		sess.preferDTLS.Store(false)
 		sess.srv.log.Info("client sends over TLS; moving downstream traffic to TLS", "user", sess.user, "session", sess.id)
@@ -530,6 +560,9 @@ func (sess *Session) keepAlive(ctx context.Context, ch *session.CSTPChannel) err
 	// keepalives already refresh the binding, and at 10k idle sessions
 	// the server's own would double the records it seals and opens.
 	l := session.Liveness{DPD: s.cfg.dpd()}
+	if h := s.testPanic; h != nil {
+		h("liveness", sess)
+	}
 	// It sleeps until the earlier of the two channels' next deadlines
 	// (session.Watch.Check), woken early when a new DTLS peer comes up.
 	t := time.NewTimer(l.MinWait())
@@ -620,6 +653,15 @@ func (sess *Session) sendLoop(ctx context.Context, ch session.Channel) error {
 	s := sess.srv
 	var pkts [][]byte
 	var held []*batch
+	defer func() {
+		// After a panic in send: the batches it held go back to the pool
+		// (on any other return held has none).
+		for _, b := range held {
+			if b != nil {
+				s.putBatch(b)
+			}
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
@@ -639,6 +681,9 @@ func (sess *Session) sendLoop(ctx context.Context, ch session.Channel) error {
 			for _, b := range held {
 				pkts = append(pkts, b.pkts[:b.n]...)
 			}
+			if h := s.testPanic; h != nil {
+				h("sender", sess)
+			}
 			err := sess.send(ch, pkts)
 			clear(pkts)
 			for _, b := range held {
@@ -653,13 +698,20 @@ func (sess *Session) sendLoop(ctx context.Context, ch session.Channel) error {
 }
 
 // send writes pkts over DTLS when it is up and preferred, else over TLS.
-// A DTLS write error falls back to TLS for this batch.
+// Packets meant for DTLS go over TLS instead (counted: DTLSFallback) when
+// the peer closed and keepAlive has not dropped it yet, or its write
+// failed before sealing them. A DTLS write that failed after sealing them
+// in place loses them (DropDTLSWrite): TLS would carry ciphertext.
 func (sess *Session) send(ch session.Channel, pkts [][]byte) error {
 	if sess.preferDTLS.Load() {
+		var err error = errPeerClosed
 		if p := sess.peer.Load(); p != nil && p.Up() {
-			if err := p.WritePackets(pkts, tun.Headroom); err == nil {
+			if err = p.WritePackets(pkts, tun.Headroom); err == nil {
 				return nil
 			}
+		}
+		if sess.dtlsSendFailed(len(pkts), err) {
+			return nil
 		}
 	}
 	if err := ch.WritePackets(pkts, tun.Headroom); err != nil {
@@ -671,6 +723,28 @@ func (sess *Session) send(ch session.Channel, pkts [][]byte) error {
 	}
 	sess.traffic.AddOut(len(pkts), bytes)
 	return nil
+}
+
+// dtlsSendFailed counts n packets that should have gone over DTLS and
+// did not (err says why), with a log line at most every 5 s. It reports
+// whether they are lost (sealed in place) rather than to go over TLS.
+func (sess *Session) dtlsSendFailed(n int, err error) (lost bool) {
+	s := sess.srv
+	lost = errors.Is(err, dtls.ErrSealed)
+	var c uint64
+	if lost {
+		c = s.Counters.DropDTLSWrite.Add(uint64(n))
+	} else {
+		c = s.Counters.DTLSFallback.Add(uint64(n))
+	}
+	if rateOK(&s.lastDTLSSendLog) {
+		if lost {
+			s.log.Warn("DTLS send failed; packets dropped", "user", sess.user, "session", sess.id, "err", err, "dtls-write-drops", c)
+		} else {
+			s.log.Info("DTLS send failed; packets go over TLS", "user", sess.user, "session", sess.id, "err", err, "dtls-fallback-packets", c)
+		}
+	}
+	return lost
 }
 
 // maxGather bounds how many queued batches one write may carry: up to
@@ -731,78 +805,112 @@ type pending struct {
 
 // routeFromTUN reads packets from the TUN device and queues each for the
 // session that owns its destination address. It is the server's downlink
-// hot loop.
+// hot loop, shared by every session: a panic in it is recovered, logged
+// with its stack and counted (Counters.PanicsTUNReader), and the loop
+// starts again after a backoff (contain.Loop). It returns once the device
+// is closed.
 func (s *Server) routeFromTUN() {
+	contain.Loop(s.log, "TUN reader", &s.Counters.PanicsTUNReader, s.routeLoop)
+}
+
+// routeLoop is routeFromTUN's loop. A read that fails (other than on a
+// closed device) is counted (Counters.TUNReadErrors) and followed by a
+// backoff, from contain.ReadMin doubling to contain.ReadMax and reset by
+// the next read that returns packets, so a device that fails every read
+// cannot turn the loop into a spin.
+func (s *Server) routeLoop() {
 	bufs := tun.NewBuffers(s.dev.BatchSize())
 	sizes := make([]int, len(bufs))
 	var open []pending
-	flush := func(p pending) {
-		if !p.sess.connected.Load() {
-			// Kept for a reconnect: the packets would wait for
-			// cookie-timeout, holding the batch.
-			s.Counters.DropDetached.Add(uint64(p.b.n))
-			if rateOK(&s.lastDetachedLog) {
-				s.log.Info("dropped packets for a session without a connection (kept for its reconnect)",
-					"user", p.sess.user, "session", p.sess.id, "count", s.Counters.DropDetached.Load())
-			}
-			s.putBatch(p.b)
-			return
-		}
-		select {
-		case p.sess.queue <- p.b:
-		default:
-			s.Counters.DropQueueFull.Add(uint64(p.b.n))
-			s.putBatch(p.b)
-		}
-	}
+	var backoff contain.Backoff
 	for {
 		n, err := s.dev.Read(bufs, sizes, tun.Headroom)
 		if err != nil && n == 0 {
 			if errors.Is(err, os.ErrClosed) {
 				return
 			}
-			s.log.Debug("TUN read", "err", err)
+			c := s.Counters.TUNReadErrors.Add(1)
+			d := backoff.Next()
+			if rateOK(&s.lastReadErrLog) {
+				s.log.Warn("TUN read failed; backing off", "err", err, "retry-in", d.String(), "read-errors", c)
+			}
+			time.Sleep(d)
 			continue
 		}
-		s.mu.RLock()
-		for i := range n {
-			pkt := bufs[i][tun.Headroom : tun.Headroom+sizes[i]]
-			if len(pkt) > s.cfg.MTU {
-				s.Counters.DropTooBig.Add(1)
-				continue
-			}
-			_, dst, err := ippkt.Addrs(pkt)
-			sess := s.byAddr[dst]
-			if sess == nil && err == nil {
-				sess = s.iroutes.lookup(dst) // a network behind a site-to-site client
-			}
-			if err != nil || sess == nil {
-				s.Counters.DropNoSession.Add(1)
-				continue
-			}
-			j := 0
-			for j < len(open) && open[j].sess != sess {
-				j++
-			}
-			if j == len(open) {
-				open = append(open, pending{sess: sess, b: s.getBatch()})
-			}
-			open[j].b.add(pkt)
-			if open[j].b.n == batchSize {
-				flush(open[j])
-				open[j].b = s.getBatch()
-			}
-		}
-		s.mu.RUnlock()
+		backoff.Reset()
+		open = s.routeBatch(bufs[:n], sizes, open)
 		for _, p := range open {
 			if p.b.n > 0 {
-				flush(p)
+				s.flush(p)
 			} else {
 				s.putBatch(p.b)
 			}
 		}
 		clear(open)
 		open = open[:0]
+	}
+}
+
+// routeBatch sorts one TUN read's packets into batches per session, under
+// s.mu (released by a deferred unlock, so that a panic does not leave the
+// session table locked): open are the session batches being filled, full
+// ones are flushed at once.
+func (s *Server) routeBatch(bufs [][]byte, sizes []int, open []pending) []pending {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if h := s.testPanic; h != nil {
+		h("tun-reader", nil)
+	}
+	for i := range bufs {
+		pkt := bufs[i][tun.Headroom : tun.Headroom+sizes[i]]
+		if len(pkt) > s.cfg.MTU {
+			s.Counters.DropTooBig.Add(1)
+			continue
+		}
+		_, dst, err := ippkt.Addrs(pkt)
+		sess := s.byAddr[dst]
+		if sess == nil && err == nil {
+			sess = s.iroutes.lookup(dst) // a network behind a site-to-site client
+		}
+		if err != nil || sess == nil {
+			s.Counters.DropNoSession.Add(1)
+			continue
+		}
+		j := 0
+		for j < len(open) && open[j].sess != sess {
+			j++
+		}
+		if j == len(open) {
+			open = append(open, pending{sess: sess, b: s.getBatch()})
+		}
+		open[j].b.add(pkt)
+		if open[j].b.n == batchSize {
+			s.flush(open[j])
+			open[j].b = s.getBatch()
+		}
+	}
+	return open
+}
+
+// flush hands a filled batch to its session's queue, or drops it (the
+// session has no connection, or its queue is full).
+func (s *Server) flush(p pending) {
+	if !p.sess.connected.Load() {
+		// Kept for a reconnect: the packets would wait for
+		// cookie-timeout, holding the batch.
+		s.Counters.DropDetached.Add(uint64(p.b.n))
+		if rateOK(&s.lastDetachedLog) {
+			s.log.Info("dropped packets for a session without a connection (kept for its reconnect)",
+				"user", p.sess.user, "session", p.sess.id, "count", s.Counters.DropDetached.Load())
+		}
+		s.putBatch(p.b)
+		return
+	}
+	select {
+	case p.sess.queue <- p.b:
+	default:
+		s.Counters.DropQueueFull.Add(uint64(p.b.n))
+		s.putBatch(p.b)
 	}
 }
 

@@ -171,6 +171,14 @@ type Snapshot struct {
 	// "ipv6"): held by live sessions and by those waiting for a reconnect.
 	PoolInUse map[string]int
 	Uptime    time.Duration
+	// Failures the data path contained (issue #12): recovered panics by
+	// goroutine ("session", "connection", "tun-reader", "dtls-reader",
+	// "dtls-handshake"), failed reads of the shared readers, each followed
+	// by a backoff, by source ("tun", "dtls"), and packets meant for DTLS
+	// that went over TLS.
+	Panics       map[string]uint64
+	ReadErrors   map[string]uint64
+	DTLSFallback uint64
 }
 
 // Snapshot reads the counters.
@@ -199,7 +207,19 @@ func (s *Server) Snapshot() Snapshot {
 			"session-timeout": c.SessionTimeouts.Load(),
 			"user-changed":    c.UserChanged.Load(),
 			"write-stalled":   c.WriteStalled.Load(),
+			// Packets lost to a failed TUN write or DTLS send.
+			"tun-write":  c.DropTUNWrite.Load(),
+			"dtls-write": c.DropDTLSWrite.Load(),
 		},
+		Panics: map[string]uint64{
+			"session":        c.PanicsSession.Load(),
+			"connection":     c.PanicsConn.Load(),
+			"tun-reader":     c.PanicsTUNReader.Load(),
+			"dtls-reader":    0,
+			"dtls-handshake": 0,
+		},
+		ReadErrors:      map[string]uint64{"tun": c.TUNReadErrors.Load(), "dtls": 0},
+		DTLSFallback:    c.DTLSFallback.Load(),
 		Logins:          c.Logins.Load(),
 		LoginFailures:   c.LoginFailures.Load(),
 		LoginThrottled:  c.LoginThrottled.Load(),
@@ -222,6 +242,9 @@ func (s *Server) Snapshot() Snapshot {
 		snap.Drops["dtls-roam-source-limit"] = dc.RoamSourceLimit.Load()
 		snap.Drops["dtls-handshake-busy"] = dc.HandshakeBusy.Load()
 		snap.HandshakeFailed["dtls"] = dc.HandshakeFailed.Load()
+		snap.Panics["dtls-reader"] = dc.ReaderPanics.Load()
+		snap.Panics["dtls-handshake"] = dc.HandshakePanics.Load()
+		snap.ReadErrors["dtls"] = dc.ReadErrors.Load()
 		snap.DTLSHandshake = dc.HandshakeTime.Snapshot()
 	} else {
 		var none hist.Latency

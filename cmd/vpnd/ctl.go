@@ -162,9 +162,18 @@ func printStats(w io.Writer, st *ctl.Stats) {
 	row("login throttled", st.LoginThrottled)
 	row("bytes in/out", fmt.Sprintf("%d / %d", st.BytesIn, st.BytesOut))
 	row("packets in/out", fmt.Sprintf("%d / %d", st.PacketsIn, st.PacketsOut))
+	row("dtls fallback packets", st.DTLSFallback)
 	fmt.Fprintln(tw, "drops:")
 	for _, r := range sortedKeys(st.Drops) {
 		row("  "+r, st.Drops[r])
+	}
+	fmt.Fprintln(tw, "panics recovered:")
+	for _, r := range sortedKeys(st.Panics) {
+		row("  "+r, st.Panics[r])
+	}
+	fmt.Fprintln(tw, "read errors:")
+	for _, r := range sortedKeys(st.ReadErrors) {
+		row("  "+r, st.ReadErrors[r])
 	}
 	tw.Flush()
 }
