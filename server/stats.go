@@ -199,6 +199,9 @@ func (s *Server) Snapshot() Snapshot {
 			"session-timeout": c.SessionTimeouts.Load(),
 			"user-changed":    c.UserChanged.Load(),
 			"write-stalled":   c.WriteStalled.Load(),
+			// Legacy DTLS offers not made; the tunnel stays on TLS.
+			"dtls-legacy-bad-secret": c.DTLSLegacyBadSecret.Load(),
+			"dtls-legacy-no-suite":   c.DTLSLegacyNoSuite.Load(),
 		},
 		Logins:          c.Logins.Load(),
 		LoginFailures:   c.LoginFailures.Load(),
@@ -221,6 +224,8 @@ func (s *Server) Snapshot() Snapshot {
 		snap.Drops["dtls-roam-limit"] = dc.RoamLimit.Load()
 		snap.Drops["dtls-roam-source-limit"] = dc.RoamSourceLimit.Load()
 		snap.Drops["dtls-handshake-busy"] = dc.HandshakeBusy.Load()
+		snap.Drops["dtls-legacy-bad-finished"] = dc.LegacyBadFinished.Load()
+		snap.Drops["dtls-legacy-bad-hello"] = dc.LegacyBadHello.Load()
 		snap.HandshakeFailed["dtls"] = dc.HandshakeFailed.Load()
 		snap.DTLSHandshake = dc.HandshakeTime.Snapshot()
 	} else {
