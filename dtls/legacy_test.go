@@ -363,4 +363,3 @@ func FuzzLegacyClientHello(f *testing.F) {
 		}
 	})
 }
-
