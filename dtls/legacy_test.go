@@ -3,8 +3,10 @@ package dtls
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"math/rand/v2"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -362,4 +364,35 @@ func FuzzLegacyClientHello(f *testing.F) {
 			t.Fatal("answered with an empty flight")
 		}
 	})
+}
+
+// TestChooseLegacySuite: ocserv's priorities across both lists, unknown
+// names counted, and X-DTLS-Master-Secret's format.
+func TestChooseLegacySuite(t *testing.T) {
+	for _, tc := range []struct {
+		dtls, dtls12, want string
+		ok                 bool
+		unknown            int
+	}{
+		{"OC-DTLS1_2-AES128-GCM:AES128-SHA", "", "OC-DTLS1_2-AES128-GCM", true, 0},
+		{"AES128-SHA:AES256-SHA", "", "AES256-SHA", true, 0},
+		{"AES128-SHA", "AES128-GCM-SHA256", "AES128-SHA", true, 0},
+		{"AES128-SHA", "ECDHE-RSA-AES256-GCM-SHA384:AES256-GCM-SHA384", "AES256-GCM-SHA384", true, 1},
+		{"OC-DTLS1_2-AES256-GCM", "AES256-GCM-SHA384", "OC-DTLS1_2-AES256-GCM", true, 0},
+		{"DES-CBC3-SHA:BOGUS", "", "", false, 2},
+		{"", "", "", false, 0},
+	} {
+		got, ok, unknown := ChooseLegacySuite(tc.dtls, tc.dtls12)
+		if ok != tc.ok || got.Name != tc.want || unknown != tc.unknown {
+			t.Errorf("%q %q: %q %v %d, want %q %v %d", tc.dtls, tc.dtls12, got.Name, ok, unknown, tc.want, tc.ok, tc.unknown)
+		}
+	}
+	for _, bad := range []string{"", "abcd", strings.Repeat("zz", 48), strings.Repeat("ab", 47), strings.Repeat("ab", 49)} {
+		if _, err := ParseMasterSecret(bad); !errors.Is(err, ErrMasterSecret) {
+			t.Errorf("ParseMasterSecret(%q): %v", bad, err)
+		}
+	}
+	if ms, err := ParseMasterSecret(strings.Repeat("aB", 48)); err != nil || len(ms) != 48 {
+		t.Errorf("valid secret: %v", err)
+	}
 }
