@@ -20,6 +20,14 @@ type dtlsParams struct {
 
 // dtlsOffer extracts the DTLS offer from a CONNECT answer, or nil.
 func (t *tunnel) dtlsOffer(c *conn, p *cstp.TunnelParams) *dtlsParams {
+	if !t.o.NoDTLS && p.DTLSPort != 0 && len(p.DTLSAppID) == 0 && len(p.DTLSSessionID) > 0 {
+		// We offer PSK-NEGOTIATE only; a server that answers with the
+		// legacy AnyConnect mode (X-DTLS-Session-ID and an OpenSSL suite)
+		// wants a master-secret resumption kvpn's client does not do.
+		t.log.Warn("server offered only the legacy AnyConnect DTLS (X-DTLS-Session-ID), which vpnc does not speak; using TLS only",
+			"suite", p.DTLSCipherSuite)
+		return nil
+	}
 	if t.o.NoDTLS || p.DTLSPort == 0 || len(p.DTLSAppID) != dtls.AppIDLen {
 		return nil
 	}

@@ -40,6 +40,12 @@ type ConnectRequest struct {
 	// enables PSK DTLS when the list contains the PSK-NEGOTIATE token, and
 	// then needs no X-DTLS-Master-Secret.
 	DTLSCipherSuite string
+	// DTLS12CipherSuite is Cisco's X-DTLS12-CipherSuite list (OpenSSL
+	// names, legacy DTLS 1.2), DTLSMasterSecret the X-DTLS-Master-Secret
+	// (96 hex digits) the legacy DTLS mode resumes with. Both are sent
+	// only when set.
+	DTLS12CipherSuite string
+	DTLSMasterSecret  string
 	// Extra holds vendor extension headers (X-Kvpn-*) to send, or, when
 	// parsed, every X- header that ParseConnectRequest did not consume.
 	// May be nil.
@@ -82,6 +88,12 @@ func (r *ConnectRequest) WriteTo(w io.Writer, host string) error {
 	if r.PrevAddressIP6.IsValid() {
 		hw.add("X-CSTP-Address-IP6", r.PrevAddressIP6.String())
 	}
+	if r.DTLSMasterSecret != "" {
+		hw.add("X-DTLS-Master-Secret", r.DTLSMasterSecret)
+	}
+	if r.DTLS12CipherSuite != "" {
+		hw.add("X-DTLS12-CipherSuite", r.DTLS12CipherSuite)
+	}
 	if r.DTLSCipherSuite != "" {
 		hw.add("X-DTLS-CipherSuite", r.DTLSCipherSuite)
 	}
@@ -117,11 +129,13 @@ func ParseConnectRequest(req *http.Request) (*ConnectRequest, error) {
 	}
 	hr := headerReader{h: req.Header}
 	r := &ConnectRequest{
-		Cookie:          c.Value,
-		Hostname:        hr.get("X-CSTP-Hostname"),
-		BaseMTU:         lenientInt(hr.get("X-CSTP-Base-MTU")),
-		MTU:             lenientInt(hr.get("X-CSTP-MTU")),
-		DTLSCipherSuite: hr.get("X-DTLS-CipherSuite"),
+		Cookie:            c.Value,
+		Hostname:          hr.get("X-CSTP-Hostname"),
+		BaseMTU:           lenientInt(hr.get("X-CSTP-Base-MTU")),
+		MTU:               lenientInt(hr.get("X-CSTP-MTU")),
+		DTLSCipherSuite:   hr.get("X-DTLS-CipherSuite"),
+		DTLS12CipherSuite: hr.get("X-DTLS12-CipherSuite"),
+		DTLSMasterSecret:  hr.get("X-DTLS-Master-Secret"),
 	}
 	if a, err := parseAddr(hr.get("X-CSTP-Address")); err == nil {
 		r.PrevAddress = a
@@ -166,9 +180,16 @@ type TunnelParams struct {
 	DTLSPort        int
 	DTLSAppID       []byte // X-DTLS-App-ID, hex; the DTLS ClientHello's session_id
 	DTLSCipherSuite string // "PSK-NEGOTIATE" for the PSK scheme both stock tools use
-	DTLSDPD         int
-	DTLSKeepalive   int
-	DTLSMTU         int // X-DTLS-MTU (0 = omitted); openconnect uses max(X-CSTP-MTU, X-DTLS-MTU)
+	// The legacy AnyConnect mode instead: X-DTLS-Session-ID (the session
+	// the client resumes), and the chosen suite in DTLSCipherSuite or, for
+	// a suite from the client's X-DTLS12-CipherSuite list, in
+	// DTLS12CipherSuite (X-DTLS12-CipherSuite). When parsing, a lone
+	// X-DTLS12-CipherSuite also lands in DTLSCipherSuite.
+	DTLSSessionID     []byte
+	DTLS12CipherSuite string
+	DTLSDPD           int
+	DTLSKeepalive     int
+	DTLSMTU           int // X-DTLS-MTU (0 = omitted); openconnect uses max(X-CSTP-MTU, X-DTLS-MTU)
 	// Extra holds vendor extension headers to send, or, when parsed, every
 	// X- header that ParseTunnelParams did not consume. May be nil.
 	Extra http.Header
@@ -242,8 +263,14 @@ func (p *TunnelParams) WriteResponse(w io.Writer) error {
 		if len(p.DTLSAppID) > 0 {
 			hw.add("X-DTLS-App-ID", hex.EncodeToString(p.DTLSAppID))
 		}
+		if len(p.DTLSSessionID) > 0 {
+			hw.add("X-DTLS-Session-ID", hex.EncodeToString(p.DTLSSessionID))
+		}
 		if p.DTLSCipherSuite != "" {
 			hw.add("X-DTLS-CipherSuite", p.DTLSCipherSuite)
+		}
+		if p.DTLS12CipherSuite != "" {
+			hw.add("X-DTLS12-CipherSuite", p.DTLS12CipherSuite)
 		}
 		if p.DTLSMTU > 0 {
 			hw.add("X-DTLS-MTU", strconv.Itoa(p.DTLSMTU))
@@ -393,9 +420,15 @@ func ParseTunnelParams(h http.Header) (*TunnelParams, error) {
 		}
 		p.DTLSAppID = id
 	}
+	if v := hr.get("X-DTLS-Session-ID"); v != "" {
+		if id, err := hex.DecodeString(v); err == nil {
+			p.DTLSSessionID = id
+		}
+	}
 	p.DTLSCipherSuite = hr.get("X-DTLS-CipherSuite")
-	if s := hr.get("X-DTLS12-CipherSuite"); p.DTLSCipherSuite == "" {
-		p.DTLSCipherSuite = s
+	p.DTLS12CipherSuite = hr.get("X-DTLS12-CipherSuite")
+	if p.DTLSCipherSuite == "" {
+		p.DTLSCipherSuite = p.DTLS12CipherSuite
 	}
 	hr.used("X-CSTP-Version")
 	p.Extra = hr.extra()

@@ -102,12 +102,15 @@ func TestParseConnectRequestOpenconnect(t *testing.T) {
 		!strings.HasPrefix(got.DTLSCipherSuite, "PSK-NEGOTIATE:") {
 		t.Errorf("parsed %+v", got)
 	}
-	for _, k := range []string{"X-Dtls-Master-Secret", "X-Cstp-Accept-Encoding", "X-Dtls12-Ciphersuite", "X-Anyconnect-Strap-Verify"} {
+	if got.DTLSMasterSecret != "4C7F6A8E" || got.DTLS12CipherSuite != "ECDHE-RSA-AES256-GCM-SHA384:AES128-GCM-SHA256" {
+		t.Errorf("legacy DTLS headers: %q %q", got.DTLSMasterSecret, got.DTLS12CipherSuite)
+	}
+	for _, k := range []string{"X-Cstp-Accept-Encoding", "X-Anyconnect-Strap-Verify"} {
 		if got.Extra.Get(k) == "" {
 			t.Errorf("Extra lacks %s: %v", k, got.Extra)
 		}
 	}
-	for _, k := range []string{"X-Cstp-Mtu", "X-Cstp-Version", "X-Cstp-Address-Type", "Cookie", "Host"} {
+	for _, k := range []string{"X-Dtls-Master-Secret", "X-Dtls12-Ciphersuite", "X-Cstp-Mtu", "X-Cstp-Version", "X-Cstp-Address-Type", "Cookie", "Host"} {
 		if _, ok := got.Extra[k]; ok {
 			t.Errorf("Extra has consumed header %s", k)
 		}

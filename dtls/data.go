@@ -102,7 +102,7 @@ func (d *datapath) packetAt(dg []byte, off int, payload []byte) []byte {
 func (d *datapath) Headroom() int { return d.hr }
 
 // With a connection ID the inner content type takes one more byte.
-const Tailroom = record.Tailroom + 1
+const Tailroom = max(record.Tailroom+1, record.CBCTailroom)
 
 // CIDLen is the length of the connection IDs kvpn generates (RFC 9146),
 // between two kvpn peers only (the dtls-cid extension).

@@ -198,6 +198,8 @@ type testServer struct {
 	// other, if set, is the Owner Find returns instead of owner (tests
 	// with several sessions: testOwner closes the peer it replaces).
 	other atomic.Pointer[testOwner]
+	// legacy, if set, makes Find answer with this legacy offer.
+	legacy atomic.Pointer[Legacy]
 }
 
 // connectOwn dials through addr as a session of its own Owner and waits
@@ -268,7 +270,7 @@ func (s *testServer) find(appID []byte) (Match, bool) {
 	if o := s.other.Load(); o != nil {
 		owner = o
 	}
-	return Match{Owner: owner, PSK: s.psk, ChaCha: s.chacha, CID: s.cid.Load()}, true
+	return Match{Owner: owner, PSK: s.psk, ChaCha: s.chacha, CID: s.cid.Load(), Legacy: s.legacy.Load()}, true
 }
 
 // closePeers closes every peer the listener or the owner knows, which

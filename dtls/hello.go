@@ -29,8 +29,10 @@ const (
 var errNotClientHello = errors.New("not a DTLS ClientHello with a 32-byte session_id")
 
 // ClientHelloAppID returns the session_id of a DTLS ClientHello datagram,
-// which in PSK-NEGOTIATE mode is the App-ID. It checks only what routing
-// needs: record type handshake, a DTLS record version (FEFF or FEFD), epoch
+// which in PSK-NEGOTIATE mode is the App-ID and in the legacy mode the
+// X-DTLS-Session-ID. It checks only what routing
+// needs: record type handshake, a DTLS record version (FEFF or FEFD, or
+// 0100 for the legacy mode's DTLS 0.9), epoch
 // 0, handshake type ClientHello in the first fragment, and a 32-byte
 // session_id inside the datagram. pion validates the rest. The returned
 // slice aliases b.
@@ -38,7 +40,9 @@ func ClientHelloAppID(b []byte) ([]byte, error) {
 	if len(b) < minClientHelloLen {
 		return nil, errNotClientHello
 	}
-	if b[0] != contentHandshake || b[1] != 0xfe || (b[2] != 0xff && b[2] != 0xfd) {
+	dtls := b[1] == 0xfe && (b[2] == 0xff || b[2] == 0xfd)
+	dtls09 := b[1] == 0x01 && b[2] == 0x00 // Cisco's DTLS 0.9 (legacy mode)
+	if b[0] != contentHandshake || !(dtls || dtls09) {
 		return nil, errNotClientHello
 	}
 	if b[3] != 0 || b[4] != 0 { // epoch

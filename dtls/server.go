@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -37,6 +38,9 @@ type Match struct {
 	PSK    []byte // exported from the session's current TLS connection
 	ChaCha bool   // the kvpn ChaCha20 extension was negotiated
 	CID    bool   // the kvpn connection-ID extension was negotiated
+	// Legacy, if set, is the session's legacy AnyConnect DTLS offer: the
+	// ClientHello resumes it (legacy.go) instead of a PSK handshake.
+	Legacy *Legacy
 }
 
 // Finder looks up the session whose X-DTLS-App-ID is appID.
@@ -87,6 +91,12 @@ type Counters struct {
 	ReaderPanics    atomic.Uint64
 	HandshakePanics atomic.Uint64
 	ReadErrors      atomic.Uint64
+	// LegacyBadFinished counts legacy handshakes whose client Finished did
+	// not authenticate or verify (a master secret other than the one the
+	// client sent on TLS); LegacyBadHello ClientHellos that did not fit
+	// the legacy offer (malformed, another suite or version).
+	LegacyBadFinished atomic.Uint64
+	LegacyBadHello    atomic.Uint64
 }
 
 // Listener demultiplexes the server's UDP socket: datagrams from a known
@@ -448,6 +458,10 @@ func (l *Listener) startHandshake(src netip.AddrPort, appID, hello []byte) {
 				p.Close()
 			}
 		}()
+		if m.Legacy != nil {
+			p.legacyHandshake(*m.Legacy)
+			return
+		}
 		p.handshake(m.PSK, Suites(m.ChaCha), m.CID)
 	}()
 }
@@ -593,6 +607,18 @@ func (p *Peer) handshake(psk []byte, suites []piondtls.CipherSuiteID, cid bool) 
 		p.feed.handshakeDone() // before the export: see handshakeDone
 		keys, err = record.KeysFromConn(pc)
 	}
+	var hs handshakeConn
+	if pc != nil {
+		hs = pc
+	}
+	p.established(start, hs, keys, err)
+}
+
+// established finishes a handshake that produced keys (or failed with
+// err): the datapath takes over from the handshake's conn hs (pion's, or
+// a stand-in for the legacy handshake), early data is delivered, and the
+// owner gets the peer.
+func (p *Peer) established(start time.Time, hs handshakeConn, keys record.Keys, err error) {
 	var d *datapath
 	if err == nil && len(keys.LocalCID) > CIDLen {
 		// The CID the client chose goes into every record we send: a
@@ -606,13 +632,13 @@ func (p *Peer) handshake(psk []byte, suites []piondtls.CipherSuiteID, cid bool) 
 	if err != nil {
 		p.l.Counters.HandshakeFailed.Add(1)
 		p.l.log.Info("dtls: handshake failed", "from", p.Addr().String(), "err", err)
-		if pc != nil {
-			pc.Close() // no application data yet: safe to close
+		if hs != nil {
+			hs.Close() // no application data yet: safe to close
 		}
 		p.Close()
 		return
 	}
-	p.feed.takeOver(pc, guardFor(d), func(n uint64) { p.l.feedDropped(p, n) })
+	p.feed.takeOver(hs, guardFor(d), func(n uint64) { p.l.feedDropped(p, n) })
 	p.l.Counters.HandshakeTime.Observe(time.Since(start))
 	p.emu.Lock()
 	p.d.Store(d)
@@ -633,6 +659,44 @@ func (p *Peer) handshake(psk []byte, suites []piondtls.CipherSuiteID, cid bool) 
 	}
 	p.l.log.Debug("dtls: handshake complete", "from", p.Addr().String(), "suite", d.suiteName())
 	p.owner.PeerUp(p)
+}
+
+// handshakeConn is what the datapath takes over from a handshake: pion's
+// Conn, or legacyDone.
+type handshakeConn interface {
+	Read([]byte) (int, error)
+	Close() error
+}
+
+// legacyDone stands in for pion's Conn after a legacy handshake: nothing
+// is left to answer (the server's flight is not the last one), so it only
+// blocks reads until closed.
+type legacyDone struct {
+	once sync.Once
+	done chan struct{}
+}
+
+func (c *legacyDone) Read([]byte) (int, error) { <-c.done; return 0, io.EOF }
+func (c *legacyDone) Close() error             { c.once.Do(func() { close(c.done) }); return nil }
+
+// legacyHandshake resumes the session's legacy DTLS offer (legacy.go).
+func (p *Peer) legacyHandshake(lg Legacy) {
+	start := time.Now()
+	keys, err := legacyHandshake(p.feed, lg, func() { p.l.Counters.BadRecords.Add(1) })
+	switch {
+	case errors.Is(err, errFinished):
+		p.l.Counters.LegacyBadFinished.Add(1)
+	case errors.Is(err, errHelloMalformed) || errors.Is(err, errHelloSuite) || errors.Is(err, errHelloSession):
+		p.l.Counters.LegacyBadHello.Add(1)
+	}
+	if err == nil {
+		p.feed.handshakeDone()
+		p.l.log.Debug("dtls: legacy handshake resumed", "from", p.Addr().String(),
+			"suite", lg.Suite.Name, "version", lg.Suite.VersionName())
+	} else {
+		err = fmt.Errorf("legacy %s %s: %w", lg.Suite.VersionName(), lg.Suite.Name, err)
+	}
+	p.established(start, &legacyDone{done: make(chan struct{})}, keys, err)
 }
 
 // receive processes a datagram of data records (usually one) from p.

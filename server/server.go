@@ -28,6 +28,7 @@ import (
 	"kvpn/certs"
 	"kvpn/cstp"
 	"kvpn/dtls"
+	dtlsrecord "kvpn/dtls/record"
 	"kvpn/internal/contain"
 	"kvpn/internal/hist"
 	"kvpn/ktlsbridge"
@@ -111,6 +112,11 @@ type Counters struct {
 	DTLSFallback  atomic.Uint64
 	DropDTLSWrite atomic.Uint64 // packets sealed for DTLS whose send failed (lost: their plaintext is gone)
 	DropTUNWrite  atomic.Uint64 // packets in TUN writes that failed
+	// Legacy AnyConnect DTLS offers not made (offerLegacyDTLS): the
+	// X-DTLS-Master-Secret was missing or malformed, or no offered suite
+	// name is one vpnd resumes. The tunnel goes on over TLS.
+	DTLSLegacyBadSecret atomic.Uint64
+	DTLSLegacyNoSuite   atomic.Uint64
 
 	TLSHandshakeFailed atomic.Uint64
 	TLSHandshake       hist.Latency // successful TLS handshakes (and kTLS setup)
@@ -345,8 +351,8 @@ func (s *Server) findDTLS(appID []byte) (dtls.Match, bool) {
 	if sess == nil {
 		return dtls.Match{}, false
 	}
-	psk, chacha, cid := sess.dtlsPSK(key)
-	return dtls.Match{Owner: sess, PSK: psk, ChaCha: chacha, CID: cid}, psk != nil
+	psk, chacha, cid, legacy := sess.dtlsPSK(key)
+	return dtls.Match{Owner: sess, PSK: psk, ChaCha: chacha, CID: cid, Legacy: legacy}, psk != nil || legacy != nil
 }
 
 // dtlsPort is the UDP port clients send DTLS to, 0 when DTLS is off.
@@ -743,12 +749,19 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 	cctx, cancelConn := context.WithCancel(ctx)
 	defer cancelConn()
 	sess.setConnContext(cctx)
-	if s.dtls != nil && offersPSKNegotiate(creq.DTLSCipherSuite) {
+	switch {
+	case s.dtls == nil:
+	case offersPSKNegotiate(creq.DTLSCipherSuite) || offersPSKNegotiate(creq.DTLS12CipherSuite):
+		// PSK whenever offered, as ocserv.
 		kvpn := cstp.IsKvpnAgent(req.UserAgent())
 		chacha := kvpn && creq.Extra.Get(cstp.HeaderDTLSCipher) == cstp.ExtDTLSChaCha
 		cid := kvpn && creq.Extra.Get(cstp.HeaderDTLSCID) == "1"
 		if err := s.offerDTLS(sess, conn, params, chacha, cid); err != nil {
 			log.Warn("DTLS not offered", "err", err)
+		}
+	case creq.DTLSCipherSuite != "" || creq.DTLS12CipherSuite != "" || creq.DTLSMasterSecret != "":
+		if err := s.offerLegacyDTLS(sess, creq, params, log); err != nil {
+			log.Warn("legacy DTLS not offered; the tunnel stays on TLS", "err", err)
 		}
 	}
 	coalesce := cstp.IsKvpnAgent(req.UserAgent()) && creq.Extra.Get(cstp.HeaderCoalesce) == "1"
@@ -835,7 +848,7 @@ func (s *Server) offerDTLS(sess *Session, conn record.Conn, params *cstp.TunnelP
 	if _, err := rand.Read(appID[:]); err != nil {
 		return err
 	}
-	sess.setDTLS(appID, psk, chacha, cid)
+	sess.setDTLS(appID, psk, chacha, cid, nil)
 	if chacha || cid {
 		params.Extra = http.Header{}
 	}
@@ -854,6 +867,46 @@ func (s *Server) offerDTLS(sess *Session, conn record.Conn, params *cstp.TunnelP
 	params.DTLSDPD = s.cfg.DPD
 	params.DTLSKeepalive = s.cfg.Keepalive
 	params.DTLSMTU = params.MTU
+	return nil
+}
+
+// offerLegacyDTLS answers a client that wants the legacy AnyConnect DTLS
+// (no PSK-NEGOTIATE in its lists): the session remembers the client's
+// master secret and the chosen suite under a fresh X-DTLS-Session-ID,
+// which the client's ClientHello resumes (dtls/legacy.go).
+func (s *Server) offerLegacyDTLS(sess *Session, creq *cstp.ConnectRequest, params *cstp.TunnelParams, log *slog.Logger) error {
+	ms, err := dtls.ParseMasterSecret(creq.DTLSMasterSecret)
+	if err != nil {
+		s.Counters.DTLSLegacyBadSecret.Add(1)
+		return fmt.Errorf("%w (have %d characters)", err, len(creq.DTLSMasterSecret))
+	}
+	suite, ok, unknown := dtls.ChooseLegacySuite(creq.DTLSCipherSuite, creq.DTLS12CipherSuite)
+	if !ok {
+		s.Counters.DTLSLegacyNoSuite.Add(1)
+		return fmt.Errorf("no suite vpnd can resume among X-DTLS-CipherSuite %q and X-DTLS12-CipherSuite %q",
+			creq.DTLSCipherSuite, creq.DTLS12CipherSuite)
+	}
+	lg := &dtls.Legacy{Suite: suite, MasterSecret: ms}
+	if _, err := rand.Read(lg.SessionID[:]); err != nil {
+		return err
+	}
+	sess.setDTLS(lg.SessionID, nil, false, false, lg)
+	if suite.Suite.CBC() {
+		// A CBC record (IV, MAC, up to a block of padding) is longer than
+		// a GCM one (explicit nonce, tag), which the MTU was sized for.
+		params.MTU -= suite.Suite.Overhead() - dtlsrecord.TLS_RSA_WITH_AES_128_GCM_SHA256.Overhead()
+	}
+	params.DTLSPort = s.dtlsPort()
+	params.DTLSSessionID = lg.SessionID[:]
+	if suite.DTLS12 {
+		params.DTLS12CipherSuite = suite.Name
+	} else {
+		params.DTLSCipherSuite = suite.Name
+	}
+	params.DTLSDPD = s.cfg.DPD
+	params.DTLSKeepalive = s.cfg.Keepalive
+	params.DTLSMTU = params.MTU
+	log.Info("legacy DTLS offered", "suite", suite.Name, "version", suite.VersionName(), "unknown-suite-names", unknown)
 	return nil
 }
 

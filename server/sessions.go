@@ -55,8 +55,9 @@ type Session struct {
 	// the client moved back, as in ocserv).
 	appID      [dtls.AppIDLen]byte
 	psk        []byte
-	chacha     bool // kvpn extension: ChaCha20 first for DTLS
-	cid        bool // kvpn extension: DTLS connection IDs
+	chacha     bool         // kvpn extension: ChaCha20 first for DTLS
+	cid        bool         // kvpn extension: DTLS connection IDs
+	legacy     *dtls.Legacy // legacy AnyConnect DTLS offer (appID is its Session-ID), or nil
 	peer       atomic.Pointer[dtls.Peer]
 	preferDTLS atomic.Bool
 	ctx        context.Context // of the current connection; ends with it
@@ -451,12 +452,13 @@ func (sess *Session) Check(pkt []byte) (bool, error) {
 	return sess.check(pkt)
 }
 
-// setDTLS records the App-ID and PSK offered on the current connection.
-func (sess *Session) setDTLS(appID [dtls.AppIDLen]byte, psk []byte, chacha, cid bool) {
+// setDTLS records the App-ID and PSK offered on the current connection,
+// or (legacy set, psk nil) the X-DTLS-Session-ID and legacy offer.
+func (sess *Session) setDTLS(appID [dtls.AppIDLen]byte, psk []byte, chacha, cid bool, legacy *dtls.Legacy) {
 	s := sess.srv
 	sess.dropDTLS()
 	sess.mu.Lock()
-	sess.appID, sess.psk, sess.chacha, sess.cid = appID, psk, chacha, cid
+	sess.appID, sess.psk, sess.chacha, sess.cid, sess.legacy = appID, psk, chacha, cid, legacy
 	sess.mu.Unlock()
 	s.mu.Lock()
 	s.byAppID[appID] = sess
@@ -465,13 +467,13 @@ func (sess *Session) setDTLS(appID [dtls.AppIDLen]byte, psk []byte, chacha, cid 
 
 // dtlsPSK returns the PSK (and the negotiated extensions) if appID
 // is still the session's current one.
-func (sess *Session) dtlsPSK(appID [dtls.AppIDLen]byte) (psk []byte, chacha, cid bool) {
+func (sess *Session) dtlsPSK(appID [dtls.AppIDLen]byte) (psk []byte, chacha, cid bool, legacy *dtls.Legacy) {
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
 	if sess.ended || sess.appID != appID {
-		return nil, false, false
+		return nil, false, false, nil
 	}
-	return sess.psk, sess.chacha, sess.cid
+	return sess.psk, sess.chacha, sess.cid, sess.legacy
 }
 
 // dropDTLS forgets the App-ID and closes the peer.
@@ -479,7 +481,7 @@ func (sess *Session) dropDTLS() {
 	s := sess.srv
 	sess.mu.Lock()
 	appID := sess.appID
-	sess.appID, sess.psk = [dtls.AppIDLen]byte{}, nil
+	sess.appID, sess.psk, sess.legacy = [dtls.AppIDLen]byte{}, nil, nil
 	sess.mu.Unlock()
 	s.mu.Lock()
 	if s.byAppID[appID] == sess {

@@ -210,6 +210,9 @@ func (s *Server) Snapshot() Snapshot {
 			// Packets lost to a failed TUN write or DTLS send.
 			"tun-write":  c.DropTUNWrite.Load(),
 			"dtls-write": c.DropDTLSWrite.Load(),
+			// Legacy DTLS offers not made; the tunnel stays on TLS.
+			"dtls-legacy-bad-secret": c.DTLSLegacyBadSecret.Load(),
+			"dtls-legacy-no-suite":   c.DTLSLegacyNoSuite.Load(),
 		},
 		Panics: map[string]uint64{
 			"session":        c.PanicsSession.Load(),
@@ -241,6 +244,8 @@ func (s *Server) Snapshot() Snapshot {
 		snap.Drops["dtls-roam-limit"] = dc.RoamLimit.Load()
 		snap.Drops["dtls-roam-source-limit"] = dc.RoamSourceLimit.Load()
 		snap.Drops["dtls-handshake-busy"] = dc.HandshakeBusy.Load()
+		snap.Drops["dtls-legacy-bad-finished"] = dc.LegacyBadFinished.Load()
+		snap.Drops["dtls-legacy-bad-hello"] = dc.LegacyBadHello.Load()
 		snap.HandshakeFailed["dtls"] = dc.HandshakeFailed.Load()
 		snap.Panics["dtls-reader"] = dc.ReaderPanics.Load()
 		snap.Panics["dtls-handshake"] = dc.HandshakePanics.Load()

@@ -30,6 +30,12 @@ type Keys struct {
 	// the 12-byte write IV for ChaCha20-Poly1305 (RFC 7905).
 	LocalKey, LocalIV   []byte
 	RemoteKey, RemoteIV []byte
+	// LocalMACKey and RemoteMACKey are the HMAC keys of a CBC suite (empty
+	// for AEAD suites).
+	LocalMACKey, RemoteMACKey []byte
+	// Version is the record version: 0 or VersionDTLS12, or for a CBC
+	// suite VersionDTLS09 (Cisco's pre-RFC DTLS) or VersionDTLS10.
+	Version uint16
 	// LocalSeq is the next sequence number pion would use in Epoch (it has
 	// used 0..LocalSeq-1). RemoteSeq is one above the highest sequence
 	// number pion accepted from the peer in Epoch (0 if none); NewOpener
@@ -158,7 +164,17 @@ func KeysFromConn(c *dtls.Conn) (Keys, error) {
 
 // check validates the key and IV sizes and the connection ID of one
 // direction.
-func (k Keys) check(p suiteParams, key, iv, cid []byte) error {
+func (k Keys) check(p suiteParams, key, iv, mac, cid []byte) error {
+	switch {
+	case k.Version != 0 && k.Version != VersionDTLS12 && !p.cbc:
+		return fmt.Errorf("record: %v only with DTLS 1.2, not version %#04x", k.Suite, k.Version)
+	case k.Version != 0 && k.Version != VersionDTLS12 && k.Version != VersionDTLS10 && k.Version != VersionDTLS09:
+		return fmt.Errorf("record: unknown record version %#04x", k.Version)
+	case p.cbc && len(cid) > 0:
+		return errors.New("record: connection IDs only with AEAD suites")
+	case p.cbc && len(mac) != macLen:
+		return fmt.Errorf("record: %v needs a %d-byte MAC key, have %d", k.Suite, macLen, len(mac))
+	}
 	if len(cid) > MaxCIDLen {
 		return fmt.Errorf("record: connection ID of %d bytes, at most %d", len(cid), MaxCIDLen)
 	}

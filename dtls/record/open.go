@@ -19,6 +19,7 @@ type Opener struct {
 	body   int    // explicit nonce + tag: the smallest record body
 	cid    []byte // Keys.RemoteCID; empty: plain records
 	aad    []byte // cidAADTemplate(epoch, cid), if cid
+	cbc    *cbcState
 
 	mu  sync.Mutex
 	win ReplayWindow
@@ -34,14 +35,25 @@ func NewOpener(k Keys, window int) (*Opener, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: %v", ErrSuite, k.Suite)
 	}
-	if err := k.check(p, k.RemoteKey, k.RemoteIV, k.RemoteCID); err != nil {
+	if err := k.check(p, k.RemoteKey, k.RemoteIV, k.RemoteMACKey, k.RemoteCID); err != nil {
 		return nil, err
+	}
+	o := &Opener{epoch: k.Epoch, chacha: p.chacha, body: k.Suite.explicit() + tagLen}
+	if p.cbc {
+		c, err := newCBC(k.RemoteKey, k.RemoteMACKey, k.Version, false)
+		if err != nil {
+			return nil, err
+		}
+		o.cbc = c
+		o.win.init(window)
+		o.win.Reset(k.RemoteSeq)
+		return o, nil
 	}
 	a, err := newAEAD(p, k.RemoteKey)
 	if err != nil {
 		return nil, err
 	}
-	o := &Opener{aead: a, epoch: k.Epoch, chacha: p.chacha, body: k.Suite.explicit() + tagLen}
+	o.aead = a
 	if len(k.RemoteCID) > 0 {
 		o.cid = bytes.Clone(k.RemoteCID)
 		o.aad = cidAADTemplate(k.Epoch, o.cid)
@@ -82,6 +94,9 @@ func (o *Opener) CID() []byte { return o.cid }
 func (o *Opener) Open(rec []byte) (ContentType, []byte, error) {
 	if len(rec) < HeaderLen {
 		return 0, nil, errShortHeader
+	}
+	if o.cbc != nil {
+		return o.openCBC(rec)
 	}
 	if ContentType(rec[0]) == ConnectionID {
 		return o.openCID(rec)

@@ -21,6 +21,7 @@ type Sealer struct {
 	chacha   bool
 	headroom int
 	tailroom int
+	cbc      *cbcState     // CBC suites: MAC-then-encrypt (cbc.go)
 	cid      []byte        // Keys.LocalCID; empty: plain records
 	aad      []byte        // cidAADTemplate(epoch, cid), if cid
 	next     atomic.Uint64 // next sequence number to use
@@ -35,7 +36,7 @@ func NewSealer(k Keys, start uint64) (*Sealer, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: %v", ErrSuite, k.Suite)
 	}
-	if err := k.check(p, k.LocalKey, k.LocalIV, k.LocalCID); err != nil {
+	if err := k.check(p, k.LocalKey, k.LocalIV, k.LocalMACKey, k.LocalCID); err != nil {
 		return nil, err
 	}
 	if start < k.LocalSeq {
@@ -45,12 +46,22 @@ func NewSealer(k Keys, start uint64) (*Sealer, error) {
 	if start > MaxSeq {
 		return nil, ErrSeqExhausted
 	}
+	s := &Sealer{epoch: k.Epoch, suite: k.Suite, chacha: p.chacha,
+		headroom: k.Suite.Headroom(), tailroom: tagLen}
+	if p.cbc {
+		c, err := newCBC(k.LocalKey, k.LocalMACKey, k.Version, true)
+		if err != nil {
+			return nil, err
+		}
+		s.cbc, s.tailroom = c, CBCTailroom
+		s.next.Store(start)
+		return s, nil
+	}
 	a, err := newAEAD(p, k.LocalKey)
 	if err != nil {
 		return nil, err
 	}
-	s := &Sealer{aead: a, epoch: k.Epoch, suite: k.Suite, chacha: p.chacha,
-		headroom: k.Suite.Headroom(), tailroom: tagLen}
+	s.aead = a
 	if len(k.LocalCID) > 0 {
 		s.cid = bytes.Clone(k.LocalCID)
 		s.aad = cidAADTemplate(k.Epoch, s.cid)
@@ -119,6 +130,9 @@ func (s *Sealer) Seal(buf []byte, off, n int, ct ContentType) ([]byte, error) {
 	es := uint64(s.epoch)<<48 | seq
 	if s.cid != nil {
 		return s.sealCID(buf, h, off, n, ct, seq, es), nil
+	}
+	if s.cbc != nil {
+		return s.cbc.seal(buf, h, off, n, ct, s.epoch, seq), nil
 	}
 	payload := buf[off : off+n]
 	if s.chacha {

@@ -35,6 +35,15 @@ const (
 	TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 Suite = 0xcca9
 	TLS_PSK_WITH_CHACHA20_POLY1305_SHA256         Suite = 0xccab
 	TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256   Suite = 0xccac
+
+	// The suites of the legacy AnyConnect DTLS (a resumed session keyed by
+	// the client's X-DTLS-Master-Secret; no key exchange happens, so the
+	// RSA in the names means nothing). RFC 5288 for GCM, RFC 5246
+	// appendix A.5 (and RFC 3268) for CBC.
+	TLS_RSA_WITH_AES_128_GCM_SHA256 Suite = 0x009c
+	TLS_RSA_WITH_AES_256_GCM_SHA384 Suite = 0x009d
+	TLS_RSA_WITH_AES_128_CBC_SHA    Suite = 0x002f
+	TLS_RSA_WITH_AES_256_CBC_SHA    Suite = 0x0035
 )
 
 // suiteParams is what the record layer needs to know of a suite.
@@ -44,30 +53,42 @@ type suiteParams struct {
 	ivLen  int              // fixed_iv_length: 4 (GCM salt, RFC 5288) or 12 (RFC 7905)
 	chacha bool             // RFC 7905 nonce, no explicit nonce in the record
 	prf    func() hash.Hash // PRF hash for the key expansion (RFC 5246 section 6.3)
+	cbc    bool             // AES-CBC with HMAC-SHA1, MAC-then-encrypt (cbc.go)
 }
 
 func (s Suite) params() (suiteParams, bool) {
 	switch s {
 	case TLS_PSK_WITH_AES_128_GCM_SHA256:
-		return suiteParams{"TLS_PSK_WITH_AES_128_GCM_SHA256", 16, 4, false, sha256.New}, true
+		return suiteParams{"TLS_PSK_WITH_AES_128_GCM_SHA256", 16, 4, false, sha256.New, false}, true
 	case TLS_PSK_WITH_AES_256_GCM_SHA384:
-		return suiteParams{"TLS_PSK_WITH_AES_256_GCM_SHA384", 32, 4, false, sha512.New384}, true
+		return suiteParams{"TLS_PSK_WITH_AES_256_GCM_SHA384", 32, 4, false, sha512.New384, false}, true
 	case TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256:
-		return suiteParams{"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", 16, 4, false, sha256.New}, true
+		return suiteParams{"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", 16, 4, false, sha256.New, false}, true
 	case TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384:
-		return suiteParams{"TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", 32, 4, false, sha512.New384}, true
+		return suiteParams{"TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", 32, 4, false, sha512.New384, false}, true
 	case TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256:
-		return suiteParams{"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", 16, 4, false, sha256.New}, true
+		return suiteParams{"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", 16, 4, false, sha256.New, false}, true
 	case TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384:
-		return suiteParams{"TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384", 32, 4, false, sha512.New384}, true
+		return suiteParams{"TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384", 32, 4, false, sha512.New384, false}, true
 	case TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256:
-		return suiteParams{"TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256", 32, 12, true, sha256.New}, true
+		return suiteParams{"TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256", 32, 12, true, sha256.New, false}, true
 	case TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256:
-		return suiteParams{"TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", 32, 12, true, sha256.New}, true
+		return suiteParams{"TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", 32, 12, true, sha256.New, false}, true
 	case TLS_PSK_WITH_CHACHA20_POLY1305_SHA256:
-		return suiteParams{"TLS_PSK_WITH_CHACHA20_POLY1305_SHA256", 32, 12, true, sha256.New}, true
+		return suiteParams{"TLS_PSK_WITH_CHACHA20_POLY1305_SHA256", 32, 12, true, sha256.New, false}, true
 	case TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256:
-		return suiteParams{"TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256", 32, 12, true, sha256.New}, true
+		return suiteParams{"TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256", 32, 12, true, sha256.New, false}, true
+	case TLS_RSA_WITH_AES_128_GCM_SHA256:
+		return suiteParams{name: "TLS_RSA_WITH_AES_128_GCM_SHA256", keyLen: 16, ivLen: 4, prf: sha256.New}, true
+	case TLS_RSA_WITH_AES_256_GCM_SHA384:
+		return suiteParams{name: "TLS_RSA_WITH_AES_256_GCM_SHA384", keyLen: 32, ivLen: 4, prf: sha512.New384}, true
+	case TLS_RSA_WITH_AES_128_CBC_SHA:
+		// No fixed IV: the IV is explicit in every record (RFC 4346
+		// section 6.2.3.2, which DTLS 1.0 and Cisco's DTLS 0.9 follow).
+		// The PRF depends on the version (TLS 1.0's for DTLS 0.9).
+		return suiteParams{name: "TLS_RSA_WITH_AES_128_CBC_SHA", keyLen: 16, cbc: true, prf: sha256.New}, true
+	case TLS_RSA_WITH_AES_256_CBC_SHA:
+		return suiteParams{name: "TLS_RSA_WITH_AES_256_CBC_SHA", keyLen: 32, cbc: true, prf: sha256.New}, true
 	}
 	return suiteParams{}, false
 }
@@ -89,16 +110,52 @@ func (s Suite) String() string {
 // (RFC 5288 section 3), none for ChaCha20-Poly1305 (RFC 7905 section 2).
 // Unknown suites answer as GCM, the larger, so buffers sized by them fit.
 func (s Suite) explicit() int {
-	if p, ok := s.params(); ok && p.chacha {
+	p, ok := s.params()
+	switch {
+	case ok && p.chacha:
 		return 0
+	case ok && p.cbc:
+		return cbcIVLen
 	}
 	return explicitLen
 }
 
+// CBC reports whether s is a CBC suite (MAC-then-encrypt records, cbc.go).
+func (s Suite) CBC() bool {
+	p, ok := s.params()
+	return ok && p.cbc
+}
+
+// MACKeyLen is the HMAC key length of a CBC suite (20 for HMAC-SHA1), 0 for
+// AEAD suites.
+func (s Suite) MACKeyLen() int {
+	if s.CBC() {
+		return macLen
+	}
+	return 0
+}
+
+// KeyLen and IVLen are the key block sizes of s (RFC 5246 section 6.3):
+// the cipher key and the fixed IV (0 for CBC, whose IV is explicit).
+func (s Suite) KeyLen() int { p, _ := s.params(); return p.keyLen }
+func (s Suite) IVLen() int  { p, _ := s.params(); return p.ivLen }
+
+// PRFHash is the hash of the suite's TLS 1.2 PRF.
+func (s Suite) PRFHash() func() hash.Hash { p, _ := s.params(); return p.prf }
+
 // Overhead returns the bytes a record without a connection ID adds to its
 // payload: header, explicit nonce (8 for GCM, 0 for ChaCha20-Poly1305) and
 // tag (16). Sealer.Overhead also counts a connection ID and the inner type.
-func (s Suite) Overhead() int { return HeaderLen + s.explicit() + tagLen }
+func (s Suite) Overhead() int { return HeaderLen + s.explicit() + s.tail() }
+
+// tail is the most a record adds behind its payload: the AEAD tag, or for
+// CBC the MAC and up to a block of padding.
+func (s Suite) tail() int {
+	if s.CBC() {
+		return CBCTailroom
+	}
+	return tagLen
+}
 
 // Headroom returns the bytes Seal needs in front of the payload of a record
 // without a connection ID: header and explicit nonce. Sealer.Headroom adds
