@@ -40,7 +40,33 @@ func (o *Options) tlsConfig() (*tls.Config, error) {
 		return nil, err
 	}
 	cfg.VerifyConnection = check
+	if o.CertFile != "" {
+		kp, err := certs.LoadClientKeyPair(o.CertFile, o.KeyFile)
+		if err != nil {
+			return nil, err
+		}
+		// Presented whatever CAs the server names in its request (as
+		// openconnect does): a server that does not trust it says why.
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &kp, nil }
+	}
 	return cfg, nil
+}
+
+// errCertRefused means the server refused our client certificate (or
+// wanted one and got none): retrying cannot help.
+var errCertRefused = errors.New("server refused the client certificate")
+
+// certRefusal turns a TLS alert about the client's certificate, received
+// in the handshake (TLS 1.2) or on the first read after it (TLS 1.3,
+// where the server checks the certificate after the client's Finished),
+// into an ExitAuth error wrapping errCertRefused; other errors come back
+// as they are.
+func certRefusal(err error) error {
+	var op *net.OpError
+	if err == nil || !errors.As(err, &op) || op.Op != "remote error" || !strings.Contains(op.Err.Error(), "certificate") {
+		return err
+	}
+	return withCode(ExitAuth, fmt.Errorf("%w (%v)", errCertRefused, op.Err))
 }
 
 // conn is one TLS connection to the server with an HTTP exchange on it.
@@ -65,6 +91,9 @@ func (o *Options) dial(ctx context.Context, tlsCfg *tls.Config) (*conn, error) {
 	defer cancel()
 	rc, err := ktlsbridge.Client(hctx, raw, tlsCfg, o.KTLS)
 	if err != nil {
+		if cerr := certRefusal(err); cerr != err {
+			return nil, cerr
+		}
 		code := ExitUnreachable
 		if errors.Is(err, ktlsbridge.ErrKernelRequired) {
 			code = ExitKernelTLS
