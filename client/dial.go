@@ -62,11 +62,34 @@ var errCertRefused = errors.New("server refused the client certificate")
 // into an ExitAuth error wrapping errCertRefused; other errors come back
 // as they are.
 func certRefusal(err error) error {
+	if err == nil {
+		return nil
+	}
+	var why string
 	var op *net.OpError
-	if err == nil || !errors.As(err, &op) || op.Op != "remote error" || !strings.Contains(op.Err.Error(), "certificate") {
+	var ka *ktlsbridge.AlertError
+	switch {
+	case errors.As(err, &op) && op.Op == "remote error" && strings.Contains(op.Err.Error(), "certificate"):
+		// From crypto/tls: the handshake's alerts.
+		why = op.Err.Error()
+	case errors.As(err, &ka) && certAlerts[ka.Description] != "":
+		// From kvpn's record layer: an alert after the handshake.
+		why = "tls: " + certAlerts[ka.Description]
+	default:
 		return err
 	}
-	return withCode(ExitAuth, fmt.Errorf("%w (%v)", errCertRefused, op.Err))
+	return withCode(ExitAuth, fmt.Errorf("%w (%s)", errCertRefused, why))
+}
+
+// certAlerts are the TLS alerts about a certificate (RFC 8446 6.2).
+var certAlerts = map[uint8]string{
+	42:  "bad certificate",
+	43:  "unsupported certificate",
+	44:  "revoked certificate",
+	45:  "expired certificate",
+	46:  "unknown certificate",
+	48:  "unknown certificate authority",
+	116: "certificate required",
 }
 
 // conn is one TLS connection to the server with an HTTP exchange on it.

@@ -83,10 +83,9 @@ func (s *Server) certRefused(err error, log *slog.Logger) bool {
 	default:
 		c.CertInvalid.Add(1)
 	}
-	if ok, n := s.logCertRefused.allow(); ok {
-		log.Warn("client certificate refused", "reason", ce.Reason, "subject", ce.Subject, "serial", ce.Serial,
-			"err", ce.Err, "not-logged", n)
-	}
+	// Each one, as every failed TLS handshake is logged: a client pays
+	// a full handshake for it.
+	log.Warn("client certificate refused", "reason", ce.Reason, "subject", ce.Subject, "serial", ce.Serial, "err", ce.Err)
 	return true
 }
 
