@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"kvpn/certs"
@@ -120,6 +121,11 @@ func (o *Options) dial(ctx context.Context, tlsCfg *tls.Config) (*conn, error) {
 		code := ExitUnreachable
 		if errors.Is(err, ktlsbridge.ErrKernelRequired) {
 			code = ExitKernelTLS
+		}
+		if o.CertFile != "" && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF)) {
+			// ocserv refuses a certificate by closing the connection, no
+			// alert; say what is likely.
+			err = fmt.Errorf("%w (the server may have refused the client certificate)", err)
 		}
 		return nil, withCode(code, fmt.Errorf("TLS handshake with %s: %w", o.addr(), err))
 	}
