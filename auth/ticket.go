@@ -45,6 +45,11 @@ type Ticket struct {
 	// same one, so a user changed, locked or deleted there is refused
 	// everywhere without the nodes talking.
 	Gen uint64
+	// Cert is whether the login was made with a client certificate: the
+	// cookie is then good only over a connection presenting a valid
+	// certificate of User. Sealed as one byte after the user name, only
+	// when set, so password cookies keep their format.
+	Cert bool
 }
 
 // TicketKeyBytes is the size of a cookie key (AES-256).
@@ -180,7 +185,7 @@ func (k *TicketKeys) Seal(t *Ticket) (string, error) {
 	if len(t.User) > 255 || len(t.Node) > 255 {
 		return "", errors.New("ticket: user or node name longer than 255 bytes")
 	}
-	plain := make([]byte, 0, fixedPlain+2+len(t.User)+len(t.Node))
+	plain := make([]byte, 0, fixedPlain+3+len(t.User)+len(t.Node))
 	plain = append(plain, t.Session[:]...)
 	plain = binary.BigEndian.AppendUint64(plain, uint64(t.Issued.Unix()))
 	plain = binary.BigEndian.AppendUint64(plain, uint64(t.Expires.Unix()))
@@ -200,6 +205,9 @@ func (k *TicketKeys) Seal(t *Ticket) (string, error) {
 	plain = append(plain, t.Node...)
 	plain = append(plain, byte(len(t.User)))
 	plain = append(plain, t.User...)
+	if t.Cert {
+		plain = append(plain, ticketFlagCert)
+	}
 
 	g := k.aeads[0]
 	out := make([]byte, 1+g.NonceSize(), 1+g.NonceSize()+len(plain)+g.Overhead())
@@ -210,6 +218,9 @@ func (k *TicketKeys) Seal(t *Ticket) (string, error) {
 	out = g.Seal(out, out[1:], plain, out[:1])
 	return base64.RawURLEncoding.EncodeToString(out), nil
 }
+
+// ticketFlagCert, after the user name, marks a certificate login.
+const ticketFlagCert = 1
 
 // fixedPlain is the size of the fixed part of a ticket's fields.
 const fixedPlain = CookieBytes + 8 + 8 + 8 + 8 + 4 + 16
@@ -272,7 +283,14 @@ func decodeTicket(p []byte) (*Ticket, error) {
 		return nil, ErrTicketMalformed
 	}
 	user, p, ok := lenPrefixed(p)
-	if !ok || len(p) != 0 || user == "" {
+	if !ok || user == "" {
+		return nil, ErrTicketMalformed
+	}
+	switch {
+	case len(p) == 0:
+	case len(p) == 1 && p[0] == ticketFlagCert:
+		t.Cert = true
+	default:
 		return nil, ErrTicketMalformed
 	}
 	t.Node, t.User = node, user

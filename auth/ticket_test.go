@@ -65,6 +65,17 @@ func TestTicketRoundTrip(t *testing.T) {
 	if s2 == s {
 		t.Fatal("two seals are identical")
 	}
+	// A certificate login's flag comes back; a password ticket's
+	// length is unchanged by it (no flag byte).
+	want.Cert = true
+	s3, _ := k.Seal(want)
+	got, err = k.OpenTicket(s3)
+	if err != nil || *got != *want {
+		t.Fatalf("certificate ticket: %+v, %v", got, err)
+	}
+	if len(s3) <= len(s) || len(s2) != len(s) {
+		t.Fatalf("lengths: password %d and %d, certificate %d", len(s), len(s2), len(s3))
+	}
 }
 
 func TestTicketRefused(t *testing.T) {

@@ -1,4 +1,6 @@
-// Package certs creates, loads and pins the server's TLS certificate.
+// Package certs creates, loads and pins the server's TLS certificate, and
+// verifies client certificates and maps them to user names (client.go);
+// ca.go mints a CA, client certificates and CRLs for tests and demos.
 //
 // A pin is OpenConnect's "pin-sha256:" form: base64 of the SHA-256 of the
 // certificate's SubjectPublicKeyInfo, so it survives a certificate renewal

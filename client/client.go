@@ -38,9 +38,17 @@ type Options struct {
 	Password   string
 	ServerCert string // pin-sha256:...
 	CAFile     string
-	Interface  string
-	NoDTLS     bool
-	KTLS       ktlsbridge.Mode // kernel TLS: auto, on or off
+	// CertFile and KeyFile are the client certificate (chain) and its key,
+	// PEM (-c/--certificate, -k/--sslkey; the key may be in CertFile). They
+	// are presented in every TLS handshake, reconnects included.
+	CertFile, KeyFile string
+	// AskPassword, if set, is called for the password the first time a
+	// login form asks for one while Password is empty (a certificate
+	// login may need none).
+	AskPassword func() (string, error)
+	Interface   string
+	NoDTLS      bool
+	KTLS        ktlsbridge.Mode // kernel TLS: auto, on or off
 	// DTLSAttemptPeriod is how long after a failed or lost DTLS channel
 	// the client tries DTLS again (openconnect: 60 s).
 	DTLSAttemptPeriod time.Duration
@@ -119,6 +127,9 @@ func ParseServerURL(s string) (*url.URL, error) {
 func (o *Options) login(c *conn) (string, error) {
 	resp, body, err := c.post("/", cstp.InitRequest(o.Server.String(), "v9.01"))
 	if err != nil {
+		if cerr := certRefusal(err); cerr != err {
+			return "", cerr
+		}
 		return "", withCode(ExitUnreachable, err)
 	}
 	sentPassword := false
@@ -140,6 +151,13 @@ func (o *Options) login(c *conn) (string, error) {
 		}
 		if msg.Type != "auth-request" {
 			return "", withCode(ExitAuth, fmt.Errorf("login: unexpected %q document", msg.Type))
+		}
+		if o.Password == "" && o.AskPassword != nil && formAsksPassword(msg.Inputs) {
+			pw, err := o.AskPassword()
+			if err != nil {
+				return "", withCode(ExitAuth, fmt.Errorf("reading password: %w", err))
+			}
+			o.Password = pw
 		}
 		fields, hasPassword := o.fillForm(msg.Inputs)
 		if hasPassword && sentPassword {
@@ -175,6 +193,16 @@ func (o *Options) fillForm(inputs []cstp.FormInput) ([]cstp.FormInput, bool) {
 		out = append(out, in)
 	}
 	return out, hasPassword
+}
+
+// formAsksPassword reports whether a login form has a password input.
+func formAsksPassword(inputs []cstp.FormInput) bool {
+	for _, in := range inputs {
+		if in.Type == "password" {
+			return true
+		}
+	}
+	return false
 }
 
 func firstNonEmpty(s ...string) string {

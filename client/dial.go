@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"kvpn/certs"
@@ -40,7 +41,56 @@ func (o *Options) tlsConfig() (*tls.Config, error) {
 		return nil, err
 	}
 	cfg.VerifyConnection = check
+	if o.CertFile != "" {
+		kp, err := certs.LoadClientKeyPair(o.CertFile, o.KeyFile)
+		if err != nil {
+			return nil, err
+		}
+		// Presented whatever CAs the server names in its request (as
+		// openconnect does): a server that does not trust it says why.
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &kp, nil }
+	}
 	return cfg, nil
+}
+
+// errCertRefused means the server refused our client certificate (or
+// wanted one and got none): retrying cannot help.
+var errCertRefused = errors.New("server refused the client certificate")
+
+// certRefusal turns a TLS alert about the client's certificate, received
+// in the handshake (TLS 1.2) or on the first read after it (TLS 1.3,
+// where the server checks the certificate after the client's Finished),
+// into an ExitAuth error wrapping errCertRefused; other errors come back
+// as they are.
+func certRefusal(err error) error {
+	if err == nil {
+		return nil
+	}
+	var why string
+	var op *net.OpError
+	var ka *ktlsbridge.AlertError
+	switch {
+	case errors.As(err, &op) && op.Op == "remote error" && strings.Contains(op.Err.Error(), "certificate"):
+		// From crypto/tls: the handshake's alerts.
+		why = op.Err.Error()
+	case errors.As(err, &ka) && certAlerts[ka.Description] != "":
+		// From kvpn's record layer: an alert after the handshake.
+		why = "tls: " + certAlerts[ka.Description]
+	default:
+		return err
+	}
+	return withCode(ExitAuth, fmt.Errorf("%w (%s)", errCertRefused, why))
+}
+
+// certAlerts are the TLS alerts about a certificate (RFC 8446 6.2).
+var certAlerts = map[uint8]string{
+	42:  "bad certificate",
+	43:  "unsupported certificate",
+	44:  "revoked certificate",
+	45:  "expired certificate",
+	46:  "unknown certificate",
+	48:  "unknown certificate authority",
+	116: "certificate required",
 }
 
 // conn is one TLS connection to the server with an HTTP exchange on it.
@@ -65,9 +115,17 @@ func (o *Options) dial(ctx context.Context, tlsCfg *tls.Config) (*conn, error) {
 	defer cancel()
 	rc, err := ktlsbridge.Client(hctx, raw, tlsCfg, o.KTLS)
 	if err != nil {
+		if cerr := certRefusal(err); cerr != err {
+			return nil, cerr
+		}
 		code := ExitUnreachable
 		if errors.Is(err, ktlsbridge.ErrKernelRequired) {
 			code = ExitKernelTLS
+		}
+		if o.CertFile != "" && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF)) {
+			// ocserv refuses a certificate by closing the connection, no
+			// alert; say what is likely.
+			err = fmt.Errorf("%w (the server may have refused the client certificate)", err)
 		}
 		return nil, withCode(code, fmt.Errorf("TLS handshake with %s: %w", o.addr(), err))
 	}

@@ -246,7 +246,7 @@ func (t *tunnel) reconnect(ctx context.Context) (*session.CSTPChannel, *conn, er
 		if err == nil {
 			return ch, c, nil
 		}
-		if errors.Is(err, errCookieRefused) || errors.Is(err, errUnusableParams) {
+		if errors.Is(err, errCookieRefused) || errors.Is(err, errUnusableParams) || errors.Is(err, errCertRefused) {
 			return nil, nil, err
 		}
 		left := time.Until(deadline)
@@ -269,6 +269,7 @@ func (t *tunnel) reconnectOnce(ctx context.Context) (*session.CSTPChannel, *conn
 		return nil, nil, err
 	}
 	p, err := t.o.connect(c, t.cookieNow(), t.params.Address, t.params.AddressIP6)
+	err = certRefusal(err)
 	if err == nil {
 		// A reconnect may bring new addresses (readdress): the same checks.
 		p, err = t.o.check(p, t.dev.Name(), t.server)

@@ -133,6 +133,13 @@ func parseClientForm(body []byte) (*ClientMessage, error) {
 // errMsg is rendered as <error>, which openconnect prints as an error
 // before prompting again.
 func AuthRequestForm(message, errMsg string) []byte {
+	return AuthForm(message, errMsg, true, true)
+}
+
+// AuthForm is AuthRequestForm asking for the username, the password, both
+// or neither: a server that takes the user name from a client certificate
+// asks only for the password (or, refusing a login, for nothing).
+func AuthForm(message, errMsg string, username, password bool) []byte {
 	b := make([]byte, 0, 512)
 	b = append(b, xmlDecl...)
 	b = append(b, `<config-auth client="vpn" type="auth-request" aggregate-auth-version="2">`+"\n"...)
@@ -145,8 +152,12 @@ func AuthRequestForm(message, errMsg string) []byte {
 		b = appendMsgElem(b, "error", ` id="88"`, errMsg)
 	}
 	b = append(b, `<form method="post" action="/auth">`+"\n"...)
-	b = append(b, `<input type="text" name="username" label="Username:" />`+"\n"...)
-	b = append(b, `<input type="password" name="password" label="Password:" />`+"\n"...)
+	if username {
+		b = append(b, `<input type="text" name="username" label="Username:" />`+"\n"...)
+	}
+	if password {
+		b = append(b, `<input type="password" name="password" label="Password:" />`+"\n"...)
+	}
 	b = append(b, "</form>\n</auth>\n</config-auth>\n"...)
 	return b
 }

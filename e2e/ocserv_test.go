@@ -115,6 +115,9 @@ type ocservOpts struct {
 	dtls          bool   // set udp-port (DTLS) as well as tcp-port
 	tlsPriorities string // GnuTLS priority string; empty: Debian's default
 	extra         string // more config lines (ipv6-network, say)
+	// auth replaces the auth line (default: plain with the password file
+	// written for testUser); certificate settings go in extra.
+	auth string
 }
 
 // ocservServer is a running ocserv in its own namespace.
@@ -168,7 +171,11 @@ func startOcserv(t *testing.T, ns *netns, ip string, o ocservOpts) *ocservServer
 	if o.dtls {
 		udp = "udp-port = 443"
 	}
-	cfg := fmt.Sprintf(`auth = "plain[passwd=%s]"
+	authLine := fmt.Sprintf(`auth = "plain[passwd=%s]"`, passwd)
+	if o.auth != "" {
+		authLine = o.auth
+	}
+	cfg := fmt.Sprintf(`%s
 listen-host = %s
 tcp-port = 443
 %s
@@ -200,7 +207,7 @@ deny-roaming = false
 cisco-client-compat = true
 tls-priorities = "%s"
 %s
-`, passwd, ip, udp, certPath, keyPath,
+`, authLine, ip, udp, certPath, keyPath,
 		filepath.Join(dir, "ocserv.sock"), s.occtlSocket, filepath.Join(dir, "ocserv.pid"),
 		runAs, runAs, s.device, ocservNetwork, ocservRoute, prio, o.extra)
 	cfgPath := filepath.Join(dir, "ocserv.conf")

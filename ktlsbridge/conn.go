@@ -78,6 +78,14 @@ func handshake(ctx context.Context, raw net.Conn, cfg *tls.Config, server bool, 
 		return nil, err
 	}
 	if err := tc.HandshakeContext(ctx); err != nil {
+		if server && cfg != nil && cfg.ClientAuth != tls.NoClientCert {
+			// A refused client certificate: under TLS 1.3 the client has
+			// finished its handshake and may have sent its first request,
+			// and closing now, with that request unread, would reset the
+			// connection and lose the alert that says why.
+			lingerClose(raw)
+			return nil, err
+		}
 		return fail(err)
 	}
 	cs := tc.ConnectionState()
@@ -305,6 +313,25 @@ func (c *Conn) Read(p []byte) (int, error) {
 		}
 	}
 }
+
+// lingerClose closes raw after a TLS alert: it half-closes (where it
+// can) and discards what the peer still sends for up to lingerTime or
+// lingerBytes, so that the peer reads the alert instead of a reset.
+func lingerClose(raw net.Conn) {
+	if cw, ok := raw.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	raw.SetReadDeadline(time.Now().Add(lingerTime))
+	go func() {
+		io.Copy(io.Discard, io.LimitReader(raw, lingerBytes))
+		raw.Close()
+	}()
+}
+
+const (
+	lingerTime  = time.Second
+	lingerBytes = 64 << 10
+)
 
 // corrupt marks errors caused by what the peer sent (see record.ErrCorrupt);
 // end of stream, closed sockets and timeouts pass through.

@@ -3,9 +3,9 @@
 package ktlsbridge
 
 import (
-	"io"
 	"errors"
 	"fmt"
+	"io"
 	"syscall"
 	"unsafe"
 

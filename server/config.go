@@ -14,6 +14,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"kvpn/certs"
 	"kvpn/ctl"
 	"kvpn/internal/logging"
 	"kvpn/ktlsbridge"
@@ -72,6 +73,21 @@ type Config struct {
 	// may last from its password login, in seconds, however often its
 	// cookie is refreshed or resumed; 0 = unlimited.
 	SessionTimeout int `toml:"session-timeout"`
+	// Auth lists the authentication methods every login must pass, as
+	// ocserv's auth lines (AND-composed): "plain" (the password file, the
+	// default), "certificate" (a client certificate verified against
+	// ca-cert), or both. A single string or a list.
+	Auth AuthMethods `toml:"auth"`
+	// CACert is the PEM bundle of CAs that client certificates must chain
+	// to; required with auth = "certificate".
+	CACert string `toml:"ca-cert"`
+	// CertUserOID names the certificate field holding the user name (as
+	// ocserv's): a subject attribute OID (UID by default, CN 2.5.4.3) or
+	// SAN(rfc822name) for the first e-mail subject alternative name.
+	CertUserOID string `toml:"cert-user-oid"`
+	// CRL is an optional file of certificate revocation lists (PEM or
+	// DER), signed by a CA of ca-cert; re-read on reload.
+	CRL string `toml:"crl"`
 	// Users holds the per-user [users.NAME] tables (site-to-site).
 	Users map[string]*UserConfig `toml:"users"`
 
@@ -86,7 +102,46 @@ type Config struct {
 
 	// noRoutes are the split-exclude routes (X-CSTP-Split-Exclude).
 	noRoutes []netip.Prefix
+
+	// authCert and authPlain: the methods of Auth (both false: plain).
+	authCert, authPlain bool
 }
+
+// AuthMethods is the auth key: one method name or a list of them.
+type AuthMethods []string
+
+// UnmarshalTOML accepts a string or an array of strings.
+func (a *AuthMethods) UnmarshalTOML(v any) error {
+	switch v := v.(type) {
+	case string:
+		*a = AuthMethods{v}
+	case []any:
+		out := make(AuthMethods, 0, len(v))
+		for _, e := range v {
+			s, ok := e.(string)
+			if !ok {
+				return fmt.Errorf("auth: want a method name or a list of them, got %T in the list", e)
+			}
+			out = append(out, s)
+		}
+		*a = out
+	default:
+		return fmt.Errorf("auth: want a method name or a list of them, got %T", v)
+	}
+	return nil
+}
+
+// Authentication methods (the auth key's values).
+const (
+	AuthPlain       = "plain"
+	AuthCertificate = "certificate"
+)
+
+// certAuth reports whether logins need a client certificate.
+func (c *Config) certAuth() bool { return c.authCert }
+
+// passwordAuth reports whether logins need a password (the default).
+func (c *Config) passwordAuth() bool { return c.authPlain || !c.authCert }
 
 // Defaults for a vpnd started without a configuration file.
 const (
@@ -154,6 +209,7 @@ func DefaultConfig(stateDir string) *Config {
 		MaxLoginConnections:      DefaultMaxLoginConnections,
 		MaxLoginConnectionsPerIP: DefaultMaxLoginConnectionsPerIP,
 		SessionTimeout:           DefaultSessionTimeout,
+		CertUserOID:              certs.OIDUID,
 	}
 }
 
@@ -299,6 +355,7 @@ func (c *Config) Validate() error {
 	if c.PasswdFile == "" {
 		bad("passwd-file", "must be set")
 	}
+	c.validateAuth(bad)
 	if c.CookieKeyFile == "" {
 		bad("cookie-key-file", "must be set")
 	}
@@ -330,4 +387,43 @@ func (c *Config) cookieTimeout() time.Duration {
 // sessionTimeout is session-timeout, 0 for unlimited.
 func (c *Config) sessionTimeout() time.Duration {
 	return time.Duration(c.SessionTimeout) * time.Second
+}
+
+// validateAuth checks auth, ca-cert, cert-user-oid and crl.
+func (c *Config) validateAuth(bad func(string, string, ...any)) {
+	c.authCert, c.authPlain = false, false
+	for _, m := range c.Auth {
+		switch m {
+		case AuthPlain:
+			c.authPlain = true
+		case AuthCertificate:
+			c.authCert = true
+		default:
+			bad("auth", "unknown method %q (want %q, %q or both)", m, AuthPlain, AuthCertificate)
+		}
+	}
+	if len(c.Auth) == 0 && c.Auth != nil {
+		bad("auth", "empty list: name %q, %q or both", AuthPlain, AuthCertificate)
+	}
+	if err := certs.CheckUserOID(c.CertUserOID); err != nil {
+		bad("cert-user-oid", "%v", err)
+	}
+	if c.authCert && c.CACert == "" {
+		bad("ca-cert", "must be set with auth = %q: the CAs client certificates must chain to", AuthCertificate)
+	}
+	if !c.authCert && (c.CACert != "" || c.CRL != "") {
+		bad("ca-cert", "ca-cert and crl are used only with auth = %q", AuthCertificate)
+	}
+}
+
+// authNames are the authentication methods in force, for logs.
+func (c *Config) authNames() []string {
+	var n []string
+	if c.authCert {
+		n = append(n, AuthCertificate)
+	}
+	if c.passwordAuth() {
+		n = append(n, AuthPlain)
+	}
+	return n
 }

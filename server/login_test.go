@@ -57,6 +57,14 @@ func newLoginServer(t testing.TB, edit func(*Config)) *loginServer {
 	}
 	s.tlsCfg = record.BaseConfig()
 	s.tlsCfg.Certificates = []tls.Certificate{cert}
+	if cfg.certAuth() {
+		set, err := BuildSettings(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.settings.Store(set)
+		s.setupClientAuth(s.tlsCfg, set)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -630,7 +638,7 @@ func TestLoginCookieNamesAddress(t *testing.T) {
 		t.Fatalf("login: %v", err)
 	}
 	value := strings.TrimPrefix(strings.Split(setCookie, ";")[0], "webvpn=")
-	tk, sess, err := ls.openTicket(value)
+	tk, sess, err := ls.openTicket(value, "")
 	if err != nil || sess == nil {
 		t.Fatalf("opening the login cookie: %v", err)
 	}

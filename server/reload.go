@@ -1,8 +1,10 @@
 package server
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -10,6 +12,7 @@ import (
 	"sync"
 
 	"kvpn/auth"
+	"kvpn/certs"
 )
 
 // Reload (SIGHUP, `vpnd ctl reload`) changes what new connections get
@@ -34,20 +37,50 @@ type Settings struct {
 	Passwd        *auth.PasswdFile
 	DNS           []netip.Addr
 	DefaultDomain string
+	// With auth = "certificate": the CAs of ca-cert (CAPool is what the
+	// TLS handshake verifies against; a reload re-reads them only to
+	// check the CRL's signature) and the CRL in force, nil without one.
+	CAPool *x509.CertPool
+	CAs    []*x509.Certificate
+	CRL    *certs.CRL
 }
 
 // BuildSettings makes the settings of a validated configuration; it reads
 // the password file.
 func BuildSettings(cfg *Config) (*Settings, error) {
-	p, err := auth.LoadPasswd(cfg.PasswdFile)
+	p, err := loadPasswd(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("password file: %w", err)
+		return nil, err
 	}
-	return &Settings{
+	set := &Settings{
 		Passwd:        p,
 		DNS:           slices.Clone(cfg.dns),
 		DefaultDomain: cfg.DefaultDomain,
-	}, nil
+	}
+	if cfg.certAuth() {
+		if set.CAPool, set.CAs, err = certs.LoadCAPool(cfg.CACert); err != nil {
+			return nil, fmt.Errorf("ca-cert: %w", err)
+		}
+		if cfg.CRL != "" {
+			if set.CRL, err = certs.LoadCRL(cfg.CRL, set.CAs); err != nil {
+				return nil, fmt.Errorf("crl: %w", err)
+			}
+		}
+	}
+	return set, nil
+}
+
+// loadPasswd reads the password file. With certificate-only logins it
+// may be missing (no user has a password).
+func loadPasswd(cfg *Config) (*auth.PasswdFile, error) {
+	p, err := auth.LoadPasswd(cfg.PasswdFile)
+	if err != nil {
+		if !cfg.passwordAuth() && errors.Is(err, fs.ErrNotExist) {
+			return &auth.PasswdFile{}, nil
+		}
+		return nil, fmt.Errorf("password file: %w", err)
+	}
+	return p, nil
 }
 
 // reloadableKeys are the configuration keys a reload applies. Any other
@@ -60,6 +93,7 @@ var reloadableKeys = map[string]bool{
 	"default-domain":          true,
 	"users":                   true,
 	"restrict-user-to-routes": true,
+	"crl":                     true,
 }
 
 // currentSettings are the settings new connections use.
@@ -106,6 +140,7 @@ func (s *Server) Reload(cfg *Config) (ReloadResult, error) {
 	}
 	s.settings.Store(set)
 	s.endChangedUsers(set.Passwd)
+	s.endRevokedCerts(set.CRL)
 	// Remember the new values of the applied keys only, so the next diff
 	// still reports a restart-only key that differs from what runs.
 	next := *old
@@ -194,9 +229,9 @@ func (s *Server) ReloadPasswd() error {
 	if cfg == nil {
 		cfg = s.cfg
 	}
-	p, err := auth.LoadPasswd(cfg.PasswdFile)
+	p, err := loadPasswd(cfg)
 	if err != nil {
-		return fmt.Errorf("password file: %w", err)
+		return err
 	}
 	set := Settings{DNS: cfg.dns, DefaultDomain: cfg.DefaultDomain}
 	if old := s.settings.Load(); old != nil {
@@ -216,6 +251,9 @@ func (s *Server) ReloadPasswd() error {
 // Called after the new file is in force, so a session resumed meanwhile
 // is checked against it either here or by checkLimits.
 func (s *Server) endChangedUsers(p *auth.PasswdFile) {
+	if !s.cfg.passwordAuth() {
+		return // certificate-only: the password file is not consulted
+	}
 	var wg sync.WaitGroup
 	for _, sess := range s.list() {
 		gen, ok := p.Generation(sess.user)

@@ -103,7 +103,7 @@ func (s *Server) sealTicket(sess *Session) (string, error) {
 	sess.mu.Lock()
 	t := &auth.Ticket{Session: sess.cookie, User: sess.user, Node: s.node,
 		Issued: now, Expires: now.Add(s.ticketLifetime()), Addr4: sess.addr, Addr6: sess.addr6,
-		Login: sess.login, Gen: sess.gen}
+		Login: sess.login, Gen: sess.gen, Cert: sess.cert}
 	sess.mu.Unlock()
 	return s.seal(sess, t)
 }
@@ -132,10 +132,15 @@ func (s *Server) seal(sess *Session, t *auth.Ticket) (string, error) {
 // unchanged (whichever node holds it), and, when this node does not hold
 // the session, not expired and not revoked here. sess is the session
 // held in memory, or nil. A held session that fails the session checks
-// is ended here, as the sweep or a reload would end it.
-func (s *Server) openTicket(text string) (t *auth.Ticket, sess *Session, err error) {
+// is ended here, as the sweep or a reload would end it. certUser is the
+// user of the connection's verified client certificate ("" for none): a
+// cookie of a certificate login needs that user's certificate.
+func (s *Server) openTicket(text, certUser string) (t *auth.Ticket, sess *Session, err error) {
 	t, err = s.tickets.OpenTicket(text)
 	if err != nil {
+		return nil, nil, err
+	}
+	if err := s.checkCertCookie(t.Cert, t.User, certUser); err != nil {
 		return nil, nil, err
 	}
 	if sess, ok := s.cookies.Lookup(t.Session); ok {
@@ -177,6 +182,11 @@ func (s *Server) checkLimits(t *auth.Ticket) error {
 		return fmt.Errorf("%w (login %s, session-timeout %s)", errSessionTimeout,
 			t.Login.UTC().Format(time.RFC3339), s.cfg.sessionTimeout())
 	}
+	if !s.cfg.passwordAuth() {
+		// Certificate only: the password file is not consulted; a
+		// revoked certificate cannot reconnect (checkCertCookie, CRL).
+		return nil
+	}
 	gen, ok := s.currentSettings().Passwd.Generation(t.User)
 	if !ok {
 		s.Counters.UserChanged.Add(1)
@@ -204,8 +214,8 @@ func (s *Server) pastSessionTimeout(login, now time.Time) bool {
 // addresses: a first CONNECT must not let a client pick any free address
 // (it could take the one another user's session is about to reconnect to,
 // or one that some filter downstream trusts).
-func (s *Server) sessionFor(creq *cstp.ConnectRequest, from netip.Addr, log *slog.Logger) (*Session, netip.Addr, netip.Prefix, error) {
-	t, sess, err := s.openTicket(creq.Cookie)
+func (s *Server) sessionFor(creq *cstp.ConnectRequest, from netip.Addr, certUser string, log *slog.Logger) (*Session, netip.Addr, netip.Prefix, error) {
+	t, sess, err := s.openTicket(creq.Cookie, certUser)
 	if err != nil {
 		return nil, netip.Addr{}, netip.Prefix{}, err
 	}
@@ -229,7 +239,7 @@ func (s *Server) sessionFor(creq *cstp.ConnectRequest, from netip.Addr, log *slo
 	s.admitMu.Unlock()
 	sess.cookie = t.Session
 	sess.ticketExpires = t.Expires
-	sess.login, sess.gen = t.Login, t.Gen
+	sess.login, sess.gen, sess.cert = t.Login, t.Gen, t.Cert
 	if !s.cookies.Insert(t.Session, sess, s.cfg.cookieTimeout()+loginTimeout) {
 		sess.end("resume raced") // cannot happen under resumeMu
 		return nil, netip.Addr{}, netip.Prefix{}, errors.New("session appeared twice")
@@ -276,12 +286,12 @@ func (s *Server) revokeSession(sess *Session) {
 
 // ticketOf opens the webvpn cookie of a request (login or refresh), with
 // the same checks as a CONNECT.
-func (s *Server) ticketOf(req *http.Request) (*auth.Ticket, *Session, error) {
+func (s *Server) ticketOf(req *http.Request, certUser string) (*auth.Ticket, *Session, error) {
 	ck, err := req.Cookie("webvpn")
 	if err != nil {
 		return nil, nil, errors.New("no webvpn cookie")
 	}
-	return s.openTicket(ck.Value)
+	return s.openTicket(ck.Value, certUser)
 }
 
 // handleRefresh answers POST CookieRefreshPath: a valid cookie gets a
@@ -290,7 +300,8 @@ func (s *Server) ticketOf(req *http.Request) (*auth.Ticket, *Session, error) {
 // go on.
 func (s *Server) handleRefresh(conn record.Conn, req *http.Request, log *slog.Logger) bool {
 	io.Copy(io.Discard, io.LimitReader(req.Body, maxBody))
-	t, sess, err := s.ticketOf(req)
+	certUser, _ := s.certUserOf(conn)
+	t, sess, err := s.ticketOf(req, certUser)
 	if err != nil {
 		log.Info("cookie refresh refused", "err", err)
 		writeResponse(conn, http.StatusUnauthorized, "", nil, nil)

@@ -87,13 +87,13 @@ func TestResumeOnAnotherNode(t *testing.T) {
 	log := a.log
 
 	// Node A holds it: found in memory.
-	got, _, _, err := a.sessionFor(&cstp.ConnectRequest{Cookie: cookie}, netip.Addr{}, log)
+	got, _, _, err := a.sessionFor(&cstp.ConnectRequest{Cookie: cookie}, netip.Addr{}, "", log)
 	if err != nil || got != sessA {
 		t.Fatalf("node A: %v, %v", got, err)
 	}
 	// Node B resumes it: a new session for the same user and identity; the
 	// cookie's address is outside B's pool, so B's pool picks one.
-	got, want, _, err := b.sessionFor(&cstp.ConnectRequest{Cookie: cookie}, netip.Addr{}, log)
+	got, want, _, err := b.sessionFor(&cstp.ConnectRequest{Cookie: cookie}, netip.Addr{}, "", log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,14 +104,14 @@ func TestResumeOnAnotherNode(t *testing.T) {
 		t.Fatalf("address %s not from node B's pool", addr)
 	}
 	// A second CONNECT with the cookie finds the resumed session.
-	again, _, _, err := b.sessionFor(&cstp.ConnectRequest{Cookie: cookie}, netip.Addr{}, log)
+	again, _, _, err := b.sessionFor(&cstp.ConnectRequest{Cookie: cookie}, netip.Addr{}, "", log)
 	if err != nil || again != got {
 		t.Fatalf("second CONNECT on B: %p %v, want %p", again, err, got)
 	}
 	// A restarted node A (new Server, same key file) resumes it too, and
 	// the address in the cookie is honoured there.
 	a2 := newResumeServer(t, dir, "10.77.0.0/24")
-	r, want, _, err := a2.sessionFor(&cstp.ConnectRequest{Cookie: cookie}, netip.Addr{}, log)
+	r, want, _, err := a2.sessionFor(&cstp.ConnectRequest{Cookie: cookie}, netip.Addr{}, "", log)
 	if err != nil || r.user != "alice" {
 		t.Fatalf("restarted A: %v", err)
 	}
@@ -136,7 +136,7 @@ func TestExpiredSessionEndsOnResume(t *testing.T) {
 	sess.addr = addr
 	s.byAddr[addr] = sess
 	now = now.Add(2 * time.Minute) // past the jar's 1 minute; the ticket lives on
-	_, _, _, err = s.sessionFor(&cstp.ConnectRequest{Cookie: cookie}, netip.Addr{}, s.log)
+	_, _, _, err = s.sessionFor(&cstp.ConnectRequest{Cookie: cookie}, netip.Addr{}, "", s.log)
 	if !errors.Is(err, errRevoked) {
 		t.Fatalf("CONNECT with the expired session's cookie: %v, want errRevoked", err)
 	}
@@ -157,7 +157,7 @@ func TestResumeRefused(t *testing.T) {
 	b := newResumeServer(t, dir, "10.78.0.0/24")
 	log := a.log
 	connect := func(s *Server, c string) error {
-		_, _, _, err := s.sessionFor(&cstp.ConnectRequest{Cookie: c}, netip.Addr{}, log)
+		_, _, _, err := s.sessionFor(&cstp.ConnectRequest{Cookie: c}, netip.Addr{}, "", log)
 		return err
 	}
 	sess, cookie := login(t, a, "alice")
@@ -248,7 +248,7 @@ func TestRequestedAddressNotChosen(t *testing.T) {
 	chosen := netip.MustParseAddr("10.77.0.50")
 	for _, user := range []string{"alice", "bob"} {
 		_, cookie := login(t, s, user)
-		sess, want, _, err := s.sessionFor(&cstp.ConnectRequest{Cookie: cookie, PrevAddress: chosen}, netip.Addr{}, s.log)
+		sess, want, _, err := s.sessionFor(&cstp.ConnectRequest{Cookie: cookie, PrevAddress: chosen}, netip.Addr{}, "", s.log)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -268,7 +268,7 @@ func TestRequestedAddressNotChosen(t *testing.T) {
 		t.Fatal(err)
 	}
 	cookie, _ = s.sealTicket(sess)
-	again, want, _, err := s.sessionFor(&cstp.ConnectRequest{Cookie: cookie, PrevAddress: a}, netip.Addr{}, s.log)
+	again, want, _, err := s.sessionFor(&cstp.ConnectRequest{Cookie: cookie, PrevAddress: a}, netip.Addr{}, "", s.log)
 	if err != nil || again != sess {
 		t.Fatalf("reconnect: %v", err)
 	}
@@ -276,7 +276,7 @@ func TestRequestedAddressNotChosen(t *testing.T) {
 		t.Fatalf("reconnect got %s, want %s", got, a)
 	}
 	s2 := newResumeServer(t, dir, "10.77.0.0/24")
-	r, want, _, err := s2.sessionFor(&cstp.ConnectRequest{Cookie: cookie, PrevAddress: a}, netip.Addr{}, s.log)
+	r, want, _, err := s2.sessionFor(&cstp.ConnectRequest{Cookie: cookie, PrevAddress: a}, netip.Addr{}, "", s.log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +286,7 @@ func TestRequestedAddressNotChosen(t *testing.T) {
 	// A resumed ticket asking for another address than its own gets its own.
 	other := netip.MustParseAddr("10.77.0.60")
 	s3 := newResumeServer(t, dir, "10.77.0.0/24")
-	r, want, _, err = s3.sessionFor(&cstp.ConnectRequest{Cookie: cookie, PrevAddress: other}, netip.Addr{}, s.log)
+	r, want, _, err = s3.sessionFor(&cstp.ConnectRequest{Cookie: cookie, PrevAddress: other}, netip.Addr{}, "", s.log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +307,7 @@ func TestSessionTimeout(t *testing.T) {
 	// refreshed since: the refreshed cookie keeps the login time.
 	sess.login = time.Now().Add(-23 * time.Hour).Truncate(time.Second)
 	cookie, _ := a.sealTicket(sess)
-	tk, sessB, err := b.openTicket(cookie)
+	tk, sessB, err := b.openTicket(cookie, "")
 	if err != nil || sessB != nil {
 		t.Fatalf("within session-timeout: %v", err)
 	}
@@ -321,7 +321,7 @@ func TestSessionTimeout(t *testing.T) {
 	// Past it: 25 h since the login.
 	sess.login = time.Now().Add(-25 * time.Hour)
 	old, _ := a.sealTicket(sess)
-	if _, _, err := b.openTicket(old); !errors.Is(err, errSessionTimeout) {
+	if _, _, err := b.openTicket(old, ""); !errors.Is(err, errSessionTimeout) {
 		t.Fatalf("resume past session-timeout: %v", err)
 	}
 	if got := b.Snapshot().Drops["session-timeout"]; got != 1 {
@@ -331,7 +331,7 @@ func TestSessionTimeout(t *testing.T) {
 	if !sess.ended {
 		t.Fatal("the live session outlived session-timeout")
 	}
-	if _, _, err := a.openTicket(old); err == nil {
+	if _, _, err := a.openTicket(old, ""); err == nil {
 		t.Fatal("cookie of the ended session accepted")
 	}
 	// 0 is unlimited, as in ocserv.
@@ -397,7 +397,7 @@ func TestLockedUserSessionEnds(t *testing.T) {
 		t.Fatalf("the ended session still holds its address (%d)", n)
 	}
 	for name, s := range map[string]*Server{"A": a, "B": b} {
-		if _, _, _, err := s.sessionFor(&cstp.ConnectRequest{Cookie: cookie}, netip.Addr{}, s.log); err == nil {
+		if _, _, _, err := s.sessionFor(&cstp.ConnectRequest{Cookie: cookie}, netip.Addr{}, "", s.log); err == nil {
 			t.Errorf("node %s resumed the locked user's cookie", name)
 		}
 	}
@@ -407,7 +407,7 @@ func TestLockedUserSessionEnds(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.ReloadPasswd()
-	if _, _, _, err := b.sessionFor(&cstp.ConnectRequest{Cookie: bobCookie}, netip.Addr{}, b.log); !errors.Is(err, errUserChanged) {
+	if _, _, _, err := b.sessionFor(&cstp.ConnectRequest{Cookie: bobCookie}, netip.Addr{}, "", b.log); !errors.Is(err, errUserChanged) {
 		t.Errorf("cookie from before a password change: %v", err)
 	}
 	if got := b.Snapshot().Drops["user-changed"]; got == 0 {
@@ -424,10 +424,10 @@ func TestRevocationSurvivesRestart(t *testing.T) {
 	_, kept := login(t, a, "alice")
 	sess.end("logout")
 	a2 := newResumeServer(t, dir, "10.77.0.0/24") // vpnd restarted
-	if _, _, _, err := a2.sessionFor(&cstp.ConnectRequest{Cookie: cookie}, netip.Addr{}, a2.log); !errors.Is(err, errRevoked) {
+	if _, _, _, err := a2.sessionFor(&cstp.ConnectRequest{Cookie: cookie}, netip.Addr{}, "", a2.log); !errors.Is(err, errRevoked) {
 		t.Fatalf("logged-out cookie after a restart: %v, want errRevoked", err)
 	}
-	if _, _, _, err := a2.sessionFor(&cstp.ConnectRequest{Cookie: kept}, netip.Addr{}, a2.log); err != nil {
+	if _, _, _, err := a2.sessionFor(&cstp.ConnectRequest{Cookie: kept}, netip.Addr{}, "", a2.log); err != nil {
 		t.Fatalf("another session's cookie after a restart: %v", err)
 	}
 	st, err := os.Stat(filepath.Join(dir, revokedFileName))

@@ -117,6 +117,17 @@ type Counters struct {
 	// name is one vpnd resumes. The tunnel goes on over TLS.
 	DTLSLegacyBadSecret atomic.Uint64
 	DTLSLegacyNoSuite   atomic.Uint64
+	// Client certificates (clientcert.go): refused in the TLS handshake,
+	// by reason; missing where a login needs one; a certificate-bound
+	// cookie presented without that user's certificate (or a cookie of
+	// a password login where certificates are required).
+	CertUnknownCA      atomic.Uint64
+	CertExpired        atomic.Uint64
+	CertRevoked        atomic.Uint64 // also sessions ended by a reloaded CRL
+	CertNoUser         atomic.Uint64 // no user name in the cert-user-oid field
+	CertInvalid        atomic.Uint64
+	CertMissing        atomic.Uint64
+	CertCookieMismatch atomic.Uint64
 
 	TLSHandshakeFailed atomic.Uint64
 	TLSHandshake       hist.Latency // successful TLS handshakes (and kTLS setup)
@@ -179,6 +190,11 @@ type Server struct {
 
 	// Rate-limited log lines for events a client can cause at will.
 	logTooLarge, logBanned, logThrottled, logFailed, logBusy, logSessionLimit, logConnLimit, logConnEvicted rateLog
+	logCertRefused                                                                                          rateLog
+
+	// certVerifier checks client certificates; nil unless auth includes
+	// "certificate" (clientcert.go).
+	certVerifier *certs.ClientVerifier
 
 	// verifyPool runs every password verification (auth.VerifyPool);
 	// verify checks a password (a test counts calls through it).
@@ -255,6 +271,7 @@ func New(cfg *Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.setupClientAuth(s.tlsCfg, set)
 	if err := s.loadTickets(); err != nil {
 		return nil, err
 	}
@@ -463,7 +480,9 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
 	cancel()
 	if err != nil {
 		s.Counters.TLSHandshakeFailed.Add(1)
-		log.Info("TLS handshake failed", "err", err)
+		if !s.certRefused(err, log) {
+			log.Info("TLS handshake failed", "err", err)
+		}
 		return
 	}
 	s.Counters.TLSHandshake.Observe(time.Since(start))
@@ -565,11 +584,21 @@ func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logge
 		return writeResponse(conn, http.StatusOK, "text/xml; charset=utf-8", doc, extra) == nil
 	}
 	const prompt = "Please enter your username and password."
+	certUser, leaf := s.certUserOf(conn)
 	switch msg.Type {
 	case "init":
+		if s.cfg.certAuth() {
+			if certUser == "" {
+				return s.refuseNoCert(xml, log)
+			}
+			if !s.cfg.passwordAuth() {
+				break // certificate only: the certificate is the login
+			}
+			return xml(cstp.AuthForm(passwordPrompt(certUser), "", false, true), nil)
+		}
 		return xml(cstp.AuthRequestForm(prompt, ""), nil)
 	case "logout":
-		if t, sess, err := s.ticketOf(req); err == nil {
+		if t, sess, err := s.ticketOf(req, certUser); err == nil {
 			if sess != nil {
 				sess.end("logout")
 			}
@@ -586,6 +615,17 @@ func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logge
 		return false
 	}
 	user := msg.Username
+	form := func(errMsg string) []byte { return cstp.AuthRequestForm(prompt, errMsg) }
+	if s.cfg.certAuth() {
+		if certUser == "" {
+			return s.refuseNoCert(xml, log)
+		}
+		// The certificate names the user; a username in the form is
+		// ignored.
+		user = certUser
+		pp := passwordPrompt(certUser)
+		form = func(errMsg string) []byte { return cstp.AuthForm(pp, errMsg, false, true) }
+	}
 	addr := remoteAddr(conn)
 	log = log.With("user", logUser(user))
 	if banned, left := s.bans.Banned(addr); banned {
@@ -595,57 +635,14 @@ func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logge
 		if ok, n := s.logBanned.allow(); ok {
 			log.Warn("login refused: address banned (max-ban-score)", "retry-after", left.Round(time.Second).String(), "not-logged", n)
 		}
-		xml(cstp.AuthRequestForm(prompt, "Too many failed logins from your address; try again later."), nil)
+		xml(form("Too many failed logins from your address; try again later."), nil)
 		return false
 	}
-	// Held back only by other attempts in flight (several users behind
-	// one NAT), a login waits a little for them rather than failing.
-	wctx, cancel := context.WithTimeout(context.Background(), loginWait)
-	defer cancel()
-	ok, wait := s.throttle.Wait(wctx, user, addr)
-	if !ok {
-		s.Counters.LoginThrottled.Add(1)
-		if ok, n := s.logThrottled.allow(); ok {
-			log.Warn("login throttled after repeated failures", "retry-after", wait.Round(time.Second).String(), "not-logged", n)
+	if s.cfg.passwordAuth() {
+		if ok, cont := s.checkPassword(user, msg.Password, addr, form, xml, log); !ok {
+			return cont
 		}
-		return xml(cstp.AuthRequestForm(prompt, fmt.Sprintf("Too many failed logins; try again in %s.", wait.Round(time.Second))), nil)
 	}
-	// From here the attempt is in flight for the throttle until Fail,
-	// Succeed or Abandon.
-	if auth.CredentialsTooLong(user, msg.Password) {
-		s.throttle.Fail(user, addr)
-		s.Counters.LoginFailures.Add(1)
-		s.Counters.CredentialsTooLong.Add(1)
-		s.banPoints(addr, log)
-		if ok, n := s.logFailed.allow(); ok {
-			log.Warn("login failed: username or password too long, not checked",
-				"username-bytes", len(user), "password-bytes", len(msg.Password),
-				"max-username", auth.MaxUsernameLen, "max-password", auth.MaxPasswordLen, "not-logged", n)
-		}
-		return xml(cstp.AuthRequestForm(prompt, fmt.Sprintf("Login failed: username or password too long (at most %d and %d bytes).",
-			auth.MaxUsernameLen, auth.MaxPasswordLen)), nil)
-	}
-	var good bool
-	if err := s.verifyPool.Do(wctx, func() { good = s.verify(user, msg.Password) }); err != nil {
-		// The server's load, not the client's fault: no failure counted.
-		s.throttle.Abandon(user, addr)
-		s.Counters.LoginBusy.Add(1)
-		if ok, n := s.logBusy.allow(); ok {
-			log.Warn("login not checked: password verification queue full", "err", err,
-				"workers", s.verifyPool.Size(), "not-logged", n)
-		}
-		return xml(cstp.AuthRequestForm(prompt, "Server busy, please try again."), nil)
-	}
-	if user == "" || !good {
-		s.throttle.Fail(user, addr)
-		s.Counters.LoginFailures.Add(1)
-		s.banPoints(addr, log)
-		if ok, n := s.logFailed.allow(); ok {
-			log.Warn("login failed: wrong username or password", "not-logged", n)
-		}
-		return xml(cstp.AuthRequestForm(prompt, "Login failed."), nil)
-	}
-	s.throttle.Succeed(user, addr)
 	s.admitMu.Lock()
 	if err := s.admitSession(user); err != nil {
 		s.admitMu.Unlock()
@@ -653,11 +650,16 @@ func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logge
 		if ok, n := s.logSessionLimit.allow(); ok {
 			log.Warn("login refused: session limit", "err", err, "not-logged", n)
 		}
-		return xml(cstp.AuthRequestForm(prompt, "Login refused: "+err.Error()+"."), nil)
+		return xml(form("Login refused: "+err.Error()+"."), nil)
 	}
 	s.Counters.Logins.Add(1)
 	sess := s.newSession(user, addr)
 	s.admitMu.Unlock()
+	if leaf != nil {
+		sess.mu.Lock()
+		sess.cert, sess.certLeaf = true, leaf
+		sess.mu.Unlock()
+	}
 	cookie, err := s.cookies.Issue(sess, s.cfg.cookieTimeout()+loginTimeout)
 	if err != nil {
 		log.Error("issuing cookie", "err", err)
@@ -671,10 +673,88 @@ func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logge
 		sess.end("no cookie")
 		return false
 	}
-	log.Info("login succeeded", "session", sess.id)
+	if leaf != nil {
+		log.Info("login succeeded", "session", sess.id, "auth", strings.Join(s.cfg.authNames(), "+"),
+			"cert-serial", leaf.SerialNumber.Text(16))
+	} else {
+		log.Info("login succeeded", "session", sess.id)
+	}
 	h := http.Header{}
 	h.Set("Set-Cookie", "webvpn="+ticket+"; Secure")
 	return xml(cstp.AuthComplete("Success"), h)
+}
+
+// passwordPrompt is the login form's message when the certificate names
+// the user and a password is also required.
+func passwordPrompt(user string) string {
+	return "Certificate accepted for " + user + ". Please enter your password."
+}
+
+// refuseNoCert answers a login without a valid client certificate where
+// one is required, and closes the connection.
+func (s *Server) refuseNoCert(xml func([]byte, http.Header) bool, log *slog.Logger) bool {
+	s.Counters.CertMissing.Add(1)
+	if ok, n := s.logCertRefused.allow(); ok {
+		log.Warn("login refused: no client certificate (auth includes certificate)", "not-logged", n)
+	}
+	xml(cstp.AuthForm("A client certificate is required.", "Login failed: no client certificate.", false, false), nil)
+	return false
+}
+
+// checkPassword runs the throttle and the password check of a login. ok
+// reports a correct password; otherwise the answer was written and cont
+// says whether the connection may go on.
+func (s *Server) checkPassword(user, password string, addr netip.Addr, form func(string) []byte,
+	xml func([]byte, http.Header) bool, log *slog.Logger) (ok, cont bool) {
+	// Held back only by other attempts in flight (several users behind
+	// one NAT), a login waits a little for them rather than failing.
+	wctx, cancel := context.WithTimeout(context.Background(), loginWait)
+	defer cancel()
+	allowed, wait := s.throttle.Wait(wctx, user, addr)
+	if !allowed {
+		s.Counters.LoginThrottled.Add(1)
+		if ok, n := s.logThrottled.allow(); ok {
+			log.Warn("login throttled after repeated failures", "retry-after", wait.Round(time.Second).String(), "not-logged", n)
+		}
+		return false, xml(form(fmt.Sprintf("Too many failed logins; try again in %s.", wait.Round(time.Second))), nil)
+	}
+	// From here the attempt is in flight for the throttle until Fail,
+	// Succeed or Abandon.
+	if auth.CredentialsTooLong(user, password) {
+		s.throttle.Fail(user, addr)
+		s.Counters.LoginFailures.Add(1)
+		s.Counters.CredentialsTooLong.Add(1)
+		s.banPoints(addr, log)
+		if ok, n := s.logFailed.allow(); ok {
+			log.Warn("login failed: username or password too long, not checked",
+				"username-bytes", len(user), "password-bytes", len(password),
+				"max-username", auth.MaxUsernameLen, "max-password", auth.MaxPasswordLen, "not-logged", n)
+		}
+		return false, xml(form(fmt.Sprintf("Login failed: username or password too long (at most %d and %d bytes).",
+			auth.MaxUsernameLen, auth.MaxPasswordLen)), nil)
+	}
+	var good bool
+	if err := s.verifyPool.Do(wctx, func() { good = s.verify(user, password) }); err != nil {
+		// The server's load, not the client's fault: no failure counted.
+		s.throttle.Abandon(user, addr)
+		s.Counters.LoginBusy.Add(1)
+		if ok, n := s.logBusy.allow(); ok {
+			log.Warn("login not checked: password verification queue full", "err", err,
+				"workers", s.verifyPool.Size(), "not-logged", n)
+		}
+		return false, xml(form("Server busy, please try again."), nil)
+	}
+	if user == "" || !good {
+		s.throttle.Fail(user, addr)
+		s.Counters.LoginFailures.Add(1)
+		s.banPoints(addr, log)
+		if ok, n := s.logFailed.allow(); ok {
+			log.Warn("login failed: wrong username or password", "not-logged", n)
+		}
+		return false, xml(form("Login failed."), nil)
+	}
+	s.throttle.Succeed(user, addr)
+	return true, false
 }
 
 // handleConnect turns the connection into a tunnel for the session the
@@ -688,7 +768,8 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 		conn.Close()
 		return
 	}
-	sess, prev, prev6, err := s.sessionFor(creq, remoteAddr(conn), log)
+	certUser, leaf := s.certUserOf(conn)
+	sess, prev, prev6, err := s.sessionFor(creq, remoteAddr(conn), certUser, log)
 	if errors.Is(err, errMaxClients) || errors.Is(err, errMaxSameClients) {
 		// A session resumed from a cookie counts against the limits too.
 		s.Counters.SessionLimit.Add(1)
@@ -706,6 +787,13 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 		return
 	}
 	log = log.With("user", sess.user, "session", sess.id)
+	if leaf != nil {
+		// The certificate this connection presented (a resumed session's
+		// too), for a reloaded CRL to check.
+		sess.mu.Lock()
+		sess.certLeaf = leaf
+		sess.mu.Unlock()
+	}
 	ch, err := session.NewCSTPChannel(conn, br, s.cfg.MTU)
 	if err != nil {
 		log.Error("creating channel", "err", err)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -68,6 +69,12 @@ type Session struct {
 	// travel in every ticket sealed for the session (resume.go).
 	login time.Time
 	gen   uint64
+	// cert is whether the session logged in with a client certificate
+	// (its cookies are bound to it: auth.Ticket.Cert), certLeaf the
+	// certificate its connection presented last (guarded by mu), checked
+	// against a reloaded CRL (clientcert.go).
+	cert     bool
+	certLeaf *x509.Certificate
 
 	// ticketExpires is the latest expiry of a cookie handed out for this
 	// session (guarded by mu): a revocation lasts until then.
@@ -100,7 +107,7 @@ func (s *Server) newSession(user string, from netip.Addr) *Session {
 		queue: make(chan *batch, downlinkQueue), watchWake: make(chan struct{}, 1),
 		login: now.Truncate(time.Second), // as a ticket carries it
 	}
-	if set := s.currentSettings(); set != nil && set.Passwd != nil {
+	if set := s.currentSettings(); set != nil && set.Passwd != nil && s.cfg.passwordAuth() {
 		// Read after the password was verified: a reload in between
 		// gives the new entry's generation, or none (the session then
 		// ends at that reload's check or its first resume).

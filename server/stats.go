@@ -213,6 +213,14 @@ func (s *Server) Snapshot() Snapshot {
 			// Legacy DTLS offers not made; the tunnel stays on TLS.
 			"dtls-legacy-bad-secret": c.DTLSLegacyBadSecret.Load(),
 			"dtls-legacy-no-suite":   c.DTLSLegacyNoSuite.Load(),
+			// Client certificates (auth = "certificate").
+			"cert-unknown-ca":      c.CertUnknownCA.Load(),
+			"cert-expired":         c.CertExpired.Load(),
+			"cert-revoked":         c.CertRevoked.Load(),
+			"cert-no-user":         c.CertNoUser.Load(),
+			"cert-invalid":         c.CertInvalid.Load(),
+			"cert-missing":         c.CertMissing.Load(),
+			"cert-cookie-mismatch": c.CertCookieMismatch.Load(),
 		},
 		Panics: map[string]uint64{
 			"session":        c.PanicsSession.Load(),

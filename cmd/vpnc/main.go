@@ -38,8 +38,10 @@ import (
 const usage = `usage: vpnc connect [flags] https://HOST[:PORT]
 
 flags (named as openconnect's):
-  -u, --user NAME            username
+  -u, --user NAME            username (not needed when a client certificate names the user)
       --passwd-on-stdin      read the password from standard input
+  -c, --certificate FILE     client certificate, PEM (the key may follow it in the same file)
+  -k, --sslkey FILE          the client certificate's private key, PEM
       --servercert PIN       accept only a server certificate with this pin-sha256:...
       --cafile FILE          trust the CA certificates in FILE
   -i, --interface NAME       TUN interface name (default kvpnc0)
@@ -105,7 +107,7 @@ func run(args []string, stderr io.Writer) int {
 func parseConnect(args []string, stderr io.Writer) (*client.Options, error) {
 	fs := flag.NewFlagSet("vpnc connect", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	var user, servercert, cafile, iface, backend, stateDir, level, dnsBackend string
+	var user, servercert, cafile, iface, backend, stateDir, level, dnsBackend, certFile, keyFile string
 	var stdinPass, noDTLS, noDNS, noRoutes, allowLeak bool
 	var routeFilter string
 	var ktlsMode, logFormat string
@@ -115,6 +117,12 @@ func parseConnect(args []string, stderr io.Writer) (*client.Options, error) {
 	}
 	for _, n := range []string{"i", "interface"} {
 		fs.StringVar(&iface, n, "kvpnc0", "")
+	}
+	for _, n := range []string{"c", "certificate"} {
+		fs.StringVar(&certFile, n, "", "")
+	}
+	for _, n := range []string{"k", "sslkey"} {
+		fs.StringVar(&keyFile, n, "", "")
 	}
 	fs.BoolVar(&stdinPass, "passwd-on-stdin", false, "")
 	fs.StringVar(&servercert, "servercert", "", "")
@@ -170,16 +178,25 @@ func parseConnect(args []string, stderr io.Writer) (*client.Options, error) {
 	if err != nil {
 		return nil, err
 	}
-	if user == "" {
-		return nil, errors.New("-u/--user is required")
+	if keyFile != "" && certFile == "" {
+		return nil, errors.New("-k/--sslkey needs -c/--certificate")
+	}
+	if user == "" && certFile == "" {
+		return nil, errors.New("-u/--user is required (or -c/--certificate)")
 	}
 	if reconnect < 0 || forceDPD < 0 || dtlsPeriod < 1 || baseMTU < 576 || baseMTU > 9000 {
 		return nil, errors.New("--reconnect-timeout and --force-dpd must not be negative, --dtls-attempt-period must be positive, --base-mtu must be 576..9000")
 	}
 	var pw string
-	if stdinPass {
+	var ask func() (string, error)
+	switch {
+	case stdinPass:
 		pw, err = cli.ReadLine(os.Stdin)
-	} else {
+	case certFile != "":
+		// The certificate may be the whole login: prompt only if the
+		// server asks for a password.
+		ask = func() (string, error) { return cli.ReadPassword("Password: ", false) }
+	default:
 		pw, err = cli.ReadPassword("Password for "+user+": ", false)
 	}
 	if err != nil {
@@ -192,6 +209,9 @@ func parseConnect(args []string, stderr io.Writer) (*client.Options, error) {
 		Server:            u,
 		User:              user,
 		Password:          pw,
+		AskPassword:       ask,
+		CertFile:          certFile,
+		KeyFile:           keyFile,
 		ServerCert:        servercert,
 		CAFile:            cafile,
 		Interface:         iface,

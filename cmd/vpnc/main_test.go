@@ -44,3 +44,28 @@ func TestParseConnectRouteFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestParseConnectCertificate: -c/-k as openconnect's; with a
+// certificate no -u is needed and the password is asked only if the
+// server wants one.
+func TestParseConnectCertificate(t *testing.T) {
+	dir := t.TempDir()
+	o, err := parseConnect([]string{"-c", "/x/c.pem", "-k", "/x/k.pem", "--state-dir", dir, "vpn.example"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.CertFile != "/x/c.pem" || o.KeyFile != "/x/k.pem" || o.User != "" || o.Password != "" || o.AskPassword == nil {
+		t.Errorf("options: cert %q key %q user %q password set %v ask %v", o.CertFile, o.KeyFile, o.User, o.Password != "", o.AskPassword != nil)
+	}
+	withStdin(t, "pw\n")
+	o, err = parseConnect([]string{"--certificate", "/x/c.pem", "--sslkey", "/x/k.pem", "--passwd-on-stdin", "--state-dir", dir, "vpn.example"}, io.Discard)
+	if err != nil || o.Password != "pw" || o.CertFile != "/x/c.pem" {
+		t.Errorf("long flags with --passwd-on-stdin: %v", err)
+	}
+	if _, err := parseConnect([]string{"-k", "/x/k.pem", "-u", "alice", "--state-dir", dir, "vpn.example"}, io.Discard); err == nil || !strings.Contains(err.Error(), "--sslkey") {
+		t.Errorf("-k without -c: %v", err)
+	}
+	if _, err := parseConnect([]string{"--state-dir", dir, "vpn.example"}, io.Discard); err == nil || !strings.Contains(err.Error(), "--user") {
+		t.Errorf("neither -u nor -c: %v", err)
+	}
+}
