@@ -1,9 +1,13 @@
 package e2e
 
 import (
+	"encoding/json"
+	"net"
 	"strings"
 	"testing"
 	"time"
+
+	"kvpn/ctl"
 )
 
 // TestOpenconnectLegacyDTLS: the stock openconnect, with explicit DTLS
@@ -56,5 +60,54 @@ func TestOpenconnectLegacyDTLS(t *testing.T) {
 			interruptOpenconnect(t, oc)
 			tp.srv.proc.waitLog(t, `msg="session ended"`, 5*time.Second)
 		})
+	}
+}
+
+// TestLegacyDTLSBadOffer: CONNECTs that ask for the legacy DTLS with a
+// short or non-hex X-DTLS-Master-Secret, or with only suite names vpnd
+// does not know, get no DTLS offer: the tunnel comes up over TLS and
+// carries a ping (an ICMP echo to the server's tunnel address as CSTP
+// DATA, and its reply), vpnd logs why and counts each in `show stats`
+// (dtls-legacy-bad-secret, dtls-legacy-no-suite). Nothing panics.
+func TestLegacyDTLSBadOffer(t *testing.T) {
+	requireE2E(t)
+	tp := newTopology(t, "")
+	addr := net.JoinHostPort(serverVeth, "443")
+	drops := func() map[string]uint64 {
+		t.Helper()
+		var rep ctl.Reply
+		if err := json.Unmarshal([]byte(mustCtl(t, tp.srv, "--json", "show", "stats")), &rep); err != nil || rep.Stats == nil {
+			t.Fatalf("show stats: %v", err)
+		}
+		return rep.Stats.Drops
+	}
+	want := map[string]uint64{"dtls-legacy-bad-secret": 0, "dtls-legacy-no-suite": 0}
+	for k, v := range drops() {
+		if _, ok := want[k]; ok && v != 0 {
+			t.Fatalf("%s = %d before any bad input", k, v)
+		}
+	}
+	for _, tc := range []struct{ mode, counter, log string }{
+		{"legacy-short-secret", "dtls-legacy-bad-secret", "have 8 characters"},
+		{"legacy-nonhex-secret", "dtls-legacy-bad-secret", "have 96 characters"},
+		{"legacy-unknown-suites", "dtls-legacy-no-suite", `no suite vpnd can resume among X-DTLS-CipherSuite \"NO-SUCH-SUITE:RC4-MD5\"`},
+	} {
+		out, err := tp.cliNS.try("env", helperEnv+"=bad", bins.self, addr, tc.mode, testUser, testPassword)
+		if err != nil || !strings.Contains(out, "no-dtls") || !strings.Contains(out, "ping ok") {
+			t.Fatalf("%s: want no DTLS offer and a ping over CSTP, got (%v):\n%s", tc.mode, err, out)
+		}
+		t.Logf("%s: %s", tc.mode, strings.ReplaceAll(strings.TrimSpace(out), "\n", ", "))
+		tp.srv.proc.waitLog(t, "legacy DTLS not offered; the tunnel stays on TLS", 5*time.Second)
+		tp.srv.proc.waitLog(t, tc.log, 5*time.Second)
+		want[tc.counter]++
+		got := drops()
+		for k, v := range want {
+			if got[k] != v {
+				t.Fatalf("after %s: %s = %d, want %d (drops %v)", tc.mode, k, got[k], v, got)
+			}
+		}
+	}
+	if out := tp.srv.proc.out.String(); strings.Contains(out, "panic") || strings.Contains(out, "legacy DTLS offered") {
+		t.Fatalf("vpnd panicked or made a legacy offer:\n%s", out)
 	}
 }
