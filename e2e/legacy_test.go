@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -109,5 +111,54 @@ func TestLegacyDTLSBadOffer(t *testing.T) {
 	}
 	if out := tp.srv.proc.out.String(); strings.Contains(out, "panic") || strings.Contains(out, "legacy DTLS offered") {
 		t.Fatalf("vpnd panicked or made a legacy offer:\n%s", out)
+	}
+}
+
+// TestOpenconnectLegacyDTLSToOcserv is the reference for
+// TestOpenconnectLegacyDTLS: the same openconnect with the same explicit
+// DTLS ciphers against stock ocserv (cisco-client-compat, as Debian ships
+// it) gets the same legacy DTLS, and pings and a hashed transfer both
+// ways go over UDP (nft counter).
+func TestOpenconnectLegacyDTLSToOcserv(t *testing.T) {
+	for _, tc := range []struct{ name, ciphers, ocLog string }{
+		{"dtls12-aes128-gcm", "OC-DTLS1_2-AES128-GCM", "(DTLS1.2)-(RSA)-(AES-128-GCM)"},
+		{"dtls12-aes256-gcm", "OC-DTLS1_2-AES256-GCM", "(DTLS1.2)-(RSA)-(AES-256-GCM)"},
+		{"dtls09-aes128-cbc", "AES128-SHA", "(DTLS0.9)-(RSA)-(AES-128-CBC)-(SHA1)"},
+		{"dtls09-aes256-cbc", "AES256-SHA", "(DTLS0.9)-(RSA)-(AES-256-CBC)-(SHA1)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			requireOcserv(t)
+			requireOpenconnect(t)
+			const srvIP, cliIP = "192.168.88.1", "192.168.88.2"
+			srvNS, cliNS := newNS(t, "osrv"), newNS(t, "cli")
+			link(t, srvNS, srvIP+"/24", cliNS, cliIP+"/24")
+			ocs := startOcserv(t, srvNS, srvIP, ocservOpts{dtls: true})
+			oc := startOpenconnect(t, cliNS, "https://"+srvIP+":443/", ocs.pin, true, "--dtls-ciphers="+tc.ciphers)
+			m := regexp.MustCompile(`Configured as ([0-9.]+)`).FindStringSubmatch(oc.proc.out.String())
+			if m == nil {
+				t.Fatalf("openconnect did not say its address:\n%s", oc.proc.out.String())
+			}
+			waitTunnelConfig(t, cliNS, oc.ifname, m[1], ocservRoute)
+			oc.proc.waitLog(t, tc.ocLog, 10*time.Second)
+			if out := oc.proc.out.String(); strings.Contains(out, "PSK") {
+				t.Fatalf("openconnect negotiated PSK DTLS, not the legacy mode:\n%s", out)
+			}
+			// ocserv's worker configures its end of the tun after the CONNECT.
+			eventually(t, 10*time.Second, "ocserv's tun address", func() error {
+				if out, _ := srvNS.try("ip", "-4", "addr"); !strings.Contains(out, "inet "+ocservTunnelIP) {
+					return fmt.Errorf("%s not configured yet", ocservTunnelIP)
+				}
+				return nil
+			})
+			countUDP(t, srvNS)
+			ping(t, cliNS, ocservTunnelIP)
+			ping(t, srvNS, m[1])
+			const size = 8 << 20
+			before := udpBytes(t, srvNS)
+			d := bulkBothWays(t, srvNS, ocservTunnelIP, cliNS, size)
+			checkUDPCarried(t, srvNS, before, size, true)
+			t.Logf("openconnect (legacy %s) -> ocserv: 8 MiB each way in %s", tc.ciphers, d.Round(time.Millisecond))
+			interruptOpenconnect(t, oc)
+		})
 	}
 }
