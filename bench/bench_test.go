@@ -458,8 +458,8 @@ func TestParseCases(t *testing.T) {
 		if c.Transport == "" {
 			continue
 		}
-		if _, ok := LookupCase(OcservCase(c.Transport)); !ok {
-			t.Errorf("%s: no ocserv reference for transport %q", c.Name, c.Transport)
+		if _, ok := LookupCase(c.Reference()); !ok {
+			t.Errorf("%s: no ocserv reference %q", c.Name, c.Reference())
 		}
 	}
 }

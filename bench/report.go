@@ -296,7 +296,7 @@ func (r *Report) RatioTable() string {
 	var rows [][]string
 	for _, c := range r.Cases {
 		row := []string{c.Label()}
-		ref := r.find(OcservCase(c.Transport))
+		ref := r.find(c.Reference())
 		for i := range Configs {
 			t := c.Throughput(i)
 			share := missing
@@ -433,7 +433,8 @@ func (r *Report) HowMeasured() string {
   and `+"`-R`"+` for server to client; the receiver's bits/s, %s
   of each, median and min–max. Ratios divide medians: by raw
   veth, and by stock ocserv + openconnect on the same transport (DTLS
-  cases by ocserv-dtls, TLS cases by ocserv-tls).
+  cases by ocserv-dtls, TLS cases by ocserv-tls, legacy DTLS cases by
+  ocserv-legacy).
 - CPU: utime+stime from /proc/PID/stat of the VPN processes of each end
   (vpnd, vpnc, openconnect; for ocserv every process in the server
   namespace whose name starts with "ocserv": main, sec-mod and workers)

@@ -18,7 +18,25 @@ type CaseInfo struct {
 	Transport string // "dtls", "tls", or "" for the raw veth baseline
 	Server    string
 	Client    string
+	// Ref is the case the "× ocserv" ratio divides by; "" means
+	// OcservCase(Transport).
+	Ref string
 }
+
+// Reference is the name of the stock ocserv + openconnect case c is
+// compared with.
+func (c CaseInfo) Reference() string {
+	if c.Ref != "" {
+		return c.Ref
+	}
+	return OcservCase(c.Transport)
+}
+
+// LegacyDTLSCiphers is what openconnect is given in the legacy DTLS cases:
+// an explicit cipher list, without PSK-NEGOTIATE, makes it ask for the
+// AnyConnect legacy DTLS 1.2 (X-DTLS-Master-Secret resumption), as
+// Cisco's clients do.
+const LegacyDTLSCiphers = "OC-DTLS1_2-AES128-GCM"
 
 // Case names with a special role in the ratios.
 const (
@@ -31,15 +49,23 @@ func OcservCase(transport string) string { return "ocserv-" + transport }
 
 // AllCases lists every case in the order they run.
 var AllCases = []CaseInfo{
-	{"veth", "raw veth", "", "-", "-"},
-	{"kvpn-dtls", "kvpn, DTLS", "dtls", "vpnd", "vpnc"},
-	{"kvpn-tls", "kvpn, TLS", "tls", "vpnd", "vpnc --no-dtls"},
-	{"kvpn-plain", "kvpn, plain TUN, DTLS", "dtls", "vpnd (tun-backend plain)", "vpnc --tun-backend plain"},
-	{"ocserv-dtls", "ocserv + openconnect, DTLS", "dtls", "ocserv", "openconnect"},
-	{"ocserv-tls", "ocserv + openconnect, TLS", "tls", "ocserv", "openconnect --no-dtls"},
-	{"oc-vpnd-dtls", "openconnect -> vpnd, DTLS", "dtls", "vpnd", "openconnect"},
-	{"oc-vpnd-tls", "openconnect -> vpnd, TLS", "tls", "vpnd", "openconnect --no-dtls"},
+	{"veth", "raw veth", "", "-", "-", ""},
+	{"kvpn-dtls", "kvpn, DTLS", "dtls", "vpnd", "vpnc", ""},
+	{"kvpn-tls", "kvpn, TLS", "tls", "vpnd", "vpnc --no-dtls", ""},
+	{"kvpn-plain", "kvpn, plain TUN, DTLS", "dtls", "vpnd (tun-backend plain)", "vpnc --tun-backend plain", ""},
+	{"ocserv-dtls", "ocserv + openconnect, DTLS", "dtls", "ocserv", "openconnect", ""},
+	{"ocserv-tls", "ocserv + openconnect, TLS", "tls", "ocserv", "openconnect --no-dtls", ""},
+	{"oc-vpnd-dtls", "openconnect -> vpnd, DTLS", "dtls", "vpnd", "openconnect", ""},
+	{"oc-vpnd-tls", "openconnect -> vpnd, TLS", "tls", "vpnd", "openconnect --no-dtls", ""},
+	{LegacyOcservCase, "ocserv + openconnect, legacy DTLS 1.2", "dtls", "ocserv",
+		"openconnect --dtls-ciphers=" + LegacyDTLSCiphers, LegacyOcservCase},
+	{"oc-vpnd-legacy", "openconnect -> vpnd, legacy DTLS 1.2", "dtls", "vpnd",
+		"openconnect --dtls-ciphers=" + LegacyDTLSCiphers, LegacyOcservCase},
 }
+
+// LegacyOcservCase is stock ocserv + openconnect in legacy DTLS mode, the
+// reference of the other legacy case.
+const LegacyOcservCase = "ocserv-legacy"
 
 // LookupCase finds a case by name.
 func LookupCase(name string) (CaseInfo, bool) {
@@ -83,8 +109,8 @@ const EnvHelp = `environment (flags of the same meaning win over it):
   BENCH_TIME=5     seconds per iperf3 run (-time; "5" or "5s")
   BENCH_REPS=3     repetitions of every measurement (-reps)
   BENCH_CASES=...  comma list of cases to run (-cases; default all):
-                   veth,kvpn-dtls,kvpn-tls,kvpn-plain,ocserv-dtls,ocserv-tls,oc-vpnd-dtls,oc-vpnd-tls
-                   (groups: kvpn, ocserv, oc-vpnd)
+                   veth,kvpn-dtls,kvpn-tls,kvpn-plain,ocserv-dtls,ocserv-tls,oc-vpnd-dtls,oc-vpnd-tls,
+                   ocserv-legacy,oc-vpnd-legacy (groups: kvpn, ocserv, oc-vpnd, legacy)
   BENCH_QUICK=1    smoke test: 1 s per run, 1 repetition, docs not written
                    unless BENCH_OUT is set (-quick)
   BENCH_BIN=bin    directory holding vpnd and vpnc (-bin)
@@ -245,6 +271,7 @@ var caseGroups = map[string][]string{
 	"kvpn":    {"kvpn-dtls", "kvpn-tls", "kvpn-plain"},
 	"ocserv":  {"ocserv-dtls", "ocserv-tls"},
 	"oc-vpnd": {"oc-vpnd-dtls", "oc-vpnd-tls"},
+	"legacy":  {LegacyOcservCase, "oc-vpnd-legacy"},
 }
 
 // ParseCases turns a comma list of case names (and groups; "" or "all"
@@ -273,7 +300,7 @@ func ParseCases(v string) ([]string, error) {
 				for _, c := range AllCases {
 					names = append(names, c.Name)
 				}
-				return nil, fmt.Errorf("unknown case %q (cases: %s; groups: kvpn, ocserv, oc-vpnd; or all)", n, strings.Join(names, ", "))
+				return nil, fmt.Errorf("unknown case %q (cases: %s; groups: kvpn, ocserv, oc-vpnd, legacy; or all)", n, strings.Join(names, ", "))
 			}
 			want[n] = true
 		}

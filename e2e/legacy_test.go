@@ -1,9 +1,15 @@
 package e2e
 
 import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"kvpn/ctl"
 )
 
 // TestOpenconnectLegacyDTLS: the stock openconnect, with explicit DTLS
@@ -55,6 +61,104 @@ func TestOpenconnectLegacyDTLS(t *testing.T) {
 			}
 			interruptOpenconnect(t, oc)
 			tp.srv.proc.waitLog(t, `msg="session ended"`, 5*time.Second)
+		})
+	}
+}
+
+// TestLegacyDTLSBadOffer: CONNECTs that ask for the legacy DTLS with a
+// short or non-hex X-DTLS-Master-Secret, or with only suite names vpnd
+// does not know, get no DTLS offer: the tunnel comes up over TLS and
+// carries a ping (an ICMP echo to the server's tunnel address as CSTP
+// DATA, and its reply), vpnd logs why and counts each in `show stats`
+// (dtls-legacy-bad-secret, dtls-legacy-no-suite). Nothing panics.
+func TestLegacyDTLSBadOffer(t *testing.T) {
+	requireE2E(t)
+	tp := newTopology(t, "")
+	addr := net.JoinHostPort(serverVeth, "443")
+	drops := func() map[string]uint64 {
+		t.Helper()
+		var rep ctl.Reply
+		if err := json.Unmarshal([]byte(mustCtl(t, tp.srv, "--json", "show", "stats")), &rep); err != nil || rep.Stats == nil {
+			t.Fatalf("show stats: %v", err)
+		}
+		return rep.Stats.Drops
+	}
+	want := map[string]uint64{"dtls-legacy-bad-secret": 0, "dtls-legacy-no-suite": 0}
+	for k, v := range drops() {
+		if _, ok := want[k]; ok && v != 0 {
+			t.Fatalf("%s = %d before any bad input", k, v)
+		}
+	}
+	for _, tc := range []struct{ mode, counter, log string }{
+		{"legacy-short-secret", "dtls-legacy-bad-secret", "have 8 characters"},
+		{"legacy-nonhex-secret", "dtls-legacy-bad-secret", "have 96 characters"},
+		{"legacy-unknown-suites", "dtls-legacy-no-suite", `no suite vpnd can resume among X-DTLS-CipherSuite \"NO-SUCH-SUITE:RC4-MD5\"`},
+	} {
+		out, err := tp.cliNS.try("env", helperEnv+"=bad", bins.self, addr, tc.mode, testUser, testPassword)
+		if err != nil || !strings.Contains(out, "no-dtls") || !strings.Contains(out, "ping ok") {
+			t.Fatalf("%s: want no DTLS offer and a ping over CSTP, got (%v):\n%s", tc.mode, err, out)
+		}
+		t.Logf("%s: %s", tc.mode, strings.ReplaceAll(strings.TrimSpace(out), "\n", ", "))
+		tp.srv.proc.waitLog(t, "legacy DTLS not offered; the tunnel stays on TLS", 5*time.Second)
+		tp.srv.proc.waitLog(t, tc.log, 5*time.Second)
+		want[tc.counter]++
+		got := drops()
+		for k, v := range want {
+			if got[k] != v {
+				t.Fatalf("after %s: %s = %d, want %d (drops %v)", tc.mode, k, got[k], v, got)
+			}
+		}
+	}
+	if out := tp.srv.proc.out.String(); strings.Contains(out, "panic") || strings.Contains(out, "legacy DTLS offered") {
+		t.Fatalf("vpnd panicked or made a legacy offer:\n%s", out)
+	}
+}
+
+// TestOpenconnectLegacyDTLSToOcserv is the reference for
+// TestOpenconnectLegacyDTLS: the same openconnect with the same explicit
+// DTLS ciphers against stock ocserv (cisco-client-compat, as Debian ships
+// it) gets the same legacy DTLS, and pings and a hashed transfer both
+// ways go over UDP (nft counter).
+func TestOpenconnectLegacyDTLSToOcserv(t *testing.T) {
+	for _, tc := range []struct{ name, ciphers, ocLog string }{
+		{"dtls12-aes128-gcm", "OC-DTLS1_2-AES128-GCM", "(DTLS1.2)-(RSA)-(AES-128-GCM)"},
+		{"dtls12-aes256-gcm", "OC-DTLS1_2-AES256-GCM", "(DTLS1.2)-(RSA)-(AES-256-GCM)"},
+		{"dtls09-aes128-cbc", "AES128-SHA", "(DTLS0.9)-(RSA)-(AES-128-CBC)-(SHA1)"},
+		{"dtls09-aes256-cbc", "AES256-SHA", "(DTLS0.9)-(RSA)-(AES-256-CBC)-(SHA1)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			requireOcserv(t)
+			requireOpenconnect(t)
+			const srvIP, cliIP = "192.168.88.1", "192.168.88.2"
+			srvNS, cliNS := newNS(t, "osrv"), newNS(t, "cli")
+			link(t, srvNS, srvIP+"/24", cliNS, cliIP+"/24")
+			ocs := startOcserv(t, srvNS, srvIP, ocservOpts{dtls: true})
+			oc := startOpenconnect(t, cliNS, "https://"+srvIP+":443/", ocs.pin, true, "--dtls-ciphers="+tc.ciphers)
+			m := regexp.MustCompile(`Configured as ([0-9.]+)`).FindStringSubmatch(oc.proc.out.String())
+			if m == nil {
+				t.Fatalf("openconnect did not say its address:\n%s", oc.proc.out.String())
+			}
+			waitTunnelConfig(t, cliNS, oc.ifname, m[1], ocservRoute)
+			oc.proc.waitLog(t, tc.ocLog, 10*time.Second)
+			if out := oc.proc.out.String(); strings.Contains(out, "PSK") {
+				t.Fatalf("openconnect negotiated PSK DTLS, not the legacy mode:\n%s", out)
+			}
+			// ocserv's worker configures its end of the tun after the CONNECT.
+			eventually(t, 10*time.Second, "ocserv's tun address", func() error {
+				if out, _ := srvNS.try("ip", "-4", "addr"); !strings.Contains(out, "inet "+ocservTunnelIP) {
+					return fmt.Errorf("%s not configured yet", ocservTunnelIP)
+				}
+				return nil
+			})
+			countUDP(t, srvNS)
+			ping(t, cliNS, ocservTunnelIP)
+			ping(t, srvNS, m[1])
+			const size = 8 << 20
+			before := udpBytes(t, srvNS)
+			d := bulkBothWays(t, srvNS, ocservTunnelIP, cliNS, size)
+			checkUDPCarried(t, srvNS, before, size, true)
+			t.Logf("openconnect (legacy %s) -> ocserv: 8 MiB each way in %s", tc.ciphers, d.Round(time.Millisecond))
+			interruptOpenconnect(t, oc)
 		})
 	}
 }

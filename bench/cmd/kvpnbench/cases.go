@@ -205,11 +205,18 @@ func (r *runner) measureCase(c *bench.Case) error {
 		tn, err = r.setupOpenconnectVpnd(t, true)
 	case "oc-vpnd-tls":
 		tn, err = r.setupOpenconnectVpnd(t, false)
+	case bench.LegacyOcservCase:
+		tn, err = r.setupOcserv(t, true, legacyArgs...)
+	case "oc-vpnd-legacy":
+		tn, err = r.setupOpenconnectVpnd(t, true, legacyArgs...)
 	default:
 		err = fmt.Errorf("no setup for case %q", c.Name)
 	}
 	if err != nil {
 		return err
+	}
+	if c.Reference() == bench.LegacyOcservCase && strings.Contains(tn.negotiated, "PSK") {
+		return fmt.Errorf("openconnect negotiated %s, not the legacy DTLS it asked for", tn.negotiated)
 	}
 	c.Negotiated, c.Engine = tn.negotiated, tn.engine
 	c.Notes = append(c.Notes, tn.notes...)
@@ -407,16 +414,21 @@ var (
 	ocTLS        = regexp.MustCompile(`(?i)ciphersuite (\(TLS[^ \n]*\))`)
 )
 
-// startOpenconnect runs openconnect in the client namespace and waits
-// until its tun device holds its address (and, for DTLS, until DTLS is
-// established).
-func (r *runner) startOpenconnect(t *topo, url, pin string, dtls bool) (*proc, string, string, error) {
+// legacyArgs make openconnect ask for the AnyConnect legacy DTLS 1.2
+// (X-DTLS-Master-Secret resumption) instead of PSK-NEGOTIATE.
+var legacyArgs = []string{"--dtls-ciphers=" + bench.LegacyDTLSCiphers}
+
+// startOpenconnect runs openconnect (with extra arguments) in the client
+// namespace and waits until its tun device holds its address (and, for
+// DTLS, until DTLS is established).
+func (r *runner) startOpenconnect(t *topo, url, pin string, dtls bool, extra ...string) (*proc, string, string, error) {
 	ifname := "octun" + randHex(3)
 	args := []string{"openconnect", "--non-inter", "-u", benchUser, "--passwd-on-stdin", "--servercert", pin,
 		"-i", ifname, "--reconnect-timeout", "20"}
 	if !dtls {
 		args = append(args, "--no-dtls")
 	}
+	args = append(args, extra...)
 	p, err := r.start(t.cli, "openconnect", syscall.SIGINT, benchPass+"\n", append(args, url)...)
 	if err != nil {
 		return nil, "", "", err
@@ -459,12 +471,12 @@ func gnutlsSuite(s string) string {
 	return strings.Trim(s, "()")
 }
 
-func (r *runner) setupOpenconnectVpnd(t *topo, dtls bool) (*tunnel, error) {
+func (r *runner) setupOpenconnectVpnd(t *topo, dtls bool, extra ...string) (*tunnel, error) {
 	srv, err := r.startVpnd(t, defaultSpec("offload"))
 	if err != nil {
 		return nil, err
 	}
-	_, ifname, neg, err := r.startOpenconnect(t, "https://"+srvVeth+":443/", srv.pin, dtls)
+	_, ifname, neg, err := r.startOpenconnect(t, "https://"+srvVeth+":443/", srv.pin, dtls, extra...)
 	if err != nil {
 		return nil, err
 	}
@@ -580,13 +592,13 @@ tls-priorities = "%s"
 	return &ocservServer{proc: p, pin: pin}, nil
 }
 
-func (r *runner) setupOcserv(t *topo, dtls bool) (*tunnel, error) {
+func (r *runner) setupOcserv(t *topo, dtls bool, extra ...string) (*tunnel, error) {
 	srv, err := r.startOcserv(t, defaultSpec(""))
 	if err != nil {
 		return nil, err
 	}
 	pin := srv.pin
-	_, ifname, neg, err := r.startOpenconnect(t, "https://"+srvVeth+":443/", pin, dtls)
+	_, ifname, neg, err := r.startOpenconnect(t, "https://"+srvVeth+":443/", pin, dtls, extra...)
 	if err != nil {
 		return nil, err
 	}

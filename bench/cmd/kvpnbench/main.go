@@ -14,6 +14,9 @@
 //	ocserv-tls    stock ocserv + openconnect --no-dtls
 //	oc-vpnd-dtls  stock openconnect against vpnd, DTLS
 //	oc-vpnd-tls   stock openconnect --no-dtls against vpnd
+//	ocserv-legacy   stock ocserv + openconnect --dtls-ciphers=OC-DTLS1_2-AES128-GCM
+//	                (AnyConnect legacy DTLS 1.2, master-secret resumption)
+//	oc-vpnd-legacy  the same openconnect against vpnd (ratio to ocserv-legacy)
 //
 // It prints the tables (with ratios to raw veth and to ocserv on the same
 // transport) and replaces the generated section of docs/performance.md
@@ -23,7 +26,7 @@
 //
 //	BENCH_TIME=5     seconds per iperf3 run (-time)
 //	BENCH_REPS=3     repetitions of every measurement (-reps)
-//	BENCH_CASES=...  comma list of cases (or groups kvpn, ocserv, oc-vpnd) (-cases)
+//	BENCH_CASES=...  comma list of cases (or groups kvpn, ocserv, oc-vpnd, legacy) (-cases)
 //	BENCH_QUICK=1    smoke test: 1 s, 1 repetition, docs untouched unless BENCH_OUT is set (-quick)
 //	BENCH_BIN=bin    where vpnd and vpnc are (-bin)
 //	BENCH_OUT=docs/performance.md  docs file to update, "-" for none (-out)
