@@ -106,9 +106,8 @@ func TestDPDAnsweredThenTimeout(t *testing.T) {
 	answered := make(chan cstp.FrameType, 4)
 	fs := newFakeServer(t, func(c net.Conn, br *bufio.Reader) {
 		writeTestFrame(c, cstp.TypeDPDReq, []byte{1, 2, 3})
-		r, _ := cstp.NewReader(bufio.NewReaderSize(br, cstp.HeaderLen+cstp.MaxPayload), cstp.MaxPayload)
 		for {
-			typ, payload, err := r.Next()
+			typ, payload, err := readTestFrame(br)
 			if err != nil {
 				return
 			}
@@ -219,4 +218,19 @@ func TestRateAndLocalAddr(t *testing.T) {
 			t.Fatalf("connection from %s, want 127.0.0.2", s)
 		}
 	}
+}
+
+// readTestFrame reads one CSTP frame, as the fake server.
+func readTestFrame(br *bufio.Reader) (cstp.FrameType, []byte, error) {
+	var hdr [cstp.HeaderLen]byte
+	if _, err := io.ReadFull(br, hdr[:]); err != nil {
+		return 0, nil, err
+	}
+	typ, n, err := cstp.ParseHeader(hdr[:])
+	if err != nil {
+		return 0, nil, err
+	}
+	payload := make([]byte, n)
+	_, err = io.ReadFull(br, payload)
+	return typ, payload, err
 }
