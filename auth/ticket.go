@@ -333,9 +333,6 @@ type Revoked struct {
 // bytes a line: over 400,000 revoked sessions).
 const MaxRevokedFile = 32 << 20
 
-// NewRevoked returns an empty set kept in memory only.
-func NewRevoked() *Revoked { return &Revoked{m: map[Cookie]time.Time{}} }
-
 // LoadRevoked returns the set stored at path (none yet if the file does
 // not exist), entries expired by now left out. Every Add is appended to
 // path at once; Sweep rewrites it atomically (a temporary file renamed

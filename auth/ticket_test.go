@@ -430,3 +430,6 @@ func BenchmarkRevokedAdd(b *testing.B) {
 		r.Add(Cookie{byte(i), byte(i >> 8), byte(i >> 16), 3}, now.Add(time.Hour))
 	}
 }
+
+// NewRevoked returns an empty set kept in memory only.
+func NewRevoked() *Revoked { return &Revoked{m: map[Cookie]time.Time{}} }

@@ -18,15 +18,10 @@ const (
 	SessionsEndMarker   = "<!-- sessions:end -->"
 )
 
-// ReplaceSection returns doc with the text between the markers replaced
+// ReplaceMarked returns doc with the text between the markers replaced
 // by section. Without markers the section (with markers) is appended.
 // A lone, repeated or misordered marker is an error: the file is left for
 // a person to fix rather than guessed at.
-func ReplaceSection(doc, section string) (string, error) {
-	return ReplaceMarked(doc, BeginMarker, EndMarker, section)
-}
-
-// ReplaceMarked is ReplaceSection for any pair of markers.
 func ReplaceMarked(doc, BeginMarker, EndMarker, section string) (string, error) {
 	nb, ne := strings.Count(doc, BeginMarker), strings.Count(doc, EndMarker)
 	if !strings.HasSuffix(section, "\n") {

@@ -191,14 +191,6 @@ type Ping struct {
 	Min, Avg, Max, Mdev   float64 // ms; NaN when nothing came back
 }
 
-// LossPct is the share of echo requests not answered, in percent.
-func (p Ping) LossPct() float64 {
-	if p.Transmitted == 0 {
-		return math.NaN()
-	}
-	return 100 * float64(p.Transmitted-p.Received) / float64(p.Transmitted)
-}
-
 var (
 	pingCounts = regexp.MustCompile(`(\d+) packets transmitted, (\d+) (?:packets )?received`)
 	pingRTT    = regexp.MustCompile(`(?:rtt|round-trip) min/avg/max/(?:mdev|stddev) = ([0-9.]+)/([0-9.]+)/([0-9.]+)/([0-9.]+) ms`)

@@ -3,6 +3,7 @@ package certs
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"kvpn/certs/certstest"
 	"net"
 	"os"
 	"path/filepath"
@@ -11,15 +12,15 @@ import (
 )
 
 func TestUserOf(t *testing.T) {
-	ca, err := NewCA("test CA", time.Hour)
+	ca, err := certstest.NewCA("test CA", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	full, err := ca.IssueClient(ClientCertOptions{CommonName: "Alice Example", UID: "alice", Email: []string{"alice@example.net"}})
+	full, err := ca.IssueClient(certstest.ClientCertOptions{CommonName: "Alice Example", UID: "alice", Email: []string{"alice@example.net"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	bare, err := ca.IssueClient(ClientCertOptions{CommonName: "bob"})
+	bare, err := ca.IssueClient(certstest.ClientCertOptions{CommonName: "bob"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,13 +67,13 @@ func TestCheckUserOID(t *testing.T) {
 // handshake runs a TLS handshake between a server that verifies client
 // certificates against ca (with crl) and a client presenting cc (nil:
 // none). It returns the server's error and its view of the connection.
-func handshake(t *testing.T, ca *CA, crl *CRL, cc *ClientCert) (tls.ConnectionState, error) {
+func handshake(t *testing.T, ca *certstest.CA, crl *CRL, cc *certstest.ClientCert) (tls.ConnectionState, error) {
 	t.Helper()
-	srvCA, err := NewCA("server", time.Hour)
+	srvCA, err := certstest.NewCA("server", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc, err := srvCA.IssueClient(ClientCertOptions{CommonName: "server"})
+	sc, err := srvCA.IssueClient(certstest.ClientCertOptions{CommonName: "server"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,26 +108,26 @@ func handshake(t *testing.T, ca *CA, crl *CRL, cc *ClientCert) (tls.ConnectionSt
 }
 
 func TestClientCertRefusals(t *testing.T) {
-	ca, err := NewCA("test CA", time.Hour)
+	ca, err := certstest.NewCA("test CA", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := NewCA("other CA", time.Hour)
+	other, err := certstest.NewCA("other CA", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	issue := func(ca *CA, o ClientCertOptions) *ClientCert {
+	issue := func(ca *certstest.CA, o certstest.ClientCertOptions) *certstest.ClientCert {
 		c, err := ca.IssueClient(o)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return c
 	}
-	good := issue(ca, ClientCertOptions{CommonName: "alice", UID: "alice"})
-	revoked := issue(ca, ClientCertOptions{CommonName: "mallory", UID: "mallory"})
-	expired := issue(ca, ClientCertOptions{CommonName: "old", UID: "old", NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)})
-	foreign := issue(other, ClientCertOptions{CommonName: "eve", UID: "eve"})
-	noUID := issue(ca, ClientCertOptions{CommonName: "carol"})
+	good := issue(ca, certstest.ClientCertOptions{CommonName: "alice", UID: "alice"})
+	revoked := issue(ca, certstest.ClientCertOptions{CommonName: "mallory", UID: "mallory"})
+	expired := issue(ca, certstest.ClientCertOptions{CommonName: "old", UID: "old", NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)})
+	foreign := issue(other, certstest.ClientCertOptions{CommonName: "eve", UID: "eve"})
+	noUID := issue(ca, certstest.ClientCertOptions{CommonName: "carol"})
 
 	dir := t.TempDir()
 	crlPEM, err := ca.CRL(time.Hour, revoked.Cert)
@@ -161,7 +162,7 @@ func TestClientCertRefusals(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name   string
-		cert   *ClientCert
+		cert   *certstest.ClientCert
 		reason string
 	}{
 		{"revoked", revoked, ReasonRevoked},
@@ -189,11 +190,11 @@ func TestClientCertRefusals(t *testing.T) {
 }
 
 func TestLoadClientKeyPair(t *testing.T) {
-	ca, err := NewCA("test CA", time.Hour)
+	ca, err := certstest.NewCA("test CA", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := ca.IssueClient(ClientCertOptions{CommonName: "alice", UID: "alice"})
+	c, err := ca.IssueClient(certstest.ClientCertOptions{CommonName: "alice", UID: "alice"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"kvpn/cstp"
+	"kvpn/cstp/cstptest"
 	"kvpn/internal/contain"
 	"kvpn/netcfg"
 	"kvpn/record/recordtest"
@@ -92,12 +93,9 @@ func TestPanicShutsTunnelDown(t *testing.T) {
 	// The server's side: it must hear a DISCONNECT.
 	disconnected := make(chan struct{})
 	go func() {
-		r, err := cstp.NewReader(bufio.NewReaderSize(server, cstp.MaxPayload+16), cstp.MaxPayload)
-		if err != nil {
-			return
-		}
+		br := bufio.NewReaderSize(server, cstp.MaxPayload+16)
 		for {
-			typ, _, err := r.Next()
+			typ, _, err := cstptest.ReadFrame(br)
 			if err != nil {
 				return
 			}

@@ -1,7 +1,6 @@
 package cstp
 
 import (
-	"bufio"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -433,27 +432,6 @@ func ParseTunnelParams(h http.Header) (*TunnelParams, error) {
 	hr.used("X-CSTP-Version")
 	p.Extra = hr.extra()
 	return p, nil
-}
-
-// ReadTunnelResponse reads the server's answer to a CONNECT request from
-// br and parses it. On success the next bytes in br are the first CSTP
-// frame, so br can be handed to NewReader. A non-200 answer is an error
-// carrying the status and any X-Reason header (ocserv answers an
-// unacceptable cookie with 401, a server-side problem with 503).
-func ReadTunnelResponse(br *bufio.Reader) (*TunnelParams, error) {
-	resp, err := ReadResponse(br, http.MethodConnect)
-	if err != nil {
-		return nil, fmt.Errorf("cstp: reading CONNECT response: %w", err)
-	}
-	// The response has no body: CSTP frames follow the header. resp.Body
-	// must not be read or closed, as that would consume frames.
-	if resp.StatusCode != http.StatusOK {
-		if reason := resp.Header.Get("X-Reason"); reason != "" {
-			return nil, fmt.Errorf("cstp: CONNECT refused: %s (%s)", resp.Status, reason)
-		}
-		return nil, fmt.Errorf("cstp: CONNECT refused: %s", resp.Status)
-	}
-	return ParseTunnelParams(resp.Header)
 }
 
 // headerWriter renders "Name: value\r\n" lines, rejecting names and values

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/netip"
@@ -444,3 +445,25 @@ var errWrite = errors.New("write failed")
 type errWriter struct{}
 
 func (errWriter) Write([]byte) (int, error) { return 0, errWrite }
+
+// ReadTunnelResponse is the tests' CONNECT answer parser (vpnc reads the
+// answer in client.(*Client).connect, with its own error per status). It reads the server's answer to a CONNECT request from
+// br and parses it. On success the next bytes in br are the first CSTP
+// frame, so br can be handed to NewReader. A non-200 answer is an error
+// carrying the status and any X-Reason header (ocserv answers an
+// unacceptable cookie with 401, a server-side problem with 503).
+func ReadTunnelResponse(br *bufio.Reader) (*TunnelParams, error) {
+	resp, err := ReadResponse(br, http.MethodConnect)
+	if err != nil {
+		return nil, fmt.Errorf("cstp: reading CONNECT response: %w", err)
+	}
+	// The response has no body: CSTP frames follow the header. resp.Body
+	// must not be read or closed, as that would consume frames.
+	if resp.StatusCode != http.StatusOK {
+		if reason := resp.Header.Get("X-Reason"); reason != "" {
+			return nil, fmt.Errorf("cstp: CONNECT refused: %s (%s)", resp.Status, reason)
+		}
+		return nil, fmt.Errorf("cstp: CONNECT refused: %s", resp.Status)
+	}
+	return ParseTunnelParams(resp.Header)
+}

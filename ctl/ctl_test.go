@@ -211,3 +211,8 @@ func TestListenRefusesNonSocket(t *testing.T) {
 		t.Fatal("regular file was touched")
 	}
 }
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(Request) Reply
+
+func (f HandlerFunc) HandleCtl(r Request) Reply { return f(r) }

@@ -26,11 +26,6 @@ type Handler interface {
 	HandleCtl(Request) Reply
 }
 
-// HandlerFunc adapts a function to Handler.
-type HandlerFunc func(Request) Reply
-
-func (f HandlerFunc) HandleCtl(r Request) Reply { return f(r) }
-
 // Listener is the control socket. Close removes the socket file.
 type Listener struct {
 	ln   *net.UnixListener

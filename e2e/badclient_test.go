@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"kvpn/cstp"
+	"kvpn/cstp/cstptest"
 )
 
 // runBadClient is the "bad" helper mode: it misbehaves towards the server
@@ -47,7 +48,7 @@ func runBadClient(args []string) int {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(20 * time.Second))
-	// Large enough for any CSTP frame (cstp.NewReader).
+	// Large enough for any CSTP frame.
 	br := bufio.NewReaderSize(c, cstp.HeaderLen+cstp.MaxPayload)
 	do := func(req string, method string) (*http.Response, []byte) {
 		if _, err := io.WriteString(c, req); err != nil {
@@ -196,12 +197,8 @@ func cstpPing(w io.Writer, br *bufio.Reader, src, dst netip.Addr) error {
 	if _, err := w.Write(cstp.AppendFrame(nil, cstp.TypeData, ip)); err != nil {
 		return err
 	}
-	fr, err := cstp.NewReader(br, cstp.MaxPayload)
-	if err != nil {
-		return err
-	}
 	for {
-		typ, p, err := fr.Next()
+		typ, p, err := cstptest.ReadFrame(br)
 		if err != nil {
 			return err
 		}

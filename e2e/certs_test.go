@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"kvpn/certs"
+	"kvpn/certs/certstest"
 )
 
 // Client certificates (issue #13): stock openconnect and vpnc log in to
@@ -34,24 +34,24 @@ func newClientPKI(t *testing.T) *clientPKI {
 	// ocserv's workers read nothing here, but its main process does as
 	// root; the files are world-readable except the keys.
 	os.Chmod(p.dir, 0o755)
-	ca, err := certs.NewCA("kvpn e2e client CA", 24*time.Hour)
+	ca, err := certstest.NewCA("kvpn e2e client CA", 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := certs.NewCA("another CA", 24*time.Hour)
+	other, err := certstest.NewCA("another CA", 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	issued := map[string]*certs.ClientCert{}
+	issued := map[string]*certstest.ClientCert{}
 	for name, o := range map[string]struct {
-		ca   *certs.CA
-		opts certs.ClientCertOptions
+		ca   *certstest.CA
+		opts certstest.ClientCertOptions
 	}{
-		"alice":   {ca, certs.ClientCertOptions{CommonName: "Alice", UID: testUser}},
-		"revoked": {ca, certs.ClientCertOptions{CommonName: "Alice", UID: testUser}},
-		"expired": {ca, certs.ClientCertOptions{CommonName: "Alice", UID: testUser,
+		"alice":   {ca, certstest.ClientCertOptions{CommonName: "Alice", UID: testUser}},
+		"revoked": {ca, certstest.ClientCertOptions{CommonName: "Alice", UID: testUser}},
+		"expired": {ca, certstest.ClientCertOptions{CommonName: "Alice", UID: testUser,
 			NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)}},
-		"foreign": {other, certs.ClientCertOptions{CommonName: "Alice", UID: testUser}},
+		"foreign": {other, certstest.ClientCertOptions{CommonName: "Alice", UID: testUser}},
 	} {
 		c, err := o.ca.IssueClient(o.opts)
 		if err != nil {

@@ -287,6 +287,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 		}
 		n, typ, err := c.rx.read(buf)
 		if err != nil {
+			c.sendAlert(err)
 			return 0, corrupt(err)
 		}
 		switch typ {
@@ -332,6 +333,26 @@ const (
 	lingerTime  = time.Second
 	lingerBytes = 64 << 10
 )
+
+// sendAlert tells the peer why its record was refused, with the fatal
+// alert the error calls for (bad_record_mac, record_overflow, decode_error,
+// unexpected_message; RFC 8446 section 5.2, RFC 5246 section 6.2.3), as
+// crypto/tls does. Only errors of the userspace engine carry an alert; the
+// kernel's RX reports EBADMSG without one. Best effort and bounded: a
+// writer holding the write lock (a batch blocked on a stalled peer) is not
+// waited for, and the send gives up after a second. The connection is dead
+// either way; the caller closes it.
+func (c *Conn) sendAlert(err error) {
+	var re *recordError
+	if !errors.As(err, &re) || !c.wmu.TryLock() {
+		return
+	}
+	defer c.wmu.Unlock()
+	c.raw.SetWriteDeadline(time.Now().Add(time.Second))
+	c.tx.control(typeAlert, []byte{alertLevelFatal, recordAlert(err)})
+}
+
+const alertLevelFatal = 2
 
 // corrupt marks errors caused by what the peer sent (see record.ErrCorrupt);
 // end of stream, closed sockets and timeouts pass through.

@@ -367,6 +367,30 @@ func TestNegativeControls(t *testing.T) {
 	}
 }
 
+// TestBadRecordSendsAlert: a record the userspace engine refuses makes it
+// send the fatal alert for the error (here bad_record_mac), so a stock peer
+// learns why instead of seeing a silent close.
+func TestBadRecordSendsAlert(t *testing.T) {
+	for _, v := range variants {
+		t.Run(v.name, func(t *testing.T) {
+			mangle := func(tx, rx *Keys) { rx.Key = bytes.Repeat([]byte{0x42}, len(rx.Key)) }
+			testHookKeys.Store(&mangle)
+			ours, ref := pair(t, v, mode(ModeOff), nil) // ours is the server
+			testHookKeys.Store(nil)
+			go ref.Write([]byte("refused"))
+			ours.(*Conn).SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := ours.Read(make([]byte, 100)); !errors.Is(err, ErrBadRecordMAC) || !errors.Is(err, record.ErrCorrupt) {
+				t.Fatalf("read: %v, want ErrBadRecordMAC", err)
+			}
+			ref.(*tls.Conn).SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, err := ref.Read(make([]byte, 100))
+			if err == nil || !strings.Contains(err.Error(), "remote error: tls: bad record MAC") {
+				t.Fatalf("peer read: %v, want the bad_record_mac alert", err)
+			}
+		})
+	}
+}
+
 // TestGarbageAfterHandshake: bytes that are not a TLS record end the
 // connection with a clear error.
 func TestGarbageAfterHandshake(t *testing.T) {

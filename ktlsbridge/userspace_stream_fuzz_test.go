@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net"
 	"testing"
+	"time"
 )
 
 // ktStreamRecord is one record of a sealed test stream: where it lies in
@@ -130,7 +132,12 @@ func FuzzUserRXStream(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c := &Conn{rx: u}
+		// Alerts about refused records go to a sink.
+		tx, err := newUserTX(ktSinkConn{}, keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := &Conn{raw: ktSinkConn{}, tx: tx, rx: u}
 		var got []byte
 		buf := make([]byte, 20000)
 		for i := 0; ; i++ {
@@ -165,3 +172,9 @@ func FuzzUserRXStream(f *testing.F) {
 		}
 	})
 }
+
+// ktSinkConn takes every write and deadline, and nothing else.
+type ktSinkConn struct{ net.Conn }
+
+func (ktSinkConn) Write(p []byte) (int, error)        { return len(p), nil }
+func (ktSinkConn) SetWriteDeadline(t time.Time) error { return nil }

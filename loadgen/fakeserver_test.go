@@ -15,6 +15,7 @@ import (
 
 	"kvpn/certs"
 	"kvpn/cstp"
+	"kvpn/cstp/cstptest"
 )
 
 // fakeServer is a minimal OpenConnect server for the failure paths a real
@@ -106,9 +107,8 @@ func TestDPDAnsweredThenTimeout(t *testing.T) {
 	answered := make(chan cstp.FrameType, 4)
 	fs := newFakeServer(t, func(c net.Conn, br *bufio.Reader) {
 		writeTestFrame(c, cstp.TypeDPDReq, []byte{1, 2, 3})
-		r, _ := cstp.NewReader(bufio.NewReaderSize(br, cstp.HeaderLen+cstp.MaxPayload), cstp.MaxPayload)
 		for {
-			typ, payload, err := r.Next()
+			typ, payload, err := cstptest.ReadFrame(br)
 			if err != nil {
 				return
 			}

@@ -4,13 +4,13 @@
 // CONNECT request and the CSTP frames all run over it.
 //
 // Keeping the handshake apart from the record layer is what lets kernel TLS
-// (ktlsbridge) take over the socket right after the Finished messages, before
-// any application data, without the layers above noticing: they only see a
-// Conn. Today the only engine is Go's userspace crypto/tls.
+// take over the socket right after the Finished messages, before any
+// application data, without the layers above noticing: they only see a
+// Conn. The one implementation is ktlsbridge.Conn, which runs each direction
+// in the kernel or in its own userspace record engine.
 package record
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -60,7 +60,7 @@ func (e Engine) String() string {
 	return "tx=" + e.TX + ",rx=" + e.RX
 }
 
-// EngineUserspace is Go's crypto/tls record layer.
+// EngineUserspace is the userspace record layer (ktlsbridge's own).
 const EngineUserspace = "userspace"
 
 // Headroom and Tailroom are what a record needs around its plaintext: a
@@ -79,33 +79,6 @@ var ErrCorrupt = errors.New("corrupt or forged TLS record")
 // MaxRecordPayload is the largest plaintext a TLS record carries (RFC 8446
 // section 5.1, RFC 5246 section 6.2.1).
 const MaxRecordPayload = 16384
-
-// Server runs the server side of the TLS handshake on raw and returns the
-// record-layer connection. cfg must not be shared with other handshakes if a
-// later engine needs per-connection key logging; today it may be.
-func Server(ctx context.Context, raw net.Conn, cfg *tls.Config) (Conn, error) {
-	return handshake(ctx, raw, cfg, true)
-}
-
-// Client runs the client side of the TLS handshake on raw.
-func Client(ctx context.Context, raw net.Conn, cfg *tls.Config) (Conn, error) {
-	return handshake(ctx, raw, cfg, false)
-}
-
-func handshake(ctx context.Context, raw net.Conn, cfg *tls.Config, server bool) (Conn, error) {
-	cork := &corkConn{Conn: raw}
-	var tc *tls.Conn
-	if server {
-		tc = tls.Server(cork, cfg)
-	} else {
-		tc = tls.Client(cork, cfg)
-	}
-	if err := tc.HandshakeContext(ctx); err != nil {
-		raw.Close()
-		return nil, err
-	}
-	return &userspaceConn{Conn: tc, cork: cork}, nil
-}
 
 // aeadSuites are the TLS 1.2 suites kvpn offers: ECDHE with AEAD ciphers
 // only, the ones kernel TLS can take over (AES-GCM, ChaCha20-Poly1305).

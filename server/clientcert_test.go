@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"kvpn/certs"
+	"kvpn/certs/certstest"
 )
 
 // certPKI is a CA with client certificates for the tests: alice (UID
@@ -22,8 +23,8 @@ import (
 // CRL revoking the revoked one.
 type certPKI struct {
 	dir                                   string
-	ca                                    *certs.CA
-	alice, bob, revoked, expired, foreign *certs.ClientCert
+	ca                                    *certstest.CA
+	alice, bob, revoked, expired, foreign *certstest.ClientCert
 	caPath, crlPath                       string
 }
 
@@ -31,26 +32,26 @@ func newCertPKI(t *testing.T) *certPKI {
 	t.Helper()
 	p := &certPKI{dir: t.TempDir()}
 	var err error
-	if p.ca, err = certs.NewCA("kvpn test CA", time.Hour); err != nil {
+	if p.ca, err = certstest.NewCA("kvpn test CA", time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	other, err := certs.NewCA("other CA", time.Hour)
+	other, err := certstest.NewCA("other CA", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	issue := func(ca *certs.CA, o certs.ClientCertOptions) *certs.ClientCert {
+	issue := func(ca *certstest.CA, o certstest.ClientCertOptions) *certstest.ClientCert {
 		c, err := ca.IssueClient(o)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return c
 	}
-	p.alice = issue(p.ca, certs.ClientCertOptions{CommonName: "Alice", UID: "alice"})
-	p.bob = issue(p.ca, certs.ClientCertOptions{CommonName: "Bob", UID: "bob"})
-	p.revoked = issue(p.ca, certs.ClientCertOptions{CommonName: "Alice", UID: "alice"})
-	p.expired = issue(p.ca, certs.ClientCertOptions{CommonName: "Alice", UID: "alice",
+	p.alice = issue(p.ca, certstest.ClientCertOptions{CommonName: "Alice", UID: "alice"})
+	p.bob = issue(p.ca, certstest.ClientCertOptions{CommonName: "Bob", UID: "bob"})
+	p.revoked = issue(p.ca, certstest.ClientCertOptions{CommonName: "Alice", UID: "alice"})
+	p.expired = issue(p.ca, certstest.ClientCertOptions{CommonName: "Alice", UID: "alice",
 		NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
-	p.foreign = issue(other, certs.ClientCertOptions{CommonName: "Alice", UID: "alice"})
+	p.foreign = issue(other, certstest.ClientCertOptions{CommonName: "Alice", UID: "alice"})
 	p.caPath, p.crlPath = filepath.Join(p.dir, "ca.pem"), filepath.Join(p.dir, "crl.pem")
 	crl, err := p.ca.CRL(time.Hour, p.revoked.Cert)
 	if err != nil {
@@ -76,7 +77,7 @@ func (p *certPKI) server(t *testing.T, methods ...string) *loginServer {
 // certPost opens a TLS connection presenting cc (nil: none), posts body
 // and returns the answer's status, body and webvpn cookie value; err is
 // the handshake's or the exchange's failure.
-func (ls *loginServer) certPost(cc *certs.ClientCert, body string) (int, string, string, error) {
+func (ls *loginServer) certPost(cc *certstest.ClientCert, body string) (int, string, string, error) {
 	raw, err := net.DialTimeout("tcp", ls.addr, 5*time.Second)
 	if err != nil {
 		return 0, "", "", err
@@ -169,14 +170,14 @@ func mustSeal(t *testing.T, s *Server, user string, cert bool) string {
 // no certificate gets a form without inputs and a closed connection.
 func TestCertRefusals(t *testing.T) {
 	p := newCertPKI(t)
-	noUID, err := p.ca.IssueClient(certs.ClientCertOptions{CommonName: "carol"})
+	noUID, err := p.ca.IssueClient(certstest.ClientCertOptions{CommonName: "carol"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ls := p.server(t, AuthCertificate)
 	for _, tc := range []struct {
 		name string
-		cc   *certs.ClientCert
+		cc   *certstest.ClientCert
 		drop string
 	}{
 		{"revoked", p.revoked, "cert-revoked"},

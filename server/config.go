@@ -378,8 +378,7 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-func (c *Config) dpd() time.Duration       { return time.Duration(c.DPD) * time.Second }
-func (c *Config) keepalive() time.Duration { return time.Duration(c.Keepalive) * time.Second }
+func (c *Config) dpd() time.Duration { return time.Duration(c.DPD) * time.Second }
 func (c *Config) cookieTimeout() time.Duration {
 	return time.Duration(c.CookieTimeout) * time.Second
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"kvpn/cstp"
+	"kvpn/cstp/cstptest"
 	"kvpn/dtls"
 	"kvpn/record"
 	"kvpn/record/recordtest"
@@ -62,12 +63,8 @@ func newTunnelClient(t *testing.T, conn record.Conn) *tunnelClient {
 			return
 		}
 		resp.Body.Close()
-		r, err := cstp.NewReader(br, cstp.MaxPayload)
-		if err != nil {
-			return
-		}
 		for {
-			typ, payload, err := r.Next()
+			typ, payload, err := cstptest.ReadFrame(br)
 			if err != nil {
 				close(c.data)
 				return

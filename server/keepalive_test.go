@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"kvpn/cstp"
+	"kvpn/cstp/cstptest"
 	"kvpn/dtls"
 )
 
@@ -92,13 +93,9 @@ func TestServerSendsDPDNotKeepalives(t *testing.T) {
 	frames := make(chan cstp.FrameType, 64)
 	go func() {
 		defer close(frames)
-		r, err := cstp.NewReader(bufio.NewReaderSize(conn, cstp.MaxPayload+16), cstp.MaxPayload)
-		if err != nil {
-			t.Error(err)
-			return
-		}
+		br := bufio.NewReaderSize(conn, cstp.MaxPayload+16)
 		for {
-			typ, _, err := r.Next()
+			typ, _, err := cstptest.ReadFrame(br)
 			if err != nil {
 				t.Log("reading frames:", err)
 				return

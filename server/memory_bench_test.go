@@ -28,6 +28,7 @@ import (
 	"kvpn/certs"
 	"kvpn/cstp"
 	"kvpn/dtls"
+	"kvpn/ktlsbridge"
 	"kvpn/netcfg"
 	"kvpn/record"
 	"kvpn/tun"
@@ -405,7 +406,7 @@ func memConnect(addr, cookie string) (record.Conn, *cstp.TunnelParams, error) {
 	}
 	cfg := record.BaseConfig()
 	cfg.InsecureSkipVerify = true
-	conn, err := record.Client(context.Background(), raw, cfg)
+	conn, err := ktlsbridge.Client(context.Background(), raw, cfg, ktlsbridge.ModeOff)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"kvpn/cstp"
+	"kvpn/record"
 	"kvpn/record/recordtest"
 )
 
@@ -29,10 +30,13 @@ func channelPair(t testing.TB, mtu int) (*CSTPChannel, *CSTPChannel) {
 	return cc, sc
 }
 
+// packets returns n packets of size bytes behind headroom, each with the
+// spare capacity the record layer seals its tag into (record.Tailroom), as
+// vpnd's and vpnc's buffers have.
 func packets(n, size int) [][]byte {
 	bufs := make([][]byte, n)
 	for i := range bufs {
-		b := make([]byte, headroom+size)
+		b := make([]byte, headroom+size, headroom+size+record.Tailroom)
 		b[headroom] = 0x45
 		for j := headroom + 1; j < len(b); j++ {
 			b[j] = byte(i + j)
@@ -226,9 +230,9 @@ func TestWritePacketsNoAlloc(t *testing.T) {
 }
 
 // TestReadPacketsAllocs: the receive path allocates nothing per packet.
-// crypto/tls itself allocates one small object per socket read (its
-// atLeastReader escapes in readFromUntil), not per record; the own record
-// layer (ktlsbridge's userspace engine) removes that.
+// The channels run over ktlsbridge's userspace engine, as in vpnd and vpnc
+// with kernel TLS off (crypto/tls's reader would allocate one small object
+// per socket read: its atLeastReader escapes in readFromUntil).
 func TestReadPacketsAllocs(t *testing.T) {
 	if race.Enabled {
 		t.Log("allocation counts are meaningless under -race; the non-race run of scripts/test.sh asserts them")

@@ -9,8 +9,8 @@ import (
 	"kvpn/cstp"
 )
 
-// frameReader reads CSTP frames like cstp.Reader, but its buffer comes from
-// a pool shared by every channel of the process and goes back as soon as it
+// frameReader reads CSTP frames from the record connection; its buffer comes
+// from a pool shared by every channel of the process and goes back as soon as it
 // holds no unread byte: an idle session holds no receive buffer (64 KiB
 // each, which for ten thousand sessions was 640 MiB), only one that is
 // partly filled by a frame still arriving.
@@ -86,7 +86,11 @@ func (f *frameReader) ready() bool {
 	return err != nil || n > f.maxPayload || len(b) >= cstp.HeaderLen+n
 }
 
-// Next returns the next frame; see cstp.Reader.Next for its errors.
+// Next returns the next frame. At a clean end of stream between frames it
+// returns io.EOF, inside a frame io.ErrUnexpectedEOF. A malformed header
+// (cstp.ErrBadMagic, ErrBadVersion, ErrBadReserved) or a payload over the
+// limit (cstp.ErrFrameTooLong) leaves the stream unusable: the caller
+// closes the connection.
 func (f *frameReader) Next() (cstp.FrameType, []byte, error) {
 	f.discard()
 	if err := f.fill(cstp.HeaderLen); err != nil {

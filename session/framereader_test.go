@@ -1,30 +1,22 @@
 package session
 
 import (
-	"bufio"
 	"bytes"
-	"context"
-	"crypto/tls"
 	"errors"
 	"io"
-	"net"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"kvpn/certs"
 	"kvpn/cstp"
 	"kvpn/internal/race"
-	"kvpn/ktlsbridge"
-	"kvpn/record"
 )
 
 // TestChannelReleasesFrameBuffer: the channel's frame buffer is pooled and
 // held only while it holds unread bytes: none after a burst is read, one
 // while a frame has arrived in part.
 func TestChannelReleasesFrameBuffer(t *testing.T) {
-	a, b := ktlsChannelPair(t)
-	pkts := sealable(packets(40, 1400))
+	a, b := channelPair(t, 1500)
+	pkts := packets(40, 1400)
 	if err := a.WritePackets(pkts, headroom); err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +68,7 @@ func TestChannelReleasesFrameBuffer(t *testing.T) {
 // TestWaitReadHoldsNothingWhileIdle: a silent connection's WaitRead
 // blocks on the socket without a buffer, and returns when data comes.
 func TestWaitReadHoldsNothingWhileIdle(t *testing.T) {
-	a, b := ktlsChannelPair(t)
+	a, b := channelPair(t, 1500)
 	out := frameBufsOut.Load()
 	done := make(chan error, 1)
 	go func() { done <- b.WaitRead() }()
@@ -115,69 +107,6 @@ func TestWaitReadHoldsNothingWhileIdle(t *testing.T) {
 	}
 }
 
-// sealable gives each packet the spare capacity ktlsbridge seals its tag
-// into (record.Tailroom).
-func sealable(pkts [][]byte) [][]byte {
-	for i, p := range pkts {
-		pkts[i] = append(p, make([]byte, record.Tailroom)...)[:len(p)]
-	}
-	return pkts
-}
-
-// ktlsChannelPair is channelPair over vpnd's record layer (ktlsbridge, in
-// userspace here), whose Conn waits for readability without a buffer.
-func ktlsChannelPair(t *testing.T) (client, server *CSTPChannel) {
-	t.Helper()
-	dir := t.TempDir()
-	cert, _, err := certs.LoadOrCreate(filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem"), "vpn.example")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	scfg := record.BaseConfig()
-	scfg.Certificates = []tls.Certificate{cert}
-	ccfg := record.BaseConfig()
-	ccfg.InsecureSkipVerify = true
-	type result struct {
-		c   *ktlsbridge.Conn
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		raw, err := ln.Accept()
-		if err != nil {
-			done <- result{nil, err}
-			return
-		}
-		c, err := ktlsbridge.Server(context.Background(), raw, scfg, ktlsbridge.ModeOff)
-		done <- result{c, err}
-	}()
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := ktlsbridge.Client(context.Background(), raw, ccfg, ktlsbridge.ModeOff)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := <-done
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	t.Cleanup(func() { cc.Close(); r.c.Close() })
-	if client, err = NewCSTPChannel(cc, NewFrameReader(cc), 1500); err != nil {
-		t.Fatal(err)
-	}
-	if server, err = NewCSTPChannel(r.c, NewFrameReader(r.c), 1500); err != nil {
-		t.Fatal(err)
-	}
-	return client, server
-}
-
 type discardDev struct{}
 
 func (discardDev) Write(bufs [][]byte, _ int) (int, error) { return len(bufs), nil }
@@ -189,8 +118,8 @@ func TestUplinkPooledAllocs(t *testing.T) {
 		t.Log("allocation counts are meaningless under -race")
 		return
 	}
-	a, b := ktlsChannelPair(t)
-	pkts := sealable(packets(32, 1400))
+	a, b := channelPair(t, 1500)
+	pkts := packets(32, 1400)
 	const batches = 400
 	go func() {
 		for range batches {
@@ -227,17 +156,13 @@ func TestUplinkPooledAllocs(t *testing.T) {
 }
 
 // FuzzFrameReader: over any byte stream, cut into reads of any sizes,
-// frameReader returns the frames and errors cstp.Reader returns.
+// frameReader returns the frames and errors refReader returns.
 func FuzzFrameReader(f *testing.F) {
 	f.Add(append(cstp.AppendFrame(nil, cstp.TypeData, []byte{0x45, 1, 2}), cstp.AppendFrame(nil, cstp.TypeKeepalive, nil)...), []byte{1, 7, 3})
 	f.Add(cstp.AppendFrame(nil, cstp.TypeData, make([]byte, 3000)), []byte{200})
 	f.Add([]byte("STF\x01\xff\xff\x00\x00"), []byte{})
 	f.Fuzz(func(t *testing.T, stream, cuts []byte) {
-		br := bufio.NewReaderSize(bytes.NewReader(stream), cstp.HeaderLen+cstp.MaxPayload)
-		want, err := cstp.NewReader(br, 2000)
-		if err != nil {
-			t.Fatal(err)
-		}
+		want := &refReader{r: bytes.NewReader(stream), maxPayload: 2000}
 		got := newFrameReader(&choppy{b: stream, cuts: cuts}, 2000, nil)
 		for i := 0; ; i++ {
 			wt, wp, werr := want.Next()
@@ -256,6 +181,35 @@ func FuzzFrameReader(f *testing.F) {
 			}
 		}
 	})
+}
+
+// refReader is the reference FuzzFrameReader holds frameReader to: one
+// frame at a time with io.ReadFull, nothing pooled or buffered.
+type refReader struct {
+	r          io.Reader
+	maxPayload int
+}
+
+func (r *refReader) Next() (cstp.FrameType, []byte, error) {
+	var hdr [cstp.HeaderLen]byte
+	if _, err := io.ReadFull(r.r, hdr[:]); err != nil {
+		return 0, nil, err // io.EOF between frames, io.ErrUnexpectedEOF inside one
+	}
+	t, n, err := cstp.ParseHeader(hdr[:])
+	if err != nil {
+		return 0, nil, err
+	}
+	if n > r.maxPayload {
+		return 0, nil, cstp.ErrFrameTooLong
+	}
+	p := make([]byte, n)
+	if _, err := io.ReadFull(r.r, p); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, nil, err
+	}
+	return t, p, nil
 }
 
 func sameErr(a, b error) bool {
@@ -290,7 +244,7 @@ func (c *choppy) Read(p []byte) (int, error) {
 // TestLargeDPDNotKept: the echo of a 60000-byte DPD request is sent, and
 // its buffer is not kept for the channel's life.
 func TestLargeDPDNotKept(t *testing.T) {
-	a, b := ktlsChannelPair(t)
+	a, b := channelPair(t, 1500)
 	if _, err := a.Conn().Write(cstp.AppendFrame(nil, cstp.TypeDPDReq, make([]byte, 60000))); err != nil {
 		t.Fatal(err)
 	}

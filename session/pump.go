@@ -12,11 +12,6 @@ type PacketWriter interface {
 	Write(bufs [][]byte, offset int) (int, error)
 }
 
-// PacketReader is the side of a TUN device the downlink reads from.
-type PacketReader interface {
-	Read(bufs [][]byte, sizes []int, offset int) (int, error)
-}
-
 // Check inspects one packet from the peer before it reaches the TUN device.
 // It returns keep=false to drop the packet (the caller counts why), or an
 // error to end the session (a protocol violation).

@@ -35,8 +35,6 @@ const (
 // (the offload backend).
 type VirtioDevice interface {
 	Device
-	// ReadGSO reads one frame into b and returns its length.
-	ReadGSO(b []byte) (int, error)
 	// ReadGSOBatch blocks until a frame arrives, reads it into bufs[0],
 	// and then the frames already queued, without blocking, into the
 	// rest; frame i is bufs[i][:sizes[i]].

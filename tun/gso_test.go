@@ -80,8 +80,8 @@ func FuzzCheckGSOFrame(f *testing.F) {
 	})
 }
 
-// TestReadGSO has the kernel send a TCP flight into an offload TUN: ReadGSO
-// returns it as super-packets that CheckGSOFrame accepts for the device's
+// TestReadGSO has the kernel send a TCP flight into an offload TUN:
+// ReadGSOBatch returns it as super-packets that CheckGSOFrame accepts for the device's
 // MTU, and none is larger than GSOMaxSize.
 func TestReadGSO(t *testing.T) {
 	dev := setupDevice(t, tun.BackendOffload)
@@ -95,13 +95,14 @@ func TestReadGSO(t *testing.T) {
 		c, _ := net.DialTimeout("tcp4", peer.String(), 5*time.Second)
 		dialed <- c
 	}()
-	buf := make([]byte, tun.VirtioHdrLen+tun.MaxPacketSize)
+	one := [][]byte{make([]byte, tun.VirtioHdrLen+tun.MaxPacketSize)}
+	size := make([]int, 1)
 	read := func() ([]byte, parsed) {
-		n, err := vd.ReadGSO(buf)
-		if err != nil {
-			t.Fatal(err)
+		n, err := vd.ReadGSOBatch(one, size)
+		if err != nil || n != 1 {
+			t.Fatalf("ReadGSOBatch of one = %d, %v", n, err)
 		}
-		frame := buf[:n]
+		frame := one[0][:size[0]]
 		pkt, err := tun.CheckGSOFrame(frame, mtu)
 		if err != nil {
 			t.Fatalf("a frame from the kernel: %v", err)

@@ -193,14 +193,9 @@ func linkMTU(name string, fallback int) int {
 	return fallback
 }
 
-// ReadGSO reads one frame straight from the TUN fd: the virtio-net
-// header and the packet as the kernel built it (a super-packet for a TCP
-// burst), without the split that Read does.
-func (d *offloadDevice) ReadGSO(b []byte) (int, error) {
-	return d.dev.File().Read(b)
-}
-
-// ReadGSOBatch implements VirtioDevice.
+// ReadGSOBatch implements VirtioDevice: frames straight from the TUN fd,
+// each the virtio-net header and the packet as the kernel built it (a
+// super-packet for a TCP burst), without the split that Read does.
 func (d *offloadDevice) ReadGSOBatch(bufs [][]byte, sizes []int) (int, error) {
 	n, err := d.dev.File().Read(bufs[0])
 	if err != nil {

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command kvpnload is kvpn's load generator: it runs N OpenConnect
 // sessions from one process, without TUN devices, against a vpnd or a
 // stock ocserv, and reports sessions up, logins per second, DTLS share,

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command vpnc is the kvpn client: it connects to an OpenConnect server
 // (kvpn's vpnd or a stock ocserv), brings up a TUN interface with the
 // address, routes and DNS the server pushes, and restores everything on exit.

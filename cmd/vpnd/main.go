@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command vpnd is the kvpn server daemon: it serves OpenConnect clients
 // (stock openconnect and kvpn's vpnc) over TLS.
 //

@@ -14,8 +14,8 @@
 // number, the real content type inside the encrypted DTLSInnerPlaintext)
 // and the Opener accepts only records that carry Keys.RemoteCID. Such
 // records have a longer header whose size depends on the CID length, so a
-// demultiplexer that sees them splits and parses datagrams with
-// NextRecordCID and ParseCIDHeader, and finds the peer with PeekCID.
+// demultiplexer that sees them splits datagrams with NextRecordCID and
+// finds the peer with PeekCID.
 package record
 
 import (
@@ -89,7 +89,7 @@ const (
 	explicitLen = 8 // GCM explicit nonce, RFC 5288 section 3
 )
 
-// Errors returned by Open, NextRecord and ParseHeader. They are wrapped
+// Errors returned by Open and NextRecord. They are wrapped
 // with a fixed detail text (test with errors.Is); the detail never carries
 // per-packet values, so that rejecting a packet allocates nothing either.
 var (
@@ -118,7 +118,7 @@ var (
 	// ErrCID: the record's connection ID is not the one negotiated, or the
 	// record lacks one that was negotiated (or carries one that was not),
 	// or a tls12_cid header was given to a function that cannot know its
-	// size (ParseHeader, NextRecord).
+	// size (NextRecord).
 	ErrCID = errors.New("record: connection ID mismatch")
 )
 
@@ -158,61 +158,13 @@ var (
 	errCIDMissing     = wrap(ErrCID, "record without the negotiated connection ID")
 	errCIDUnexpected  = wrap(ErrCID, "tls12_cid record, but no connection ID was negotiated")
 	errCIDLen         = wrap(ErrCID, "connection ID length outside 0..255")
-	errCIDHeader      = wrap(ErrCID, "tls12_cid record: its header size depends on the connection ID length (use ParseCIDHeader, NextRecordCID)")
+	errCIDHeader      = wrap(ErrCID, "tls12_cid record: its header size depends on the connection ID length (use NextRecordCID)")
 )
-
-// ParseHeader decodes a record header for routing: content type, epoch,
-// sequence number and the length field. Only the size of b is checked: the
-// version is not, because pion's first ClientHello carries FE FF (DTLS 1.0)
-// and a demultiplexer must still be able to hand it to pion. A tls12_cid
-// record is refused with ErrCID: where its length field lies depends on the
-// connection ID length, which only ParseCIDHeader is told.
-func ParseHeader(b []byte) (ct ContentType, epoch uint16, seq uint64, length int, err error) {
-	if len(b) < HeaderLen {
-		return 0, 0, 0, 0, errShortHeader
-	}
-	if ContentType(b[0]) == ConnectionID {
-		return 0, 0, 0, 0, errCIDHeader
-	}
-	ct = ContentType(b[0])
-	epoch = binary.BigEndian.Uint16(b[3:5])
-	seq = uint48(b[5:11])
-	length = int(binary.BigEndian.Uint16(b[11:13]))
-	return ct, epoch, seq, length, nil
-}
-
-// ParseCIDHeader is ParseHeader for a channel whose records may carry a
-// connection ID of cidLen bytes (RFC 9146 section 4): a tls12_cid record's
-// header is type(1), version(2), epoch(2), sequence_number(6), cid(cidLen),
-// length(2), and cid is returned (aliasing b, its capacity cut at its end).
-// Any other record parses as with ParseHeader, with a nil cid. cidLen must
-// be 0..MaxCIDLen.
-func ParseCIDHeader(b []byte, cidLen int) (ct ContentType, epoch uint16, seq uint64, cid []byte, length int, err error) {
-	if cidLen < 0 || cidLen > MaxCIDLen {
-		return 0, 0, 0, nil, 0, errCIDLen
-	}
-	if len(b) < HeaderLen {
-		return 0, 0, 0, nil, 0, errShortHeader
-	}
-	ct = ContentType(b[0])
-	epoch = binary.BigEndian.Uint16(b[3:5])
-	seq = uint48(b[5:11])
-	l := 11 // where the length field is
-	if ct == ConnectionID {
-		if len(b) < HeaderLen+cidLen {
-			return 0, 0, 0, nil, 0, errShortCIDHeader
-		}
-		cid = b[11 : 11+cidLen : 11+cidLen]
-		l += cidLen
-	}
-	length = int(binary.BigEndian.Uint16(b[l : l+2]))
-	return ct, epoch, seq, cid, length, nil
-}
 
 // NextRecord splits the first record off a datagram: RFC 6347 section 4.1.1
 // lets a datagram carry several records (pion packs a handshake flight that
 // way). rec has its capacity cut at its end, so writing into it can never
-// touch rest. A tls12_cid record is refused with ErrCID (see ParseHeader);
+// touch rest. A tls12_cid record is refused with ErrCID (its header size depends on the connection ID length);
 // NextRecordCID splits those.
 func NextRecord(datagram []byte) (rec, rest []byte, err error) {
 	if len(datagram) < HeaderLen {

@@ -2,9 +2,8 @@ package record
 
 import "math/bits"
 
-// MinWindow is the smallest replay window NewReplayWindow and NewOpener
-// build, in records. RFC 6347 section 4.1.2.6 asks for at least 32 and
-// suggests 64; a VPN sending a few hundred thousand packets a second over
+// MinWindow is the smallest replay window NewOpener builds, in records.
+// RFC 6347 section 4.1.2.6 asks for at least 32 and suggests 64; a VPN sending a few hundred thousand packets a second over
 // paths that reorder (multiple queues, ECMP) needs more, and WireGuard uses
 // 8128 for the same reason.
 const MinWindow = 1024
@@ -27,15 +26,6 @@ type ReplayWindow struct {
 	span  uint64 // guaranteed history: (len(ring)-1)*64
 	mask  uint64 // len(ring)-1; len(ring) is a power of two
 	ring  []uint64
-}
-
-// NewReplayWindow returns a window covering at least bits sequence numbers
-// (at least MinWindow), rounded up to the ring's granularity; Size tells the
-// result. Nothing has been seen yet: every number from 0 up is new.
-func NewReplayWindow(bits int) *ReplayWindow {
-	w := &ReplayWindow{}
-	w.init(bits)
-	return w
 }
 
 func (w *ReplayWindow) init(n int) {

@@ -5,6 +5,15 @@ import (
 	"testing"
 )
 
+// NewReplayWindow returns a window covering at least bits sequence numbers
+// (at least MinWindow), rounded up to the ring's granularity; Size tells the
+// result. Nothing has been seen yet: every number from 0 up is new.
+func NewReplayWindow(bits int) *ReplayWindow {
+	w := &ReplayWindow{}
+	w.init(bits)
+	return w
+}
+
 func TestReplayWindowSize(t *testing.T) {
 	for _, tc := range []struct{ bits, size int }{
 		{0, 1984}, {1, 1984}, {1024, 1984}, {1984, 1984}, {1985, 4032}, {8128, 8128}, {8129, 16320},

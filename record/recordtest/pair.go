@@ -1,6 +1,8 @@
 // Package recordtest makes connected record.Conn pairs over loopback TCP
 // with a throw-away certificate, for tests of the layers above the record
-// layer.
+// layer. The connections are what vpnd and vpnc run: ktlsbridge.Conn, with
+// kernel TLS off (ktlsbridge.ModeOff) so that every test gets the same
+// userspace record engine whatever the kernel offers.
 package recordtest
 
 import (
@@ -16,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"kvpn/ktlsbridge"
 	"kvpn/record"
 )
 
@@ -36,7 +39,7 @@ func Pair(tb testing.TB, maxVersion uint16) (client, server record.Conn) {
 	ccfg.MaxVersion = maxVersion
 
 	type result struct {
-		c   record.Conn
+		c   *ktlsbridge.Conn
 		err error
 	}
 	done := make(chan result, 1)
@@ -46,14 +49,14 @@ func Pair(tb testing.TB, maxVersion uint16) (client, server record.Conn) {
 			done <- result{nil, err}
 			return
 		}
-		c, err := record.Server(context.Background(), raw, scfg)
+		c, err := ktlsbridge.Server(context.Background(), raw, scfg, ktlsbridge.ModeOff)
 		done <- result{c, err}
 	}()
 	raw, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		tb.Fatal(err)
 	}
-	client, err = record.Client(context.Background(), raw, ccfg)
+	client, err = ktlsbridge.Client(context.Background(), raw, ccfg, ktlsbridge.ModeOff)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -65,11 +68,10 @@ func Pair(tb testing.TB, maxVersion uint16) (client, server record.Conn) {
 	return client, r.c
 }
 
-// PairRaw is Pair, but the server side is returned as the raw TCP
-// connection after the handshake: reading it drains ciphertext without
-// running crypto/tls, so allocation counts of the client's writes are not
-// mixed with the reader's.
-func PairRaw(tb testing.TB) (client record.Conn, server net.Conn) {
+// PairStock is Pair with a stock crypto/tls server instead of a
+// record.Conn: it reads records the way OpenConnect peers do, one record's
+// plaintext per Read. maxVersion 0 lets them negotiate TLS 1.3.
+func PairStock(tb testing.TB, maxVersion uint16) (client record.Conn, server *tls.Conn) {
 	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -78,15 +80,16 @@ func PairRaw(tb testing.TB) (client record.Conn, server net.Conn) {
 	defer ln.Close()
 	scfg := record.BaseConfig()
 	scfg.Certificates = []tls.Certificate{selfSigned(tb)}
+	scfg.MaxVersion = maxVersion
 	ccfg := record.BaseConfig()
 	ccfg.InsecureSkipVerify = true
+	ccfg.MaxVersion = maxVersion
 	done := make(chan error, 1)
-	var raw net.Conn
 	go func() {
-		var err error
-		raw, err = ln.Accept()
+		raw, err := ln.Accept()
 		if err == nil {
-			err = tls.Server(raw, scfg).HandshakeContext(context.Background())
+			server = tls.Server(raw, scfg)
+			err = server.HandshakeContext(context.Background())
 		}
 		done <- err
 	}()
@@ -94,15 +97,25 @@ func PairRaw(tb testing.TB) (client record.Conn, server net.Conn) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	client, err = record.Client(context.Background(), craw, ccfg)
+	c, err := ktlsbridge.Client(context.Background(), craw, ccfg, ktlsbridge.ModeOff)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	if err := <-done; err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { client.Close(); raw.Close() })
-	return client, raw
+	tb.Cleanup(func() { c.Close(); server.Close() })
+	return c, server
+}
+
+// PairRaw is PairStock, but the server side is returned as the raw TCP
+// connection after the handshake: reading it drains ciphertext without
+// opening records, so allocation counts of the client's writes are not
+// mixed with the reader's.
+func PairRaw(tb testing.TB) (client record.Conn, server net.Conn) {
+	tb.Helper()
+	client, s := PairStock(tb, 0)
+	return client, s.NetConn()
 }
 
 func selfSigned(tb testing.TB) tls.Certificate {

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command kvpnbench is kvpn's benchmark harness, run by `make bench`.
 //
 // In fresh network namespaces on this machine it measures, with iperf3,

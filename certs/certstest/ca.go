@@ -1,4 +1,7 @@
-package certs
+// Package certstest is a small certificate authority for tests and demos:
+// CA and client certificates and CRLs, minted under certs/ (the one place
+// that creates certificates).
+package certstest
 
 import (
 	"crypto"
@@ -14,10 +17,6 @@ import (
 	"os"
 	"time"
 )
-
-// A small certificate authority for client certificates: tests and
-// demos mint their CA, client certificates and CRLs here (certs/ is the
-// one place that creates certificates).
 
 // CA is a certificate authority with its key.
 type CA struct {
