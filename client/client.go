@@ -54,9 +54,9 @@ type Options struct {
 	// password) when a form has a secondary_password input; label is
 	// the form's label for it.
 	AskSecondary func(label string) (string, error)
-	Interface   string
-	NoDTLS      bool
-	KTLS        ktlsbridge.Mode // kernel TLS: auto, on or off
+	Interface    string
+	NoDTLS       bool
+	KTLS         ktlsbridge.Mode // kernel TLS: auto, on or off
 	// DTLSAttemptPeriod is how long after a failed or lost DTLS channel
 	// the client tries DTLS again (openconnect: 60 s).
 	DTLSAttemptPeriod time.Duration
