@@ -255,4 +255,3 @@ func TestGroupSettingsMerge(t *testing.T) {
 		}
 	}
 }
-
