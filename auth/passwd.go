@@ -163,6 +163,23 @@ func (p *PasswdFile) Group(user string) (string, bool) {
 	return l.group, ok
 }
 
+// Groups returns user's groups: the group field split at commas (ocserv's
+// "user:group1,group2:hash"), blanks trimmed, without ocpasswd's "*" for
+// none. The first is the user's default group.
+func (p *PasswdFile) Groups(user string) []string {
+	l, ok := p.users[user]
+	if !ok {
+		return nil
+	}
+	var out []string
+	for g := range strings.SplitSeq(l.group, ",") {
+		if g = strings.TrimSpace(g); g != "" && g != defaultGroup && !slices.Contains(out, g) {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
 // SetPassword sets user's password in the file at path to an argon2id hash
 // of password. An existing user keeps their line's group; a new user is
 // appended with group "*", as ocpasswd does. The file is created if

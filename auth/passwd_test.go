@@ -403,3 +403,18 @@ func TestLongPasswordNotHashed(t *testing.T) {
 		t.Fatal("bound changed what verifies")
 	}
 }
+
+func TestPasswdGroups(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "passwd")
+	h, _ := HashPassword("pw")
+	os.WriteFile(p, []byte("a:eng, ops ,eng:"+h+"\nb:*:"+h+"\nc:"+h+"\nd:sales:"+h+"\n"), 0o600)
+	f, err := LoadPasswd(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for user, want := range map[string][]string{"a": {"eng", "ops"}, "b": nil, "c": nil, "d": {"sales"}, "x": nil} {
+		if got := f.Groups(user); !slices.Equal(got, want) {
+			t.Errorf("Groups(%q) = %q, want %q", user, got, want)
+		}
+	}
+}

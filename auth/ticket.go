@@ -50,6 +50,9 @@ type Ticket struct {
 	// certificate of User. Sealed as one byte after the user name, only
 	// when set, so password cookies keep their format.
 	Cert bool
+	// Group is the group the session logged in to (select-group), ""
+	// for none. Sealed after the flags byte, only when set.
+	Group string
 }
 
 // TicketKeyBytes is the size of a cookie key (AES-256).
@@ -65,8 +68,8 @@ const ticketVersion = 2
 const ticketVersion1 = 1
 
 // MaxTicketLen bounds the cookie text accepted before any decoding: a
-// ticket with a 255-byte user and node name is under 800 characters.
-const MaxTicketLen = 1024
+// ticket with a 255-byte user, node and group name is under 1200 characters.
+const MaxTicketLen = 1280
 
 // Errors from OpenTicket. Each says what is wrong without revealing
 // anything about the key.
@@ -182,8 +185,8 @@ func createKeyFile(path string) error {
 // sealed fields). The fields are encrypted, so the user name is not
 // readable from the cookie.
 func (k *TicketKeys) Seal(t *Ticket) (string, error) {
-	if len(t.User) > 255 || len(t.Node) > 255 {
-		return "", errors.New("ticket: user or node name longer than 255 bytes")
+	if len(t.User) > 255 || len(t.Node) > 255 || len(t.Group) > 255 {
+		return "", errors.New("ticket: user, node or group name longer than 255 bytes")
 	}
 	plain := make([]byte, 0, fixedPlain+3+len(t.User)+len(t.Node))
 	plain = append(plain, t.Session[:]...)
@@ -205,8 +208,19 @@ func (k *TicketKeys) Seal(t *Ticket) (string, error) {
 	plain = append(plain, t.Node...)
 	plain = append(plain, byte(len(t.User)))
 	plain = append(plain, t.User...)
+	var flags byte
 	if t.Cert {
-		plain = append(plain, ticketFlagCert)
+		flags |= ticketFlagCert
+	}
+	if t.Group != "" {
+		flags |= ticketFlagGroup
+	}
+	if flags != 0 {
+		plain = append(plain, flags)
+	}
+	if t.Group != "" {
+		plain = append(plain, byte(len(t.Group)))
+		plain = append(plain, t.Group...)
 	}
 
 	g := k.aeads[0]
@@ -219,8 +233,13 @@ func (k *TicketKeys) Seal(t *Ticket) (string, error) {
 	return base64.RawURLEncoding.EncodeToString(out), nil
 }
 
-// ticketFlagCert, after the user name, marks a certificate login.
-const ticketFlagCert = 1
+// Flags, one byte after the user name when any is set: ticketFlagCert
+// marks a certificate login, ticketFlagGroup a group name that follows
+// (length-prefixed).
+const (
+	ticketFlagCert  = 1
+	ticketFlagGroup = 2
+)
 
 // fixedPlain is the size of the fixed part of a ticket's fields.
 const fixedPlain = CookieBytes + 8 + 8 + 8 + 8 + 4 + 16
@@ -286,12 +305,21 @@ func decodeTicket(p []byte) (*Ticket, error) {
 	if !ok || user == "" {
 		return nil, ErrTicketMalformed
 	}
-	switch {
-	case len(p) == 0:
-	case len(p) == 1 && p[0] == ticketFlagCert:
-		t.Cert = true
-	default:
-		return nil, ErrTicketMalformed
+	if len(p) > 0 {
+		flags := p[0]
+		p = p[1:]
+		if flags == 0 || flags&^(ticketFlagCert|ticketFlagGroup) != 0 {
+			return nil, ErrTicketMalformed
+		}
+		t.Cert = flags&ticketFlagCert != 0
+		if flags&ticketFlagGroup != 0 {
+			if t.Group, p, ok = lenPrefixed(p); !ok || t.Group == "" {
+				return nil, ErrTicketMalformed
+			}
+		}
+		if len(p) != 0 {
+			return nil, ErrTicketMalformed
+		}
 	}
 	t.Node, t.User = node, user
 	return t, nil

@@ -76,6 +76,15 @@ func TestTicketRoundTrip(t *testing.T) {
 	if len(s3) <= len(s) || len(s2) != len(s) {
 		t.Fatalf("lengths: password %d and %d, certificate %d", len(s), len(s2), len(s3))
 	}
+	// A group comes back, with or without the certificate flag.
+	for _, cert := range []bool{false, true} {
+		want.Cert, want.Group = cert, "engineering"
+		s4, _ := k.Seal(want)
+		got, err = k.OpenTicket(s4)
+		if err != nil || *got != *want {
+			t.Fatalf("ticket with group (cert %v): %+v, %v", cert, got, err)
+		}
+	}
 }
 
 func TestTicketRefused(t *testing.T) {
@@ -150,6 +159,8 @@ func TestTicketSealRefusesLongNames(t *testing.T) {
 	}
 	tk.User = strings.Repeat("u", 255)
 	tk.Node = strings.Repeat("n", 255)
+	tk.Group = strings.Repeat("g", 255)
+	tk.Cert = true
 	s, err := testKeys(t, 1).Seal(tk)
 	if err != nil || len(s) > MaxTicketLen {
 		t.Fatalf("longest ticket: %d chars, %v", len(s), err)

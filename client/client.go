@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,9 +47,16 @@ type Options struct {
 	// login form asks for one while Password is empty (a certificate
 	// login may need none).
 	AskPassword func() (string, error)
-	Interface   string
-	NoDTLS      bool
-	KTLS        ktlsbridge.Mode // kernel TLS: auto, on or off
+	// AuthGroup is the group to log in to (--authgroup): sent in the
+	// first request and picked in a form's group list.
+	AuthGroup string
+	// AskSecondary, if set, is called for a second factor (a one-time
+	// password) when a form has a secondary_password input; label is
+	// the form's label for it.
+	AskSecondary func(label string) (string, error)
+	Interface    string
+	NoDTLS       bool
+	KTLS         ktlsbridge.Mode // kernel TLS: auto, on or off
 	// DTLSAttemptPeriod is how long after a failed or lost DTLS channel
 	// the client tries DTLS again (openconnect: 60 s).
 	DTLSAttemptPeriod time.Duration
@@ -125,7 +133,7 @@ func ParseServerURL(s string) (*url.URL, error) {
 // password in two steps) and fails with ExitAuth when the server asks for
 // the password again.
 func (o *Options) login(c *conn) (string, error) {
-	resp, body, err := c.post("/", cstp.InitRequest(o.Server.String(), "v9.01"))
+	resp, body, err := c.post("/", cstp.InitRequestGroup(o.Server.String(), "v9.01", o.AuthGroup))
 	if err != nil {
 		if cerr := certRefusal(err); cerr != err {
 			return "", cerr
@@ -160,6 +168,12 @@ func (o *Options) login(c *conn) (string, error) {
 			o.Password = pw
 		}
 		fields, hasPassword := o.fillForm(msg.Inputs)
+		if err := o.fillSecondary(fields); err != nil {
+			return "", withCode(ExitAuth, err)
+		}
+		if err := o.pickGroup(fields, msg.Options); err != nil {
+			return "", withCode(ExitAuth, err)
+		}
 		if hasPassword && sentPassword {
 			reason := firstNonEmpty(msg.Error, msg.Message, "the server asked again")
 			return "", withCode(ExitAuth, fmt.Errorf("authentication failed for user %q: %s", o.User, reason))
@@ -187,6 +201,9 @@ func (o *Options) fillForm(inputs []cstp.FormInput) ([]cstp.FormInput, bool) {
 		case "text":
 			in.Value = o.User
 		case "password":
+			if in.Name == cstp.SecondaryPasswordField {
+				break // fillSecondary
+			}
 			in.Value = o.Password
 			hasPassword = true
 		}
@@ -195,10 +212,46 @@ func (o *Options) fillForm(inputs []cstp.FormInput) ([]cstp.FormInput, bool) {
 	return out, hasPassword
 }
 
-// formAsksPassword reports whether a login form has a password input.
+// fillSecondary answers a form's second-factor input from AskSecondary.
+func (o *Options) fillSecondary(fields []cstp.FormInput) error {
+	for i, in := range fields {
+		if in.Type != "password" || in.Name != cstp.SecondaryPasswordField {
+			continue
+		}
+		if o.AskSecondary == nil {
+			return errors.New("login: the server asks for a second factor (one-time password) and none can be read")
+		}
+		code, err := o.AskSecondary(in.Label)
+		if err != nil {
+			return fmt.Errorf("reading the one-time password: %w", err)
+		}
+		fields[i].Value = code
+	}
+	return nil
+}
+
+// pickGroup sets a form's group list to AuthGroup, which must be offered.
+func (o *Options) pickGroup(fields []cstp.FormInput, options map[string][]string) error {
+	if o.AuthGroup == "" {
+		return nil
+	}
+	for i, in := range fields {
+		if in.Type != "select" || in.Name != "group_list" {
+			continue
+		}
+		if !slices.Contains(options[in.Name], o.AuthGroup) {
+			return fmt.Errorf("login: group %q is not offered by the server (offered: %s)", o.AuthGroup, strings.Join(options[in.Name], ", "))
+		}
+		fields[i].Value = o.AuthGroup
+	}
+	return nil
+}
+
+// formAsksPassword reports whether a login form has a password input
+// (other than a second factor's).
 func formAsksPassword(inputs []cstp.FormInput) bool {
 	for _, in := range inputs {
-		if in.Type == "password" {
+		if in.Type == "password" && in.Name != cstp.SecondaryPasswordField {
 			return true
 		}
 	}

@@ -183,6 +183,12 @@ func AuthComplete(message string) []byte {
 // xmlpost_initial_req does. groupAccess is the URL the user gave (e.g.
 // "https://vpn.example.com"); version is reported as <version who="vpn">.
 func InitRequest(groupAccess, version string) []byte {
+	return InitRequestGroup(groupAccess, version, "")
+}
+
+// InitRequestGroup is InitRequest naming the group to log in to, as
+// openconnect --authgroup sends it (<group-select>); "" for none.
+func InitRequestGroup(groupAccess, version, group string) []byte {
 	b := make([]byte, 0, 256)
 	b = append(b, xmlDecl...)
 	b = append(b, `<config-auth client="vpn" type="init" aggregate-auth-version="2">`...)
@@ -190,6 +196,9 @@ func InitRequest(groupAccess, version string) []byte {
 	b = appendText(b, version)
 	b = append(b, `</version><device-id>linux-64</device-id>`...)
 	b = appendElem(b, "group-access", groupAccess)
+	if group != "" {
+		b = appendElem(b, "group-select", group)
+	}
 	b = append(b, "</config-auth>\n"...)
 	return b
 }

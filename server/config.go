@@ -15,6 +15,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"kvpn/certs"
+	"kvpn/cstp"
 	"kvpn/ctl"
 	"kvpn/internal/logging"
 	"kvpn/ktlsbridge"
@@ -91,6 +92,25 @@ type Config struct {
 	// Users holds the per-user [users.NAME] tables (site-to-site).
 	Users map[string]*UserConfig `toml:"users"`
 
+	// --- second factor and groups (issue #14; otp.go, groups.go) ---
+	// OTPFile is a liboath users file (ocserv's plain[otp=...]): with it
+	// every password login also needs a one-time password.
+	OTPFile string `toml:"otp-file"`
+	// OTPStateFile is where the used steps and counters are recorded
+	// (default: STATE-DIR/otp-state).
+	OTPStateFile string `toml:"otp-state-file"`
+	// SelectGroup is the group list of the login form ("NAME" or
+	// "NAME[Label]"); DefaultSelectGroup an entry before it meaning the
+	// user's default group.
+	SelectGroup        []string `toml:"select-group"`
+	DefaultSelectGroup string   `toml:"default-select-group"`
+	// CertGroupOID names the client certificate's subject attribute
+	// holding a group (e.g. 2.5.4.11, OU).
+	CertGroupOID string `toml:"cert-group-oid"`
+	// Groups holds the per-group [groups.NAME] tables.
+	Groups map[string]*GroupConfig `toml:"groups"`
+	// --- end second factor and groups ---
+
 	// Parsed forms, filled by Validate.
 	pool   netip.Prefix
 	pool6  netip.Prefix // invalid when ipv6-network is unset
@@ -105,6 +125,8 @@ type Config struct {
 
 	// authCert and authPlain: the methods of Auth (both false: plain).
 	authCert, authPlain bool
+
+	selectGroups []cstp.GroupOption // select-group, parsed (groups.go)
 }
 
 // AuthMethods is the auth key: one method name or a list of them.
@@ -210,6 +232,7 @@ func DefaultConfig(stateDir string) *Config {
 		MaxLoginConnectionsPerIP: DefaultMaxLoginConnectionsPerIP,
 		SessionTimeout:           DefaultSessionTimeout,
 		CertUserOID:              certs.OIDUID,
+		OTPStateFile:             filepath.Join(stateDir, "otp-state"),
 	}
 }
 
@@ -348,6 +371,7 @@ func (c *Config) Validate() error {
 			bad("metrics-listen", "%v", err)
 		}
 	}
+	c.validateGroups(bad) // before the policy, which builds the groups
 	c.pol = c.buildPolicy(bad)
 	if c.ServerCert == "" || c.ServerKey == "" {
 		bad("server-cert", "server-cert and server-key must both be set")

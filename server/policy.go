@@ -39,6 +39,9 @@ type userPolicy struct {
 	// allow is where the client may send to under restrict-user-to-routes
 	// (its routes, vpnd's tunnel address, the DNS servers); nil = anywhere.
 	allow []netip.Prefix
+	// dns are the DNS servers pushed to the client when its group has its
+	// own (groups.go); nil: the global dns.
+	dns []netip.Addr
 }
 
 // exclusive reports whether the user may have only one session at a time:
@@ -76,6 +79,9 @@ type policy struct {
 	def   *userPolicy             // everyone else
 	fixed map[netip.Addr]string   // fixed address -> user
 	owner map[netip.Prefix]string // iroute -> user
+	// groups are the [groups.NAME] tables (groups.go): a group's settings
+	// for users without a table, and each user's with one.
+	groups map[string]*groupPolicy
 }
 
 // user returns name's settings.
@@ -99,23 +105,8 @@ func (c *Config) buildPolicy(bad func(key, format string, a ...any)) *policy {
 	if pool.IsValid() {
 		gateway = pool.Addr().Next()
 	}
-	// allowList is what restrict-user-to-routes lets a client reach.
 	allowList := func(routes []netip.Prefix) []netip.Prefix {
-		if !c.RestrictUserToRoutes || len(routes) == 0 {
-			return nil // full tunnel: everything is the user's route
-		}
-		allow := slices.Clone(routes)
-		if gateway.IsValid() {
-			allow = append(allow, netip.PrefixFrom(gateway, 32))
-		}
-		if c.pool6.IsValid() {
-			// vpnd's IPv6 tunnel address (ipv6.go)
-			allow = append(allow, netip.PrefixFrom(c.pool6.Addr().Next(), 128))
-		}
-		for _, d := range c.dns {
-			allow = append(allow, netip.PrefixFrom(d, d.BitLen()))
-		}
-		return allow
+		return c.allowList(routes, c.dns, c.RestrictUserToRoutes)
 	}
 	pol.def = &userPolicy{routes: c.routes, excludes: c.noRoutes, allow: allowList(c.routes)}
 
@@ -209,11 +200,7 @@ func (c *Config) buildPolicy(bad func(key, format string, a ...any)) *policy {
 				u.routes = append(u.routes, p)
 			}
 		} else {
-			for _, p := range c.routes {
-				if _, in := insideAny(p, u.iroutes); !in {
-					u.routes = append(u.routes, p)
-				}
-			}
+			u.routes = inheritRoutes(c.routes, u.iroutes)
 			if len(c.routes) > 0 && len(u.routes) == 0 {
 				// No split-include at all means a full tunnel to the
 				// client (and restrict-user-to-routes then restricts
@@ -224,7 +211,41 @@ func (c *Config) buildPolicy(bad func(key, format string, a ...any)) *policy {
 		u.allow = allowList(u.routes)
 		pol.users[name] = u
 	}
+	c.buildGroupPolicies(pol, bad) // groups.go
 	return pol
+}
+
+// allowList is what restrict-user-to-routes lets a client with routes and
+// DNS servers dns reach: nil (anywhere) when restrict is off or for a full
+// tunnel.
+func (c *Config) allowList(routes []netip.Prefix, dns []netip.Addr, restrict bool) []netip.Prefix {
+	if !restrict || len(routes) == 0 {
+		return nil // full tunnel: everything is the user's route
+	}
+	allow := slices.Clone(routes)
+	if c.pool.IsValid() {
+		allow = append(allow, netip.PrefixFrom(c.pool.Addr().Next(), 32)) // vpnd's tunnel address
+	}
+	if c.pool6.IsValid() {
+		// vpnd's IPv6 tunnel address (ipv6.go)
+		allow = append(allow, netip.PrefixFrom(c.pool6.Addr().Next(), 128))
+	}
+	for _, d := range dns {
+		allow = append(allow, netip.PrefixFrom(d, d.BitLen()))
+	}
+	return allow
+}
+
+// inheritRoutes is the route list a user without one of its own gets:
+// routes without the networks behind the user (its iroutes).
+func inheritRoutes(routes, iroutes []netip.Prefix) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range routes {
+		if _, in := insideAny(p, iroutes); !in {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // parseNet parses a CIDR that must not have host bits set.

@@ -12,7 +12,9 @@ import (
 	"sync"
 
 	"kvpn/auth"
+	"kvpn/auth/otp"
 	"kvpn/certs"
+	"kvpn/cstp"
 )
 
 // Reload (SIGHUP, `vpnd ctl reload`) changes what new connections get
@@ -43,6 +45,12 @@ type Settings struct {
 	CAPool *x509.CertPool
 	CAs    []*x509.Certificate
 	CRL    *certs.CRL
+
+	// Second factor and groups (otp.go, groups.go): the otp-file's
+	// tokens (nil without one), select-group and default-select-group.
+	OTP          *otp.File
+	Groups       []cstp.GroupOption
+	DefaultGroup string
 }
 
 // BuildSettings makes the settings of a validated configuration; it reads
@@ -56,6 +64,13 @@ func BuildSettings(cfg *Config) (*Settings, error) {
 		Passwd:        p,
 		DNS:           slices.Clone(cfg.dns),
 		DefaultDomain: cfg.DefaultDomain,
+		Groups:        cfg.selectGroups,
+		DefaultGroup:  cfg.DefaultSelectGroup,
+	}
+	if cfg.OTPFile != "" {
+		if set.OTP, err = otp.Load(cfg.OTPFile); err != nil {
+			return nil, fmt.Errorf("otp-file: %w", err)
+		}
 	}
 	if cfg.certAuth() {
 		if set.CAPool, set.CAs, err = certs.LoadCAPool(cfg.CACert); err != nil {
@@ -94,6 +109,10 @@ var reloadableKeys = map[string]bool{
 	"users":                   true,
 	"restrict-user-to-routes": true,
 	"crl":                     true,
+	"otp-file":                true,
+	"select-group":            true,
+	"default-select-group":    true,
+	"groups":                  true,
 }
 
 // currentSettings are the settings new connections use.

@@ -103,7 +103,7 @@ func (s *Server) sealTicket(sess *Session) (string, error) {
 	sess.mu.Lock()
 	t := &auth.Ticket{Session: sess.cookie, User: sess.user, Node: s.node,
 		Issued: now, Expires: now.Add(s.ticketLifetime()), Addr4: sess.addr, Addr6: sess.addr6,
-		Login: sess.login, Gen: sess.gen, Cert: sess.cert}
+		Login: sess.login, Gen: sess.gen, Cert: sess.cert, Group: sess.group}
 	sess.mu.Unlock()
 	return s.seal(sess, t)
 }
@@ -235,7 +235,7 @@ func (s *Server) sessionFor(creq *cstp.ConnectRequest, from netip.Addr, certUser
 		s.admitMu.Unlock()
 		return nil, netip.Addr{}, netip.Prefix{}, err
 	}
-	sess = s.newSession(t.User, from)
+	sess = s.newSessionIn(t.User, t.Group, from)
 	s.admitMu.Unlock()
 	sess.cookie = t.Session
 	sess.ticketExpires = t.Expires

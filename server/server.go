@@ -205,6 +205,7 @@ type Server struct {
 	// one step.
 	admitMu    sync.Mutex
 	loginConns loginConns // connections that have not logged in yet
+	otp        otpLogins  // one-time password second factor (otp.go)
 
 	// Reload and the operator's view (reload.go, stats.go).
 	reloadMu sync.Mutex
@@ -272,6 +273,9 @@ func New(cfg *Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.setupClientAuth(s.tlsCfg, set)
+	if err := s.otp.open(cfg.OTPStateFile, log); err != nil {
+		return nil, err
+	}
 	if err := s.loadTickets(); err != nil {
 		return nil, err
 	}
@@ -594,9 +598,9 @@ func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logge
 			if !s.cfg.passwordAuth() {
 				break // certificate only: the certificate is the login
 			}
-			return xml(cstp.AuthForm(passwordPrompt(certUser), "", false, true), nil)
+			return xml(s.passwordForm(passwordPrompt(certUser), "", false, msg.GroupSelect), nil)
 		}
-		return xml(cstp.AuthRequestForm(prompt, ""), nil)
+		return xml(s.passwordForm(prompt, "", true, msg.GroupSelect), nil)
 	case "logout":
 		if t, sess, err := s.ticketOf(req, certUser); err == nil {
 			if sess != nil {
@@ -615,7 +619,7 @@ func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logge
 		return false
 	}
 	user := msg.Username
-	form := func(errMsg string) []byte { return cstp.AuthRequestForm(prompt, errMsg) }
+	form := func(errMsg string) []byte { return s.passwordForm(prompt, errMsg, true, msg.GroupSelect) }
 	if s.cfg.certAuth() {
 		if certUser == "" {
 			return s.refuseNoCert(xml, log)
@@ -624,7 +628,7 @@ func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logge
 		// ignored.
 		user = certUser
 		pp := passwordPrompt(certUser)
-		form = func(errMsg string) []byte { return cstp.AuthForm(pp, errMsg, false, true) }
+		form = func(errMsg string) []byte { return s.passwordForm(pp, errMsg, false, msg.GroupSelect) }
 	}
 	addr := remoteAddr(conn)
 	log = log.With("user", logUser(user))
@@ -638,9 +642,33 @@ func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logge
 		xml(form("Too many failed logins from your address; try again later."), nil)
 		return false
 	}
-	if s.cfg.passwordAuth() {
+	// Second step: the one-time password (otp.go).
+	pend, step2, cont := s.otpStep(req, msg, addr, form, xml, log)
+	if step2 && pend == nil {
+		return cont
+	}
+	group := ""
+	if step2 {
+		user, group, leaf = pend.user, pend.group, pend.leaf
+		log = log.With("user", logUser(user))
+	}
+	if !step2 && s.cfg.passwordAuth() {
 		if ok, cont := s.checkPassword(user, msg.Password, addr, form, xml, log); !ok {
 			return cont
+		}
+	}
+	if !step2 {
+		// Groups (groups.go), then the second factor if required.
+		set := s.currentSettings()
+		g, err := loginGroup(set, msg.GroupSelect, s.userGroups(set, user, leaf))
+		if err != nil {
+			s.Counters.LoginFailures.Add(1)
+			log.Warn("login refused: group not allowed", "err", err)
+			return xml(form("Login failed: "+err.Error()+"."), nil)
+		}
+		group = g
+		if s.otpRequired() {
+			return s.askOTP(user, group, addr, leaf, form, xml, log)
 		}
 	}
 	s.admitMu.Lock()
@@ -653,7 +681,7 @@ func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logge
 		return xml(form("Login refused: "+err.Error()+"."), nil)
 	}
 	s.Counters.Logins.Add(1)
-	sess := s.newSession(user, addr)
+	sess := s.newSessionIn(user, group, addr)
 	s.admitMu.Unlock()
 	if leaf != nil {
 		sess.mu.Lock()
@@ -677,7 +705,7 @@ func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logge
 		log.Info("login succeeded", "session", sess.id, "auth", strings.Join(s.cfg.authNames(), "+"),
 			"cert-serial", leaf.SerialNumber.Text(16))
 	} else {
-		log.Info("login succeeded", "session", sess.id)
+		log.Info("login succeeded", "session", sess.id, "group", group)
 	}
 	h := http.Header{}
 	h.Set("Set-Cookie", "webvpn="+ticket+"; Secure")
@@ -753,7 +781,12 @@ func (s *Server) checkPassword(user, password string, addr netip.Addr, form func
 		}
 		return false, xml(form("Login failed."), nil)
 	}
-	s.throttle.Succeed(user, addr)
+	if s.otpRequired() {
+		// Only half a login: the code's step resolves the throttle.
+		s.throttle.Abandon(user, addr)
+	} else {
+		s.throttle.Succeed(user, addr)
+	}
 	return true, false
 }
 
@@ -821,7 +854,7 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 		Netmask:       s.pool.netmask(),
 		SplitInclude:  s.splitInclude(sess.pol.Load().routes, addr6),
 		SplitExclude:  sess.pol.Load().excludes,
-		DNS:           set.DNS,
+		DNS:           pushedDNS(sess.pol.Load(), set.DNS),
 		DefaultDomain: set.DefaultDomain,
 		BaseMTU:       1500,
 		DPD:           s.cfg.DPD,

@@ -83,6 +83,9 @@ type Session struct {
 	// pol is the user's policy (fixed address, iroutes, routes), set when
 	// the session gets its address and swapped by ApplyPolicy.
 	pol atomic.Pointer[userPolicy]
+	// group is the group the user logged in to ("" for none), set when
+	// the session is made (groups.go).
+	group string
 
 	spoofed         atomic.Uint64
 	gsoFrames       atomic.Uint64 // GSO-DATA frames written to the TUN (cstp-gso)
@@ -98,12 +101,17 @@ type Session struct {
 }
 
 func (s *Server) newSession(user string, from netip.Addr) *Session {
+	return s.newSessionIn(user, "", from)
+}
+
+// newSessionIn is newSession for a user logged in to group.
+func (s *Server) newSessionIn(user, group string, from netip.Addr) *Session {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.nextID++
 	now := time.Now()
 	sess := &Session{
-		srv: s, id: s.nextID, user: user, from: from, created: now,
+		srv: s, id: s.nextID, user: user, group: group, from: from, created: now,
 		queue: make(chan *batch, downlinkQueue), watchWake: make(chan struct{}, 1),
 		login: now.Truncate(time.Second), // as a ticket carries it
 	}
@@ -122,7 +130,7 @@ func (s *Server) newSession(user string, from netip.Addr) *Session {
 // the user's fixed address if it has one, else one from the pool.
 func (sess *Session) attach(ch *session.CSTPChannel, prev netip.Addr, prev6 netip.Prefix) (netip.Addr, error) {
 	s := sess.srv
-	if u := s.policy.Load().user(sess.user); u.exclusive() {
+	if u := s.policy.Load().userIn(sess.user, sess.group); u.exclusive() {
 		// A fixed address and the networks behind a site cannot be in two
 		// sessions: a new login of the user replaces the old session (a
 		// gateway that restarted must not wait for cookie-timeout).
@@ -158,7 +166,7 @@ func (sess *Session) allocate(prev netip.Addr, prev6 netip.Prefix) error {
 	// Allocate and publish under s.mu, so that a concurrent
 	// ApplyPolicy sees either none or both of address and policy.
 	s.mu.Lock()
-	u := s.policy.Load().user(sess.user)
+	u := s.policy.Load().userIn(sess.user, sess.group)
 	var a netip.Addr
 	var err error
 	if u.ipv4.IsValid() {
@@ -190,7 +198,7 @@ func (sess *Session) allocate(prev netip.Addr, prev6 netip.Prefix) error {
 // theirs at CONNECT, after replaceOthers. A pool that is full now is tried
 // again at CONNECT.
 func (s *Server) reserveAddress(sess *Session, log *slog.Logger) {
-	if p := s.policy.Load(); p == nil || p.user(sess.user).exclusive() {
+	if p := s.policy.Load(); p == nil || p.userIn(sess.user, sess.group).exclusive() {
 		return // no policy: a unit test's server without routes
 	}
 	sess.mu.Lock()

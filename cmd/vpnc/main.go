@@ -25,6 +25,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -41,7 +42,9 @@ const usage = `usage: vpnc connect [flags] https://HOST[:PORT]
 
 flags (named as openconnect's):
   -u, --user NAME            username (not needed when a client certificate names the user)
-      --passwd-on-stdin      read the password from standard input
+      --passwd-on-stdin      read the password from standard input (its first line; a one-time
+                             password the server asks for next is read from the following line)
+      --authgroup GROUP      log in to GROUP of the server's group list (select-group)
   -c, --certificate FILE     client certificate, PEM (the key may follow it in the same file)
   -k, --sslkey FILE          the client certificate's private key, PEM
       --servercert PIN       accept only a server certificate with this pin-sha256:...
@@ -109,6 +112,7 @@ func run(args []string, stderr io.Writer) int {
 func parseConnect(args []string, stderr io.Writer) (*client.Options, error) {
 	fs := flag.NewFlagSet("vpnc connect", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
+	var authGroup string
 	var user, servercert, cafile, iface, backend, stateDir, level, dnsBackend, certFile, keyFile string
 	var stdinPass, noDTLS, noDNS, noRoutes, allowLeak bool
 	var routeFilter string
@@ -127,6 +131,7 @@ func parseConnect(args []string, stderr io.Writer) (*client.Options, error) {
 		fs.StringVar(&keyFile, n, "", "")
 	}
 	fs.BoolVar(&stdinPass, "passwd-on-stdin", false, "")
+	fs.StringVar(&authGroup, "authgroup", "", "")
 	fs.StringVar(&servercert, "servercert", "", "")
 	fs.StringVar(&cafile, "cafile", "", "")
 	fs.BoolVar(&noDTLS, "no-dtls", false, "")
@@ -191,9 +196,21 @@ func parseConnect(args []string, stderr io.Writer) (*client.Options, error) {
 	}
 	var pw string
 	var ask func() (string, error)
+	// A one-time password the server asks for after the password: the
+	// next line of standard input with --passwd-on-stdin, else a prompt.
+	askSecondary := func(label string) (string, error) {
+		if stdinPass {
+			return readLineUnbuffered(os.Stdin)
+		}
+		if label == "" {
+			label = "One-time password:"
+		}
+		return cli.ReadPassword(label+" ", false)
+	}
 	switch {
 	case stdinPass:
-		pw, err = cli.ReadLine(os.Stdin)
+		// Unbuffered: the line after it may hold the one-time password.
+		pw, err = readLineUnbuffered(os.Stdin)
 	case certFile != "":
 		// The certificate may be the whole login: prompt only if the
 		// server asks for a password.
@@ -212,6 +229,8 @@ func parseConnect(args []string, stderr io.Writer) (*client.Options, error) {
 		User:              user,
 		Password:          pw,
 		AskPassword:       ask,
+		AskSecondary:      askSecondary,
+		AuthGroup:         authGroup,
 		CertFile:          certFile,
 		KeyFile:           keyFile,
 		ServerCert:        servercert,
@@ -233,4 +252,34 @@ func parseConnect(args []string, stderr io.Writer) (*client.Options, error) {
 		NoDNS:             noDNS,
 		Log:               log,
 	}, nil
+}
+
+// readLineUnbuffered reads one line from r a byte at a time, so that what
+// follows it stays unread for the next call.
+func readLineUnbuffered(r io.Reader) (string, error) {
+	var line []byte
+	var b [1]byte
+	for {
+		n, err := r.Read(b[:])
+		if n == 1 {
+			if b[0] == '\n' {
+				break
+			}
+			line = append(line, b[0])
+			if len(line) > 4096 {
+				return "", errors.New("line on standard input too long")
+			}
+			continue
+		}
+		if err == io.EOF {
+			if len(line) == 0 {
+				return "", errors.New("no more lines on standard input")
+			}
+			break
+		}
+		if err != nil {
+			return "", err
+		}
+	}
+	return strings.TrimRight(string(line), "\r"), nil
 }

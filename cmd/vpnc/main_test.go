@@ -71,3 +71,24 @@ func TestParseConnectCertificate(t *testing.T) {
 		t.Errorf("neither -u nor -c: %v", err)
 	}
 }
+
+// TestParseConnectOTPOnStdin: with --passwd-on-stdin the password is the
+// first line and a one-time password the server asks for the second;
+// --authgroup is passed on.
+func TestParseConnectOTPOnStdin(t *testing.T) {
+	withStdin(t, "pw\n123456\n")
+	o, err := parseConnect([]string{"-u", "alice", "--passwd-on-stdin", "--authgroup", "eng", "--state-dir", t.TempDir(), "vpn.example"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Password != "pw" || o.AuthGroup != "eng" {
+		t.Fatalf("password %q group %q", o.Password, o.AuthGroup)
+	}
+	code, err := o.AskSecondary("OTP:")
+	if err != nil || code != "123456" {
+		t.Fatalf("one-time password %q, %v", code, err)
+	}
+	if _, err := o.AskSecondary("OTP:"); err == nil {
+		t.Fatal("a third line read from a two-line stdin")
+	}
+}
