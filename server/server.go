@@ -33,6 +33,7 @@ import (
 	"kvpn/internal/hist"
 	"kvpn/ktlsbridge"
 	"kvpn/netcfg"
+	"kvpn/radius"
 	"kvpn/record"
 	"kvpn/session"
 	"kvpn/tun"
@@ -192,6 +193,10 @@ type Server struct {
 	logTooLarge, logBanned, logThrottled, logFailed, logBusy, logSessionLimit, logConnLimit, logConnEvicted rateLog
 	logCertRefused                                                                                          rateLog
 
+	// rad is the RADIUS client and accounting; nil unless auth includes
+	// "radius" (radius.go).
+	rad *radiusState
+
 	// certVerifier checks client certificates; nil unless auth includes
 	// "certificate" (clientcert.go).
 	certVerifier *certs.ClientVerifier
@@ -246,6 +251,7 @@ func newServer(cfg *Config, log *slog.Logger) *Server {
 	s.addRoute = s.installRoute
 	s.tunOut = &tunWriter{s: s}
 	s.verify = func(user, password string) bool { return s.currentSettings().Passwd.Verify(user, password) }
+	s.rad = newRadiusState(cfg, log)
 	return s
 }
 
@@ -407,6 +413,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	var wg sync.WaitGroup
 	s.acceptLoop(ctx, ln, &wg, func(c net.Conn) { s.handleConn(connCtx, c) })
 	s.shutdown()
+	s.radiusClose() // accounting Stops of the sessions just ended
 	cancelConns()
 	wg.Wait()
 	for _, c := range s.udpReaders {
@@ -591,7 +598,7 @@ func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logge
 			if certUser == "" {
 				return s.refuseNoCert(xml, log)
 			}
-			if !s.cfg.passwordAuth() {
+			if !s.cfg.askPassword() {
 				break // certificate only: the certificate is the login
 			}
 			return xml(cstp.AuthForm(passwordPrompt(certUser), "", false, true), nil)
@@ -643,6 +650,13 @@ func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logge
 			return cont
 		}
 	}
+	var radSet *radius.Settings // RADIUS (radius.go)
+	if s.rad != nil {
+		var ok, cont bool
+		if user, radSet, ok, cont = s.radiusAuth(req, msg, user, addr, form, xml, log); !ok {
+			return cont
+		}
+	}
 	s.admitMu.Lock()
 	if err := s.admitSession(user); err != nil {
 		s.admitMu.Unlock()
@@ -666,6 +680,11 @@ func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logge
 		return false
 	}
 	sess.cookie = cookie
+	if radSet != nil { // RADIUS (radius.go)
+		if ok, cont := s.radiusAdmit(sess, radSet, xml, form, log); !ok {
+			return cont
+		}
+	}
 	s.reserveAddress(sess, log)
 	ticket, err := s.sealTicket(sess)
 	if err != nil {
@@ -909,6 +928,7 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 		up = append(up, "address6", addr6.String())
 	}
 	log.Info("tunnel up", up...)
+	s.radiusTunnelUp(sess, addr) // RADIUS accounting Start (radius.go)
 	loggedIn()
 	err = sess.run(cctx, ch, log)
 	sess.detach(ch, err)
