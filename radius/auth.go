@@ -144,4 +144,3 @@ func replyMessage(p *layeh.Packet) string {
 
 // CallingStationID is the Calling-Station-Id of a client address.
 func CallingStationID(a netip.Addr) string { return a.Unmap().String() }
-

@@ -62,8 +62,8 @@ type radiusState struct {
 	// Framed-IP-Address outside the pool or in use, a route that
 	// overlaps another's or the pool.
 	framedIPRefused, routeRefused atomic.Uint64
-	challengeExpired             atomic.Uint64
-	logRefused, logUnreachable   rateLog
+	challengeExpired              atomic.Uint64
+	logRefused, logUnreachable    rateLog
 }
 
 // radiusChallenge is an Access-Challenge waiting for the user's answer.
@@ -578,4 +578,3 @@ func (s *Server) radiusDrops(d map[string]uint64) {
 		d[k] = v
 	}
 }
-
