@@ -103,7 +103,7 @@ func FuzzParseServerMessage(f *testing.F) {
 	for _, doc := range []string{ocservUserForm, ocservPasswordForm, ocservComplete, ocservLegacyForm, ocservGroupForm, asaForm} {
 		f.Add([]byte(doc))
 	}
-	f.Add(AuthRequestForm("msg", "100% err"))
+	f.Add(AuthForm("msg", "100% err", true, true))
 	f.Add(AuthComplete("ok"))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		m, err := ParseServerMessage(body)

@@ -18,7 +18,7 @@ import (
 //     openconnect 9 sends) and the headers X-Transcend-Version: 1,
 //     X-Aggregate-Auth: 1 and X-Support-HTTP-Auth: true;
 //   - the server answers 200 with Content-Type text/xml and an
-//     AuthRequestForm, or AuthComplete plus "Set-Cookie: webvpn=TOKEN",
+//     AuthForm, or AuthComplete plus "Set-Cookie: webvpn=TOKEN",
 //     which is the cookie the client presents on CONNECT;
 //   - ocserv asks for the username and the password in two rounds (two
 //     forms with one input each) and links them with a "webvpncontext"
@@ -125,20 +125,15 @@ func parseClientForm(body []byte) (*ClientMessage, error) {
 	return m, nil
 }
 
-// AuthRequestForm renders the server's login form: one form asking for the
-// username and the password together, posted to /auth. openconnect (auth.c
+// AuthForm renders the server's login form, posted to /auth, asking for
+// the username, the password, both or neither. openconnect (auth.c
 // parse_form) prompts for every text and password input of a form in one
 // go and fills "username" and the first password input from its -u and
 // --passwd-on-stdin options. message is shown as information; a non-empty
 // errMsg is rendered as <error>, which openconnect prints as an error
-// before prompting again.
-func AuthRequestForm(message, errMsg string) []byte {
-	return AuthForm(message, errMsg, true, true)
-}
-
-// AuthForm is AuthRequestForm asking for the username, the password, both
-// or neither: a server that takes the user name from a client certificate
-// asks only for the password (or, refusing a login, for nothing).
+// before prompting again. A server that takes the user name from a client
+// certificate asks only for the password (or, refusing a login, for
+// nothing).
 func AuthForm(message, errMsg string, username, password bool) []byte {
 	b := make([]byte, 0, 512)
 	b = append(b, xmlDecl...)

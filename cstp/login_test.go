@@ -228,7 +228,7 @@ func TestParseServerMessageErrors(t *testing.T) {
 }
 
 func TestServerDocumentsRoundTrip(t *testing.T) {
-	m, err := ParseServerMessage(AuthRequestForm("Please log in.", ""))
+	m, err := ParseServerMessage(AuthForm("Please log in.", "", true, true))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +245,7 @@ func TestServerDocumentsRoundTrip(t *testing.T) {
 
 	// Hostile text is escaped, and '%' survives openconnect's %s handling.
 	msg, errMsg := `<b>"Tom" & 'Jerry'</b>`, "Login failed: 100% <wrong> %s & %d"
-	doc := AuthRequestForm(msg, errMsg)
+	doc := AuthForm(msg, errMsg, true, true)
 	if !bytes.Contains(doc, []byte(`id="88"`)) {
 		t.Errorf("no error id in %s", doc)
 	}
@@ -257,7 +257,7 @@ func TestServerDocumentsRoundTrip(t *testing.T) {
 		t.Errorf("Message = %q, Error = %q", m.Message, m.Error)
 	}
 	if _, err := parseXMLTree(doc, true); err != nil {
-		t.Errorf("AuthRequestForm output is not well-formed: %v\n%s", err, doc)
+		t.Errorf("AuthForm output is not well-formed: %v\n%s", err, doc)
 	}
 
 	doc = AuthComplete("Welcome & enjoy")
@@ -271,7 +271,7 @@ func TestServerDocumentsRoundTrip(t *testing.T) {
 	if m.Type != "complete" || m.AuthID != "success" || m.Message != "Welcome & enjoy" || len(m.Inputs) != 0 {
 		t.Errorf("AuthComplete parsed as %+v", m)
 	}
-	if !bytes.HasPrefix(doc, []byte("<?xml")) || !bytes.HasPrefix(AuthRequestForm("", ""), []byte("<?xml")) {
+	if !bytes.HasPrefix(doc, []byte("<?xml")) || !bytes.HasPrefix(AuthForm("", "", true, true), []byte("<?xml")) {
 		t.Error("documents must start with <?xml (openconnect checks the prefix)")
 	}
 }

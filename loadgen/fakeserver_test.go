@@ -84,7 +84,7 @@ func fakeServe(c net.Conn, edit func(*cstp.TunnelParams), tunnel func(net.Conn, 
 		if err != nil {
 			return
 		}
-		doc, cookie := cstp.AuthRequestForm("", ""), ""
+		doc, cookie := cstp.AuthForm("", "", true, true), ""
 		if msg.Type == "auth-reply" {
 			doc, cookie = cstp.AuthComplete(""), "Set-Cookie: webvpn=fake\r\n"
 		}

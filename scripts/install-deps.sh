@@ -15,6 +15,9 @@ declare -A need=(
   [ocserv]=ocserv
   [ocpasswd]=ocserv
   [occtl]=ocserv
+  # RADIUS e2e tests (e2e/radius_test.go) run FreeRADIUS in a namespace.
+  [freeradius]=freeradius
+  [radclient]=freeradius-utils
 )
 missing=()
 for cmd in "${!need[@]}"; do
@@ -28,7 +31,23 @@ done
 for pkg in qemu-system-x86 busybox-static kmod xz-utils; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
 done
+# stop_freeradius stops and disables the system FreeRADIUS service the
+# package starts on install: the tests run their own in a namespace, and a
+# host one would hold ports 1812/1813. Works with and without systemd.
+stop_freeradius() {
+  command -v freeradius >/dev/null 2>&1 || return 0
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    systemctl disable --now freeradius.service >/dev/null 2>&1 || true
+  else
+    if [ -x /etc/init.d/freeradius ]; then
+      /etc/init.d/freeradius stop >/dev/null 2>&1 || true
+    fi
+    command -v update-rc.d >/dev/null 2>&1 && update-rc.d freeradius disable >/dev/null 2>&1 || true
+  fi
+  return 0
+}
 if [ ${#missing[@]} -eq 0 ]; then
+  [ "$(id -u)" -ne 0 ] || stop_freeradius
   exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
@@ -41,3 +60,4 @@ echo "install-deps: installing ${pkgs[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+stop_freeradius

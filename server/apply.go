@@ -94,7 +94,7 @@ func (s *Server) applyPolicy(pol *policy) error {
 	}
 	slices.SortFunc(list, func(a, b *Session) int { return cmp.Compare(a.id, b.id) })
 	for _, sess := range list {
-		u := pol.userIn(sess.user, sess.group)
+		u := sess.policyIn(pol)
 		sess.pol.Store(u)
 		s.bindLocked(sess, u)
 		a := addrs[sess]

@@ -19,6 +19,7 @@ import (
 	"kvpn/ctl"
 	"kvpn/internal/logging"
 	"kvpn/ktlsbridge"
+	"kvpn/radius"
 	"kvpn/tun"
 )
 
@@ -91,6 +92,9 @@ type Config struct {
 	CRL string `toml:"crl"`
 	// Users holds the per-user [users.NAME] tables (site-to-site).
 	Users map[string]*UserConfig `toml:"users"`
+	// Radius is the [radius] table: servers, secret and accounting for
+	// auth = "radius" (server/radius.go, docs/authentication.md).
+	Radius *radius.Config `toml:"radius"`
 
 	// --- second factor and groups (issue #14; otp.go, groups.go) ---
 	// OTPFile is a liboath users file (ocserv's plain[otp=...]): with it
@@ -127,6 +131,9 @@ type Config struct {
 	authCert, authPlain bool
 
 	selectGroups []cstp.GroupOption // select-group, parsed (groups.go)
+	// authRadius: auth includes "radius"; radius is the parsed [radius].
+	authRadius bool
+	radius     *radius.Parsed
 }
 
 // AuthMethods is the auth key: one method name or a list of them.
@@ -157,13 +164,22 @@ func (a *AuthMethods) UnmarshalTOML(v any) error {
 const (
 	AuthPlain       = "plain"
 	AuthCertificate = "certificate"
+	AuthRadius      = "radius" // the password is checked by RADIUS servers
 )
 
 // certAuth reports whether logins need a client certificate.
 func (c *Config) certAuth() bool { return c.authCert }
 
-// passwordAuth reports whether logins need a password (the default).
-func (c *Config) passwordAuth() bool { return c.authPlain || !c.authCert }
+// passwordAuth reports whether logins need a password from the password
+// file (the default; not with auth = "radius").
+func (c *Config) passwordAuth() bool { return c.authPlain || (!c.authCert && !c.authRadius) }
+
+// askPassword reports whether the login form asks for a password: for the
+// password file or for RADIUS.
+func (c *Config) askPassword() bool { return c.passwordAuth() || c.authRadius }
+
+// UsesPasswdFile reports whether logins check the password file.
+func (c *Config) UsesPasswdFile() bool { return c.passwordAuth() }
 
 // Defaults for a vpnd started without a configuration file.
 const (
@@ -414,17 +430,20 @@ func (c *Config) sessionTimeout() time.Duration {
 
 // validateAuth checks auth, ca-cert, cert-user-oid and crl.
 func (c *Config) validateAuth(bad func(string, string, ...any)) {
-	c.authCert, c.authPlain = false, false
+	c.authCert, c.authPlain, c.authRadius = false, false, false
 	for _, m := range c.Auth {
 		switch m {
 		case AuthPlain:
 			c.authPlain = true
 		case AuthCertificate:
 			c.authCert = true
+		case AuthRadius:
+			c.authRadius = true
 		default:
-			bad("auth", "unknown method %q (want %q, %q or both)", m, AuthPlain, AuthCertificate)
+			bad("auth", "unknown method %q (want %q, %q or %q)", m, AuthPlain, AuthCertificate, AuthRadius)
 		}
 	}
+	c.validateRadius(bad) // server/radius.go
 	if len(c.Auth) == 0 && c.Auth != nil {
 		bad("auth", "empty list: name %q, %q or both", AuthPlain, AuthCertificate)
 	}
@@ -447,6 +466,9 @@ func (c *Config) authNames() []string {
 	}
 	if c.passwordAuth() {
 		n = append(n, AuthPlain)
+	}
+	if c.authRadius {
+		n = append(n, AuthRadius)
 	}
 	return n
 }

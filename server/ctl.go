@@ -101,7 +101,7 @@ func (s *Server) ctlStats() *ctl.Stats {
 // noSession is the error for a user without sessions; it says whether the
 // name is in the password file at all, since a typo is the usual cause.
 func (s *Server) noSession(user string) ctl.Reply {
-	if _, ok := s.currentSettings().Passwd.Group(user); !ok {
+	if _, ok := s.currentSettings().Passwd.Group(user); !ok && s.cfg.passwordAuth() {
 		return ctl.Errorf("unknown user %q (not in the password file, no session)", user)
 	}
 	return ctl.Errorf("user %q has no session", user)

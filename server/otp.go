@@ -149,8 +149,8 @@ func (s *Server) askOTP(user, group string, addr netip.Addr, leaf *x509.Certific
 func (s *Server) otpStep(req *http.Request, msg *cstp.ClientMessage, addr netip.Addr, form func(string) []byte,
 	xml func([]byte, http.Header) bool, log *slog.Logger) (p *pendingOTP, step2, cont bool) {
 	code, ok := msg.Fields[cstp.SecondaryPasswordField]
-	if !ok || msg.Password != "" {
-		return nil, false, false
+	if !ok || msg.Password != "" || !s.otpRequired() {
+		return nil, false, false // not an OTP step (a RADIUS challenge's answer uses the same field)
 	}
 	if ck, err := req.Cookie(otpContextCookie); err == nil {
 		p = s.otp.take(ck.Value, addr)

@@ -33,6 +33,7 @@ import (
 	"kvpn/internal/hist"
 	"kvpn/ktlsbridge"
 	"kvpn/netcfg"
+	"kvpn/radius"
 	"kvpn/record"
 	"kvpn/session"
 	"kvpn/tun"
@@ -192,6 +193,10 @@ type Server struct {
 	logTooLarge, logBanned, logThrottled, logFailed, logBusy, logSessionLimit, logConnLimit, logConnEvicted rateLog
 	logCertRefused                                                                                          rateLog
 
+	// rad is the RADIUS client and accounting; nil unless auth includes
+	// "radius" (radius.go).
+	rad *radiusState
+
 	// certVerifier checks client certificates; nil unless auth includes
 	// "certificate" (clientcert.go).
 	certVerifier *certs.ClientVerifier
@@ -247,6 +252,7 @@ func newServer(cfg *Config, log *slog.Logger) *Server {
 	s.addRoute = s.installRoute
 	s.tunOut = &tunWriter{s: s}
 	s.verify = func(user, password string) bool { return s.currentSettings().Passwd.Verify(user, password) }
+	s.rad = newRadiusState(cfg, log)
 	return s
 }
 
@@ -411,6 +417,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	var wg sync.WaitGroup
 	s.acceptLoop(ctx, ln, &wg, func(c net.Conn) { s.handleConn(connCtx, c) })
 	s.shutdown()
+	s.radiusClose() // accounting Stops of the sessions just ended
 	cancelConns()
 	wg.Wait()
 	for _, c := range s.udpReaders {
@@ -595,7 +602,7 @@ func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logge
 			if certUser == "" {
 				return s.refuseNoCert(xml, log)
 			}
-			if !s.cfg.passwordAuth() {
+			if !s.cfg.askPassword() {
 				break // certificate only: the certificate is the login
 			}
 			return xml(s.passwordForm(passwordPrompt(certUser), "", false, msg.GroupSelect), nil)
@@ -657,10 +664,21 @@ func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logge
 			return cont
 		}
 	}
+	var radSet *radius.Settings // RADIUS (radius.go)
+	if !step2 && s.rad != nil {
+		var ok, cont bool
+		if user, radSet, ok, cont = s.radiusAuth(req, msg, user, addr, form, xml, log); !ok {
+			return cont
+		}
+	}
 	if !step2 {
 		// Groups (groups.go), then the second factor if required.
 		set := s.currentSettings()
-		g, err := loginGroup(set, msg.GroupSelect, s.userGroups(set, user, leaf))
+		groups := s.userGroups(set, user, leaf)
+		if radSet != nil {
+			groups = append(groups, radSet.Groups...) // RADIUS Class OU=
+		}
+		g, err := loginGroup(set, msg.GroupSelect, groups)
 		if err != nil {
 			s.Counters.LoginFailures.Add(1)
 			log.Warn("login refused: group not allowed", "err", err)
@@ -694,6 +712,11 @@ func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logge
 		return false
 	}
 	sess.cookie = cookie
+	if radSet != nil { // RADIUS (radius.go)
+		if ok, cont := s.radiusAdmit(sess, radSet, xml, form, log); !ok {
+			return cont
+		}
+	}
 	s.reserveAddress(sess, log)
 	ticket, err := s.sealTicket(sess)
 	if err != nil {
@@ -942,6 +965,7 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 		up = append(up, "address6", addr6.String())
 	}
 	log.Info("tunnel up", up...)
+	s.radiusTunnelUp(sess, addr) // RADIUS accounting Start (radius.go)
 	loggedIn()
 	err = sess.run(cctx, ch, log)
 	sess.detach(ch, err)

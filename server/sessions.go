@@ -80,6 +80,10 @@ type Session struct {
 	// session (guarded by mu): a revocation lasts until then.
 	ticketExpires time.Time
 
+	// rad is the session's RADIUS settings and accounting (radius.go);
+	// nil without auth = "radius".
+	rad atomic.Pointer[sessRadius]
+
 	// pol is the user's policy (fixed address, iroutes, routes), set when
 	// the session gets its address and swapped by ApplyPolicy.
 	pol atomic.Pointer[userPolicy]
@@ -100,11 +104,7 @@ type Session struct {
 	dtlsDone Totals
 }
 
-func (s *Server) newSession(user string, from netip.Addr) *Session {
-	return s.newSessionIn(user, "", from)
-}
-
-// newSessionIn is newSession for a user logged in to group.
+// newSessionIn makes the session of a user logged in to group (none: "").
 func (s *Server) newSessionIn(user, group string, from netip.Addr) *Session {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -130,7 +130,7 @@ func (s *Server) newSessionIn(user, group string, from netip.Addr) *Session {
 // the user's fixed address if it has one, else one from the pool.
 func (sess *Session) attach(ch *session.CSTPChannel, prev netip.Addr, prev6 netip.Prefix) (netip.Addr, error) {
 	s := sess.srv
-	if u := s.policy.Load().userIn(sess.user, sess.group); u.exclusive() {
+	if u := sess.policyIn(s.policy.Load()); u.exclusive() {
 		// A fixed address and the networks behind a site cannot be in two
 		// sessions: a new login of the user replaces the old session (a
 		// gateway that restarted must not wait for cookie-timeout).
@@ -166,10 +166,12 @@ func (sess *Session) allocate(prev netip.Addr, prev6 netip.Prefix) error {
 	// Allocate and publish under s.mu, so that a concurrent
 	// ApplyPolicy sees either none or both of address and policy.
 	s.mu.Lock()
-	u := s.policy.Load().userIn(sess.user, sess.group)
+	u := sess.policyIn(s.policy.Load())
 	var a netip.Addr
 	var err error
-	if u.ipv4.IsValid() {
+	if fip := sess.radiusIP(); fip.IsValid() { // RADIUS Framed-IP-Address
+		a, err = fip, s.pool.GetFixed(fip)
+	} else if u.ipv4.IsValid() {
 		a, err = u.ipv4, s.pool.GetFixed(u.ipv4)
 	} else {
 		a, err = s.pool.Get(prev)
@@ -198,7 +200,7 @@ func (sess *Session) allocate(prev netip.Addr, prev6 netip.Prefix) error {
 // theirs at CONNECT, after replaceOthers. A pool that is full now is tried
 // again at CONNECT.
 func (s *Server) reserveAddress(sess *Session, log *slog.Logger) {
-	if p := s.policy.Load(); p == nil || p.userIn(sess.user, sess.group).exclusive() {
+	if p := s.policy.Load(); p == nil || sess.policyIn(p).exclusive() {
 		return // no policy: a unit test's server without routes
 	}
 	sess.mu.Lock()
@@ -357,6 +359,7 @@ func (sess *Session) end(reason string) {
 	s.log.Info("session ended", "user", sess.user, "session", sess.id, "reason", reason,
 		"address", addr.String(), "address6", addrString(addr6), "spoofed-drops", sess.spoofed.Load(),
 		"gso-frames", sess.gsoFrames.Load())
+	s.radiusEnded(sess, reason) // RADIUS accounting Stop (radius.go)
 }
 
 // terminate kicks the client (TERMINATE) and ends the session.
@@ -952,6 +955,9 @@ func (s *Server) sweepOnce(now time.Time) {
 	// A copy of the list: attach takes sess.mu before s.mu, so holding
 	// s.mu while taking sess.mu could deadlock with it.
 	for _, sess := range s.list() {
+		if s.radiusSweep(sess, now) { // RADIUS Session-Timeout, Idle-Timeout
+			continue
+		}
 		if s.pastSessionTimeout(sess.login, now) {
 			s.Counters.SessionTimeouts.Add(1)
 			s.log.Info("ending session: session-timeout reached", "user", sess.user, "session", sess.id,

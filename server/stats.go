@@ -263,6 +263,7 @@ func (s *Server) Snapshot() Snapshot {
 		var none hist.Latency
 		snap.DTLSHandshake = none.Snapshot()
 	}
+	s.radiusDrops(snap.Drops) // radius-* (radius.go)
 	// Totals under s.mu: a session that ends moves its traffic into
 	// s.retired under the same lock, so it is counted exactly once.
 	s.mu.RLock()

@@ -133,7 +133,7 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	raiseFileLimit(log)
-	if _, err := os.Stat(cfg.PasswdFile); errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(cfg.PasswdFile); cfg.UsesPasswdFile() && errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("password file %s does not exist; add a user with: vpnd passwd --file %s USER", cfg.PasswdFile, cfg.PasswdFile)
 	}
 	// The control socket comes first: if another vpnd answers on it, this
