@@ -156,7 +156,7 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	if cfg.MetricsListen != "" {
-		ms, err := metrics.Listen(cfg.MetricsListen, srv.Snapshot, log)
+		ms, err := metrics.Listen(cfg.MetricsListen, cfg.MetricsToken, srv.Snapshot, log)
 		if err != nil {
 			ln.Close()
 			return fmt.Errorf("metrics-listen %s: %w", cfg.MetricsListen, err)
