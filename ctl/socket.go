@@ -38,7 +38,8 @@ type Listener struct {
 	wg   sync.WaitGroup // the exchanges under way
 	// serving is held by Serve while it accepts: Close waits for it before
 	// waiting for wg, so no wg.Add can race wg.Wait.
-	serving sync.Mutex
+	serving     sync.Mutex
+	accessState // who may connect (access.go)
 }
 
 // Listen creates the control socket at path with mode 0600 (its directory
@@ -70,7 +71,10 @@ func Listen(path string) (*Listener, error) {
 		return nil, fmt.Errorf("ctl-socket %s: %w", path, err)
 	}
 	ln.SetUnlinkOnClose(true)
-	return &Listener{ln: ln, path: path}, nil
+	l := &Listener{ln: ln, path: path}
+	l.owner = uint32(os.Geteuid())
+	l.group.Store(-1)
+	return l, nil
 }
 
 // Path is the socket's file name.
@@ -94,6 +98,10 @@ func (l *Listener) Serve(h Handler, log *slog.Logger) {
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
+			if rep, ok := l.checkPeer(c, log); !ok {
+				refuse(c, rep)
+				return
+			}
 			serveConn(c, h, log)
 		}()
 	}
@@ -155,7 +163,7 @@ func Call(path string, req Request) (Reply, error) {
 	raddr := &net.UnixAddr{Name: path, Net: "unix"}
 	c, err := net.DialUnix("unix", nil, raddr)
 	if err != nil {
-		return rep, fmt.Errorf("connecting to vpnd's control socket: %w (is vpnd running, with this ctl-socket?)", err)
+		return rep, fmt.Errorf("connecting to vpnd's control socket: %w (is vpnd running, with this ctl-socket?)", errAccess(err))
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(ioTimeout))
