@@ -59,3 +59,7 @@ func LoopbackHost(host string) bool {
 	a, err := netip.ParseAddr(host)
 	return err == nil && a.Unmap().IsLoopback()
 }
+
+// RevokedFileName is the revoked-sessions file's name, in
+// cookie-key-file's directory.
+const RevokedFileName = revokedFileName

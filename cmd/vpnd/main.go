@@ -131,6 +131,10 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	raiseFileLimit(log)
+	ra, err := lookupRunAs(cfg) // a missing user stops vpnd before it touches anything
+	if err != nil {
+		return err
+	}
 	if _, err := os.Stat(cfg.PasswdFile); errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("password file %s does not exist; add a user with: vpnd passwd --file %s USER", cfg.PasswdFile, cfg.PasswdFile)
 	}
@@ -142,6 +146,9 @@ func serve(args []string, stderr io.Writer) error {
 			return fmt.Errorf("%w (set ctl-socket to another path, or \"\" to disable it)", err)
 		}
 		defer ctlLn.Close()
+		if err := setCtlGroup(ctlLn, cfg, log); err != nil {
+			return err
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -163,6 +170,15 @@ func serve(args []string, stderr io.Writer) error {
 		}
 		defer ms.Close()
 		log.Info("metrics listening", "metrics-listen", ms.Addr().String())
+	}
+	// Everything is open: from here on vpnd runs as run-as-user.
+	if ra != nil {
+		if err := prepareState(cfg, ra, log); err != nil {
+			return err
+		}
+		if err := dropPrivileges(ra, cfg, *config, log); err != nil {
+			return err
+		}
 	}
 	if ctlLn != nil {
 		go ctlLn.Serve(srv, log)

@@ -45,6 +45,15 @@ func Mask(caps ...uintptr) uint64 {
 	return m
 }
 
+// Supported reports whether Drop can work in this binary: nil, or ErrCgo.
+// It changes nothing.
+func Supported() error {
+	if _, _, e := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_GET_KEEPCAPS, 0, 0); e == syscall.ENOTSUP {
+		return ErrCgo
+	}
+	return nil
+}
+
 // Drop switches every thread of the process to uid and gid (real,
 // effective and saved; supplementary groups: gid only) and leaves it the
 // capabilities keep in its permitted and effective sets, nothing else
