@@ -192,6 +192,9 @@ func serve(args []string, stderr io.Writer) error {
 			srv.ReloadFromSource() // logs what it did, or why it kept the old one
 		}
 	}()
+	// systemd (Type=notify): ready, and watchdog pings while the server
+	// answers a snapshot (which takes its session lock).
+	notifyReady(log, func() bool { srv.Snapshot(); return true }, ctx.Done())
 	err = srv.Serve(ctx, ln)
 	log.Info("vpnd stopped", "drop-spoofed", srv.Counters.DropSpoofed.Load(),
 		"drop-no-session", srv.Counters.DropNoSession.Load(), "login-failures", srv.Counters.LoginFailures.Load())
