@@ -120,6 +120,7 @@ func (h argon2Hash) derive(password string, keyLen uint32) []byte {
 }
 
 func (h argon2Hash) verify(password string) bool {
+	hashed(h)
 	got := h.derive(password, uint32(len(h.key)))
 	return subtle.ConstantTimeCompare(got, h.key) == 1
 }
@@ -232,6 +233,7 @@ func parseCrypt(s string, c crypt.Crypter, sumLen int) (cryptHash, error) {
 const cryptAlphabet = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 func (h cryptHash) verify(password string) bool {
+	hashed(h)
 	// Pass only the setting, not the full hash: the library mistakes
 	// "salt$sum" for the salt when a rounds= field is present.
 	out, err := h.crypter.Generate([]byte(password), []byte(h.setting))

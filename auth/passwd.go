@@ -23,6 +23,7 @@ const defaultGroup = "*"
 // concurrent use; to pick up changes, load the file again.
 type PasswdFile struct {
 	users map[string]passwdLine
+	dummy verifier // verified for unknown users (dummy.go); nil: dummyHash
 }
 
 // passwdLine is one user's line of a password file.
@@ -99,6 +100,7 @@ func LoadPasswd(path string) (*PasswdFile, error) {
 		return nil, fmt.Errorf("auth: %w", err)
 	}
 	p := &PasswdFile{users: make(map[string]passwdLine)}
+	var order []string
 	n := 0
 	for line := range strings.Lines(string(data)) {
 		n++
@@ -115,7 +117,9 @@ func LoadPasswd(path string) (*PasswdFile, error) {
 			return nil, fmt.Errorf("auth: %s:%d: duplicate user %q", path, n, l.user)
 		}
 		p.users[l.user] = l
+		order = append(order, l.user)
 	}
+	p.dummy = pickDummy(p.users, order)
 	return p, nil
 }
 
@@ -137,15 +141,22 @@ func CredentialsTooLong(user, password string) bool {
 // Verify reports whether password is user's password. A locked user never
 // verifies. The work done is the same for unknown users as for known ones
 // (one hash computation), so response time does not reveal which usernames
-// exist. Credentials over their bounds (CredentialsTooLong) never verify
-// and cost no hash: that reveals only their length, which the client knows.
+// exist: an unknown user's password is checked against a dummy hash of the
+// kind and cost most users in the file have (dummy.go), a locked user's
+// against its own hash. Credentials over their bounds (CredentialsTooLong)
+// never verify and cost no hash: that reveals only their length, which the
+// client knows.
 func (p *PasswdFile) Verify(user, password string) bool {
 	if CredentialsTooLong(user, password) {
 		return false
 	}
 	l, ok := p.users[user]
 	if !ok {
-		dummyHash.verify(password)
+		d := p.dummy
+		if d == nil {
+			d = dummyHash
+		}
+		d.verify(password)
 		return false
 	}
 	return l.hash.verify(password)
@@ -275,6 +286,7 @@ func writeFileAtomic(path string, data []byte) (err error) {
 	if err = f.Chmod(0o600); err != nil { // in case CreateTemp's mode ever changes
 		return err
 	}
+	keepGroupRead(f, path)
 	if _, err = f.Write(data); err != nil {
 		return err
 	}

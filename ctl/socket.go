@@ -33,7 +33,8 @@ type Listener struct {
 	wg   sync.WaitGroup // the exchanges under way
 	// serving is held by Serve while it accepts: Close waits for it before
 	// waiting for wg, so no wg.Add can race wg.Wait.
-	serving sync.Mutex
+	serving     sync.Mutex
+	accessState // who may connect (access.go)
 }
 
 // Listen creates the control socket at path with mode 0600 (its directory
@@ -65,7 +66,10 @@ func Listen(path string) (*Listener, error) {
 		return nil, fmt.Errorf("ctl-socket %s: %w", path, err)
 	}
 	ln.SetUnlinkOnClose(true)
-	return &Listener{ln: ln, path: path}, nil
+	l := &Listener{ln: ln, path: path}
+	l.owner = uint32(os.Geteuid())
+	l.group.Store(-1)
+	return l, nil
 }
 
 // Path is the socket's file name.
@@ -89,6 +93,10 @@ func (l *Listener) Serve(h Handler, log *slog.Logger) {
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
+			if rep, ok := l.checkPeer(c, log); !ok {
+				refuse(c, rep)
+				return
+			}
 			serveConn(c, h, log)
 		}()
 	}
@@ -150,7 +158,7 @@ func Call(path string, req Request) (Reply, error) {
 	raddr := &net.UnixAddr{Name: path, Net: "unix"}
 	c, err := net.DialUnix("unix", nil, raddr)
 	if err != nil {
-		return rep, fmt.Errorf("connecting to vpnd's control socket: %w (is vpnd running, with this ctl-socket?)", err)
+		return rep, fmt.Errorf("connecting to vpnd's control socket: %w (is vpnd running, with this ctl-socket?)", errAccess(err))
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(ioTimeout))

@@ -68,6 +68,7 @@ func runTests(m *testing.M) int {
 	for _, b := range []struct{ out, pkg string }{{bins.vpnd, "kvpn/cmd/vpnd"}, {bins.vpnc, "kvpn/cmd/vpnc"},
 		{bins.kvpnload, "kvpn/cmd/kvpnload"}} {
 		cmd := exec.Command("go", "build", "-o", b.out, b.pkg)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build: vpnd's run-as-user needs it
 		if out, err := cmd.CombinedOutput(); err != nil {
 			bins.err = fmt.Errorf("building %s: %v\n%s", b.pkg, err, out)
 			break

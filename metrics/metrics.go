@@ -134,14 +134,16 @@ type Server struct {
 	ln   net.Listener
 }
 
-// Listen binds addr (metrics-listen) and serves /metrics in the background.
-func Listen(addr string, src Source, log *slog.Logger) (*Server, error) {
+// Listen binds addr (metrics-listen) and serves /metrics in the
+// background; with a token (metrics-token) only to requests bearing it
+// (RequireToken).
+func Listen(addr, token string, src Source, log *slog.Logger) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{ln: ln, http: &http.Server{
-		Handler:           Handler(src),
+		Handler:           RequireToken(token, Handler(src), log),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}}

@@ -54,6 +54,12 @@ type Config struct {
 	CtlSocket     string `toml:"ctl-socket"`     // control socket for vpnd ctl ("" disables)
 	MetricsListen string `toml:"metrics-listen"` // Prometheus /metrics address ("" disables)
 
+	// Privileges and access (access.go, cmd/vpnd/privileges.go).
+	RunAsUser    string `toml:"run-as-user"`   // user vpnd runs as once set up ("": stays root)
+	RunAsGroup   string `toml:"run-as-group"`  // its group (default: the user's primary group)
+	CtlGroup     string `toml:"ctl-group"`     // group that may use the control socket besides root
+	MetricsToken string `toml:"metrics-token"` // bearer token /metrics requires ("": none)
+
 	// Login and session limits (limits.go). The ban and session keys are
 	// ocserv's; 0 disables each.
 	MaxBanScore            int `toml:"max-ban-score"`             // ban an address at this score
@@ -388,6 +394,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validateGroups(bad) // before the policy, which builds the groups
+	c.validateAccess(bad)
 	c.pol = c.buildPolicy(bad)
 	if c.ServerCert == "" || c.ServerKey == "" {
 		bad("server-cert", "server-cert and server-key must both be set")

@@ -133,6 +133,10 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	raiseFileLimit(log)
+	ra, err := lookupRunAs(cfg) // a missing user stops vpnd before it touches anything
+	if err != nil {
+		return err
+	}
 	if _, err := os.Stat(cfg.PasswdFile); cfg.UsesPasswdFile() && errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("password file %s does not exist; add a user with: vpnd passwd --file %s USER", cfg.PasswdFile, cfg.PasswdFile)
 	}
@@ -144,6 +148,9 @@ func serve(args []string, stderr io.Writer) error {
 			return fmt.Errorf("%w (set ctl-socket to another path, or \"\" to disable it)", err)
 		}
 		defer ctlLn.Close()
+		if err := setCtlGroup(ctlLn, cfg, log); err != nil {
+			return err
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -158,13 +165,22 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	if cfg.MetricsListen != "" {
-		ms, err := metrics.Listen(cfg.MetricsListen, srv.Snapshot, log)
+		ms, err := metrics.Listen(cfg.MetricsListen, cfg.MetricsToken, srv.Snapshot, log)
 		if err != nil {
 			ln.Close()
 			return fmt.Errorf("metrics-listen %s: %w", cfg.MetricsListen, err)
 		}
 		defer ms.Close()
 		log.Info("metrics listening", "metrics-listen", ms.Addr().String())
+	}
+	// Everything is open: from here on vpnd runs as run-as-user.
+	if ra != nil {
+		if err := prepareState(cfg, ra, log); err != nil {
+			return err
+		}
+		if err := dropPrivileges(ra, cfg, *config, log); err != nil {
+			return err
+		}
 	}
 	if ctlLn != nil {
 		go ctlLn.Serve(srv, log)
@@ -178,6 +194,9 @@ func serve(args []string, stderr io.Writer) error {
 			srv.ReloadFromSource() // logs what it did, or why it kept the old one
 		}
 	}()
+	// systemd (Type=notify): ready, and watchdog pings while the server
+	// answers a snapshot (which takes its session lock).
+	notifyReady(log, func() bool { srv.Snapshot(); return true }, ctx.Done())
 	err = srv.Serve(ctx, ln)
 	log.Info("vpnd stopped", "drop-spoofed", srv.Counters.DropSpoofed.Load(),
 		"drop-no-session", srv.Counters.DropNoSession.Load(), "login-failures", srv.Counters.LoginFailures.Load())
