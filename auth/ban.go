@@ -10,9 +10,9 @@ import (
 
 // Bans keeps ocserv-style ban scores per source address (IPv6 per /64, as
 // the Throttle counts). Events add points to the address's score: a wrong
-// password (ban-points-wrong-password, 10), a connection
-// (ban-points-connection, 1; given back when the connection logs in or
-// resumes a session), a malformed request (ban-points-malformed-request,
+// password (ban-points-wrong-password, 10), a connection that ended
+// without logging in (ban-points-connection, 1; the caller decides), a
+// malformed request (ban-points-malformed-request,
 // 10). An address whose score reached maxScore is refused before any work
 // (no TLS handshake, no password check) for minReauth from the point that
 // took it there (each further point starts that time again), as ocserv's
@@ -161,8 +161,7 @@ func (b *Bans) WrongPasswordFor(addr netip.Addr, user string) (nowBanned bool) {
 	return b.add(addr, b.cfgPoints().WrongPassword, user, true)
 }
 
-// Connection adds a connection's points (given back by Refund when it
-// logs in).
+// Connection adds a connection's points.
 func (b *Bans) Connection(addr netip.Addr) (nowBanned bool) {
 	return b.add(addr, b.cfgPoints().Connection, "", false)
 }
@@ -170,28 +169,6 @@ func (b *Bans) Connection(addr netip.Addr) (nowBanned bool) {
 // Malformed adds a malformed request's points.
 func (b *Bans) Malformed(addr netip.Addr) (nowBanned bool) {
 	return b.add(addr, b.cfgPoints().MalformedRequest, "", false)
-}
-
-// Refund takes a connection's points back: it logged in, or resumed a
-// session with a valid cookie. A score never goes below 0, and a ban in
-// force stays.
-func (b *Bans) Refund(addr netip.Addr) {
-	if !b.Enabled() || b.cfg.Connection == 0 {
-		return
-	}
-	now := b.now()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.expire(now)
-	el, ok := b.byAddr[addrKey(addr)]
-	if !ok {
-		return
-	}
-	e := el.Value.(*banEntry)
-	if b.bannedLocked(e, now) {
-		return
-	}
-	e.score = max(0, e.score-b.cfg.Connection)
 }
 
 func (b *Bans) cfgPoints() BanConfig {

@@ -119,25 +119,18 @@ func TestBansPerUserCap(t *testing.T) {
 	}
 }
 
-// TestBansConnectionRefund: connections cost a point each, given back
-// when they log in; unban forgets a score.
-func TestBansConnectionRefund(t *testing.T) {
+// TestBansConnectionsListUnban: connections cost a point each; List
+// shows the scores; unban forgets a score.
+func TestBansConnectionsListUnban(t *testing.T) {
 	clock := newFakeClock()
 	b := NewBansConfig(BanConfig{MaxScore: 80, ResetTime: 1200 * time.Second, MinReauth: 300 * time.Second,
 		Connection: 1}, clock.Now)
-	for range 500 {
-		b.Connection(addr1)
-		b.Refund(addr1)
-	}
-	if ok, _ := b.Banned(addr1); ok {
-		t.Fatal("500 connections that logged in banned the address")
-	}
+	b.Connection(addr1)
 	for i := range 80 {
 		if now := b.Connection(addr2); now != (i == 79) {
 			t.Fatalf("connection %d: nowBanned %v", i+1, now)
 		}
 	}
-	b.Refund(addr2) // a ban in force stays
 	l := b.List()
 	if len(l) != 2 || l[0].Addr != addrKey(addr2) || !l[0].Banned || l[0].Score != 80 || l[1].Banned {
 		t.Fatalf("List: %+v", l)

@@ -39,6 +39,7 @@ type Listener struct {
 	// serving is held by Serve while it accepts: Close waits for it before
 	// waiting for wg, so no wg.Add can race wg.Wait.
 	serving sync.Mutex
+	done    chan struct{} // closed by Close: ends streams (stream.go)
 }
 
 // Listen creates the control socket at path with mode 0600 (its directory
@@ -70,7 +71,7 @@ func Listen(path string) (*Listener, error) {
 		return nil, fmt.Errorf("ctl-socket %s: %w", path, err)
 	}
 	ln.SetUnlinkOnClose(true)
-	return &Listener{ln: ln, path: path}, nil
+	return &Listener{ln: ln, path: path, done: make(chan struct{})}, nil
 }
 
 // Path is the socket's file name.
@@ -94,7 +95,7 @@ func (l *Listener) Serve(h Handler, log *slog.Logger) {
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
-			serveConn(c, h, log)
+			serveConn(c, h, log, l.done)
 		}()
 	}
 }
@@ -103,13 +104,18 @@ func (l *Listener) Serve(h Handler, log *slog.Logger) {
 // the socket file.
 func (l *Listener) Close() error {
 	err := l.ln.Close()
+	select {
+	case <-l.done:
+	default:
+		close(l.done)
+	}
 	l.serving.Lock() // Serve has returned (or never ran)
 	l.serving.Unlock()
 	l.wg.Wait()
 	return err
 }
 
-func serveConn(c *net.UnixConn, h Handler, log *slog.Logger) {
+func serveConn(c *net.UnixConn, h Handler, log *slog.Logger, done <-chan struct{}) {
 	defer c.Close()
 	defer func() {
 		// A bug in one command must not take the daemon down.
@@ -137,6 +143,10 @@ func serveConn(c *net.UnixConn, h Handler, log *slog.Logger) {
 		if perr != nil {
 			log.Info("ctl: bad request", "err", perr)
 			rep = Reply{Error: perr.Error()}
+		} else if st, ok := h.(Streamer); ok && Streaming(req.Command) {
+			log.Debug("ctl: stream", "command", req.Command)
+			serveStream(c, st, req, done)
+			return
 		} else {
 			log.Debug("ctl: request", "command", req.Command, "args", req.Args)
 			rep = h.HandleCtl(req)

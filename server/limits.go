@@ -44,8 +44,8 @@ func logUser(user string) string {
 
 // banPoints adds a wrong password's ban points to addr, logging the moment
 // the address becomes banned.
-func (s *Server) banPoints(addr netip.Addr, log *slog.Logger) {
-	if s.bans.WrongPassword(addr) {
+func (s *Server) banPoints(addr netip.Addr, user string, log *slog.Logger) {
+	if s.bans.WrongPasswordFor(addr, user) {
 		log.Warn("address banned: ban score reached max-ban-score",
 			"max-ban-score", s.cfg.MaxBanScore, "ban-reset-time", s.cfg.BanResetTime)
 	}

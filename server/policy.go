@@ -24,6 +24,9 @@ type UserConfig struct {
 	// Route replaces the global route list for this user (split-include
 	// routes pushed to the client). Empty: the global list.
 	Route []string `toml:"route"`
+	// IsolateClients overrides the global isolate-clients for this user
+	// (isolate.go).
+	IsolateClients *bool `toml:"isolate-clients"`
 }
 
 // userPolicy is one user's parsed settings. It is immutable once built;
@@ -39,6 +42,8 @@ type userPolicy struct {
 	// allow is where the client may send to under restrict-user-to-routes
 	// (its routes, vpnd's tunnel address, the DNS servers); nil = anywhere.
 	allow []netip.Prefix
+	// iso forbids traffic between this user and other clients (isolate.go).
+	iso isolation
 }
 
 // exclusive reports whether the user may have only one session at a time:
@@ -117,7 +122,7 @@ func (c *Config) buildPolicy(bad func(key, format string, a ...any)) *policy {
 		}
 		return allow
 	}
-	pol.def = &userPolicy{routes: c.routes, excludes: c.noRoutes, allow: allowList(c.routes)}
+	pol.def = &userPolicy{routes: c.routes, excludes: c.noRoutes, allow: allowList(c.routes), iso: c.isolation(nil)}
 
 	var listen netip.Addr
 	if host, _, err := net.SplitHostPort(c.Listen); err == nil {
@@ -222,6 +227,7 @@ func (c *Config) buildPolicy(bad func(key, format string, a ...any)) *policy {
 			}
 		}
 		u.allow = allowList(u.routes)
+		u.iso = c.isolation(uc)
 		pol.users[name] = u
 	}
 	return pol

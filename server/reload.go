@@ -94,6 +94,7 @@ var reloadableKeys = map[string]bool{
 	"users":                   true,
 	"restrict-user-to-routes": true,
 	"crl":                     true,
+	"isolate-clients":         true, // policy swap (isolate.go)
 }
 
 // currentSettings are the settings new connections use.

@@ -27,6 +27,7 @@ import (
 	"kvpn/auth"
 	"kvpn/certs"
 	"kvpn/cstp"
+	"kvpn/ctl"
 	"kvpn/dtls"
 	dtlsrecord "kvpn/dtls/record"
 	"kvpn/internal/contain"
@@ -131,6 +132,14 @@ type Counters struct {
 
 	TLSHandshakeFailed atomic.Uint64
 	TLSHandshake       hist.Latency // successful TLS handshakes (and kTLS setup)
+
+	// Issue #15 (hardening.go, scripts.go, isolate.go).
+	AuthTimeouts         atomic.Uint64 // connections closed at auth-timeout before their CONNECT
+	LoginIdleTimeouts    atomic.Uint64 // connections closed at login-idle-timeout before their CONNECT
+	DropIsolated         atomic.Uint64 // packets between clients where isolate-clients forbids them
+	ConnectScriptFail    atomic.Uint64 // sessions refused: connect-script failed or timed out
+	DisconnectScriptFail atomic.Uint64 // disconnect-script runs that failed or timed out
+	ScriptsSkipped       atomic.Uint64 // disconnect-script runs not started: too many waiting
 }
 
 // Server is a running vpnd.
@@ -191,6 +200,8 @@ type Server struct {
 	// Rate-limited log lines for events a client can cause at will.
 	logTooLarge, logBanned, logThrottled, logFailed, logBusy, logSessionLimit, logConnLimit, logConnEvicted rateLog
 	logCertRefused                                                                                          rateLog
+	logAuthTimeout, logIdleTimeout, logIsolated, logScript                                                  rateLog  // issue #15
+	ops                                                                                                     opsState // issue #15: events, scripts (ctlops.go, scripts.go)
 
 	// certVerifier checks client certificates; nil unless auth includes
 	// "certificate" (clientcert.go).
@@ -232,7 +243,7 @@ func newServer(cfg *Config, log *slog.Logger) *Server {
 		cookies:  auth.NewCookieJar[*Session](nil),
 		// One verification per core at a time (see auth.VerifyPool).
 		verifyPool: auth.NewVerifyPool(0, verifyQueue, loginWait),
-		bans:       auth.NewBans(cfg.MaxBanScore, cfg.BanPointsWrongPassword, time.Duration(cfg.BanResetTime)*time.Second, nil),
+		bans:       auth.NewBansConfig(cfg.banConfig(), nil),
 		pool:       newPool(cfg.pool),
 		byAddr:     map[netip.Addr]*Session{},
 		byAppID:    map[[dtls.AppIDLen]byte]*Session{},
@@ -473,14 +484,18 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
 		return
 	}
 	defer lc.release()
-	raw.SetDeadline(time.Now().Add(loginTimeout))
-	hctx, cancel := context.WithTimeout(ctx, loginTimeout)
+	pl := s.startPreLogin(raw, from)
+	defer s.connectionPoint(pl, log)
+	ctx = withPreLogin(ctx, pl)
+	hctx, cancel := context.WithDeadline(ctx, pl.deadline)
 	start := time.Now()
 	conn, err := ktlsbridge.Server(hctx, raw, s.tlsCfg, s.cfg.ktls)
 	cancel()
 	if err != nil {
 		s.Counters.TLSHandshakeFailed.Add(1)
-		if !s.certRefused(err, log) {
+		if isTimeout(err) {
+			s.preLoginTimedOut(pl, "TLS handshake", log)
+		} else if !s.certRefused(err, log) {
 			log.Info("TLS handshake failed", "err", err)
 		}
 		return
@@ -498,21 +513,26 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
 // that has not logged in).
 func (s *Server) serveConn(ctx context.Context, conn record.Conn, log *slog.Logger, loggedIn func()) {
 	br := session.NewFrameReader(conn)
+	pl := preLoginOf(ctx)
 	for {
+		pl.nextRequest(conn) // login-idle-timeout between requests
 		// Every request's head is bounded before it is parsed, the
 		// CONNECT's too (cstp.PeekHead leaves the bytes behind it in br).
 		if err := cstp.PeekHead(br); err != nil {
 			var big *cstp.HeadTooLargeError
 			switch {
+			case isTimeout(err) && pl != nil:
+				s.preLoginTimedOut(pl, "login", log)
 			case errors.As(err, &big):
 				s.Counters.RequestTooLarge.Add(1)
+				s.malformedPoints(remoteAddr(conn), log)
 				if ok, n := s.logTooLarge.allow(); ok {
 					log.Warn("closing connection: request too large", "why", big.What,
 						"limit-bytes", cstp.MaxHeadBytes, "limit-lines", cstp.MaxHeaderLines, "not-logged", n)
 				}
 				writeResponse(conn, big.Status, "", nil, nil)
 			case !errors.Is(err, io.EOF):
-				s.Counters.BadRequests.Add(1)
+				s.badRequest(conn, log)
 				log.Info("closing connection: not an HTTP request", "err", err)
 				writeResponse(conn, http.StatusBadRequest, "", nil, nil)
 			}
@@ -522,7 +542,7 @@ func (s *Server) serveConn(ctx context.Context, conn record.Conn, log *slog.Logg
 		req, err := http.ReadRequest(br)
 		if err != nil {
 			if !errors.Is(err, io.EOF) {
-				s.Counters.BadRequests.Add(1)
+				s.badRequest(conn, log)
 				log.Info("closing connection: not an HTTP request", "err", err)
 				writeResponse(conn, http.StatusBadRequest, "", nil, nil)
 			}
@@ -531,7 +551,7 @@ func (s *Server) serveConn(ctx context.Context, conn record.Conn, log *slog.Logg
 		}
 		switch {
 		case req.Method == http.MethodPost && (req.URL.Path == "/" || req.URL.Path == "/auth"):
-			if !s.handleAuth(conn, req, log) {
+			if !s.handleAuth(ctx, conn, req, log) {
 				conn.Close()
 				return
 			}
@@ -544,7 +564,7 @@ func (s *Server) serveConn(ctx context.Context, conn record.Conn, log *slog.Logg
 			s.handleConnect(ctx, conn, br, req, log, loggedIn)
 			return
 		default:
-			s.Counters.BadRequests.Add(1)
+			s.badRequest(conn, log)
 			log.Info("closing connection: request is not part of the protocol", "method", req.Method, "path", req.URL.Path)
 			writeResponse(conn, http.StatusNotFound, "", nil, nil)
 			conn.Close()
@@ -559,17 +579,17 @@ func (s *Server) serveConn(ctx context.Context, conn record.Conn, log *slog.Logg
 
 // handleAuth answers a login POST. It reports whether the connection may
 // go on.
-func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logger) bool {
+func (s *Server) handleAuth(ctx context.Context, conn record.Conn, req *http.Request, log *slog.Logger) bool {
 	body, err := io.ReadAll(io.LimitReader(req.Body, maxBody+1))
 	if err != nil || len(body) > maxBody {
-		s.Counters.BadRequests.Add(1)
+		s.badRequest(conn, log)
 		log.Info("closing connection: login body unreadable or too large", "err", err, "bytes", len(body))
 		writeResponse(conn, http.StatusRequestEntityTooLarge, "", nil, nil)
 		return false
 	}
 	msg, err := cstp.ParseClientMessage(req.Header.Get("Content-Type"), body)
 	if err != nil {
-		s.Counters.BadRequests.Add(1)
+		s.badRequest(conn, log)
 		log.Info("closing connection: bad login message", "err", err)
 		writeResponse(conn, http.StatusBadRequest, "", nil, nil)
 		return false
@@ -609,7 +629,7 @@ func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logge
 		return xml(cstp.AuthComplete("Logged out."), nil)
 	case "auth-reply":
 	default:
-		s.Counters.BadRequests.Add(1)
+		s.badRequest(conn, log)
 		log.Info("closing connection: unexpected login message type", "type", msg.Type)
 		writeResponse(conn, http.StatusBadRequest, "", nil, nil)
 		return false
@@ -653,6 +673,7 @@ func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logge
 		return xml(form("Login refused: "+err.Error()+"."), nil)
 	}
 	s.Counters.Logins.Add(1)
+	s.loggedIn(ctx)
 	sess := s.newSession(user, addr)
 	s.admitMu.Unlock()
 	if leaf != nil {
@@ -660,7 +681,7 @@ func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logge
 		sess.cert, sess.certLeaf = true, leaf
 		sess.mu.Unlock()
 	}
-	cookie, err := s.cookies.Issue(sess, s.cfg.cookieTimeout()+loginTimeout)
+	cookie, err := s.cookies.Issue(sess, s.cfg.cookieTimeout()+s.cfg.authTimeout())
 	if err != nil {
 		log.Error("issuing cookie", "err", err)
 		return false
@@ -724,7 +745,7 @@ func (s *Server) checkPassword(user, password string, addr netip.Addr, form func
 		s.throttle.Fail(user, addr)
 		s.Counters.LoginFailures.Add(1)
 		s.Counters.CredentialsTooLong.Add(1)
-		s.banPoints(addr, log)
+		s.banPoints(addr, user, log)
 		if ok, n := s.logFailed.allow(); ok {
 			log.Warn("login failed: username or password too long, not checked",
 				"username-bytes", len(user), "password-bytes", len(password),
@@ -747,7 +768,7 @@ func (s *Server) checkPassword(user, password string, addr netip.Addr, form func
 	if user == "" || !good {
 		s.throttle.Fail(user, addr)
 		s.Counters.LoginFailures.Add(1)
-		s.banPoints(addr, log)
+		s.banPoints(addr, user, log)
 		if ok, n := s.logFailed.allow(); ok {
 			log.Warn("login failed: wrong username or password", "not-logged", n)
 		}
@@ -762,7 +783,7 @@ func (s *Server) checkPassword(user, password string, addr netip.Addr, form func
 func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.Reader, req *http.Request, log *slog.Logger, loggedIn func()) {
 	creq, err := cstp.ParseConnectRequest(req)
 	if err != nil {
-		s.Counters.BadRequests.Add(1)
+		s.badRequest(conn, log)
 		log.Info("closing connection: bad CONNECT", "err", err)
 		writeResponse(conn, http.StatusBadRequest, "", nil, nil)
 		conn.Close()
@@ -787,6 +808,7 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 		return
 	}
 	log = log.With("user", sess.user, "session", sess.id)
+	s.loggedIn(ctx)
 	if leaf != nil {
 		// The certificate this connection presented (a resumed session's
 		// too), for a reloaded CRL to check.
@@ -803,6 +825,12 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 	addr, err := sess.attach(ch, prev, prev6)
 	if err != nil {
 		log.Warn("CONNECT refused", "err", err)
+		writeResponse(conn, http.StatusServiceUnavailable, "", nil, nil)
+		conn.Close()
+		return
+	}
+	if !s.tunnelUp(sess, remoteAddr(conn), log) {
+		// connect-script refused the session (scripts.go): it has ended.
 		writeResponse(conn, http.StatusServiceUnavailable, "", nil, nil)
 		conn.Close()
 		return
@@ -909,6 +937,7 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 		up = append(up, "address6", addr6.String())
 	}
 	log.Info("tunnel up", up...)
+	s.connEvent(ctl.EventConnect, sess, conn.RemoteAddr().String(), ch.Name(), "")
 	loggedIn()
 	err = sess.run(cctx, ch, log)
 	sess.detach(ch, err)
