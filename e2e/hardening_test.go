@@ -164,6 +164,8 @@ login-idle-timeout = 20`)
 	c := startClient(t, cliNS, &srv2, testPassword, true)
 	ping(t, cliNS, tunnelServer)
 	d := drops(t, srv)
+	t.Logf("during the flood: %d connections not logged in; login-conn-evicted %d, login-conn-limit %d; the user's tunnel is up",
+		st.LoginConnections, d["login-conn-evicted"], d["login-conn-limit"])
 	if d["login-conn-evicted"] == 0 {
 		t.Errorf("no login-conn-evicted: %v", d)
 	}
