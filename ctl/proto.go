@@ -47,7 +47,8 @@ var commands = map[string]int{
 }
 
 // CommandList names the commands for usage and error messages.
-const CommandList = "show users, show user NAME, show stats, disconnect user NAME, disconnect id ID, reload"
+const CommandList = "show users, show user NAME, show stats, show status, show sessions, show id ID, show iroutes, show events, " +
+	"show ip bans, show ip ban points, unban ip ADDR, disconnect user NAME, disconnect id ID, reload"
 
 // Request is what `vpnd ctl` sends.
 type Request struct {
@@ -64,6 +65,11 @@ type Reply struct {
 	Users   []User   `json:"users,omitempty"`
 	Stats   *Stats   `json:"stats,omitempty"`
 	Warn    []string `json:"warnings,omitempty"` // reload: keys that need a restart
+	// Issue #15 (ops.go).
+	Status  *Status  `json:"status,omitempty"`
+	Bans    []Ban    `json:"bans,omitempty"`
+	IRoutes []IRoute `json:"iroutes,omitempty"`
+	Event   *Event   `json:"event,omitempty"`
 }
 
 // Errorf builds an error reply.
@@ -91,6 +97,10 @@ type User struct {
 	PacketsOut    uint64    `json:"packets_out"`
 	Since         time.Time `json:"since"`
 	UptimeSeconds int64     `json:"uptime_seconds"`
+	// Issue #15: show sessions, show id.
+	Group    string   `json:"group,omitempty"`
+	Address6 string   `json:"address6,omitempty"`
+	IRoutes  []string `json:"iroutes,omitempty"`
 }
 
 // Stats are the server's counters, as `show stats` shows them.
@@ -142,6 +152,9 @@ func ParseRequest(data []byte) (Request, error) {
 			return Request{}, err
 		}
 	}
+	if err := checkOpsArgs(r); err != nil {
+		return Request{}, err
+	}
 	for _, a := range r.Args {
 		if a == "" || strings.ContainsAny(a, "\x00\n") {
 			return Request{}, fmt.Errorf("%s: bad argument %q", r.Command, a)
@@ -162,7 +175,7 @@ func ParseID(s string) (uint64, error) {
 // Lookup turns command-line words ("show", "user", "alice") into a
 // request, matching the longest command the words start with.
 func Lookup(words []string) (Request, error) {
-	for n := min(2, len(words)); n > 0; n-- {
+	for n := min(4, len(words)); n > 0; n-- {
 		cmd := strings.Join(words[:n], " ")
 		if _, ok := commands[cmd]; ok {
 			r := Request{Command: cmd, Args: words[n:]}

@@ -34,7 +34,8 @@ type Listener struct {
 	// serving is held by Serve while it accepts: Close waits for it before
 	// waiting for wg, so no wg.Add can race wg.Wait.
 	serving     sync.Mutex
-	accessState // who may connect (access.go)
+	accessState               // who may connect (access.go)
+	done        chan struct{} // closed by Close: ends streams (stream.go)
 }
 
 // Listen creates the control socket at path with mode 0600 (its directory
@@ -66,7 +67,7 @@ func Listen(path string) (*Listener, error) {
 		return nil, fmt.Errorf("ctl-socket %s: %w", path, err)
 	}
 	ln.SetUnlinkOnClose(true)
-	l := &Listener{ln: ln, path: path}
+	l := &Listener{ln: ln, path: path, done: make(chan struct{})}
 	l.owner = uint32(os.Geteuid())
 	l.group.Store(-1)
 	return l, nil
@@ -97,7 +98,7 @@ func (l *Listener) Serve(h Handler, log *slog.Logger) {
 				refuse(c, rep)
 				return
 			}
-			serveConn(c, h, log)
+			serveConn(c, h, log, l.done)
 		}()
 	}
 }
@@ -106,13 +107,18 @@ func (l *Listener) Serve(h Handler, log *slog.Logger) {
 // the socket file.
 func (l *Listener) Close() error {
 	err := l.ln.Close()
+	select {
+	case <-l.done:
+	default:
+		close(l.done)
+	}
 	l.serving.Lock() // Serve has returned (or never ran)
 	l.serving.Unlock()
 	l.wg.Wait()
 	return err
 }
 
-func serveConn(c *net.UnixConn, h Handler, log *slog.Logger) {
+func serveConn(c *net.UnixConn, h Handler, log *slog.Logger, done <-chan struct{}) {
 	defer c.Close()
 	defer func() {
 		// A bug in one command must not take the daemon down.
@@ -140,6 +146,10 @@ func serveConn(c *net.UnixConn, h Handler, log *slog.Logger) {
 		if perr != nil {
 			log.Info("ctl: bad request", "err", perr)
 			rep = Reply{Error: perr.Error()}
+		} else if st, ok := h.(Streamer); ok && Streaming(req.Command) {
+			log.Debug("ctl: stream", "command", req.Command)
+			serveStream(c, st, req, done)
+			return
 		} else {
 			log.Debug("ctl: request", "command", req.Command, "args", req.Args)
 			rep = h.HandleCtl(req)

@@ -33,6 +33,8 @@ func runHelper(mode string, args []string) int {
 		return runBadClient(args)
 	case "httpget":
 		return runHTTPGet(args)
+	case "flood", "connflood":
+		return runFlood(mode, args) // issue #15 (hardening_test.go)
 	case "ctflush":
 		// Forget every connection-tracking entry of this namespace, so the
 		// next datagram of a flow gets a fresh NAT mapping.

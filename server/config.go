@@ -73,6 +73,30 @@ type Config struct {
 	MaxLoginConnections      int `toml:"max-login-connections"`
 	MaxLoginConnectionsPerIP int `toml:"max-login-connections-per-ip"`
 
+	// Issue #15 (hardening.go, scripts.go, isolate.go).
+	// AuthTimeout (ocserv's auth-timeout) bounds a connection from accept
+	// to its CONNECT: TLS handshake plus login, in seconds.
+	AuthTimeout int `toml:"auth-timeout"`
+	// LoginIdleTimeout closes a connection that has not logged in when it
+	// sends nothing for this many seconds: before its TLS handshake, and
+	// between its login requests.
+	LoginIdleTimeout int `toml:"login-idle-timeout"`
+	// MinReauthTime (ocserv's min-reauth-time) is how long an address that
+	// reached max-ban-score stays banned, in seconds (0: until its score
+	// resets at ban-reset-time).
+	MinReauthTime             int `toml:"min-reauth-time"`
+	BanPointsConnection       int `toml:"ban-points-connection"`        // a connection (given back at login)
+	BanPointsMalformedRequest int `toml:"ban-points-malformed-request"` // a request that breaks the protocol
+	// ConnectScript and DisconnectScript (ocserv's) run when a session's
+	// tunnel first comes up and when the session ends; a connect-script
+	// that fails refuses the session. ScriptTimeout bounds each run.
+	ConnectScript    string `toml:"connect-script"`
+	DisconnectScript string `toml:"disconnect-script"`
+	ScriptTimeout    int    `toml:"script-timeout"`
+	// IsolateClients forbids traffic between clients through vpnd; a
+	// [users.NAME] table's isolate-clients overrides it for that user.
+	IsolateClients bool `toml:"isolate-clients"`
+
 	// RestrictUserToRoutes (ocserv's restrict-user-to-routes) drops
 	// packets from a client to destinations outside the routes pushed to
 	// it; a full-tunnel client may send anywhere.
@@ -222,6 +246,16 @@ const (
 	// TLS handshake before it refuses a newcomer (loginConns).
 	DefaultMaxLoginConnections      = 1024
 	DefaultMaxLoginConnectionsPerIP = 256
+
+	// Issue #15. auth-timeout stays kvpn's 30 s (ocserv's default is
+	// 240 s); min-reauth-time and the points are ocserv's defaults, with
+	// 10 points for a malformed request (ocserv has no such event).
+	DefaultAuthTimeout               = 30
+	DefaultLoginIdleTimeout          = 10
+	DefaultMinReauthTime             = 300
+	DefaultBanPointsConnection       = 1
+	DefaultBanPointsMalformedRequest = 10
+	DefaultScriptTimeout             = 10
 )
 
 // DefaultConfig returns the built-in configuration, with files in stateDir.
@@ -255,6 +289,13 @@ func DefaultConfig(stateDir string) *Config {
 		SessionTimeout:           DefaultSessionTimeout,
 		CertUserOID:              certs.OIDUID,
 		OTPStateFile:             filepath.Join(stateDir, "otp-state"),
+
+		AuthTimeout:               DefaultAuthTimeout,
+		LoginIdleTimeout:          DefaultLoginIdleTimeout,
+		MinReauthTime:             DefaultMinReauthTime,
+		BanPointsConnection:       DefaultBanPointsConnection,
+		BanPointsMalformedRequest: DefaultBanPointsMalformedRequest,
+		ScriptTimeout:             DefaultScriptTimeout,
 	}
 }
 
@@ -419,6 +460,7 @@ func (c *Config) Validate() error {
 			bad(k.key, "must not be negative (0 disables)")
 		}
 	}
+	c.validateHardening(bad)
 	if len(c.NodeName) > 255 {
 		bad("node-name", "longer than 255 bytes")
 	}

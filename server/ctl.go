@@ -69,6 +69,9 @@ func (s *Server) HandleCtl(req ctl.Request) ctl.Reply {
 		}
 		return rep
 	}
+	if rep, ok := s.handleOps(req); ok { // issue #15 (ctlops.go)
+		return rep
+	}
 	return ctl.Errorf("unknown command %q", req.Command)
 }
 

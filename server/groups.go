@@ -38,6 +38,9 @@ type GroupConfig struct {
 	DNS     []string `toml:"dns"`
 	// RestrictUserToRoutes overrides the global restrict-user-to-routes.
 	RestrictUserToRoutes *bool `toml:"restrict-user-to-routes"`
+	// IsolateClients overrides the global isolate-clients for the group's
+	// users; a user's own setting overrides it (isolate.go).
+	IsolateClients *bool `toml:"isolate-clients"`
 }
 
 // groupPolicy is a group's settings: for users without a [users.NAME]
@@ -164,7 +167,8 @@ func (c *Config) buildGroupPolicies(pol *policy, bad func(key, format string, a 
 			restrict = *gc.RestrictUserToRoutes
 		}
 		g := &groupPolicy{
-			def:   &userPolicy{routes: routes, excludes: excludes, dns: gdns, allow: c.allowList(routes, dns, restrict)},
+			def: &userPolicy{routes: routes, excludes: excludes, dns: gdns, allow: c.allowList(routes, dns, restrict),
+				iso: c.isolation(gc, nil)},
 			users: map[string]*userPolicy{},
 		}
 		// Users with a table: theirs over the group's. A fixed address
@@ -185,6 +189,7 @@ func (c *Config) buildGroupPolicies(pol *policy, bad func(key, format string, a 
 				}
 			}
 			v.allow = c.allowList(v.routes, dns, restrict)
+			v.iso = c.isolation(gc, c.Users[uname])
 			g.users[uname] = &v
 		}
 		pol.groups[name] = g

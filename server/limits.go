@@ -42,10 +42,18 @@ func logUser(user string) string {
 	return user
 }
 
+// loginFailed records a failed login of user from addr: the throttle's
+// count, the counter and the address's ban points.
+func (s *Server) loginFailed(user string, addr netip.Addr, log *slog.Logger) {
+	s.throttle.Fail(user, addr)
+	s.Counters.LoginFailures.Add(1)
+	s.banPoints(addr, user, log)
+}
+
 // banPoints adds a wrong password's ban points to addr, logging the moment
 // the address becomes banned.
-func (s *Server) banPoints(addr netip.Addr, log *slog.Logger) {
-	if s.bans.WrongPassword(addr) {
+func (s *Server) banPoints(addr netip.Addr, user string, log *slog.Logger) {
+	if s.bans.WrongPasswordFor(addr, user) {
 		log.Warn("address banned: ban score reached max-ban-score",
 			"max-ban-score", s.cfg.MaxBanScore, "ban-reset-time", s.cfg.BanResetTime)
 	}

@@ -172,9 +172,7 @@ func (s *Server) otpStep(req *http.Request, msg *cstp.ClientMessage, addr netip.
 	}
 	err := s.otp.check().Check(s.currentSettings().OTP.Token(p.user), code)
 	if err != nil {
-		s.throttle.Fail(p.user, addr)
-		s.Counters.LoginFailures.Add(1)
-		s.banPoints(addr, log)
+		s.loginFailed(p.user, addr, log)
 		why := "wrong one-time password"
 		if errors.Is(err, otp.ErrReplayed) {
 			why = "one-time password already used (replay)"

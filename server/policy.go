@@ -24,6 +24,9 @@ type UserConfig struct {
 	// Route replaces the global route list for this user (split-include
 	// routes pushed to the client). Empty: the global list.
 	Route []string `toml:"route"`
+	// IsolateClients overrides the global isolate-clients for this user
+	// (isolate.go).
+	IsolateClients *bool `toml:"isolate-clients"`
 }
 
 // userPolicy is one user's parsed settings. It is immutable once built;
@@ -42,6 +45,8 @@ type userPolicy struct {
 	// dns are the DNS servers pushed to the client when its group has its
 	// own (groups.go); nil: the global dns.
 	dns []netip.Addr
+	// iso forbids traffic between this user and other clients (isolate.go).
+	iso isolation
 }
 
 // exclusive reports whether the user may have only one session at a time:
@@ -108,7 +113,7 @@ func (c *Config) buildPolicy(bad func(key, format string, a ...any)) *policy {
 	allowList := func(routes []netip.Prefix) []netip.Prefix {
 		return c.allowList(routes, c.dns, c.RestrictUserToRoutes)
 	}
-	pol.def = &userPolicy{routes: c.routes, excludes: c.noRoutes, allow: allowList(c.routes)}
+	pol.def = &userPolicy{routes: c.routes, excludes: c.noRoutes, allow: allowList(c.routes), iso: c.isolation(nil, nil)}
 
 	var listen netip.Addr
 	if host, _, err := net.SplitHostPort(c.Listen); err == nil {
@@ -209,6 +214,7 @@ func (c *Config) buildPolicy(bad func(key, format string, a ...any)) *policy {
 			}
 		}
 		u.allow = allowList(u.routes)
+		u.iso = c.isolation(nil, uc)
 		pol.users[name] = u
 	}
 	c.buildGroupPolicies(pol, bad) // groups.go

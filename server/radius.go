@@ -201,9 +201,7 @@ func (s *Server) radiusAuth(req *http.Request, msg *cstp.ClientMessage, user str
 		return "", nil, false, xml(form(fmt.Sprintf("Too many failed logins; try again in %s.", wait.Round(time.Second))), nil)
 	}
 	if auth.CredentialsTooLong(user, password) || user == "" {
-		s.throttle.Fail(user, addr)
-		s.Counters.LoginFailures.Add(1)
-		s.banPoints(addr, log)
+		s.loginFailed(user, addr, log)
 		if ok, n := s.logFailed.allow(); ok {
 			log.Warn("login failed: username empty or credentials too long, not sent to RADIUS",
 				"username-bytes", len(user), "password-bytes", len(password), "not-logged", n)
@@ -243,9 +241,7 @@ func (s *Server) radiusAuth(req *http.Request, msg *cstp.ClientMessage, user str
 		}
 		return "", nil, false, xml(cstp.ChallengeForm(msgText, "", ChallengeField, "Response:"), h)
 	case radius.Reject:
-		s.throttle.Fail(user, addr)
-		s.Counters.LoginFailures.Add(1)
-		s.banPoints(addr, log)
+		s.loginFailed(user, addr, log)
 		if ok, n := s.logFailed.allow(); ok {
 			log.Warn("login failed: RADIUS Access-Reject", "server", res.Server, "reply-message", res.Message, "not-logged", n)
 		}

@@ -113,6 +113,7 @@ var reloadableKeys = map[string]bool{
 	"select-group":            true,
 	"default-select-group":    true,
 	"groups":                  true,
+	"isolate-clients":         true, // policy swap (isolate.go)
 }
 
 // currentSettings are the settings new connections use.

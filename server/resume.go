@@ -94,7 +94,7 @@ func (s *Server) refreshInterval() time.Duration {
 // session's cookie-timeout, plus two refresh periods of slack so that one
 // failed refresh does not cut the reconnect window short.
 func (s *Server) ticketLifetime() time.Duration {
-	return s.cfg.cookieTimeout() + 2*s.refreshInterval() + loginTimeout
+	return s.cfg.cookieTimeout() + 2*s.refreshInterval() + s.cfg.authTimeout()
 }
 
 // sealTicket issues a cookie for sess, carrying its current address.
@@ -240,7 +240,7 @@ func (s *Server) sessionFor(creq *cstp.ConnectRequest, from netip.Addr, certUser
 	sess.cookie = t.Session
 	sess.ticketExpires = t.Expires
 	sess.login, sess.gen, sess.cert = t.Login, t.Gen, t.Cert
-	if !s.cookies.Insert(t.Session, sess, s.cfg.cookieTimeout()+loginTimeout) {
+	if !s.cookies.Insert(t.Session, sess, s.cfg.cookieTimeout()+s.cfg.authTimeout()) {
 		sess.end("resume raced") // cannot happen under resumeMu
 		return nil, netip.Addr{}, netip.Prefix{}, errors.New("session appeared twice")
 	}

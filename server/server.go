@@ -27,6 +27,7 @@ import (
 	"kvpn/auth"
 	"kvpn/certs"
 	"kvpn/cstp"
+	"kvpn/ctl"
 	"kvpn/dtls"
 	dtlsrecord "kvpn/dtls/record"
 	"kvpn/internal/contain"
@@ -132,6 +133,14 @@ type Counters struct {
 
 	TLSHandshakeFailed atomic.Uint64
 	TLSHandshake       hist.Latency // successful TLS handshakes (and kTLS setup)
+
+	// Issue #15 (hardening.go, scripts.go, isolate.go).
+	AuthTimeouts         atomic.Uint64 // connections closed at auth-timeout before their CONNECT
+	LoginIdleTimeouts    atomic.Uint64 // connections closed at login-idle-timeout before their CONNECT
+	DropIsolated         atomic.Uint64 // packets between clients where isolate-clients forbids them
+	ConnectScriptFail    atomic.Uint64 // sessions refused: connect-script failed or timed out
+	DisconnectScriptFail atomic.Uint64 // disconnect-script runs that failed or timed out
+	ScriptsSkipped       atomic.Uint64 // disconnect-script runs not started: too many waiting
 }
 
 // Server is a running vpnd.
@@ -192,6 +201,8 @@ type Server struct {
 	// Rate-limited log lines for events a client can cause at will.
 	logTooLarge, logBanned, logThrottled, logFailed, logBusy, logSessionLimit, logConnLimit, logConnEvicted rateLog
 	logCertRefused                                                                                          rateLog
+	logAuthTimeout, logIdleTimeout, logIsolated, logScript                                                  rateLog  // issue #15
+	ops                                                                                                     opsState // issue #15: events, scripts (ctlops.go, scripts.go)
 
 	// rad is the RADIUS client and accounting; nil unless auth includes
 	// "radius" (radius.go).
@@ -238,7 +249,7 @@ func newServer(cfg *Config, log *slog.Logger) *Server {
 		cookies:  auth.NewCookieJar[*Session](nil),
 		// One verification per core at a time (see auth.VerifyPool).
 		verifyPool: auth.NewVerifyPool(0, verifyQueue, loginWait),
-		bans:       auth.NewBans(cfg.MaxBanScore, cfg.BanPointsWrongPassword, time.Duration(cfg.BanResetTime)*time.Second, nil),
+		bans:       auth.NewBansConfig(cfg.banConfig(), nil),
 		pool:       newPool(cfg.pool),
 		byAddr:     map[netip.Addr]*Session{},
 		byAppID:    map[[dtls.AppIDLen]byte]*Session{},
@@ -484,14 +495,18 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
 		return
 	}
 	defer lc.release()
-	raw.SetDeadline(time.Now().Add(loginTimeout))
-	hctx, cancel := context.WithTimeout(ctx, loginTimeout)
+	pl := s.startPreLogin(raw, from)
+	defer s.connectionPoint(pl, log)
+	ctx = withPreLogin(ctx, pl)
+	hctx, cancel := context.WithDeadline(ctx, pl.deadline)
 	start := time.Now()
 	conn, err := ktlsbridge.Server(hctx, raw, s.tlsCfg, s.cfg.ktls)
 	cancel()
 	if err != nil {
 		s.Counters.TLSHandshakeFailed.Add(1)
-		if !s.certRefused(err, log) {
+		if isTimeout(err) {
+			s.preLoginTimedOut(pl, "TLS handshake", log)
+		} else if !s.certRefused(err, log) {
 			log.Info("TLS handshake failed", "err", err)
 		}
 		return
@@ -509,21 +524,26 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
 // that has not logged in).
 func (s *Server) serveConn(ctx context.Context, conn record.Conn, log *slog.Logger, loggedIn func()) {
 	br := session.NewFrameReader(conn)
+	pl := preLoginOf(ctx)
 	for {
+		pl.nextRequest(conn) // login-idle-timeout between requests
 		// Every request's head is bounded before it is parsed, the
 		// CONNECT's too (cstp.PeekHead leaves the bytes behind it in br).
 		if err := cstp.PeekHead(br); err != nil {
 			var big *cstp.HeadTooLargeError
 			switch {
+			case isTimeout(err) && pl != nil:
+				s.preLoginTimedOut(pl, "login", log)
 			case errors.As(err, &big):
 				s.Counters.RequestTooLarge.Add(1)
+				s.malformedPoints(remoteAddr(conn), log)
 				if ok, n := s.logTooLarge.allow(); ok {
 					log.Warn("closing connection: request too large", "why", big.What,
 						"limit-bytes", cstp.MaxHeadBytes, "limit-lines", cstp.MaxHeaderLines, "not-logged", n)
 				}
 				writeResponse(conn, big.Status, "", nil, nil)
 			case !errors.Is(err, io.EOF):
-				s.Counters.BadRequests.Add(1)
+				s.badRequest(conn, log)
 				log.Info("closing connection: not an HTTP request", "err", err)
 				writeResponse(conn, http.StatusBadRequest, "", nil, nil)
 			}
@@ -533,7 +553,7 @@ func (s *Server) serveConn(ctx context.Context, conn record.Conn, log *slog.Logg
 		req, err := http.ReadRequest(br)
 		if err != nil {
 			if !errors.Is(err, io.EOF) {
-				s.Counters.BadRequests.Add(1)
+				s.badRequest(conn, log)
 				log.Info("closing connection: not an HTTP request", "err", err)
 				writeResponse(conn, http.StatusBadRequest, "", nil, nil)
 			}
@@ -542,7 +562,7 @@ func (s *Server) serveConn(ctx context.Context, conn record.Conn, log *slog.Logg
 		}
 		switch {
 		case req.Method == http.MethodPost && (req.URL.Path == "/" || req.URL.Path == "/auth"):
-			if !s.handleAuth(conn, req, log) {
+			if !s.handleAuth(ctx, conn, req, log) {
 				conn.Close()
 				return
 			}
@@ -555,7 +575,7 @@ func (s *Server) serveConn(ctx context.Context, conn record.Conn, log *slog.Logg
 			s.handleConnect(ctx, conn, br, req, log, loggedIn)
 			return
 		default:
-			s.Counters.BadRequests.Add(1)
+			s.badRequest(conn, log)
 			log.Info("closing connection: request is not part of the protocol", "method", req.Method, "path", req.URL.Path)
 			writeResponse(conn, http.StatusNotFound, "", nil, nil)
 			conn.Close()
@@ -570,17 +590,17 @@ func (s *Server) serveConn(ctx context.Context, conn record.Conn, log *slog.Logg
 
 // handleAuth answers a login POST. It reports whether the connection may
 // go on.
-func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logger) bool {
+func (s *Server) handleAuth(ctx context.Context, conn record.Conn, req *http.Request, log *slog.Logger) bool {
 	body, err := io.ReadAll(io.LimitReader(req.Body, maxBody+1))
 	if err != nil || len(body) > maxBody {
-		s.Counters.BadRequests.Add(1)
+		s.badRequest(conn, log)
 		log.Info("closing connection: login body unreadable or too large", "err", err, "bytes", len(body))
 		writeResponse(conn, http.StatusRequestEntityTooLarge, "", nil, nil)
 		return false
 	}
 	msg, err := cstp.ParseClientMessage(req.Header.Get("Content-Type"), body)
 	if err != nil {
-		s.Counters.BadRequests.Add(1)
+		s.badRequest(conn, log)
 		log.Info("closing connection: bad login message", "err", err)
 		writeResponse(conn, http.StatusBadRequest, "", nil, nil)
 		return false
@@ -620,7 +640,7 @@ func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logge
 		return xml(cstp.AuthComplete("Logged out."), nil)
 	case "auth-reply":
 	default:
-		s.Counters.BadRequests.Add(1)
+		s.badRequest(conn, log)
 		log.Info("closing connection: unexpected login message type", "type", msg.Type)
 		writeResponse(conn, http.StatusBadRequest, "", nil, nil)
 		return false
@@ -699,6 +719,7 @@ func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logge
 		return xml(form("Login refused: "+err.Error()+"."), nil)
 	}
 	s.Counters.Logins.Add(1)
+	s.loggedIn(ctx)
 	sess := s.newSessionIn(user, group, addr)
 	s.admitMu.Unlock()
 	if leaf != nil {
@@ -706,7 +727,7 @@ func (s *Server) handleAuth(conn record.Conn, req *http.Request, log *slog.Logge
 		sess.cert, sess.certLeaf = true, leaf
 		sess.mu.Unlock()
 	}
-	cookie, err := s.cookies.Issue(sess, s.cfg.cookieTimeout()+loginTimeout)
+	cookie, err := s.cookies.Issue(sess, s.cfg.cookieTimeout()+s.cfg.authTimeout())
 	if err != nil {
 		log.Error("issuing cookie", "err", err)
 		return false
@@ -772,10 +793,8 @@ func (s *Server) checkPassword(user, password string, addr netip.Addr, form func
 	// From here the attempt is in flight for the throttle until Fail,
 	// Succeed or Abandon.
 	if auth.CredentialsTooLong(user, password) {
-		s.throttle.Fail(user, addr)
-		s.Counters.LoginFailures.Add(1)
+		s.loginFailed(user, addr, log)
 		s.Counters.CredentialsTooLong.Add(1)
-		s.banPoints(addr, log)
 		if ok, n := s.logFailed.allow(); ok {
 			log.Warn("login failed: username or password too long, not checked",
 				"username-bytes", len(user), "password-bytes", len(password),
@@ -796,9 +815,7 @@ func (s *Server) checkPassword(user, password string, addr netip.Addr, form func
 		return false, xml(form("Server busy, please try again."), nil)
 	}
 	if user == "" || !good {
-		s.throttle.Fail(user, addr)
-		s.Counters.LoginFailures.Add(1)
-		s.banPoints(addr, log)
+		s.loginFailed(user, addr, log)
 		if ok, n := s.logFailed.allow(); ok {
 			log.Warn("login failed: wrong username or password", "not-logged", n)
 		}
@@ -818,7 +835,7 @@ func (s *Server) checkPassword(user, password string, addr netip.Addr, form func
 func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.Reader, req *http.Request, log *slog.Logger, loggedIn func()) {
 	creq, err := cstp.ParseConnectRequest(req)
 	if err != nil {
-		s.Counters.BadRequests.Add(1)
+		s.badRequest(conn, log)
 		log.Info("closing connection: bad CONNECT", "err", err)
 		writeResponse(conn, http.StatusBadRequest, "", nil, nil)
 		conn.Close()
@@ -843,6 +860,7 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 		return
 	}
 	log = log.With("user", sess.user, "session", sess.id)
+	s.loggedIn(ctx)
 	if leaf != nil {
 		// The certificate this connection presented (a resumed session's
 		// too), for a reloaded CRL to check.
@@ -859,6 +877,12 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 	addr, err := sess.attach(ch, prev, prev6)
 	if err != nil {
 		log.Warn("CONNECT refused", "err", err)
+		writeResponse(conn, http.StatusServiceUnavailable, "", nil, nil)
+		conn.Close()
+		return
+	}
+	if !s.tunnelUp(sess, remoteAddr(conn), log) {
+		// connect-script refused the session (scripts.go): it has ended.
 		writeResponse(conn, http.StatusServiceUnavailable, "", nil, nil)
 		conn.Close()
 		return
@@ -966,6 +990,7 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 	}
 	log.Info("tunnel up", up...)
 	s.radiusTunnelUp(sess, addr) // RADIUS accounting Start (radius.go)
+	s.connEvent(ctl.EventConnect, sess, conn.RemoteAddr().String(), ch.Name(), "")
 	loggedIn()
 	err = sess.run(cctx, ch, log)
 	sess.detach(ch, err)

@@ -14,6 +14,7 @@ import (
 
 	"kvpn/auth"
 	"kvpn/cstp"
+	"kvpn/ctl"
 	"kvpn/dtls"
 	"kvpn/internal/contain"
 	"kvpn/ippkt"
@@ -102,6 +103,8 @@ type Session struct {
 	traffic  session.Traffic
 	statMu   sync.Mutex // orders retiring a peer against reading the counters
 	dtlsDone Totals
+
+	ops sessOps // issue #15: scripts and events (scripts.go)
 }
 
 // newSessionIn makes the session of a user logged in to group (none: "").
@@ -259,6 +262,7 @@ func (sess *Session) detach(ch *session.CSTPChannel, err error) {
 		return // replaced by a newer connection
 	}
 	sess.dropDTLS()
+	sess.srv.connEvent(ctl.EventDisconnect, sess, ch.Conn().RemoteAddr().String(), "", errString(err))
 	log := sess.srv.log.With("user", sess.user, "session", sess.id)
 	var pe *contain.PanicError
 	if errors.As(err, &pe) {
@@ -359,7 +363,8 @@ func (sess *Session) end(reason string) {
 	s.log.Info("session ended", "user", sess.user, "session", sess.id, "reason", reason,
 		"address", addr.String(), "address6", addrString(addr6), "spoofed-drops", sess.spoofed.Load(),
 		"gso-frames", sess.gsoFrames.Load())
-	s.radiusEnded(sess, reason) // RADIUS accounting Stop (radius.go)
+	s.radiusEnded(sess, reason)                              // RADIUS accounting Stop (radius.go)
+	s.sessionEnded(sess, reason, addr, addr6, sess.totals()) // events, disconnect-script (scripts.go)
 }
 
 // terminate kicks the client (TERMINATE) and ends the session.
@@ -630,6 +635,10 @@ func (sess *Session) check(pkt []byte) (bool, error) {
 	}
 	u := sess.pol.Load()
 	if src == sess.addr || src == sess.addr6 || (u != nil && u.ownsSource(src)) {
+		if u != nil && u.iso.client(dst) {
+			sess.srv.isolatedDrop(sess, src, dst) // isolate-clients (isolate.go)
+			return false, nil
+		}
 		if u == nil || u.allows(dst) {
 			return true, nil
 		}
@@ -887,13 +896,17 @@ func (s *Server) routeBatch(bufs [][]byte, sizes []int, open []pending) []pendin
 			s.Counters.DropTooBig.Add(1)
 			continue
 		}
-		_, dst, err := ippkt.Addrs(pkt)
+		src, dst, err := ippkt.Addrs(pkt)
 		sess := s.byAddr[dst]
 		if sess == nil && err == nil {
 			sess = s.iroutes.lookup(dst) // a network behind a site-to-site client
 		}
 		if err != nil || sess == nil {
 			s.Counters.DropNoSession.Add(1)
+			continue
+		}
+		if u := sess.pol.Load(); u != nil && u.iso.client(src) {
+			s.isolatedDrop(sess, src, dst) // isolate-clients (isolate.go)
 			continue
 		}
 		j := 0
@@ -967,7 +980,7 @@ func (s *Server) sweepOnce(now time.Time) {
 		}
 		sess.mu.Lock()
 		if sess.ch != nil {
-			s.cookies.Extend(sess.cookie, s.cfg.cookieTimeout()+loginTimeout)
+			s.cookies.Extend(sess.cookie, s.cfg.cookieTimeout()+s.cfg.authTimeout())
 		}
 		sess.mu.Unlock()
 	}

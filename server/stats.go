@@ -112,6 +112,7 @@ func (sess *Session) info(now time.Time) ctl.User {
 	}
 	t := sess.totals()
 	u.BytesIn, u.BytesOut, u.PacketsIn, u.PacketsOut = t.InBytes, t.OutBytes, t.InPackets, t.OutPackets
+	sess.opsInfo(&u) // issue #15 (ctlops.go)
 	return u
 }
 
@@ -221,6 +222,13 @@ func (s *Server) Snapshot() Snapshot {
 			"cert-invalid":         c.CertInvalid.Load(),
 			"cert-missing":         c.CertMissing.Load(),
 			"cert-cookie-mismatch": c.CertCookieMismatch.Load(),
+			// Issue #15.
+			"auth-timeout":             c.AuthTimeouts.Load(),
+			"login-idle-timeout":       c.LoginIdleTimeouts.Load(),
+			"client-to-client":         c.DropIsolated.Load(),
+			"connect-script-failed":    c.ConnectScriptFail.Load(),
+			"disconnect-script-failed": c.DisconnectScriptFail.Load(),
+			"script-skipped":           c.ScriptsSkipped.Load(),
 		},
 		Panics: map[string]uint64{
 			"session":        c.PanicsSession.Load(),

@@ -47,6 +47,9 @@ func ctlCommand(args []string, stdout, stderr io.Writer) error {
 	if path == "" {
 		path = ctl.DefaultSocket
 	}
+	if ctl.Streaming(req.Command) {
+		return streamEvents(path, req, *asJSON, stdout) // issue #15 (ctlops.go)
+	}
 	rep, err := ctl.Call(path, req)
 	if err != nil {
 		return err
@@ -78,7 +81,9 @@ func ctlCommand(args []string, stdout, stderr io.Writer) error {
 	case ctl.CmdShowStats:
 		printStats(stdout, rep.Stats)
 	default:
-		fmt.Fprintln(stdout, rep.Message)
+		if !printOps(stdout, req.Command, rep) {
+			fmt.Fprintln(stdout, rep.Message)
+		}
 	}
 	return nil
 }

@@ -43,7 +43,9 @@ const usage = `usage:
   vpnd pin    --cert FILE                          print a certificate's pin-sha256
   vpnd check  --config FILE                        validate a configuration file
   vpnd ctl    [--socket PATH] [--json] COMMAND     talk to a running vpnd (like occtl):
-              show users | show user NAME | show stats |
+              show users | show user NAME | show stats | show status |
+              show sessions | show id ID | show iroutes | show events |
+              show ip bans | show ip ban points | unban ip ADDR |
               disconnect user NAME | disconnect id ID | reload
 `
 
