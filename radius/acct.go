@@ -114,7 +114,11 @@ func (a *Accounting) Start(info SessionInfo) *AcctSession {
 	s := &AcctSession{a: a, info: info, id: NewSessionID(), start: time.Now()}
 	a.enqueue(&record{status: rfc2866.AcctStatusType_Value_Start, sess: s, at: s.start})
 	if iv := s.interim(); iv > 0 {
+		// Under s.mu: the first tick (which resets s.timer) waits until
+		// the timer is stored.
+		s.mu.Lock()
 		s.timer = time.AfterFunc(iv, s.tick)
+		s.mu.Unlock()
 	}
 	return s
 }
