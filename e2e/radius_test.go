@@ -368,9 +368,24 @@ func TestRadiusFreeRADIUS(t *testing.T) {
 	}
 	rad1.waitRecord(t, "rcarol", "Start", "", 10*time.Second)
 	interruptOpenconnect(t, oc)
+	// vpnc answers it too: the code is the line after the password.
+	vc := startClientAs(t, cliNS, srv, "rcarol", radPassword+"\n"+radOTP, true, nil)
+	eventually(t, 10*time.Second, "accounting Start of vpnc's challenge login", func() error {
+		n := 0
+		for _, rec := range rad1.records(t) {
+			if rec["User-Name"] == "rcarol" && rec["Acct-Status-Type"] == "Start" {
+				n++
+			}
+		}
+		if n < 2 {
+			return fmt.Errorf("%d Start records of rcarol, want openconnect's and vpnc's", n)
+		}
+		return nil
+	})
+	vc.proc.stop(5 * time.Second)
 
 	// 3. vpnc gets a pool address; the operator disconnects it: Admin-Reset.
-	vc := startClientAs(t, cliNS, srv, "rbob", radPassword, true, nil)
+	vc = startClientAs(t, cliNS, srv, "rbob", radPassword, true, nil)
 	if vc.addr == radFramed || !strings.HasPrefix(vc.addr, "10.77.0.") {
 		t.Fatalf("vpnc got %s", vc.addr)
 	}
