@@ -66,7 +66,7 @@ fi
 
 if [ "${KVPN_STRICT:-}" = 1 ] && grep -q -- '--- SKIP' "$log"; then
   echo "FAIL: tests were skipped under KVPN_STRICT=1:"
-  grep -- '--- SKIP' -A2 "$log"
+  grep -A2 -- '--- SKIP' "$log"
   exit 1
 fi
 pass=$(grep -c -- '--- PASS' "$log" || true)
