@@ -6,18 +6,7 @@ package cstp
 // prompts for the one password input, name, labelled label. The answer
 // comes back as <auth><NAME>...</NAME></auth>.
 func ChallengeForm(message, errMsg, name, label string) []byte {
-	b := make([]byte, 0, 512)
-	b = append(b, xmlDecl...)
-	b = append(b, `<config-auth client="vpn" type="auth-request" aggregate-auth-version="2">`+"\n"...)
-	b = append(b, `<auth id="main">`+"\n"...)
-	b = append(b, "<title>Login</title>\n"...)
-	if message != "" {
-		b = appendMsgElem(b, "message", "", message)
-	}
-	if errMsg != "" {
-		b = appendMsgElem(b, "error", ` id="88"`, errMsg)
-	}
-	b = append(b, `<form method="post" action="/auth">`+"\n"...)
+	b := appendFormHead("main", message, errMsg)
 	b = append(b, `<input type="password" name="`...)
 	b = appendAttr(b, name)
 	b = append(b, `" label="`...)

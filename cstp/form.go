@@ -33,19 +33,7 @@ func (f *LoginForm) Render() []byte {
 	if id == "" {
 		id = "main"
 	}
-	b := make([]byte, 0, 512)
-	b = append(b, xmlDecl...)
-	b = append(b, `<config-auth client="vpn" type="auth-request" aggregate-auth-version="2">`+"\n"...)
-	b = append(b, `<auth id="`...)
-	b = appendAttr(b, id)
-	b = append(b, "\">\n<title>Login</title>\n"...)
-	if f.Message != "" {
-		b = appendMsgElem(b, "message", "", f.Message)
-	}
-	if f.Error != "" {
-		b = appendMsgElem(b, "error", ` id="88"`, f.Error)
-	}
-	b = append(b, `<form method="post" action="/auth">`+"\n"...)
+	b := appendFormHead(id, f.Message, f.Error)
 	if len(f.Groups) > 0 {
 		b = append(b, `<select name="group_list" label="GROUP:">`+"\n"...)
 		for _, g := range f.Groups {

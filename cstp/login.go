@@ -125,6 +125,27 @@ func parseClientForm(body []byte) (*ClientMessage, error) {
 	return m, nil
 }
 
+// appendFormHead starts login form id ("main" unless a later step's)
+// posted to /auth: the document, its title, message shown as information,
+// and a non-empty errMsg as <error> (openconnect prints it as an error
+// before prompting again). The caller adds the inputs and closes the form.
+func appendFormHead(id, message, errMsg string) []byte {
+	b := make([]byte, 0, 512)
+	b = append(b, xmlDecl...)
+	b = append(b, `<config-auth client="vpn" type="auth-request" aggregate-auth-version="2">`+"\n"...)
+	b = append(b, `<auth id="`...)
+	b = appendAttr(b, id)
+	b = append(b, "\">\n<title>Login</title>\n"...)
+	if message != "" {
+		b = appendMsgElem(b, "message", "", message)
+	}
+	if errMsg != "" {
+		b = appendMsgElem(b, "error", ` id="88"`, errMsg)
+	}
+	b = append(b, `<form method="post" action="/auth">`+"\n"...)
+	return b
+}
+
 // AuthForm renders the server's login form, posted to /auth, asking for
 // the username, the password, both or neither. openconnect (auth.c
 // parse_form) prompts for every text and password input of a form in one
@@ -135,18 +156,7 @@ func parseClientForm(body []byte) (*ClientMessage, error) {
 // certificate asks only for the password (or, refusing a login, for
 // nothing).
 func AuthForm(message, errMsg string, username, password bool) []byte {
-	b := make([]byte, 0, 512)
-	b = append(b, xmlDecl...)
-	b = append(b, `<config-auth client="vpn" type="auth-request" aggregate-auth-version="2">`+"\n"...)
-	b = append(b, `<auth id="main">`+"\n"...)
-	b = append(b, "<title>Login</title>\n"...)
-	if message != "" {
-		b = appendMsgElem(b, "message", "", message)
-	}
-	if errMsg != "" {
-		b = appendMsgElem(b, "error", ` id="88"`, errMsg)
-	}
-	b = append(b, `<form method="post" action="/auth">`+"\n"...)
+	b := appendFormHead("main", message, errMsg)
 	if username {
 		b = append(b, `<input type="text" name="username" label="Username:" />`+"\n"...)
 	}

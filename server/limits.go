@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -40,6 +41,23 @@ func logUser(user string) string {
 		return user[:max] + "..."
 	}
 	return user
+}
+
+// throttleWait waits (within ctx) until the throttle lets user try from
+// addr, and returns "" then; otherwise it counts and logs the refusal and
+// returns the message the login form shows. Held back only by other
+// attempts in flight (several users behind one NAT), a login waits a
+// little for them rather than failing.
+func (s *Server) throttleWait(ctx context.Context, user string, addr netip.Addr, log *slog.Logger) string {
+	allowed, wait := s.throttle.Wait(ctx, user, addr)
+	if allowed {
+		return ""
+	}
+	s.Counters.LoginThrottled.Add(1)
+	if ok, n := s.logThrottled.allow(); ok {
+		log.Warn("login throttled after repeated failures", "retry-after", wait.Round(time.Second).String(), "not-logged", n)
+	}
+	return fmt.Sprintf("Too many failed logins; try again in %s.", wait.Round(time.Second))
 }
 
 // loginFailed records a failed login of user from addr: the throttle's

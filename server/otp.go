@@ -162,13 +162,8 @@ func (s *Server) otpStep(req *http.Request, msg *cstp.ClientMessage, addr netip.
 	log = log.With("user", logUser(p.user))
 	wctx, cancel := context.WithTimeout(context.Background(), loginWait)
 	defer cancel()
-	allowed, wait := s.throttle.Wait(wctx, p.user, addr)
-	if !allowed {
-		s.Counters.LoginThrottled.Add(1)
-		if ok, n := s.logThrottled.allow(); ok {
-			log.Warn("login throttled after repeated failures", "retry-after", wait.Round(time.Second).String(), "not-logged", n)
-		}
-		return nil, true, xml(form(fmt.Sprintf("Too many failed logins; try again in %s.", wait.Round(time.Second))), nil)
+	if why := s.throttleWait(wctx, p.user, addr, log); why != "" {
+		return nil, true, xml(form(why), nil)
 	}
 	err := s.otp.check().Check(s.currentSettings().OTP.Token(p.user), code)
 	if err != nil {

@@ -192,13 +192,8 @@ func (s *Server) radiusAuth(req *http.Request, msg *cstp.ClientMessage, user str
 	}
 	wctx, cancel := context.WithTimeout(context.Background(), loginWait)
 	defer cancel()
-	allowed, wait := s.throttle.Wait(wctx, user, addr)
-	if !allowed {
-		s.Counters.LoginThrottled.Add(1)
-		if ok, n := s.logThrottled.allow(); ok {
-			log.Warn("login throttled after repeated failures", "retry-after", wait.Round(time.Second).String(), "not-logged", n)
-		}
-		return "", nil, false, xml(form(fmt.Sprintf("Too many failed logins; try again in %s.", wait.Round(time.Second))), nil)
+	if why := s.throttleWait(wctx, user, addr, log); why != "" {
+		return "", nil, false, xml(form(why), nil)
 	}
 	if auth.CredentialsTooLong(user, password) || user == "" {
 		s.loginFailed(user, addr, log)

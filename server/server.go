@@ -778,17 +778,10 @@ func (s *Server) refuseNoCert(xml func([]byte, http.Header) bool, log *slog.Logg
 // says whether the connection may go on.
 func (s *Server) checkPassword(user, password string, addr netip.Addr, form func(string) []byte,
 	xml func([]byte, http.Header) bool, log *slog.Logger) (ok, cont bool) {
-	// Held back only by other attempts in flight (several users behind
-	// one NAT), a login waits a little for them rather than failing.
 	wctx, cancel := context.WithTimeout(context.Background(), loginWait)
 	defer cancel()
-	allowed, wait := s.throttle.Wait(wctx, user, addr)
-	if !allowed {
-		s.Counters.LoginThrottled.Add(1)
-		if ok, n := s.logThrottled.allow(); ok {
-			log.Warn("login throttled after repeated failures", "retry-after", wait.Round(time.Second).String(), "not-logged", n)
-		}
-		return false, xml(form(fmt.Sprintf("Too many failed logins; try again in %s.", wait.Round(time.Second))), nil)
+	if why := s.throttleWait(wctx, user, addr, log); why != "" {
+		return false, xml(form(why), nil)
 	}
 	// From here the attempt is in flight for the throttle until Fail,
 	// Succeed or Abandon.
