@@ -67,7 +67,15 @@ type offloadDevice struct {
 	name string
 	mtu  int
 
-	// The non-blocking read of ReadGSOBatch, made once (a closure per
+	// Read's frame, read straight from the fd and split by splitFrame;
+	// pending > 0 is a frame read but not yet split, because the buffers of
+	// the last call ran out (only the reading goroutine).
+	frame   []byte
+	pending int
+	// readErr is a bad frame met while draining, reported by the next call.
+	readErr error
+
+	// The non-blocking read of ReadGSOBatch and of Read's drain, made once (a closure per
 	// call would be allocated per call); only the reading goroutine.
 	rc     syscall.RawConn
 	tryFn  func(fd uintptr) bool
@@ -76,11 +84,71 @@ type offloadDevice struct {
 	tryErr error
 }
 
+// Read blocks for one frame and then reads, without blocking, the frames
+// already queued, while bufs last (drainFrames). wireguard's Read takes one
+// frame per call: fine for TCP, whose bursts the kernel hands over as one
+// super-packet, but a flood of small packets (UDP, ACKs of many flows)
+// then costs a read and a send per packet.
 func (d *offloadDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if len(bufs) == 0 {
 		return 0, errNoBuffers
 	}
-	return d.dev.Read(bufs, sizes, offset)
+	if err := d.readErr; err != nil {
+		d.readErr = nil
+		return 0, err
+	}
+	if d.pending == 0 {
+		if d.frame == nil {
+			d.frame = make([]byte, VirtioHdrLen+MaxPacketSize)
+		}
+		n, err := d.dev.File().Read(d.frame)
+		if err != nil {
+			if errors.Is(err, syscall.EBADFD) {
+				err = os.ErrClosed
+			}
+			return 0, err
+		}
+		d.pending = n
+	}
+	n, err := splitFrame(d.frame[:d.pending], bufs, sizes, offset)
+	if err != nil {
+		d.pending = 0 // unusable, even with every buffer: dropped
+		if errors.Is(err, errNoRoom) {
+			return 0, fmt.Errorf("%w (%d buffers)", wgtun.ErrTooManySegments, len(bufs))
+		}
+		return 0, err
+	}
+	d.pending = 0
+	return d.drainFrames(bufs, sizes, offset, n), nil
+}
+
+// drainFrames is Read's loop over the frames queued behind the first: n
+// packets are in bufs already. It stops at the first read that would
+// block, when bufs are full, or at a frame that does not fit what is left
+// (kept as pending for the next call, so nothing is dropped).
+func (d *offloadDevice) drainFrames(bufs [][]byte, sizes []int, offset, n int) int {
+	if !d.initTryRead() {
+		return n
+	}
+	for n < len(bufs) {
+		d.tryBuf = d.frame
+		err := d.rc.Read(d.tryFn)
+		d.tryBuf = nil
+		if err != nil || d.tryErr != nil || d.tryN <= 0 {
+			break // EAGAIN: nothing queued (or closed: the next call says so)
+		}
+		k, err := splitFrame(d.frame[:d.tryN], bufs[n:], sizes[n:], offset)
+		if errors.Is(err, errNoRoom) {
+			d.pending = d.tryN
+			break
+		}
+		if err != nil {
+			d.readErr = err
+			break
+		}
+		n += k
+	}
+	return n
 }
 
 func (d *offloadDevice) Write(bufs [][]byte, offset int) (int, error) {
@@ -197,16 +265,19 @@ func linkMTU(name string, fallback int) int {
 // each the virtio-net header and the packet as the kernel built it (a
 // super-packet for a TCP burst), without the split that Read does.
 func (d *offloadDevice) ReadGSOBatch(bufs [][]byte, sizes []int) (int, error) {
-	n, err := d.dev.File().Read(bufs[0])
-	if err != nil {
-		return 0, err
-	}
-	sizes[0] = n
-	if d.rc == nil {
-		if d.rc, err = d.dev.File().SyscallConn(); err != nil {
-			return 1, nil
+	if d.pending > 0 {
+		// A frame Read kept back: hand it over as it is.
+		sizes[0] = copy(bufs[0], d.frame[:d.pending])
+		d.pending = 0
+	} else {
+		n, err := d.dev.File().Read(bufs[0])
+		if err != nil {
+			return 0, err
 		}
-		d.tryFn = d.tryRead
+		sizes[0] = n
+	}
+	if !d.initTryRead() {
+		return 1, nil
 	}
 	k := 1
 	for ; k < len(bufs); k++ {
@@ -218,6 +289,19 @@ func (d *offloadDevice) ReadGSOBatch(bufs [][]byte, sizes []int) (int, error) {
 	}
 	d.tryBuf = nil
 	return k, nil
+}
+
+// initTryRead makes the non-blocking read once (a closure per call would
+// be allocated per call); false if the fd offers no raw access.
+func (d *offloadDevice) initTryRead() bool {
+	if d.rc == nil {
+		rc, err := d.dev.File().SyscallConn()
+		if err != nil {
+			return false
+		}
+		d.rc, d.tryFn = rc, d.tryRead
+	}
+	return true
 }
 
 // tryRead is one read(2) that does not wait for the fd to be readable.
