@@ -54,10 +54,12 @@ type Case struct {
 	MTU        int    // tunnel (or veth) MTU
 	CPU        bool   // VPN processes' CPU time was measured
 
-	TCP        [len(Configs)][]TCPRun
-	UDP        [2][]UDPRun // forward, reverse
-	PingIdle   *Ping
-	PingLoaded *Ping
+	TCP      [len(Configs)][]TCPRun
+	UDP      [2][]UDPRun // forward, reverse
+	PingIdle *Ping
+	// Loaded are the pings through the tunnel while a single-stream TCP
+	// upload (0) or download (1) loads it, one per repetition.
+	Loaded [2][]Ping
 
 	Notes []string
 	Err   string // why the case failed, if it did
@@ -345,10 +347,45 @@ func (r *Report) SmallPacketTable() string {
 			}
 			row = append(row, cell)
 		}
-		row = append(row, formatPing(c.PingIdle), formatPing(c.PingLoaded))
+		row = append(row, formatPing(c.PingIdle), formatLoaded(c.Loaded[0]), formatLoaded(c.Loaded[1]))
 		rows = append(rows, row)
 	}
-	return Table([]string{"case", "UDP 64 B → pkt/s", "UDP 64 B ← pkt/s", "ping idle avg / max ms", "ping loaded avg / max ms"}, rows)
+	return Table([]string{"case", "UDP 64 B → pkt/s", "UDP 64 B ← pkt/s", "ping idle avg / max ms",
+		"ping loaded → avg ms", "ping loaded ← avg ms"}, rows)
+}
+
+// LoadedRTT summarizes the average RTT of the loaded pings of direction
+// d (0: under an upload, 1: under a download) over the repetitions.
+func (c *Case) LoadedRTT(d int) Summary {
+	var xs []float64
+	for _, p := range c.Loaded[d] {
+		xs = append(xs, p.Avg)
+	}
+	return Summarize(xs)
+}
+
+// formatLoaded prints the loaded pings of one direction: the median of
+// their averages [min–max], the worst single RTT, and losses.
+func formatLoaded(ps []Ping) string {
+	if len(ps) == 0 {
+		return missing
+	}
+	var avg []float64
+	worst := math.NaN()
+	var tx, rx int
+	for _, p := range ps {
+		avg = append(avg, p.Avg)
+		if !(p.Max <= worst) {
+			worst = p.Max
+		}
+		tx += p.Transmitted
+		rx += p.Received
+	}
+	s := FormatSummary(Summarize(avg), 3) + " (max " + num(worst, 3) + ")"
+	if rx < tx {
+		s += fmt.Sprintf(" (%d/%d lost)", tx-rx, tx)
+	}
+	return s
 }
 
 func formatPing(p *Ping) string {
@@ -451,8 +488,10 @@ func (r *Report) HowMeasured() string {
 - Small packets: `+"`iperf3 -u -l 64 -b 0 -t %d`"+` (and `+"`-R`"+`): datagrams/s that
   arrived at the receiver and the share lost, median of %d.
 - Latency: `+"`ping -c 20 -i 0.05`"+` from the client namespace to the server's
-  tunnel address, once on the idle tunnel and once while a single-stream
-  client-to-server `+"`iperf3 -t 4`"+` runs (started 1 s before the pings).
+  tunnel address on the idle tunnel; loaded: `+"`ping -c 100 -i 0.02`"+` while a
+  single-stream `+"`iperf3 -t 5`"+` runs client to server (→) or server to client
+  (← , `+"`-R`"+`), started 1 s before the pings, once per repetition: median of
+  the runs' average RTTs [min–max] and the largest single RTT.
 - Order per case: throughput, ping, small packets; the namespaces and all
   processes are removed before the next case starts.
 `, t, plural(r.Settings.Reps, "repetition"), t, r.Settings.Reps)
