@@ -429,7 +429,7 @@ func (r *Report) Tables() string {
 	fmt.Fprintf(&b, "### Throughput (Gbit/s at the receiver; %s; → client to server, ← server to client)\n\n%s\n", r.runsDesc(), r.ThroughputTable())
 	fmt.Fprintf(&b, "### Throughput relative to raw veth and to ocserv + openconnect on the same transport (medians)\n\n%s\n", r.RatioTable())
 	fmt.Fprintf(&b, "### CPU seconds per GB moved (median; server end / client end)\n\n%s\n", r.CPUTable())
-	fmt.Fprintf(&b, "### Small packets (iperf3 UDP, 64-byte payload, unlimited rate; median) and latency (ping -c 20 -i 0.05)\n\n%s\n", r.SmallPacketTable())
+	fmt.Fprintf(&b, "### Small packets (iperf3 UDP, 64-byte payload, unlimited rate; median) and latency (idle: ping -c 20 -i 0.05; loaded: ping -c 100 -i 0.02 under one TCP stream each way)\n\n%s\n", r.SmallPacketTable())
 	if notes := r.NotesList(); notes != "" {
 		fmt.Fprintf(&b, "### Notes\n\n(!) after a case marks a warning below that makes its numbers suspect.\n\n%s\n", notes)
 	}
