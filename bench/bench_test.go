@@ -489,3 +489,23 @@ func TestSuspectMarker(t *testing.T) {
 		t.Error("marker not explained")
 	}
 }
+
+func TestSmallPacketRatios(t *testing.T) {
+	r := sampleReport()
+	kd, ocd := r.find("kvpn-dtls"), r.find("ocserv-dtls")
+	kd.UDP[1] = []UDPRun{{PPS: 90000}, {PPS: 100000}, {PPS: 200000}}
+	ocd.UDP[1] = []UDPRun{{PPS: 40000}}
+	kd.Loaded[0] = []Ping{{Avg: 1}, {Avg: 2}, {Avg: 9}}
+	ocd.Loaded[0] = []Ping{{Avg: 4}}
+	// Medians: 50k/50k = 1.00×, 100k/40k = 2.50×, RTT 2/4 = 0.50×, none ←.
+	if row := rowOf(t, r.SmallPacketRatioTable(), "kvpn, DTLS"); row != "| kvpn, DTLS                 | 1.00×            | 2.50×            | 0.50×             | —                 |" {
+		t.Errorf("small-packet ratios: %s", row)
+	}
+	if t2 := r.SmallPacketRatioTable(); strings.Contains(t2, "raw veth") {
+		t.Errorf("veth has no ocserv reference, yet has a row:\n%s", t2)
+	}
+	r.Cases = r.Cases[1:3]
+	if t2 := r.SmallPacketRatioTable(); t2 != "" {
+		t.Errorf("no references, yet a table:\n%s", t2)
+	}
+}

@@ -354,11 +354,41 @@ func (r *Report) SmallPacketTable() string {
 		"ping loaded → avg ms", "ping loaded ← avg ms"}, rows)
 }
 
+// SmallPacketRatioTable: each case's small-packet rate and loaded RTT
+// against stock ocserv + openconnect on the same transport, medians over
+// medians: rates as multiples (above 1× is more packets), loaded RTT as
+// a ratio (below 1× is less delay).
+func (r *Report) SmallPacketRatioTable() string {
+	var rows [][]string
+	for _, c := range r.Cases {
+		ref := r.find(c.Reference())
+		if c.Transport == "" || ref == nil {
+			continue
+		}
+		row := []string{c.Label()}
+		for d := 0; d < 2; d++ {
+			pps, _ := c.UDPSummary(d)
+			refPPS, _ := ref.UDPSummary(d)
+			row = append(row, FormatTimes(Ratio(pps, refPPS)))
+		}
+		for d := 0; d < 2; d++ {
+			row = append(row, FormatTimes(Ratio(c.LoadedRTT(d), ref.LoadedRTT(d))))
+		}
+		rows = append(rows, row)
+	}
+	if rows == nil {
+		return ""
+	}
+	return Table([]string{"case (× ocserv)", "UDP 64 B → pkt/s", "UDP 64 B ← pkt/s", "ping loaded → RTT", "ping loaded ← RTT"}, rows)
+}
+
 // LoadedRTT summarizes the average RTT of the loaded pings of direction
 // d (0: under an upload, 1: under a download) over the repetitions.
-func (c *Case) LoadedRTT(d int) Summary {
+func (c *Case) LoadedRTT(d int) Summary { return loadedRTT(c.Loaded[d]) }
+
+func loadedRTT(ps []Ping) Summary {
 	var xs []float64
-	for _, p := range c.Loaded[d] {
+	for _, p := range ps {
 		xs = append(xs, p.Avg)
 	}
 	return Summarize(xs)
@@ -370,18 +400,16 @@ func formatLoaded(ps []Ping) string {
 	if len(ps) == 0 {
 		return missing
 	}
-	var avg []float64
 	worst := math.NaN()
 	var tx, rx int
 	for _, p := range ps {
-		avg = append(avg, p.Avg)
 		if !(p.Max <= worst) {
 			worst = p.Max
 		}
 		tx += p.Transmitted
 		rx += p.Received
 	}
-	s := FormatSummary(Summarize(avg), 3) + " (max " + num(worst, 3) + ")"
+	s := FormatSummary(loadedRTT(ps), 3) + " (max " + num(worst, 3) + ")"
 	if rx < tx {
 		s += fmt.Sprintf(" (%d/%d lost)", tx-rx, tx)
 	}
@@ -430,6 +458,9 @@ func (r *Report) Tables() string {
 	fmt.Fprintf(&b, "### Throughput relative to raw veth and to ocserv + openconnect on the same transport (medians)\n\n%s\n", r.RatioTable())
 	fmt.Fprintf(&b, "### CPU seconds per GB moved (median; server end / client end)\n\n%s\n", r.CPUTable())
 	fmt.Fprintf(&b, "### Small packets (iperf3 UDP, 64-byte payload, unlimited rate; median) and latency (idle: ping -c 20 -i 0.05; loaded: ping -c 100 -i 0.02 under one TCP stream each way)\n\n%s\n", r.SmallPacketTable())
+	if t := r.SmallPacketRatioTable(); t != "" {
+		fmt.Fprintf(&b, "### Small packets and loaded RTT relative to ocserv + openconnect on the same transport (medians; issue #16's goals: rate ≥ 2×, RTT ≤ 1×)\n\n%s\n", t)
+	}
 	if notes := r.NotesList(); notes != "" {
 		fmt.Fprintf(&b, "### Notes\n\n(!) after a case marks a warning below that makes its numbers suspect.\n\n%s\n", notes)
 	}
