@@ -123,14 +123,17 @@ func (d *offloadDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error
 }
 
 // drainFrames is Read's loop over the frames queued behind the first: n
-// packets are in bufs already. It stops at the first read that would
-// block, when bufs are full, or at a frame that does not fit what is left
-// (kept as pending for the next call, so nothing is dropped).
+// packets are in bufs already. It goes on only while frames are single
+// packets: a super-packet is a batch already, and draining more behind it
+// made bigger bursts that cost bulk throughput and loaded RTT
+// (docs/performance.md). It stops at the first read that would block,
+// when bufs are full, or at a frame that does not fit what is left (kept
+// as pending for the next call, so nothing is dropped).
 func (d *offloadDevice) drainFrames(bufs [][]byte, sizes []int, offset, n int) int {
-	if !d.initTryRead() {
+	if n > 1 || !d.initTryRead() {
 		return n
 	}
-	for n < len(bufs) {
+	for last := 1; n < len(bufs) && last == 1; {
 		d.tryBuf = d.frame
 		err := d.rc.Read(d.tryFn)
 		d.tryBuf = nil
@@ -147,6 +150,7 @@ func (d *offloadDevice) drainFrames(bufs [][]byte, sizes []int, offset, n int) i
 			break
 		}
 		n += k
+		last = k
 	}
 	return n
 }
