@@ -43,6 +43,15 @@ type VirtioDevice interface {
 	WriteGSO(frame []byte) error
 }
 
+// decodeVirtioHdr reads the fields of a frame's struct virtio_net_hdr
+// (at least VirtioHdrLen bytes; little-endian, as the kernel writes it on
+// the little-endian machines kvpn runs on), the ECN bit masked off the GSO
+// type.
+func decodeVirtioHdr(frame []byte) (flags, gsoType byte, gsoSize, csumStart, csumOffset int) {
+	return frame[0], frame[1] &^ gsoECN, int(binary.LittleEndian.Uint16(frame[4:])),
+		int(binary.LittleEndian.Uint16(frame[6:])), int(binary.LittleEndian.Uint16(frame[8:]))
+}
+
 // ErrBadGSOFrame wraps every reason CheckGSOFrame refuses a frame.
 var ErrBadGSOFrame = errors.New("tun: bad GSO frame")
 
@@ -59,11 +68,7 @@ func CheckGSOFrame(frame []byte, mtu int) ([]byte, error) {
 	if len(frame) < VirtioHdrLen+20 {
 		return bad("%d bytes", len(frame))
 	}
-	flags := frame[0]
-	gsoType := frame[1] &^ gsoECN
-	gsoSize := int(binary.LittleEndian.Uint16(frame[4:]))
-	csumStart := int(binary.LittleEndian.Uint16(frame[6:]))
-	csumOffset := int(binary.LittleEndian.Uint16(frame[8:]))
+	flags, gsoType, gsoSize, csumStart, csumOffset := decodeVirtioHdr(frame)
 	pkt := frame[VirtioHdrLen:]
 	if flags&^virtioFlagNeedsCsum != 0 {
 		return bad("flags 0x%02x", flags)

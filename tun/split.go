@@ -44,11 +44,7 @@ func splitFrame(frame []byte, bufs [][]byte, sizes []int, offset int) (int, erro
 	if len(bufs) == 0 {
 		return 0, errNoRoom
 	}
-	flags := frame[0]
-	gsoType := frame[1] &^ gsoECN
-	gsoSize := int(binary.LittleEndian.Uint16(frame[4:]))
-	csumStart := int(binary.LittleEndian.Uint16(frame[6:]))
-	csumOffset := int(binary.LittleEndian.Uint16(frame[8:]))
+	flags, gsoType, gsoSize, csumStart, csumOffset := decodeVirtioHdr(frame)
 	pkt := frame[VirtioHdrLen:]
 	if gsoType == gsoNone {
 		if flags&virtioFlagNeedsCsum != 0 {
