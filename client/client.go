@@ -290,6 +290,12 @@ func (o *Options) connect(c *conn, cookie string, prev netip.Addr, prev6 netip.P
 		}
 		req.Extra.Set(cstp.HeaderGSO, "1")
 	}
+	if o.wantGSO() && cstp.HasExtension(o.extensions, cstp.ExtGSODown) {
+		if req.Extra == nil {
+			req.Extra = http.Header{}
+		}
+		req.Extra.Set(cstp.HeaderGSODown, "1")
+	}
 	if !o.NoDTLS {
 		req.DTLSCipherSuite = "PSK-NEGOTIATE"
 		if o.DTLSCID && cstp.HasExtension(o.extensions, cstp.ExtDTLSCID) {
@@ -393,6 +399,7 @@ func Run(ctx context.Context, o *Options) error {
 		return err
 	}
 	t := &tunnel{o: o, log: log, tlsCfg: tlsCfg, cookie: cookie, params: params, server: remoteIP(c)}
+	t.acceptGSO(ch, params)
 	t.connected(c, params)
 	if ta, ok := c.rc.RemoteAddr().(*net.TCPAddr); ok && t.server.IsValid() {
 		o.pinned = netip.AddrPortFrom(t.server, uint16(ta.Port))

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"errors"
 	"os"
 
 	"kvpn/cstp"
@@ -41,4 +42,30 @@ func (t *tunnel) gsoChannel(vd tun.VirtioDevice) *session.CSTPChannel {
 		return c
 	}
 	return nil
+}
+
+// acceptGSO lets ch take GSO-DATA frames from the server when the CONNECT
+// answer p confirmed cstp-gso-down (asked for only with the offload TUN):
+// each frame is checked as vpnd checks the client's (tun.CheckGSOFrame,
+// segments within what a DATA frame may carry; a malformed frame is a
+// protocol violation) and written to the TUN whole. A write the kernel
+// refuses loses that burst only, as a refused packet in a batch would.
+func (t *tunnel) acceptGSO(ch *session.CSTPChannel, p *cstp.TunnelParams) {
+	if p.Extra.Get(cstp.HeaderGSODown) != "1" {
+		return
+	}
+	limit := clientFrameLimit(p.MTU)
+	ch.AcceptGSO(func(frame []byte) error {
+		if _, err := tun.CheckGSOFrame(frame, limit); err != nil {
+			return &session.ProtocolError{Err: err}
+		}
+		vd, ok := t.dev.(tun.VirtioDevice)
+		if !ok {
+			return &session.ProtocolError{Err: errors.New("cstp: GSO-DATA frame, but this TUN device cannot take it")}
+		}
+		// A frame the kernel refuses is lost, as session.Uplink loses a
+		// refused packet of a batch: the tunnel goes on.
+		vd.WriteGSO(frame)
+		return nil
+	})
 }

@@ -291,6 +291,9 @@ func (t *tunnel) reconnectOnce(ctx context.Context) (*session.CSTPChannel, *conn
 	t.adopt(p)
 	t.lastParams = p
 	ch, err := newChannel(c, p, t.params.MTU)
+	if err == nil {
+		t.acceptGSO(ch, p)
+	}
 	return ch, c, err
 }
 

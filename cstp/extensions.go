@@ -35,6 +35,13 @@ const (
 	HeaderGSO = "X-Kvpn-CSTP-GSO"
 	// ExtGSO names that extension.
 	ExtGSO = "cstp-gso"
+	// HeaderGSODown, on CONNECT, asks for (request) or confirms (answer)
+	// GSO-DATA frames the other way, server to client: a client that
+	// can write them to its TUN asks; vpnd then sends a TCP burst for
+	// that client as one frame while its traffic goes over TLS.
+	HeaderGSODown = "X-Kvpn-CSTP-GSO-Down"
+	// ExtGSODown names that extension.
+	ExtGSODown = "cstp-gso-down"
 	// HeaderCookieRefresh, on a CONNECT answer to a kvpn client, says
 	// every how many seconds the client should exchange its signed session
 	// cookie for a fresh one (POST CookieRefreshPath with the cookie), so
@@ -47,7 +54,7 @@ const (
 	// another node), so vpnc reconnects instead of exiting.
 	ReasonServerShutdown = "server shutting down"
 	// ExtList is what vpnd announces.
-	ExtList = ExtDTLSChaCha + "," + ExtCoalesce + "," + ExtDTLSCID + "," + ExtGSO
+	ExtList = ExtDTLSChaCha + "," + ExtCoalesce + "," + ExtDTLSCID + "," + ExtGSO + "," + ExtGSODown
 )
 
 // IsKvpnAgent reports whether a User-Agent is kvpn's vpnc.

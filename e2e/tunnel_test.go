@@ -65,11 +65,15 @@ func TestPingAndBulk(t *testing.T) {
 			tp.srv.proc.waitLog(t, "client disconnected", 5*time.Second)
 			if tc.name == "offload-tls" {
 				// Between kvpn peers TCP bursts cross TLS as whole
-				// super-packets (cstp-gso): the session counted them.
+				// super-packets both ways (cstp-gso, cstp-gso-down):
+				// the session counted them.
 				tp.srv.proc.waitLog(t, "session ended", 5*time.Second)
-				m := regexp.MustCompile(`gso-frames=(\d+)`).FindStringSubmatch(tp.srv.proc.out.String())
+				m := regexp.MustCompile(`gso-frames=(\d+) gso-frames-out=(\d+)`).FindStringSubmatch(tp.srv.proc.out.String())
 				if m == nil || m[1] == "0" {
 					t.Errorf("no GSO-DATA frame reached the server over TLS (%v)", m)
+				}
+				if m == nil || m[2] == "0" {
+					t.Errorf("no GSO-DATA frame went to the client over TLS (%v)", m)
 				}
 			}
 		})

@@ -184,6 +184,9 @@ type Server struct {
 	addRoute func(netip.Prefix) (*netcfg.Changes, error)
 
 	batches sync.Pool // *batch
+	// frames are batches of one whole GSO frame, for clients that take
+	// them (cstp-gso-down, gso.go).
+	frames sync.Pool // *batch
 	// batchesOut counts downlink batches taken from batches and not put
 	// back: in a TUN read, in a session's queue or in its write.
 	batchesOut atomic.Int64
@@ -254,6 +257,7 @@ func newServer(cfg *Config, log *slog.Logger) *Server {
 		byAddr:     map[netip.Addr]*Session{},
 		byAppID:    map[[dtls.AppIDLen]byte]*Session{},
 		sessions:   map[*Session]struct{}{},
+		frames:     sync.Pool{New: func() any { return newFrameBatch() }},
 		kroutes:    map[netip.Prefix]*netcfg.Changes{},
 		uplinks:    session.NewBatchPool(func() [][]byte { return tun.NewBuffers(uplinkBatch) }),
 	}
@@ -941,6 +945,14 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 			params.Extra.Set(cstp.HeaderGSO, "1")
 			ch.AcceptGSO(sess.deliverGSO(gso, params.MTU))
 		}
+	}
+	if cstp.IsKvpnAgent(req.UserAgent()) && creq.Extra.Get(cstp.HeaderGSODown) == "1" && s.gsoWriter() != nil {
+		if params.Extra == nil {
+			params.Extra = http.Header{}
+		}
+		params.Extra.Set(cstp.HeaderGSODown, "1")
+		ch.SetPeerGSO()
+		sess.gsoDown.Store(int32(params.MTU))
 	}
 	if cstp.IsKvpnAgent(req.UserAgent()) {
 		// A fresh cookie that names the address just assigned, and how

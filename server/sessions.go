@@ -98,6 +98,12 @@ type Session struct {
 	restricted      atomic.Uint64
 	lastRestrictLog atomic.Int64
 
+	// gsoDown is the tunnel MTU of the current connection when its client
+	// takes GSO-DATA frames (cstp-gso-down), else 0 (gso.go).
+	gsoDown atomic.Int32
+	// gsoFramesOut counts GSO-DATA frames sent to the client.
+	gsoFramesOut atomic.Uint64
+
 	// Traffic (stats.go): what the TLS channel carried, counted per batch;
 	// DTLS peers count their own, folded into dtlsDone when they go.
 	traffic  session.Traffic
@@ -154,6 +160,7 @@ func (sess *Session) attach(ch *session.CSTPChannel, prev netip.Addr, prev6 neti
 		return netip.Addr{}, err
 	}
 	sess.ch = ch
+	sess.gsoDown.Store(0) // until this connection's CONNECT asks for it
 	sess.connected.Store(true)
 	return sess.addr, nil
 }
@@ -251,6 +258,7 @@ func (sess *Session) detach(ch *session.CSTPChannel, err error) {
 	current := sess.ch == ch
 	if current {
 		sess.ch = nil
+		sess.gsoDown.Store(0)
 		sess.connected.Store(false)
 	}
 	sess.mu.Unlock()
@@ -362,7 +370,7 @@ func (sess *Session) end(reason string) {
 	}
 	s.log.Info("session ended", "user", sess.user, "session", sess.id, "reason", reason,
 		"address", addr.String(), "address6", addrString(addr6), "spoofed-drops", sess.spoofed.Load(),
-		"gso-frames", sess.gsoFrames.Load())
+		"gso-frames", sess.gsoFrames.Load(), "gso-frames-out", sess.gsoFramesOut.Load())
 	s.radiusEnded(sess, reason)                              // RADIUS accounting Stop (radius.go)
 	s.sessionEnded(sess, reason, addr, addr6, sess.totals()) // events, disconnect-script (scripts.go)
 }
@@ -706,15 +714,10 @@ func (sess *Session) sendLoop(ctx context.Context, ch session.Channel) error {
 					break gather
 				}
 			}
-			pkts = pkts[:0]
-			for _, b := range held {
-				pkts = append(pkts, b.pkts[:b.n]...)
-			}
 			if h := s.testPanic; h != nil {
 				h("sender", sess)
 			}
-			err := sess.send(ch, pkts)
-			clear(pkts)
+			err := sess.sendHeld(ch, held, &pkts)
 			for _, b := range held {
 				s.putBatch(b)
 			}
@@ -724,6 +727,35 @@ func (sess *Session) sendLoop(ctx context.Context, ch session.Channel) error {
 			}
 		}
 	}
+}
+
+// sendHeld sends the packets of the batches held, in order: each run of
+// packet batches as one send, each run of frame batches (whole GSO frames,
+// gso.go) as one sendFrames. pkts is the reused vector.
+func (sess *Session) sendHeld(ch session.Channel, held []*batch, pkts *[][]byte) error {
+	for i := 0; i < len(held); {
+		j := i + 1
+		for j < len(held) && held[j].frame == held[i].frame {
+			j++
+		}
+		p := (*pkts)[:0]
+		for _, b := range held[i:j] {
+			p = append(p, b.pkts[:b.n]...)
+		}
+		var err error
+		if held[i].frame {
+			err = sess.sendFrames(ch, p)
+		} else {
+			err = sess.send(ch, p)
+		}
+		clear(p)
+		*pkts = p[:0]
+		if err != nil {
+			return err
+		}
+		i = j
+	}
+	return nil
 }
 
 // send writes pkts over DTLS when it is up and preferred, else over TLS.
@@ -795,6 +827,9 @@ type batch struct {
 	bufs [][]byte // backing buffers, tun.Headroom+MTU each
 	pkts [][]byte // pkts[i] = bufs[i][:tun.Headroom+len(packet)]
 	n    int
+	// frame: one whole GSO frame (virtio-net header and super-packet)
+	// in a buffer of its own, from Server.frames (gso.go).
+	frame bool
 }
 
 func newBatch(mtu int) *batch {
@@ -823,6 +858,10 @@ func (s *Server) getBatch() *batch {
 func (s *Server) putBatch(b *batch) {
 	s.batchesOut.Add(-1)
 	b.n = 0
+	if b.frame {
+		s.frames.Put(b)
+		return
+	}
 	s.batches.Put(b)
 }
 
@@ -852,8 +891,9 @@ func (s *Server) routeLoop() {
 	sizes := make([]int, len(bufs))
 	var open []pending
 	var backoff contain.Backoff
+	read := s.tunReader()
 	for {
-		n, err := s.dev.Read(bufs, sizes, tun.Headroom)
+		n, err := read(bufs, sizes)
 		if err != nil && n == 0 {
 			if errors.Is(err, os.ErrClosed) {
 				return

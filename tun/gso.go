@@ -41,6 +41,34 @@ type VirtioDevice interface {
 	ReadGSOBatch(bufs [][]byte, sizes []int) (int, error)
 	// WriteGSO writes one frame (checked with CheckGSOFrame first).
 	WriteGSO(frame []byte) error
+	// ReadTaking is Read, except that each TSO/USO super-packet is first
+	// offered whole to take (the virtio-net header and packet, valid only
+	// during the call). When take returns true it has used the frame
+	// (copied it), which is not split, and the call returns 0 packets.
+	// Frames are offered in the order read and never behind packets of
+	// the same call, so a caller that queues taken frames where it queues
+	// packets keeps the device's order. vpnd sends super-packets whole to
+	// kvpn clients this way (cstp-gso-down).
+	ReadTaking(bufs [][]byte, sizes []int, offset int, take func(frame []byte) bool) (int, error)
+}
+
+// isSuperPacket reports whether a frame read from the kernel is a TSO/USO
+// super-packet (a GSO type set), as opposed to a single packet.
+func isSuperPacket(frame []byte) bool {
+	return len(frame) >= VirtioHdrLen && frame[1]&^gsoECN != gsoNone
+}
+
+// GSOSegments returns how many packets a frame stands for, once
+// CheckGSOFrame has accepted it (it sets the header length the count
+// needs): 1 without GSO, else the payload in gso_size pieces.
+func GSOSegments(frame []byte) int {
+	_, gsoType, gsoSize, _, _ := decodeVirtioHdr(frame)
+	hdrs := int(binary.LittleEndian.Uint16(frame[2:]))
+	payload := len(frame) - VirtioHdrLen - hdrs
+	if gsoType == gsoNone || gsoSize == 0 || payload <= 0 {
+		return 1
+	}
+	return (payload + gsoSize - 1) / gsoSize
 }
 
 // decodeVirtioHdr reads the fields of a frame's struct virtio_net_hdr

@@ -62,6 +62,10 @@ func createOffload(name string, mtu int) (Device, error) {
 	return &offloadDevice{dev: dev, name: ifname, mtu: mtu}, nil
 }
 
+// drainDisabled turns Read's drain off (KVPN_TUN_NO_DRAIN=1): one frame
+// per call, as wireguard's Read does, to compare the two.
+var drainDisabled = os.Getenv("KVPN_TUN_NO_DRAIN") == "1"
+
 type offloadDevice struct {
 	dev  wgtun.Device
 	name string
@@ -90,6 +94,20 @@ type offloadDevice struct {
 // super-packet, but a flood of small packets (UDP, ACKs of many flows)
 // then costs a read and a send per packet.
 func (d *offloadDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	return d.read(bufs, sizes, offset, nil)
+}
+
+// ReadTaking implements VirtioDevice: Read, with super-packets offered to
+// take whole first.
+func (d *offloadDevice) ReadTaking(bufs [][]byte, sizes []int, offset int, take func(frame []byte) bool) (int, error) {
+	return d.read(bufs, sizes, offset, take)
+}
+
+// read is Read and ReadTaking: a super-packet read first in a call is
+// offered to take (when not nil) before it is split; one met by the drain
+// is kept for the next call instead, so that it is offered before, never
+// behind, the packets read with it.
+func (d *offloadDevice) read(bufs [][]byte, sizes []int, offset int, take func([]byte) bool) (int, error) {
 	if len(bufs) == 0 {
 		return 0, errNoBuffers
 	}
@@ -110,6 +128,10 @@ func (d *offloadDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error
 		}
 		d.pending = n
 	}
+	if take != nil && isSuperPacket(d.frame[:d.pending]) && take(d.frame[:d.pending]) {
+		d.pending = 0
+		return 0, nil
+	}
 	n, err := splitFrame(d.frame[:d.pending], bufs, sizes, offset)
 	if err != nil {
 		d.pending = 0 // unusable, even with every buffer: dropped
@@ -119,7 +141,7 @@ func (d *offloadDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error
 		return 0, err
 	}
 	d.pending = 0
-	return d.drainFrames(bufs, sizes, offset, n), nil
+	return d.drainFrames(bufs, sizes, offset, n, take != nil), nil
 }
 
 // drainFrames is Read's loop over the frames queued behind the first: n
@@ -128,9 +150,10 @@ func (d *offloadDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error
 // made bigger bursts that cost bulk throughput and loaded RTT
 // (docs/performance.md). It stops at the first read that would block,
 // when bufs are full, or at a frame that does not fit what is left (kept
-// as pending for the next call, so nothing is dropped).
-func (d *offloadDevice) drainFrames(bufs [][]byte, sizes []int, offset, n int) int {
-	if n > 1 || !d.initTryRead() {
+// as pending for the next call, so nothing is dropped). With keepSuper a
+// super-packet is kept as pending too, unsplit, for ReadTaking's next call.
+func (d *offloadDevice) drainFrames(bufs [][]byte, sizes []int, offset, n int, keepSuper bool) int {
+	if n > 1 || drainDisabled || !d.initTryRead() {
 		return n
 	}
 	for last := 1; n < len(bufs) && last == 1; {
@@ -139,6 +162,10 @@ func (d *offloadDevice) drainFrames(bufs [][]byte, sizes []int, offset, n int) i
 		d.tryBuf = nil
 		if err != nil || d.tryErr != nil || d.tryN <= 0 {
 			break // EAGAIN: nothing queued (or closed: the next call says so)
+		}
+		if keepSuper && isSuperPacket(d.frame[:d.tryN]) {
+			d.pending = d.tryN
+			break
 		}
 		k, err := splitFrame(d.frame[:d.tryN], bufs[n:], sizes[n:], offset)
 		if errors.Is(err, errNoRoom) {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -78,14 +79,27 @@ func TestCreateValidates(t *testing.T) {
 // setup creates a TUN with local/24 on it, up, and a goroutine reading it
 // whose batches (one per Read call, packets copied) arrive on the channel.
 func setup(t *testing.T, backend tun.Backend) (tun.Device, <-chan [][]byte) {
+	return setupReading(t, backend, nil)
+}
+
+// setupReading is setup with the reads done by ReadTaking(take) when take
+// is not nil (the offload backend).
+func setupReading(t *testing.T, backend tun.Backend, take func([]byte) bool) (tun.Device, <-chan [][]byte) {
 	dev := setupDevice(t, backend)
 	batches := make(chan [][]byte, 4096)
+	read := dev.Read
+	if take != nil {
+		vd := dev.(tun.VirtioDevice)
+		read = func(bufs [][]byte, sizes []int, offset int) (int, error) {
+			return vd.ReadTaking(bufs, sizes, offset, take)
+		}
+	}
 	go func() {
 		defer close(batches)
 		bufs := tun.NewBuffers(dev.BatchSize())
 		sizes := make([]int, len(bufs))
 		for {
-			n, err := dev.Read(bufs, sizes, tun.Headroom)
+			n, err := read(bufs, sizes, tun.Headroom)
 			if err != nil && n == 0 {
 				if !errors.Is(err, os.ErrClosed) {
 					t.Errorf("Read: %v", err)
@@ -311,6 +325,69 @@ func TestOffloadTSOSplit(t *testing.T) {
 		}
 	}
 	t.Logf("one Read returned %d segments of %d bytes", len(segs), len(segs[0].payload))
+}
+
+// TestReadTakingWholeFrames: with ReadTaking, the TCP flight the kernel
+// hands the device as super-packets is offered whole to take (which keeps
+// it), valid frames of several segments that carry the stream in order,
+// while the handshake's single packets still come out of the call split.
+func TestReadTakingWholeFrames(t *testing.T) {
+	frames := make(chan []byte, 64)
+	var offered atomic.Int32
+	take := func(frame []byte) bool {
+		offered.Add(1)
+		select {
+		case frames <- bytes.Clone(frame):
+		default:
+		}
+		return true
+	}
+	dev, batches := setupReading(t, tun.BackendOffload, take)
+	peer := netip.AddrPortFrom(remote, 8081)
+	dialed := make(chan net.Conn, 1)
+	go func() {
+		c, err := net.DialTimeout("tcp4", peer.String(), 5*time.Second)
+		if err != nil {
+			t.Error(err)
+		}
+		dialed <- c
+	}()
+	var syn parsed
+	await(t, batches, "SYN", func(q parsed) bool { syn = q; return q.proto == protoTCP && q.flags&tcpSYN != 0 })
+	const isn = 1000
+	write(t, dev, tcpPacket(peer, syn.src, isn, syn.seq+1, tcpSYN|tcpACK, mtu-40, nil))
+	c := <-dialed
+	if c == nil {
+		t.FailNow()
+	}
+	defer c.Close()
+	go c.Write(make([]byte, 256<<10)) // unblocked by Close
+
+	select {
+	case f := <-frames:
+		pkt, err := tun.CheckGSOFrame(f, mtu)
+		if err != nil {
+			t.Fatalf("taken frame refused: %v", err)
+		}
+		q, ok := parse(pkt)
+		if !ok || q.proto != protoTCP || q.seq != syn.seq+1 {
+			t.Errorf("taken frame: TCP %v, seq %d; want the flight's first byte, seq %d", ok && q.proto == protoTCP, q.seq, syn.seq+1)
+		}
+		if n := tun.GSOSegments(f); n < 2 {
+			t.Errorf("taken frame stands for %d segments; want a super-packet", n)
+		}
+		t.Logf("first frame taken whole: %d bytes, %d segments", len(f), tun.GSOSegments(f))
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no super-packet offered to take (%d offers)", offered.Load())
+	}
+	// Nothing taken comes out split as well.
+	for len(batches) > 0 {
+		for _, p := range <-batches {
+			if q, ok := parse(p); ok && q.proto == protoTCP && len(q.payload) > 0 && q.seq == syn.seq+1 {
+				t.Error("the taken flight's first segment was also returned as a packet")
+			}
+		}
+	}
 }
 
 // TestWriteTCPStream has the test play a TCP client behind the TUN and write a
