@@ -340,9 +340,7 @@ func (o *Options) connect(c *conn, cookie string, prev netip.Addr, prev6 netip.P
 		}
 	}
 	if p.Extra.Get(cstp.HeaderCoalesce) == "1" {
-		if kc, ok := c.rc.(*ktlsbridge.Conn); ok {
-			kc.SetCoalesce(true)
-		}
+		c.rc.SetCoalesce(true)
 	}
 	c.rc.SetDeadline(time.Time{})
 	return p, nil
@@ -409,7 +407,7 @@ func Run(ctx context.Context, o *Options) error {
 		t.down()
 		return err
 	}
-	log.Info("record layer", "engines", c.rc.(*ktlsbridge.Conn).Describe())
+	log.Info("record layer", "engines", c.rc.Describe())
 	return t.serve(ctx, ch, t.dtlsOffer(c, params))
 }
 

@@ -46,6 +46,14 @@ type Conn interface {
 	ConnectionState() tls.ConnectionState
 	// Engine names the record layer in use per direction, for logs and status.
 	Engine() Engine
+	// Describe says which engine runs each direction and, for a direction
+	// left in userspace, why (the line logged once per session).
+	Describe() string
+	// SetCoalesce lets the engine pack many frames into each record when
+	// it can (kernel TLS: one writev per batch in full-size records); an
+	// engine that cannot keeps one record per frame. Only for a peer that
+	// reads frames as a byte stream (the cstp-coalesce extension).
+	SetCoalesce(on bool)
 }
 
 // Engine says which code encrypts and decrypts records in each direction.

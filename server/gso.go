@@ -118,13 +118,12 @@ func (s *Server) takeFrame(frame []byte) bool {
 // same). A connection that does not take frames, one that replaced the
 // connection they were queued for, gets none: they are dropped and
 // counted as detached, like packets queued for a connection that went.
-func (sess *Session) sendFrames(ch session.Channel, frames [][]byte) error {
-	c, ok := ch.(*session.CSTPChannel)
-	if !ok || !c.PeerGSO() {
+func (sess *Session) sendFrames(ch *session.CSTPChannel, frames [][]byte) error {
+	if ch == nil || !ch.PeerGSO() {
 		sess.srv.Counters.DropDetached.Add(uint64(len(frames)))
 		return nil
 	}
-	if err := c.WriteGSOBatch(frames, tun.Headroom); err != nil {
+	if err := ch.WriteGSOBatch(frames, tun.Headroom); err != nil {
 		return err
 	}
 	pkts, bytes := 0, 0

@@ -3,53 +3,23 @@ package server
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"io"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"kvpn/auth"
 	"kvpn/cstp"
-	"kvpn/record"
+	"kvpn/record/recordtest"
 )
 
-// streamConn is a record.Conn whose peer sent in and nothing more; what the
-// server writes is kept in out.
-type streamConn struct {
-	in  *bytes.Reader
-	out bytes.Buffer
-}
+// shortReads hands out at most 1000 bytes per Read: short reads, as TLS
+// records arrive, exercise the head scanner's waiting for more.
+type shortReads struct{ r io.Reader }
 
-func (c *streamConn) Read(p []byte) (int, error) {
-	// Short reads, as TLS records arrive, exercise the head scanner's
-	// waiting for more.
-	if len(p) > 1000 {
-		p = p[:1000]
-	}
-	return c.in.Read(p)
-}
-func (c *streamConn) Write(p []byte) (int, error) { return c.out.Write(p) }
-func (c *streamConn) WriteRecords(bufs [][]byte, off int) error {
-	for _, b := range bufs {
-		c.out.Write(b[off:])
-	}
-	return nil
-}
-func (c *streamConn) Close() error                     { return nil }
-func (c *streamConn) SetDeadline(time.Time) error      { return nil }
-func (c *streamConn) SetReadDeadline(time.Time) error  { return nil }
-func (c *streamConn) SetWriteDeadline(time.Time) error { return nil }
-func (c *streamConn) RemoteAddr() net.Addr {
-	return &net.TCPAddr{IP: net.IPv4(192, 0, 2, 9), Port: 40000}
-}
-func (c *streamConn) LocalAddr() net.Addr                  { return &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 443} }
-func (c *streamConn) ConnectionState() tls.ConnectionState { return tls.ConnectionState{} }
-func (c *streamConn) Engine() record.Engine                { return record.Engine{} }
+func (s shortReads) Read(p []byte) (int, error) { return s.r.Read(p[:min(len(p), 1000)]) }
 
 // FuzzLoginPhase feeds bytes as the decrypted TLS stream of a connection
 // that has not logged in: request heads, login XML, the throttle, the
@@ -89,9 +59,10 @@ func FuzzLoginPhase(f *testing.F) {
 	// A cheap check in place of argon2id, so the fuzzer runs fast.
 	s.verify = func(user, password string) bool { return user == "alice" && password == "secret" }
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c := &streamConn{in: bytes.NewReader(data)}
+		var out bytes.Buffer
+		c := &recordtest.Stream{R: shortReads{bytes.NewReader(data)}, Record: func(p []byte) { out.Write(p) }}
 		s.serveConn(context.Background(), c, s.log, func() {})
-		if out := c.out.Bytes(); len(out) > 0 && !bytes.HasPrefix(out, []byte("HTTP/1.1 ")) {
+		if out := out.Bytes(); len(out) > 0 && !bytes.HasPrefix(out, []byte("HTTP/1.1 ")) {
 			t.Fatalf("answer is not HTTP: %q", out[:min(len(out), 64)])
 		}
 		for _, sess := range s.list() {

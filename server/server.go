@@ -975,8 +975,8 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 		conn.Close()
 		return
 	}
-	if kc, ok := conn.(*ktlsbridge.Conn); ok && coalesce {
-		kc.SetCoalesce(true)
+	if coalesce {
+		conn.SetCoalesce(true)
 	}
 	// The tunnel has its own liveness checks from here on: DPD for the
 	// reading side, and a write timeout for the writing side, so a client
@@ -986,9 +986,7 @@ func (s *Server) handleConnect(ctx context.Context, conn record.Conn, br *bufio.
 	conn.SetReadDeadline(time.Time{})
 	conn.SetWriteDeadline(time.Time{})
 	ch.SetWriteTimeout(s.tunnelWriteTimeout())
-	if kc, ok := conn.(*ktlsbridge.Conn); ok {
-		log.Info("record layer", "engines", kc.Describe())
-	}
+	log.Info("record layer", "engines", conn.Describe())
 	up := []any{"address", addr.String(), "transport", ch.Name()}
 	if addr6.IsValid() {
 		up = append(up, "address6", addr6.String())

@@ -686,7 +686,7 @@ func rateOK(last *atomic.Int64) bool {
 // sendLoop writes the packets queued for the session to ch. It gathers
 // every batch already waiting into one WritePackets call, so a burst leaves
 // in one system call.
-func (sess *Session) sendLoop(ctx context.Context, ch session.Channel) error {
+func (sess *Session) sendLoop(ctx context.Context, ch *session.CSTPChannel) error {
 	s := sess.srv
 	var pkts [][]byte
 	var held []*batch
@@ -732,7 +732,7 @@ func (sess *Session) sendLoop(ctx context.Context, ch session.Channel) error {
 // sendHeld sends the packets of the batches held, in order: each run of
 // packet batches as one send, each run of frame batches (whole GSO frames,
 // gso.go) as one sendFrames. pkts is the reused vector.
-func (sess *Session) sendHeld(ch session.Channel, held []*batch, pkts *[][]byte) error {
+func (sess *Session) sendHeld(ch *session.CSTPChannel, held []*batch, pkts *[][]byte) error {
 	for i := 0; i < len(held); {
 		j := i + 1
 		for j < len(held) && held[j].frame == held[i].frame {
@@ -758,12 +758,18 @@ func (sess *Session) sendHeld(ch session.Channel, held []*batch, pkts *[][]byte)
 	return nil
 }
 
+// packetSender is the part of the TLS channel send uses (a test double
+// in tests).
+type packetSender interface {
+	WritePackets(bufs [][]byte, offset int) error
+}
+
 // send writes pkts over DTLS when it is up and preferred, else over TLS.
 // Packets meant for DTLS go over TLS instead (counted: DTLSFallback) when
 // the peer closed and keepAlive has not dropped it yet, or its write
 // failed before sealing them. A DTLS write that failed after sealing them
 // in place loses them (DropDTLSWrite): TLS would carry ciphertext.
-func (sess *Session) send(ch session.Channel, pkts [][]byte) error {
+func (sess *Session) send(ch packetSender, pkts [][]byte) error {
 	if sess.preferDTLS.Load() {
 		var err error = errPeerClosed
 		if p := sess.peer.Load(); p != nil && p.Up() {

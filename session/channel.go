@@ -2,9 +2,9 @@
 // packets between a TUN device and a Channel to the peer, and keeps the
 // channel alive with dead-peer detection and keepalives.
 //
-// The pump sees a channel only through the Channel interface, so CSTP over
-// userspace TLS, CSTP over kernel TLS and (later) DTLS plug in without the
-// pump changing.
+// The pump sees a channel only through the Link interface, so CSTP over
+// userspace TLS, CSTP over kernel TLS and DTLS plug in without the pump
+// changing.
 package session
 
 import (
@@ -15,12 +15,16 @@ import (
 	"kvpn/cstp"
 )
 
-// Channel carries one session's packets to and from the peer.
+// A channel to the peer has three parts, each used by its own code: Link
+// (the packets, for the pumps), Keepable (liveness, for KeepAlive) and the
+// goodbye (Disconnect, for whoever ends the session). Channel is all three.
 //
 // Packets live at bufs[i][offset:], as in tun.Device; the offset bytes in
 // front of each packet are headroom that the channel may overwrite with its
 // own headers, so that nothing is copied on the way out.
-type Channel interface {
+
+// Link carries one session's packets to and from the peer.
+type Link interface {
 	// ReadPackets blocks until at least one packet arrives, then returns as
 	// many as are already buffered (up to len(bufs)). Control messages
 	// (DPD, keepalive) are handled inside. A peer that disconnects yields a
@@ -28,21 +32,33 @@ type Channel interface {
 	ReadPackets(bufs [][]byte, sizes []int, offset int) (int, error)
 	// WritePackets sends each packet bufs[i][offset:] as one message.
 	WritePackets(bufs [][]byte, offset int) error
+	// Close closes the channel without telling the peer.
+	Close() error
+	// Name describes the transport for logs ("tls/userspace").
+	Name() string
+}
+
+// Keepable is what KeepAlive needs of a channel: the server's DTLS peers
+// are kept alive too, though they receive through a shared listener.
+type Keepable interface {
 	// Ping sends a dead-peer-detection request.
 	Ping() error
 	// Keepalive sends a keepalive message.
 	Keepalive() error
-	// Disconnect tells the peer the session ends (client: user logout;
-	// server: terminate) and closes the channel.
-	Disconnect(reason string) error
-	// Close closes the channel without telling the peer.
-	Close() error
 	// LastReceive and LastSend report when anything was last received from
 	// or sent to the peer (liveness bookkeeping).
 	LastReceive() time.Time
 	LastSend() time.Time
-	// Name describes the transport for logs ("tls/userspace").
-	Name() string
+}
+
+// Channel is a whole channel to the peer: its packets, its liveness, and
+// the goodbye.
+type Channel interface {
+	Link
+	Keepable
+	// Disconnect tells the peer the session ends (client: user logout;
+	// server: terminate) and closes the channel.
+	Disconnect(reason string) error
 }
 
 // PeerClosedError reports that the peer ended the session with a

@@ -2,29 +2,24 @@ package session
 
 import (
 	"bytes"
-	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"testing"
-	"time"
 
 	"kvpn/cstp"
-	"kvpn/record"
+	"kvpn/record/recordtest"
 )
 
-// streamConn is a record.Conn whose Read serves a fixed byte stream (the
-// decrypted TLS stream of a tunnel) in chunks of the sizes cuts names in
-// turn, then io.EOF; what is written is kept.
-type streamConn struct {
+// cutReader serves a fixed byte stream (the decrypted TLS stream of a
+// tunnel) in chunks of the sizes cuts names in turn, then io.EOF.
+type cutReader struct {
 	data, cuts []byte
 	i          int
-	written    [][]byte // one per Write (one record)
 }
 
-func (c *streamConn) Read(p []byte) (int, error) {
+func (c *cutReader) Read(p []byte) (int, error) {
 	if len(c.data) == 0 {
 		return 0, io.EOF
 	}
@@ -43,27 +38,6 @@ func (c *streamConn) Read(p []byte) (int, error) {
 	c.data = c.data[n:]
 	return n, nil
 }
-
-func (c *streamConn) Write(p []byte) (int, error) {
-	c.written = append(c.written, bytes.Clone(p))
-	return len(p), nil
-}
-
-func (c *streamConn) WriteRecords(bufs [][]byte, offset int) error {
-	for _, b := range bufs {
-		c.Write(b[offset:])
-	}
-	return nil
-}
-
-func (c *streamConn) Close() error                         { return nil }
-func (c *streamConn) SetDeadline(time.Time) error          { return nil }
-func (c *streamConn) SetReadDeadline(time.Time) error      { return nil }
-func (c *streamConn) SetWriteDeadline(time.Time) error     { return nil }
-func (c *streamConn) RemoteAddr() net.Addr                 { return &net.TCPAddr{} }
-func (c *streamConn) LocalAddr() net.Addr                  { return &net.TCPAddr{} }
-func (c *streamConn) ConnectionState() tls.ConnectionState { return tls.ConnectionState{} }
-func (c *streamConn) Engine() record.Engine                { return record.Engine{TX: "test", RX: "test"} }
 
 // refEvent is what the reference reader says the channel must do with one
 // frame: deliver a packet ("data") or a GSO frame ("gso"), or answer a
@@ -144,7 +118,9 @@ func FuzzCSTPChannelRead(f *testing.F) {
 	f.Add(join(frame(cstp.TypeCompressed, ip), frame(0x42, nil)), []byte{1}, uint8(1), uint16(1400), false)
 	f.Fuzz(func(t *testing.T, stream, cuts []byte, batch uint8, mtu uint16, gso bool) {
 		m := int(mtu)%(9000-576+1) + 576 // server.Config allows 576..9000
-		conn := &streamConn{data: stream, cuts: cuts}
+		in := &cutReader{data: stream, cuts: cuts}
+		var written [][]byte // one per record
+		conn := &recordtest.Stream{R: in, Record: func(p []byte) { written = append(written, bytes.Clone(p)) }}
 		ch, err := NewCSTPChannel(conn, NewFrameReader(conn), m)
 		if err != nil {
 			t.Fatal(err)
@@ -202,12 +178,12 @@ func FuzzCSTPChannelRead(f *testing.F) {
 				t.Fatalf("event %d: %s of %d bytes, want %s of %d", i, got[i].kind, len(got[i].payload), want[i].kind, len(want[i].payload))
 			}
 		}
-		if len(conn.written) != len(wantDPD) {
-			t.Fatalf("%d frames written, want %d DPD answers", len(conn.written), len(wantDPD))
+		if len(written) != len(wantDPD) {
+			t.Fatalf("%d frames written, want %d DPD answers", len(written), len(wantDPD))
 		}
 		for i := range wantDPD {
-			if !bytes.Equal(conn.written[i], wantDPD[i]) {
-				t.Fatalf("DPD answer %d: % x, want % x", i, conn.written[i], wantDPD[i])
+			if !bytes.Equal(written[i], wantDPD[i]) {
+				t.Fatalf("DPD answer %d: % x, want % x", i, written[i], wantDPD[i])
 			}
 		}
 		if got := ch.Stats.RxPackets.Load(); got != uint64(len(want)) {

@@ -23,7 +23,7 @@ type Check func(pkt []byte) (keep bool, err error)
 //
 // This is the receive hot loop: it allocates nothing per packet. out is a
 // reused vector of views into bufs, holding only the packets that passed.
-func Uplink(ch Channel, dev PacketWriter, bufs [][]byte, offset int, check Check) error {
+func Uplink(ch Link, dev PacketWriter, bufs [][]byte, offset int, check Check) error {
 	return UplinkCounted(ch, dev, bufs, offset, check, nil)
 }
 
@@ -49,7 +49,7 @@ func (t *Traffic) AddOut(pkts, bytes int) {
 
 // UplinkCounted is Uplink that also counts, per batch, the packets that
 // passed check into t (nil: no counting).
-func UplinkCounted(ch Channel, dev PacketWriter, bufs [][]byte, offset int, check Check, t *Traffic) error {
+func UplinkCounted(ch Link, dev PacketWriter, bufs [][]byte, offset int, check Check, t *Traffic) error {
 	sizes := make([]int, len(bufs))
 	out := make([][]byte, 0, len(bufs))
 	for {
@@ -57,15 +57,6 @@ func UplinkCounted(ch Channel, dev PacketWriter, bufs [][]byte, offset int, chec
 			return err
 		}
 	}
-}
-
-// Keepable is what KeepAlive needs of a channel: the server's DTLS peers
-// are kept alive too, though they receive through a shared listener.
-type Keepable interface {
-	Ping() error
-	Keepalive() error
-	LastReceive() time.Time
-	LastSend() time.Time
 }
 
 // Liveness holds a channel's dead-peer-detection and keepalive intervals;
@@ -230,7 +221,7 @@ type WaitReader interface {
 // device and gives the batch back. The TUN write is synchronous (the
 // device copies or has sent the packets when Write returns), so the
 // buffers are free again after it.
-func UplinkPooled(ch Channel, dev PacketWriter, pool *BatchPool, offset int, check Check, t *Traffic) error {
+func UplinkPooled(ch Link, dev PacketWriter, pool *BatchPool, offset int, check Check, t *Traffic) error {
 	wr, _ := ch.(WaitReader)
 	for {
 		if wr != nil {
@@ -249,7 +240,7 @@ func UplinkPooled(ch Channel, dev PacketWriter, pool *BatchPool, offset int, che
 
 // uplinkOnce moves one batch from ch to dev; out is the reused vector of
 // the packets that passed check.
-func uplinkOnce(ch Channel, dev PacketWriter, bufs [][]byte, sizes []int, out *[][]byte, offset int, check Check, t *Traffic) error {
+func uplinkOnce(ch Link, dev PacketWriter, bufs [][]byte, sizes []int, out *[][]byte, offset int, check Check, t *Traffic) error {
 	n, err := ch.ReadPackets(bufs, sizes, offset)
 	if err != nil {
 		return err
