@@ -197,3 +197,45 @@ func (l *Listener) roamWarn(src netip.AddrPort, msg string) {
 			"dtls-roam-source-limit-total", l.Counters.RoamSourceLimit.Load())
 	}
 }
+
+// move re-homes p at src once a record from there authenticated (how says
+// how the peer was found, for the log).
+func (l *Listener) move(p *Peer, src netip.AddrPort, how string) {
+	old := p.Addr()
+	l.mu.Lock()
+	l.unroute(old, p)
+	l.route(src, p)
+	l.mu.Unlock()
+	p.setAddr(src)
+	l.Counters.Roamed.Add(1)
+	l.log.Info("dtls: peer moved to a new address", "from", old.String(), "to", src.String(), "by", how)
+}
+
+// receiveCID handles a connection-ID record for peer p. From a new
+// address it must authenticate before the peer moves there (roaming
+// without trial decryption); pion's retransmitted Finished, which our
+// Opener refuses as a replay, goes to pion.
+func (l *Listener) receiveCID(p *Peer, src netip.AddrPort, dg []byte, out [][]byte) [][]byte {
+	d := p.d.Load()
+	if d == nil {
+		p.feed.Feed(dg)
+		return out
+	}
+	if src == p.Addr() {
+		return p.receive(d, dg, out)
+	}
+	rec, _, err := d.nextRecord(dg)
+	if err != nil {
+		l.Counters.BadRecords.Add(1)
+		return out
+	}
+	scratch := append([]byte(nil), rec...)
+	t, payload, err := d.tryOpen(scratch)
+	if err != nil {
+		l.Counters.BadRecords.Add(1)
+		return out
+	}
+	l.move(p, src, "connection-id")
+	out, _ = p.dispatch(d, scratch, 0, t, payload, false, out)
+	return out
+}
