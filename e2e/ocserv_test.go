@@ -1,18 +1,9 @@
 package e2e
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/base64"
 	"encoding/hex"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -21,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"kvpn/certs"
 	"kvpn/internal/testenv"
 )
 
@@ -73,41 +65,15 @@ func randHex(n int) string {
 // of the SubjectPublicKeyInfo, as openconnect's --servercert takes it).
 func writeSelfSigned(t *testing.T, dir, host string) (certPath, keyPath, pin string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: host, Organization: []string{"kvpn e2e"}},
-		IPAddresses:           []net.IP{net.ParseIP(host)},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	c, err := certs.SelfSigned(host, 24*time.Hour, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	certPath, keyPath = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+	if err := certs.WritePEM(c, certPath, keyPath); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
-	return certPath, keyPath, "pin-sha256:" + base64.StdEncoding.EncodeToString(sum[:])
+	return certPath, keyPath, certs.Pin(c.Leaf)
 }
 
 // ocservOpts are the knobs the interop tests turn.

@@ -7,18 +7,17 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"kvpn/certs"
 )
 
 // The tests of this file and of keys_test.go and userspace_test.go run the
@@ -49,26 +48,10 @@ func ktCerts(t testing.TB) (ecdsaCert, rsaCert tls.Certificate) {
 			ktCertErr = err
 			return
 		}
-		mk := func(pub, priv any) (tls.Certificate, error) {
-			tmpl := &x509.Certificate{
-				SerialNumber: big.NewInt(1),
-				Subject:      pkix.Name{CommonName: "ktlsbridge test"},
-				DNSNames:     []string{"ktlsbridge.test"},
-				NotBefore:    time.Now().Add(-time.Hour),
-				NotAfter:     time.Now().Add(24 * time.Hour),
-				KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-				ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-			}
-			der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, priv)
-			if err != nil {
-				return tls.Certificate{}, err
-			}
-			return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv}, nil
-		}
-		if ktECDSA, ktCertErr = mk(&ec.PublicKey, ec); ktCertErr != nil {
+		if ktECDSA, ktCertErr = certs.SelfSigned("ktlsbridge.test", 24*time.Hour, ec); ktCertErr != nil {
 			return
 		}
-		ktRSA, ktCertErr = mk(&rk.PublicKey, rk)
+		ktRSA, ktCertErr = certs.SelfSigned("ktlsbridge.test", 24*time.Hour, rk)
 	})
 	if ktCertErr != nil {
 		t.Fatal(ktCertErr)

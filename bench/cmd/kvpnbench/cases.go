@@ -3,17 +3,7 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/base64"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -24,6 +14,7 @@ import (
 	"time"
 
 	"kvpn/bench"
+	"kvpn/certs"
 )
 
 // Addresses. The veth link is 192.168.203.0/24; vpnd's pool
@@ -621,39 +612,13 @@ func (r *runner) setupOcserv(t *topo, dtls bool, extra ...string) (*tunnel, erro
 // host and its key into dir, and returns the paths and the pin-sha256
 // openconnect's --servercert takes.
 func writeSelfSigned(dir, host string) (certPath, keyPath, pin string, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return "", "", "", err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: host, Organization: []string{"kvpnbench"}},
-		IPAddresses:           []net.IP{net.ParseIP(host)},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return "", "", "", err
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return "", "", "", err
-	}
-	cert, err := x509.ParseCertificate(der)
+	c, err := certs.SelfSigned(host, 24*time.Hour, nil)
 	if err != nil {
 		return "", "", "", err
 	}
 	certPath, keyPath = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+	if err := certs.WritePEM(c, certPath, keyPath); err != nil {
 		return "", "", "", err
 	}
-	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		return "", "", "", err
-	}
-	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
-	return certPath, keyPath, "pin-sha256:" + base64.StdEncoding.EncodeToString(sum[:]), nil
+	return certPath, keyPath, certs.Pin(c.Leaf), nil
 }
