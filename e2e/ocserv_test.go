@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"kvpn/certs"
+	"kvpn/internal/harness"
 	"kvpn/internal/testenv"
 )
 
@@ -23,7 +23,7 @@ const (
 	// debianTLSPriorities is the tls-priorities line of Debian's
 	// /etc/ocserv/ocserv.conf (ocserv 1.1.6): TLS 1.2 only, with %COMPAT
 	// (which also turns off Extended Master Secret).
-	debianTLSPriorities = "NORMAL:%SERVER_PRECEDENCE:%COMPAT:-VERS-SSL3.0:-VERS-TLS1.0:-VERS-TLS1.1:-VERS-TLS1.3"
+	debianTLSPriorities = harness.DebianTLSPriorities
 	// tls13Priorities is the same without -VERS-TLS1.3.
 	tls13Priorities = "NORMAL:%SERVER_PRECEDENCE:%COMPAT:-VERS-SSL3.0:-VERS-TLS1.0:-VERS-TLS1.1"
 
@@ -108,19 +108,16 @@ func startOcserv(t *testing.T, ns *netns, ip string, o ocservOpts) *ocservServer
 	// next to socket-file: without search permission on the directories
 	// they fail with "error connecting to sec-mod socket ... Permission
 	// denied". (The key stays 0600, read by the root processes.)
-	runAs := "root"
-	if _, err := user.Lookup("ocserv"); err == nil {
-		if _, err := user.LookupGroup("ocserv"); err == nil {
-			runAs = "ocserv"
-			for d := dir; d != os.TempDir() && d != "/" && d != "."; d = filepath.Dir(d) {
-				os.Chmod(d, 0o711)
-			}
+	runAs := harness.OcservUser()
+	if runAs != "root" {
+		for d := dir; d != os.TempDir() && d != "/" && d != "."; d = filepath.Dir(d) {
+			os.Chmod(d, 0o711)
 		}
 	}
 	s := &ocservServer{ns: ns, ip: ip, device: "ocs" + randHex(3)}
 	certPath, keyPath, pin := writeSelfSigned(t, dir, ip)
 	s.pin = pin
-	s.occtlSocket = filepath.Join(dir, "occtl.sock")
+	s.occtlSocket = filepath.Join(dir, "occtl.sock") // harness.OcservConfig.OcctlSocket
 
 	passwd := filepath.Join(dir, "passwd")
 	cmd := exec.Command("ocpasswd", "-c", passwd, testUser)
@@ -129,53 +126,16 @@ func startOcserv(t *testing.T, ns *netns, ip string, o ocservOpts) *ocservServer
 		t.Fatalf("ocpasswd: %v\n%s", err, out)
 	}
 
-	prio := o.tlsPriorities
-	if prio == "" {
-		prio = debianTLSPriorities
-	}
-	udp := "# no udp-port: DTLS off"
-	if o.dtls {
-		udp = "udp-port = 443"
-	}
 	authLine := fmt.Sprintf(`auth = "plain[passwd=%s]"`, passwd)
 	if o.auth != "" {
 		authLine = o.auth
 	}
-	cfg := fmt.Sprintf(`%s
-listen-host = %s
-tcp-port = 443
-%s
-server-cert = %s
-server-key = %s
-socket-file = %s
-occtl-socket-file = %s
-pid-file = %s
-use-occtl = true
-isolate-workers = false
-run-as-user = %s
-run-as-group = %s
-device = %s
-ipv4-network = %s
-route = %s
-predictable-ips = true
-ping-leases = false
-max-clients = 8
-max-same-clients = 4
-rate-limit-ms = 0
-dpd = 2
-mobile-dpd = 2
-keepalive = 10
-switch-to-tcp-timeout = 5
-try-mtu-discovery = false
-cookie-timeout = 30
-auth-timeout = 30
-deny-roaming = false
-cisco-client-compat = true
-tls-priorities = "%s"
-%s
-`, authLine, ip, udp, certPath, keyPath,
-		filepath.Join(dir, "ocserv.sock"), s.occtlSocket, filepath.Join(dir, "ocserv.pid"),
-		runAs, runAs, s.device, ocservNetwork, ocservRoute, prio, o.extra)
+	cfg := harness.OcservConfig{
+		AuthLine: authLine, ListenHost: ip, UDP: o.dtls, Cert: certPath, Key: keyPath, Dir: dir,
+		RunAs: runAs, Device: s.device, Network: ocservNetwork, Route: ocservRoute,
+		MaxClients: 8, MaxSameClients: 4, Timers: harness.TestTimers,
+		TLSPriorities: o.tlsPriorities, Extra: o.extra,
+	}.String()
 	cfgPath := filepath.Join(dir, "ocserv.conf")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

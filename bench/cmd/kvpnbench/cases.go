@@ -5,7 +5,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"os/user"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -15,6 +14,7 @@ import (
 
 	"kvpn/bench"
 	"kvpn/certs"
+	"kvpn/internal/harness"
 )
 
 // Addresses. The veth link is 192.168.203.0/24; vpnd's pool
@@ -488,9 +488,6 @@ func (r *runner) setupOpenconnectVpnd(t *topo, dtls bool, extra ...string) (*tun
 
 // --- ocserv ---
 
-// debianTLSPriorities is the tls-priorities line of Debian's ocserv.conf.
-const debianTLSPriorities = "NORMAL:%SERVER_PRECEDENCE:%COMPAT:-VERS-SSL3.0:-VERS-TLS1.0:-VERS-TLS1.1:-VERS-TLS1.3"
-
 type ocservServer struct {
 	proc *proc
 	pin  string
@@ -506,12 +503,7 @@ func (r *runner) startOcserv(t *topo, spec serverSpec) (*ocservServer, error) {
 	if err := os.Chmod(dir, 0o711); err != nil {
 		return nil, err
 	}
-	runAs := "root"
-	if _, err := user.Lookup("ocserv"); err == nil {
-		if _, err := user.LookupGroup("ocserv"); err == nil {
-			runAs = "ocserv"
-		}
-	}
+	runAs := harness.OcservUser()
 	certPath, keyPath, pin, err := writeSelfSigned(dir, srvVeth)
 	if err != nil {
 		return nil, err
@@ -528,40 +520,12 @@ func (r *runner) startOcserv(t *topo, spec serverSpec) (*ocservServer, error) {
 	}
 	// Debian's defaults for the timers; the UDP port is always open, the
 	// TLS case is openconnect --no-dtls.
-	cfg := fmt.Sprintf(`auth = "plain[passwd=%s]"
-listen-host = %s
-tcp-port = 443
-udp-port = 443
-server-cert = %s
-server-key = %s
-socket-file = %s
-occtl-socket-file = %s
-pid-file = %s
-use-occtl = true
-isolate-workers = false
-run-as-user = %s
-run-as-group = %s
-device = ocs%s
-ipv4-network = %s
-route = %s
-predictable-ips = true
-ping-leases = false
-max-clients = %d
-max-same-clients = %d
-rate-limit-ms = %d
-keepalive = 32400
-dpd = 90
-mobile-dpd = 1800
-switch-to-tcp-timeout = 25
-try-mtu-discovery = false
-cookie-timeout = 300
-auth-timeout = 240
-deny-roaming = false
-cisco-client-compat = true
-tls-priorities = "%s"
-`, passwd, srvVeth, certPath, keyPath,
-		filepath.Join(dir, "ocserv.sock"), filepath.Join(dir, "occtl.sock"), filepath.Join(dir, "ocserv.pid"),
-		runAs, runAs, randHex(3), cmpOr(spec.pool, ocservPool), splitRoute, maxClients, maxSame, rateLimit, debianTLSPriorities)
+	cfg := harness.OcservConfig{
+		AuthLine: fmt.Sprintf(`auth = "plain[passwd=%s]"`, passwd), ListenHost: srvVeth, UDP: true,
+		Cert: certPath, Key: keyPath, Dir: dir, RunAs: runAs, Device: "ocs" + randHex(3),
+		Network: cmpOr(spec.pool, ocservPool), Route: splitRoute,
+		MaxClients: maxClients, MaxSameClients: maxSame, RateLimitMS: rateLimit, Timers: harness.DebianTimers,
+	}.String()
 	cfgPath := filepath.Join(dir, "ocserv.conf")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return nil, err

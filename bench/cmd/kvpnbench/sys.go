@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"kvpn/bench"
+	"kvpn/internal/harness"
 )
 
 // runner owns everything the harness creates, as a stack of cleanups
@@ -269,26 +270,9 @@ func tail(s string, n int) string {
 type proc struct {
 	name string
 	cmd  *exec.Cmd
-	out  syncBuffer
+	out  harness.Output
 	done chan struct{}
 	err  error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // start runs args in ns in its own process group (a Ctrl-C at the
