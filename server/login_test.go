@@ -21,6 +21,7 @@ import (
 
 	"kvpn/auth"
 	"kvpn/certs"
+	"kvpn/internal/harness"
 	"kvpn/ktlsbridge"
 	"kvpn/record"
 	"kvpn/record/recordtest"
@@ -551,7 +552,7 @@ func (l *emfileListener) Accept() (net.Conn, error) {
 // TestAcceptBackoff: a listener out of file descriptors costs one log
 // line, backs off instead of spinning, and serving goes on after.
 func TestAcceptBackoff(t *testing.T) {
-	var logs safeBuffer
+	var logs harness.Output
 	s := &Server{log: slog.New(slog.NewTextHandler(&logs, nil))}
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -591,23 +592,6 @@ func TestAcceptBackoff(t *testing.T) {
 	if n := s.Counters.AcceptErrors.Load(); n != 8 {
 		t.Errorf("accept-error %d, want 8", n)
 	}
-}
-
-type safeBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *safeBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *safeBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // TestParallelLoginsBehindNAT: several users logging in at once from one

@@ -273,13 +273,13 @@ func TestCloseUnblocksRead(t *testing.T) {
 	}
 }
 
-// TestOffloadTSOSplit has the kernel send a TCP flight into the TUN: with
-// TSO on, the kernel hands the device one super-packet, and Read must return
-// it split into several MTU-sized, checksummed segments in one call.
-func TestOffloadTSOSplit(t *testing.T) {
-	dev, batches := setup(t, tun.BackendOffload)
-	peer := netip.AddrPortFrom(remote, 8080)
-
+// sendFlight has the kernel connect to remote:port through dev (the test
+// answers the SYN it reads from batches) and then write 256 KiB, which it
+// sends as one TCP flight (initial cwnd 10, never ACKed here) until the
+// test ends. It returns the SYN: the flight's first byte is syn.seq+1.
+func sendFlight(t *testing.T, dev tun.Device, batches <-chan [][]byte, port uint16) parsed {
+	t.Helper()
+	peer := netip.AddrPortFrom(remote, port)
 	dialed := make(chan net.Conn, 1)
 	go func() {
 		c, err := net.DialTimeout("tcp4", peer.String(), 5*time.Second)
@@ -296,8 +296,17 @@ func TestOffloadTSOSplit(t *testing.T) {
 	if c == nil {
 		t.FailNow()
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	go c.Write(make([]byte, 256<<10)) // unblocked by Close
+	return syn
+}
+
+// TestOffloadTSOSplit has the kernel send a TCP flight into the TUN: with
+// TSO on, the kernel hands the device one super-packet, and Read must return
+// it split into several MTU-sized, checksummed segments in one call.
+func TestOffloadTSOSplit(t *testing.T) {
+	dev, batches := setup(t, tun.BackendOffload)
+	sendFlight(t, dev, batches, 8080)
 
 	// The first flight (initial cwnd 10, never ACKed here) leaves as one or
 	// a few GSO super-packets; wait for a Read that returned a split one.
@@ -343,25 +352,7 @@ func TestReadTakingWholeFrames(t *testing.T) {
 		return true
 	}
 	dev, batches := setupReading(t, tun.BackendOffload, take)
-	peer := netip.AddrPortFrom(remote, 8081)
-	dialed := make(chan net.Conn, 1)
-	go func() {
-		c, err := net.DialTimeout("tcp4", peer.String(), 5*time.Second)
-		if err != nil {
-			t.Error(err)
-		}
-		dialed <- c
-	}()
-	var syn parsed
-	await(t, batches, "SYN", func(q parsed) bool { syn = q; return q.proto == protoTCP && q.flags&tcpSYN != 0 })
-	const isn = 1000
-	write(t, dev, tcpPacket(peer, syn.src, isn, syn.seq+1, tcpSYN|tcpACK, mtu-40, nil))
-	c := <-dialed
-	if c == nil {
-		t.FailNow()
-	}
-	defer c.Close()
-	go c.Write(make([]byte, 256<<10)) // unblocked by Close
+	syn := sendFlight(t, dev, batches, 8081)
 
 	select {
 	case f := <-frames:
