@@ -1,0 +1,202 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"time"
+
+	"kvpn/bench"
+	"kvpn/certs"
+	"kvpn/internal/harness"
+)
+
+// The stock OpenConnect tools as benchmark cases: ocserv as a server,
+// openconnect as a client of ocserv or of vpnd.
+
+var (
+	ocConfigured = regexp.MustCompile(`Configured as ([0-9.]+)`)
+	ocDTLS       = regexp.MustCompile(`Established DTLS connection.*?(\(DTLS[^ \n]*\))`)
+	ocTLS        = regexp.MustCompile(`(?i)ciphersuite (\(TLS[^ \n]*\))`)
+)
+
+// legacyArgs make openconnect ask for the AnyConnect legacy DTLS 1.2
+// (X-DTLS-Master-Secret resumption) instead of PSK-NEGOTIATE.
+var legacyArgs = []string{"--dtls-ciphers=" + bench.LegacyDTLSCiphers}
+
+// startOpenconnect runs openconnect (with extra arguments) in the client
+// namespace and waits until its tun device holds its address (and, for
+// DTLS, until DTLS is established).
+func (r *runner) startOpenconnect(t *topo, url, pin string, dtls bool, extra ...string) (*proc, string, string, error) {
+	ifname := "octun" + randHex(3)
+	args := []string{"openconnect", "--non-inter", "-u", benchUser, "--passwd-on-stdin", "--servercert", pin,
+		"-i", ifname, "--reconnect-timeout", "20"}
+	if !dtls {
+		args = append(args, "--no-dtls")
+	}
+	args = append(args, extra...)
+	p, err := r.start(t.cli, "openconnect", syscall.SIGINT, benchPass+"\n", append(args, url)...)
+	if err != nil {
+		return nil, "", "", err
+	}
+	m, err := r.waitFor(p, ocConfigured, 20*time.Second)
+	if err != nil {
+		return nil, "", "", err
+	}
+	addr := m[1]
+	var tlsSuite string
+	if tm := ocTLS.FindStringSubmatch(p.out.String()); tm != nil {
+		tlsSuite = gnutlsSuite(tm[1])
+	}
+	neg := tlsSuite
+	if dtls {
+		dm, err := r.waitFor(p, ocDTLS, 15*time.Second)
+		if err != nil {
+			return nil, "", "", fmt.Errorf("DTLS not established: %v", err)
+		}
+		neg = gnutlsSuite(dm[1]) + " (over " + tlsSuite + ")"
+	}
+	// openconnect reports "Configured as" before vpnc-script has run.
+	err = r.eventually(10*time.Second, ifname+" configured", func() error {
+		out, err := r.cmd(t.cli, 5*time.Second, "ip", "-4", "addr", "show", "dev", ifname)
+		if err != nil || !strings.Contains(out, "inet "+addr) {
+			return fmt.Errorf("%s does not hold %s yet", ifname, addr)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", "", err
+	}
+	return p, ifname, neg, nil
+}
+
+// gnutlsSuite turns GnuTLS's "(TLS1.2)-(ECDHE-SECP256R1)-(AES-256-GCM)"
+// into "TLS1.2 ECDHE-SECP256R1 AES-256-GCM".
+func gnutlsSuite(s string) string {
+	s = strings.ReplaceAll(s, ")-(", " ")
+	return strings.Trim(s, "()")
+}
+
+func (r *runner) setupOpenconnectVpnd(t *topo, dtls bool, extra ...string) (*tunnel, error) {
+	srv, err := r.startVpnd(t, defaultSpec("offload"))
+	if err != nil {
+		return nil, err
+	}
+	_, ifname, neg, err := r.startOpenconnect(t, "https://"+srvVeth+":443/", srv.pin, dtls, extra...)
+	if err != nil {
+		return nil, err
+	}
+	tn := &tunnel{addr: vpndTunnelIP, srvComm: "vpnd", cliComm: "openconnect", cliIf: ifname, negotiated: neg}
+	if dtls {
+		if _, err := r.waitFor(srv.proc, vpndDTLSUp, 10*time.Second); err != nil {
+			return nil, err
+		}
+	}
+	if short, full := engineOf(srv.proc.out.String()); short != "" {
+		tn.engine = short + " (vpnd)"
+		tn.notes = append(tn.notes, "vpnd record layer: "+full)
+	}
+	return tn, nil
+}
+
+type ocservServer struct {
+	proc *proc
+	pin  string
+}
+
+// startOcserv writes a password file (ocpasswd) and a config with Debian's
+// defaults for the timers, and starts ocserv in the server namespace.
+func (r *runner) startOcserv(t *topo, spec serverSpec) (*ocservServer, error) {
+	dir := filepath.Join(t.dir, "ocserv")
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(dir, 0o711); err != nil {
+		return nil, err
+	}
+	runAs := harness.OcservUser()
+	certPath, keyPath, pin, err := writeSelfSigned(dir, srvVeth)
+	if err != nil {
+		return nil, err
+	}
+	passwd := filepath.Join(dir, "passwd")
+	for _, u := range spec.users {
+		if _, err := r.cmdIn(nil, 10*time.Second, benchPass+"\n"+benchPass+"\n", "ocpasswd", "-c", passwd, u); err != nil {
+			return nil, err
+		}
+	}
+	maxClients, maxSame, rateLimit := 8, 4, 0
+	if spec.unlimited {
+		maxClients, maxSame = 0, 0 // ocserv: 0 = unlimited
+	}
+	// Debian's defaults for the timers; the UDP port is always open, the
+	// TLS case is openconnect --no-dtls.
+	cfg := harness.OcservConfig{
+		AuthLine: fmt.Sprintf(`auth = "plain[passwd=%s]"`, passwd), ListenHost: srvVeth, UDP: true,
+		Cert: certPath, Key: keyPath, Dir: dir, RunAs: runAs, Device: "ocs" + randHex(3),
+		Network: cmpOr(spec.pool, ocservPool), Route: splitRoute,
+		MaxClients: maxClients, MaxSameClients: maxSame, RateLimitMS: rateLimit, Timers: harness.DebianTimers,
+	}.String()
+	cfgPath := filepath.Join(dir, "ocserv.conf")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	p, err := r.start(t.srv, "ocserv", syscall.SIGTERM, "", "ocserv", "--foreground", "--config", cfgPath)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.eventually(10*time.Second, "ocserv listening", func() error {
+		if p.exited() {
+			return fmt.Errorf("ocserv exited (%v): %s", p.err, tail(p.out.String(), 10))
+		}
+		out, err := r.cmd(t.srv, 5*time.Second, "ss", "-Hltn", "sport", "=", ":443")
+		if err != nil || !strings.Contains(out, "LISTEN") {
+			return fmt.Errorf("not listening yet")
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	return &ocservServer{proc: p, pin: pin}, nil
+}
+
+func (r *runner) setupOcserv(t *topo, dtls bool, extra ...string) (*tunnel, error) {
+	srv, err := r.startOcserv(t, defaultSpec(""))
+	if err != nil {
+		return nil, err
+	}
+	pin := srv.pin
+	_, ifname, neg, err := r.startOpenconnect(t, "https://"+srvVeth+":443/", pin, dtls, extra...)
+	if err != nil {
+		return nil, err
+	}
+	// ocserv's worker configures its end of the tun after the CONNECT.
+	if err := r.eventually(10*time.Second, "ocserv's tun address", func() error {
+		out, err := r.cmd(t.srv, 5*time.Second, "ip", "-4", "addr")
+		if err != nil || !strings.Contains(out, "inet "+ocservTunIP) {
+			return fmt.Errorf("%s not configured yet", ocservTunIP)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	return &tunnel{addr: ocservTunIP, srvComm: "ocserv", cliComm: "openconnect", cliIf: ifname, negotiated: neg}, nil
+}
+
+// writeSelfSigned writes a fresh self-signed ECDSA P-256 certificate for
+// host and its key into dir, and returns the paths and the pin-sha256
+// openconnect's --servercert takes.
+func writeSelfSigned(dir, host string) (certPath, keyPath, pin string, err error) {
+	c, err := certs.SelfSigned(host, 24*time.Hour, nil)
+	if err != nil {
+		return "", "", "", err
+	}
+	certPath, keyPath = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := certs.WritePEM(c, certPath, keyPath); err != nil {
+		return "", "", "", err
+	}
+	return certPath, keyPath, certs.Pin(c.Leaf), nil
+}
