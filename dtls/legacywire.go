@@ -11,7 +11,7 @@ import (
 )
 
 // The legacy handshake's wire pieces: the ClientHello kvpn answers, DTLS
-// 1.0/1.2 handshake messages and plaintext records, and the TLS PRF.
+// 0.9/1.2 handshake messages and plaintext records, and the TLS PRFs.
 
 // legacyHello is what the handshake needs of a ClientHello.
 type legacyHello struct {
