@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"strconv"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
@@ -17,10 +18,33 @@ import (
 // sockets in x/net).
 type Message = ipv4.Message
 
-// SocketBuffer is the send and receive buffer size kvpn asks for. The
-// default (about 208 KiB) overflows under a fast sender: the notes measured
-// pion-based servers losing packets there.
-const SocketBuffer = 4 << 20
+// SendBuffer is the send buffer size kvpn asks for. The default (about
+// 208 KiB) overflows under a fast sender: the notes measured pion-based
+// servers losing packets there.
+const SendBuffer = 4 << 20
+
+// ReceiveBuffer is the receive buffer size kvpn asks for by default (the
+// kernel doubles it for its bookkeeping, socket(7)). The receive buffer is
+// where a tunnel's standing queue sits under load: a TCP flow inside the
+// tunnel fills whatever the receiving end holds, and every packet behind
+// it, a ping or a keystroke, waits that long. With 4 MiB the ping under
+// one TCP stream took 6-7 ms over DTLS here, against 3.8-4.5 ms with
+// 512 KiB and the same bulk throughput within noise; 256 KiB gave 2.5 ms
+// but 15 % less throughput (docs/performance.md, issue #16).
+const ReceiveBuffer = 512 << 10
+
+// receiveBuffer is ReceiveBuffer, or KVPN_UDP_RCVBUF (bytes, at least
+// 64 KiB) to compare or tune.
+var receiveBuffer = envBytes("KVPN_UDP_RCVBUF", ReceiveBuffer)
+
+// envBytes is the size in bytes the variable name holds, or def when it
+// is unset or not a number of at least 64 KiB.
+func envBytes(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v >= 64<<10 {
+		return v
+	}
+	return def
+}
 
 // batchRW is what kvpn uses of x/net's ipv4 and ipv6 PacketConns.
 type batchRW interface {
@@ -93,11 +117,11 @@ func setBuffers(c *net.UDPConn) {
 	}
 	force := os.Getenv("KVPN_UDP_NO_BUFFORCE") != "1"
 	rc.Control(func(fd uintptr) {
-		if !force || unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, SocketBuffer) != nil {
-			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, SocketBuffer)
+		if !force || unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, receiveBuffer) != nil {
+			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, receiveBuffer)
 		}
-		if !force || unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, SocketBuffer) != nil {
-			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, SocketBuffer)
+		if !force || unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, SendBuffer) != nil {
+			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, SendBuffer)
 		}
 	})
 }
