@@ -1,13 +1,10 @@
 package dtls
 
 import (
-	"crypto/hmac"
-	"crypto/md5"
-	"crypto/sha1"
 	"encoding/binary"
-	"hash"
 
 	"kvpn/dtls/record"
+	"kvpn/internal/tlsprf"
 )
 
 // The legacy handshake's wire pieces: the ClientHello kvpn answers, DTLS
@@ -138,37 +135,12 @@ func plainRecord(ct record.ContentType, version uint16, seq uint64, body []byte)
 	return r
 }
 
-// pHash is P_hash of RFC 5246 section 5 (and RFC 2246 section 5).
-func pHash(h func() hash.Hash, secret, seed []byte, n int) []byte {
-	out := make([]byte, 0, n+64)
-	m := hmac.New(h, secret)
-	m.Write(seed)
-	a := m.Sum(nil) // A(1)
-	for len(out) < n {
-		m.Reset()
-		m.Write(a)
-		m.Write(seed)
-		out = m.Sum(out)
-		m.Reset()
-		m.Write(a)
-		a = m.Sum(a[:0])
-	}
-	return out[:n]
-}
-
 // prf is the PRF of the channel's version: TLS 1.2's P_hash with the
 // suite's hash (RFC 5246 section 5), or for DTLS 0.9 TLS 1.0's P_MD5 of
 // the secret's first half XOR P_SHA-1 of its second (RFC 2246 section 5).
 func prf(version uint16, suite record.Suite, secret []byte, label string, seed []byte, n int) []byte {
-	ls := append([]byte(label), seed...)
-	if version != record.VersionDTLS09 {
-		return pHash(suite.PRFHash(), secret, ls, n)
+	if version == record.VersionDTLS09 {
+		return tlsprf.PRF10(secret, label, seed, n)
 	}
-	half := (len(secret) + 1) / 2
-	out := pHash(md5.New, secret[:half], ls, n)
-	s := pHash(sha1.New, secret[len(secret)-half:], ls, n)
-	for i := range out {
-		out[i] ^= s[i]
-	}
-	return out
+	return tlsprf.PRF12(suite.PRFHash(), secret, label, seed, n)
 }

@@ -2,7 +2,6 @@ package ktlsbridge
 
 import (
 	"crypto/hkdf"
-	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/tls"
@@ -10,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+
+	"kvpn/internal/tlsprf"
 )
 
 // ErrUnsupported is wrapped by the errors for a protocol version or cipher
@@ -195,7 +196,7 @@ func DeriveKeys(s *Secrets) (client, server Keys, err error) {
 	seed := make([]byte, 0, 64)
 	seed = append(seed, s.ServerRandom[:]...)
 	seed = append(seed, s.ClientRandom[:]...)
-	block := prf12(p.hash, s.MasterSecret, "key expansion", seed, 2*keyLen+2*ivLen)
+	block := tlsprf.PRF12(p.hash, s.MasterSecret, "key expansion", seed, 2*keyLen+2*ivLen)
 	next := func(n int) []byte {
 		b := block[:n:n]
 		block = block[n:]
@@ -225,29 +226,6 @@ func expandLabel(h func() hash.Hash, secret []byte, label string, n int) ([]byte
 		return nil, fmt.Errorf("ktlsbridge: HKDF-Expand-Label %q: %w", label, err)
 	}
 	return out, nil
-}
-
-// prf12 is the TLS 1.2 PRF (RFC 5246 section 5): P_hash(secret, label +
-// seed) cut to n bytes, where P_hash chains A(i) = HMAC(secret, A(i-1)),
-// A(0) = label + seed, and outputs HMAC(secret, A(i) + label + seed).
-func prf12(h func() hash.Hash, secret []byte, label string, seed []byte, n int) []byte {
-	ls := make([]byte, 0, len(label)+len(seed))
-	ls = append(ls, label...)
-	ls = append(ls, seed...)
-	mac := hmac.New(h, secret)
-	mac.Write(ls)
-	a := mac.Sum(nil) // A(1)
-	out := make([]byte, 0, n+mac.Size())
-	for len(out) < n {
-		mac.Reset()
-		mac.Write(a)
-		mac.Write(ls)
-		out = mac.Sum(out)
-		mac.Reset()
-		mac.Write(a)
-		a = mac.Sum(a[:0])
-	}
-	return out[:n:n]
 }
 
 // Values of struct tls_crypto_info (include/uapi/linux/tls.h), which

@@ -3,7 +3,6 @@ package ktlsbridge
 import (
 	"bufio"
 	"bytes"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
@@ -11,7 +10,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"io"
-	"kvpn/internal/testenv"
 	"net"
 	"os"
 	"os/exec"
@@ -19,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"kvpn/internal/testenv"
 )
 
 func ktHex(t testing.TB, s string) []byte {
@@ -49,33 +49,6 @@ func TestDeriveKeysTLS13Vector(t *testing.T) {
 			k.Version != tls.VersionTLS13 || k.Cipher != CipherAES128GCM {
 			t.Fatalf("got %+v, want key %x iv %x", k, wantKey, wantIV)
 		}
-	}
-}
-
-// TestPRF12: the TLS 1.2 PRF against the widely published P_SHA256 vector
-// (IETF TLS working group list) and a P_SHA384 vector computed with
-// `openssl kdf -keylen 148 -kdfopt digest:SHA2-384 -kdfopt
-// hexsecret:b80b733d6ceefcdc71566ea48e5567df -kdfopt seed:"test label"
-// -kdfopt hexseed:cd665cf6a8447dd6ff8b27555edb7465 TLS1-PRF`.
-func TestPRF12(t *testing.T) {
-	got := prf12(sha256.New, ktHex(t, "9bbe436ba940f017b17652849a71db35"), "test label",
-		ktHex(t, "a0ba9f936cda311827a6f796ffd5198c"), 100)
-	want := ktHex(t, `e3f229ba727be17b8d122620557cd453c2aab21d07c3d495329b52d4e61edb5a
-		6b301791e90d35c9c9a46b4e14baf9af0fa022f7077def17abfd3797c0564bab
-		4fbc91666e9def9b97fce34f796789baa48082d122ee42c5a72e5a5110fff701
-		87347b66`)
-	if !bytes.Equal(got, want) {
-		t.Errorf("P_SHA256:\n got %x\nwant %x", got, want)
-	}
-	got = prf12(sha384New, ktHex(t, "b80b733d6ceefcdc71566ea48e5567df"), "test label",
-		ktHex(t, "cd665cf6a8447dd6ff8b27555edb7465"), 148)
-	want = ktHex(t, `7b0c18e9ced410ed1804f2cfa34a336a1c14dffb4900bb5fd7942107e81c83cd
-		e9ca0faa60be9fe34f82b1233c9146a0e534cb400fed2700884f9dc236f80edd
-		8bfa961144c9e8d792eca722a7b32fc3d416d473ebc2c5fd4abfdad05d918425
-		9b5bf8cd4d90fa0d31e2dec479e4f1a26066f2eea9a69236a3e52655c9e9aee6
-		91c8f3a26854308d5eaa3be85e0990703d73e56f`)
-	if !bytes.Equal(got, want) {
-		t.Errorf("P_SHA384:\n got %x\nwant %x", got, want)
 	}
 }
 
