@@ -27,11 +27,12 @@ const SendBuffer = 4 << 20
 // kernel doubles it for its bookkeeping, socket(7)). The receive buffer is
 // where a tunnel's standing queue sits under load: a TCP flow inside the
 // tunnel fills whatever the receiving end holds, and every packet behind
-// it, a ping or a keystroke, waits that long. With 4 MiB the ping under
-// one TCP stream took 6-7 ms over DTLS here, against 3.8-4.5 ms with
-// 512 KiB and the same bulk throughput within noise; 256 KiB gave 2.5 ms
-// but 15 % less throughput (docs/performance.md, issue #16).
-const ReceiveBuffer = 512 << 10
+// it, a ping or a keystroke, waits that long. Measured over DTLS here
+// (docs/performance.md, issue #16): with 4 MiB the ping under one TCP
+// stream takes 6-7 ms; with 512 KiB 3.6-4.8 ms, but 10-19 % less
+// throughput over four streams. The default keeps the throughput;
+// KVPN_UDP_RCVBUF=524288 takes the lower latency.
+const ReceiveBuffer = 4 << 20
 
 // receiveBuffer is ReceiveBuffer, or KVPN_UDP_RCVBUF (bytes, at least
 // 64 KiB) to compare or tune.

@@ -84,10 +84,9 @@ func TestWriteBatchGSONoAlloc(t *testing.T) {
 	}
 }
 
-// TestSocketBuffers: a socket gets the receive buffer that bounds the
-// tunnel's standing queue and the larger send buffer (the kernel reports
-// twice what was asked, socket(7)); KVPN_UDP_RCVBUF's parse refuses what
-// is not a size of at least 64 KiB.
+// TestSocketBuffers: a socket gets the receive and send buffers asked for
+// (the kernel reports twice what was asked, socket(7)); KVPN_UDP_RCVBUF's
+// parse refuses what is not a size of at least 64 KiB.
 func TestSocketBuffers(t *testing.T) {
 	testenv.RequireRoot(t) // SO_*BUFFORCE: net.core.rmem_max does not cap it
 	c, err := Listen("127.0.0.1:0")
