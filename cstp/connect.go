@@ -91,12 +91,7 @@ func (r *ConnectRequest) WriteTo(w io.Writer, host string) error {
 		hw.add("X-DTLS-CipherSuite", r.DTLSCipherSuite)
 	}
 	hw.addExtra(r.Extra)
-	if hw.err != nil {
-		return hw.err
-	}
-	hw.b = append(hw.b, "\r\n"...)
-	_, err := w.Write(hw.b)
-	return err
+	return hw.finish(w)
 }
 
 // ParseConnectRequest extracts a ConnectRequest from a parsed request (from

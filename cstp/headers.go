@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math/bits"
 	"net/http"
 	"net/netip"
@@ -39,6 +40,17 @@ func (hw *headerWriter) add(name, value string) {
 	hw.b = append(hw.b, ": "...)
 	hw.b = append(hw.b, value...)
 	hw.b = append(hw.b, "\r\n"...)
+}
+
+// finish ends the head with its blank line and writes it to w, unless a
+// header was refused (the first error).
+func (hw *headerWriter) finish(w io.Writer) error {
+	if hw.err != nil {
+		return hw.err
+	}
+	hw.b = append(hw.b, "\r\n"...)
+	_, err := w.Write(hw.b)
+	return err
 }
 
 // addExtra writes extension headers in sorted order, so output is

@@ -148,12 +148,7 @@ func (p *TunnelParams) WriteResponse(w io.Writer) error {
 		hw.add("X-CSTP-Banner", p.Banner)
 	}
 	hw.addExtra(p.Extra)
-	if hw.err != nil {
-		return hw.err
-	}
-	hw.b = append(hw.b, "\r\n"...)
-	_, err := w.Write(hw.b)
-	return err
+	return hw.finish(w)
 }
 
 func secondsOrNone(s int) string {
