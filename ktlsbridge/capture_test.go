@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"kvpn/certs"
+	"kvpn/record"
 )
 
 // The tests of this file and of keys_test.go and userspace_test.go run the
@@ -305,7 +306,7 @@ func ktSealTo(t testing.TB, w io.Writer, se *Sealer, p []byte, typ uint8) {
 	h := se.Headroom()
 	buf := make([]byte, h+len(p)+se.Tailroom())
 	copy(buf[h:], p)
-	rec, err := se.Seal(buf, h, len(p), typ)
+	rec, err := se.Seal(buf, h, len(p), record.ContentType(typ))
 	if err != nil {
 		t.Fatalf("Seal %d bytes: %v", len(p), err)
 	}

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"sync"
+
+	"kvpn/record"
 )
 
 // The record engines behind Conn, one per direction: the kernel's (the
@@ -85,7 +87,7 @@ func (u *userTX) control(typ uint8, data []byte) error {
 	h, t := u.se.Headroom(), u.se.Tailroom()
 	buf := make([]byte, h+len(data)+t)
 	copy(buf[h:], data)
-	rec, err := u.se.Seal(buf, h, len(data), typ)
+	rec, err := u.se.Seal(buf, h, len(data), record.ContentType(typ))
 	if err != nil {
 		return err
 	}
@@ -151,7 +153,8 @@ func (u *userRX) more(p []byte, n int) (int, error) {
 			return n, nil // malformed (the next read says so), incomplete, or too big
 		}
 		rec := u.buf[u.r : u.r+l]
-		typ, pt, err := u.op.Open(rec)
+		ct, pt, err := u.op.Open(rec)
+		typ := uint8(ct)
 		if err != nil {
 			// Keep what was read; the error comes with the next read.
 			u.r += l
@@ -198,10 +201,11 @@ func (u *userRX) readRecords(p []byte) (int, uint8, error) {
 		if l > 0 && u.w-u.r >= l {
 			rec := u.buf[u.r : u.r+l]
 			u.r += l
-			typ, pt, err := u.op.Open(rec)
+			ct, pt, err := u.op.Open(rec)
 			if err != nil {
 				return 0, 0, err
 			}
+			typ := uint8(ct)
 			n := copy(p, pt)
 			u.pend, u.pendTyp = pt[n:], typ
 			if typ == typeApplicationData && len(u.pend) == 0 {

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"math"
 
+	"kvpn/record"
+
 	"golang.org/x/crypto/chacha20poly1305"
 )
 
@@ -217,8 +219,9 @@ func (s *Sealer) Tailroom() int {
 // Seal fails when n > MaxPlaintext, when the buffer has too little room,
 // for another content type, and when the sequence number would wrap (the
 // last number, 2^64-1, is never used). Not safe for concurrent use.
-func (s *Sealer) Seal(buf []byte, off, n int, typ uint8) ([]byte, error) {
+func (s *Sealer) Seal(buf []byte, off, n int, ct record.ContentType) ([]byte, error) {
 	r := &s.r
+	typ := uint8(ct)
 	head, tail := s.Headroom(), s.Tailroom()
 	switch {
 	case n < 0 || n > MaxPlaintext:
@@ -289,7 +292,12 @@ func NewOpener(k Keys) (*Opener, error) {
 // longer than 2^14 + 256 or a plaintext longer than 2^14, and for an empty
 // alert or handshake record. Any error is fatal to the connection: the
 // sequence number does not advance, and rec may have been overwritten.
-func (o *Opener) Open(rec []byte) (typ uint8, pt []byte, err error) {
+func (o *Opener) Open(rec []byte) (ct record.ContentType, pt []byte, err error) {
+	typ, pt, err := o.open(rec)
+	return record.ContentType(typ), pt, err
+}
+
+func (o *Opener) open(rec []byte) (typ uint8, pt []byte, err error) {
 	r := &o.r
 	if len(rec) < RecordHeaderLen {
 		return 0, nil, errRecordLength

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"testing"
+
+	"kvpn/record"
 )
 
 // FuzzOpen: arbitrary bytes given to Open as a record never panic, and
@@ -21,7 +23,7 @@ func FuzzOpen(f *testing.F) {
 			if j == 1 {
 				typ = contentAlert
 			}
-			rec, err := se.Seal(buf, h, n, typ)
+			rec, err := se.Seal(buf, h, n, record.ContentType(typ))
 			if err != nil {
 				f.Fatal(err)
 			}

@@ -7,6 +7,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"kvpn/record"
 )
 
 // ktStreamRecord is one record of a sealed test stream: where it lies in
@@ -27,7 +29,7 @@ func ktSealStream(t testing.TB, se *Sealer, sizes []byte, closeNotify bool) ([]b
 		h := se.Headroom()
 		buf := make([]byte, h+len(p)+se.Tailroom())
 		copy(buf[h:], p)
-		rec, err := se.Seal(buf, h, len(p), typ)
+		rec, err := se.Seal(buf, h, len(p), record.ContentType(typ))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"kvpn/internal/race"
+	"kvpn/record"
 )
 
 // ktKind is a protocol version with one of its AEADs.
@@ -276,7 +277,7 @@ func TestSealOpen(t *testing.T) {
 				buf := make([]byte, off+n+tail+3) // more than needed is fine
 				p := ktPayload(n, byte(i))
 				copy(buf[off:], p)
-				rec, err := se.Seal(buf, off, n, typ)
+				rec, err := se.Seal(buf, off, n, record.ContentType(typ))
 				if err != nil {
 					t.Fatalf("Seal %d: %v", n, err)
 				}
@@ -301,7 +302,7 @@ func TestSealOpen(t *testing.T) {
 					t.Fatal("plaintext visible in the record")
 				}
 				gotTyp, pt, err := op.Open(rec)
-				if err != nil || gotTyp != typ || !bytes.Equal(pt, p) {
+				if err != nil || gotTyp != record.ContentType(typ) || !bytes.Equal(pt, p) {
 					t.Fatalf("Open %d: type %d, %d bytes, %v", n, gotTyp, len(pt), err)
 				}
 				if n > 0 && &pt[0] != &buf[off] {
@@ -336,7 +337,7 @@ func TestSealErrors(t *testing.T) {
 				{"change cipher spec", buf, h, 1, contentChangeCipherSpec},
 				{"unknown type", buf, h, 1, 24},
 			} {
-				if _, err := se.Seal(tc.buf, tc.off, tc.n, tc.typ); err == nil {
+				if _, err := se.Seal(tc.buf, tc.off, tc.n, record.ContentType(tc.typ)); err == nil {
 					t.Errorf("%s: no error", tc.name)
 				}
 			}
@@ -414,7 +415,8 @@ func TestOpenErrors(t *testing.T) {
 			tls13 := kind.version == tls.VersionTLS13
 			open := func(rec []byte) (uint8, []byte, error) {
 				_, op := ktSealerOpener(t, k)
-				return op.Open(rec)
+				ct, pt, err := op.Open(rec)
+				return uint8(ct), pt, err
 			}
 			good := func(typ uint8, p []byte) []byte {
 				if tls13 {

@@ -21,43 +21,29 @@ package record
 import (
 	"encoding/binary"
 	"errors"
-	"strconv"
 	"sync"
+
+	tlsrecord "kvpn/record"
 )
 
 // HeaderLen is the size of a DTLS 1.2 record header (RFC 6347 section
 // 4.1): type(1), version(2), epoch(2), sequence_number(6), length(2).
 const HeaderLen = 13
 
-// ContentType is the first byte of a record (RFC 5246 section 6.2.1).
-type ContentType uint8
+// ContentType is the first byte of a record: the content types are those
+// of TLS, shared with kvpn's TLS record engine (record.ContentType).
+type ContentType = tlsrecord.ContentType
 
 // Content types of DTLS 1.2 records.
 const (
-	ChangeCipherSpec ContentType = 20
-	Alert            ContentType = 21
-	Handshake        ContentType = 22
-	ApplicationData  ContentType = 23
+	ChangeCipherSpec = tlsrecord.ChangeCipherSpec
+	Alert            = tlsrecord.Alert
+	Handshake        = tlsrecord.Handshake
+	ApplicationData  = tlsrecord.ApplicationData
 	// ConnectionID is tls12_cid (RFC 9146 section 3): the outer type of a
 	// record that carries a connection ID. Its real type is encrypted.
-	ConnectionID ContentType = 25
+	ConnectionID = tlsrecord.ConnectionID
 )
-
-func (t ContentType) String() string {
-	switch t {
-	case ChangeCipherSpec:
-		return "change_cipher_spec"
-	case Alert:
-		return "alert"
-	case Handshake:
-		return "handshake"
-	case ApplicationData:
-		return "application_data"
-	case ConnectionID:
-		return "tls12_cid"
-	}
-	return "content_type(" + strconv.Itoa(int(t)) + ")"
-}
 
 // VersionDTLS12 is the record version of DTLS 1.2 (RFC 6347 section 4.1:
 // the one's complement of 1.2, {254, 253}).
