@@ -18,7 +18,7 @@ func TestReaderPanicRestarts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := NewListener(ListenerConfig{Conn: conn, TUN: &tunRecorder{}, Log: quietLog(),
+	l := NewListener(ListenerConfig{Conn: conn, Sink: &tunRecorder{}, Log: quietLog(),
 		Find: func([]byte) (Match, bool) { return Match{}, false }})
 	var calls atomic.Int32
 	l.testPanic = func() {
@@ -68,7 +68,7 @@ func (s *failingSocket) EnableGRO() bool { return false }
 // its reader into a spin: reads are paced by a backoff (a spin makes well
 // over 10,000 in 200 ms), and each is counted.
 func TestReadErrorsBackOff(t *testing.T) {
-	l := NewListener(ListenerConfig{TUN: &tunRecorder{}, Log: quietLog()})
+	l := NewListener(ListenerConfig{Sink: &tunRecorder{}, Log: quietLog()})
 	sock := &failingSocket{}
 	done := make(chan struct{})
 	go func() {

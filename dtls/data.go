@@ -82,16 +82,16 @@ func newDatapath(keys record.Keys) (*datapath, error) {
 }
 
 // packetAt returns the view of dg that carries the decrypted packet
-// payload with tunOffset bytes in front, found from the receive headroom,
+// payload with SinkHeadroom bytes in front, found from the receive headroom,
 // or nil if that view is not payload itself (a record whose layout
 // differs from the one expected): what is checked is what is written.
 func (d *datapath) packetAt(dg []byte, off int, payload []byte) []byte {
 	start := off + d.rhr
-	if start < tunOffset || start+len(payload) > cap(dg) {
+	if start < SinkHeadroom || start+len(payload) > cap(dg) {
 		return nil
 	}
-	v := dg[start-tunOffset : start+len(payload)]
-	if len(payload) > 0 && &v[tunOffset] != &payload[0] {
+	v := dg[start-SinkHeadroom : start+len(payload)]
+	if len(payload) > 0 && &v[SinkHeadroom] != &payload[0] {
 		return nil
 	}
 	return v

@@ -136,8 +136,8 @@ func (r *tunRecorder) Write(bufs [][]byte, offset int) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.writes++
-	if offset != tunOffset {
-		r.errs = append(r.errs, fmt.Sprintf("Write with offset %d, want %d", offset, tunOffset))
+	if offset != SinkHeadroom {
+		r.errs = append(r.errs, fmt.Sprintf("Write with offset %d, want %d", offset, SinkHeadroom))
 	}
 	for _, b := range bufs {
 		if len(b) < offset {
@@ -176,7 +176,7 @@ func (r *tunRecorder) check(t testing.TB) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, e := range r.errs {
-		t.Errorf("TUN: %s", e)
+		t.Errorf("Sink: %s", e)
 	}
 }
 
@@ -240,7 +240,7 @@ func newTestServerGroup(t testing.TB, chacha bool, n int) *testServer {
 	}
 	s.known.Store(true)
 	s.addr = conn.LocalAddr().(*net.UDPAddr).AddrPort()
-	s.l = NewListener(ListenerConfig{Conn: conn, Readers: conns[1:], Find: s.find, TUN: s.tun, Log: quietLog()})
+	s.l = NewListener(ListenerConfig{Conn: conn, Readers: conns[1:], Find: s.find, Sink: s.tun, Log: quietLog()})
 	done := make(chan error, 1)
 	go func() { done <- s.l.Serve() }()
 	t.Cleanup(func() {

@@ -103,7 +103,7 @@ func FuzzListenerHandle(f *testing.F) {
 	f.Fuzz(func(t *testing.T, chacha, fromB bool, dg1, dg2 []byte) {
 		owner := &testOwner{}
 		l := NewListener(ListenerConfig{
-			Conn: conn, TUN: &tunRecorder{}, Log: quietLog(),
+			Conn: conn, Sink: &tunRecorder{}, Log: quietLog(),
 			Find: func(id []byte) (Match, bool) {
 				if !bytes.Equal(id, appID) {
 					return Match{}, false
@@ -141,11 +141,11 @@ func FuzzListenerHandle(f *testing.F) {
 		out = l.handle(first, bytes.Clone(dg1), out)
 		out = l.handle(second, bytes.Clone(dg2), out)
 		for i, v := range out {
-			if len(v) < tunOffset {
+			if len(v) < SinkHeadroom {
 				t.Fatalf("packet %d: %d bytes, less than the TUN headroom", i, len(v))
 			}
-			if keep, _ := owner.Check(v[tunOffset:]); !keep {
-				t.Fatalf("packet %d delivered without passing Check: %x", i, v[tunOffset:])
+			if keep, _ := owner.Check(v[SinkHeadroom:]); !keep {
+				t.Fatalf("packet %d delivered without passing Check: %x", i, v[SinkHeadroom:])
 			}
 		}
 		if len(out) > 0 && p.Stats().RxPackets.Load() != uint64(len(out)) {

@@ -85,7 +85,7 @@ func pumpSessions(t *testing.T, group, nsess int) {
 		sessions[k] = sess{randBytes(AppIDLen), randBytes(PSKLen), &testOwner{}}
 	}
 	tun := &tunRecorder{}
-	l := NewListener(ListenerConfig{Conn: conns[0], Readers: conns[1:], TUN: tun, Log: quietLog(), Find: func(appID []byte) (Match, bool) {
+	l := NewListener(ListenerConfig{Conn: conns[0], Readers: conns[1:], Sink: tun, Log: quietLog(), Find: func(appID []byte) (Match, bool) {
 		for _, s := range sessions {
 			if bytes.Equal(appID, s.appID) {
 				return Match{Owner: s.owner, PSK: s.psk}, true

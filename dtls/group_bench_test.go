@@ -93,7 +93,7 @@ func BenchmarkServerOpenSessions(b *testing.B) {
 			}
 			tun := &tunRecorder{}
 			tun.discard.Store(true)
-			l := NewListener(ListenerConfig{Conn: conns[0], Readers: conns[1:], TUN: tun, Log: quietLog(),
+			l := NewListener(ListenerConfig{Conn: conns[0], Readers: conns[1:], Sink: tun, Log: quietLog(),
 				Find: func([]byte) (Match, bool) { return Match{}, false }})
 			done := make(chan error, 1)
 			go func() { done <- l.Serve() }()

@@ -173,7 +173,7 @@ func (p *Peer) established(start time.Time, hs handshakeConn, keys record.Keys, 
 	p.l.promote(p)
 	for _, dg := range early {
 		if out := p.receive(d, dg, nil); len(out) > 0 {
-			p.l.cfg.TUN.Write(out, tunOffset)
+			p.l.cfg.Sink.Write(out, SinkHeadroom)
 		}
 	}
 	p.l.log.Debug("dtls: handshake complete", "from", p.Addr().String(), "suite", d.suiteName())

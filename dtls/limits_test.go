@@ -23,7 +23,7 @@ func TestHandshakesBehindOneNAT(t *testing.T) {
 	}
 	var finds atomic.Int64
 	owner := &testOwner{}
-	l := NewListener(ListenerConfig{Conn: conn, TUN: &tunRecorder{}, Log: quietLog(),
+	l := NewListener(ListenerConfig{Conn: conn, Sink: &tunRecorder{}, Log: quietLog(),
 		Find: func(id []byte) (Match, bool) {
 			finds.Add(1)
 			return Match{Owner: owner, PSK: bytes.Repeat([]byte{1}, PSKLen)}, id[0] == 0xab

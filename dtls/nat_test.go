@@ -23,7 +23,7 @@ func natListener(t *testing.T) *Listener {
 		t.Fatal(err)
 	}
 	owner := &testOwner{}
-	l := NewListener(ListenerConfig{Conn: conn, TUN: &tunRecorder{}, Log: quietLog(),
+	l := NewListener(ListenerConfig{Conn: conn, Sink: &tunRecorder{}, Log: quietLog(),
 		Find: func(id []byte) (Match, bool) {
 			return Match{Owner: owner, PSK: bytes.Repeat([]byte{1}, PSKLen)}, id[0] == 0xab
 		}})

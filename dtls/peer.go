@@ -14,7 +14,7 @@ import (
 )
 
 // A peer once it is up: records from its datagrams opened and dispatched
-// (data to the TUN, DPD answered), packets and control frames sealed and
+// (data to the listener's sink, DPD answered), packets and control frames sealed and
 // sent to its address.
 
 // Peer is one client's DTLS channel on the server. It implements the
@@ -48,7 +48,7 @@ func (p *Peer) holdEarly(dg []byte) {
 	if d := p.d.Load(); d != nil {
 		// The takeover happened meanwhile: deliver directly.
 		if out := p.receive(d, dg, nil); len(out) > 0 {
-			p.l.cfg.TUN.Write(out, tunOffset)
+			p.l.cfg.Sink.Write(out, SinkHeadroom)
 		}
 		return
 	}
@@ -125,7 +125,7 @@ func (p *Peer) dispatch(d *datapath, dg []byte, off int, t cstp.FrameType, paylo
 			p.l.Counters.BadRecords.Add(1)
 			return out, false
 		}
-		keep, err := p.owner.Check(v[tunOffset:])
+		keep, err := p.owner.Check(v[SinkHeadroom:])
 		if err != nil || !keep {
 			p.l.Counters.Rejected.Add(1)
 			return out, false

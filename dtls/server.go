@@ -18,8 +18,8 @@ import (
 
 // Owner is the server session a DTLS peer belongs to.
 type Owner interface {
-	// Check vets a packet from the peer before it reaches the TUN device
-	// (anti-spoofing), as for the TLS channel.
+	// Check vets a packet from the peer before it goes to the Sink
+	// (anti-spoofing, routes): the check the session's TLS packets pass.
 	Check(pkt []byte) (bool, error)
 	// PeerUp is called when a handshake completes; the owner replaces (and
 	// closes) any earlier peer.
@@ -47,8 +47,12 @@ type ListenerConfig struct {
 	// (udp.ListenGroup), each read by a goroutine of its own.
 	Readers []*udp.Conn
 	Find    Finder
-	TUN     session.PacketWriter
-	Log     *slog.Logger
+	// Sink takes the decrypted packets that passed their owner's Check,
+	// in batches, each with SinkHeadroom free bytes in front: the
+	// server's uplink, the same that takes the packets its sessions
+	// receive over TLS. The listener never writes to a device itself.
+	Sink session.PacketWriter
+	Log  *slog.Logger
 }
 
 // Counters are the listener's drop counters.
@@ -143,10 +147,11 @@ const (
 	recvBatch = 64
 	// recvBufSize holds any datagram.
 	recvBufSize = 65536
-	// tunOffset is the headroom handed to the TUN device in front of each
-	// decrypted packet (the virtio-net header goes there); every DTLS
-	// record has at least 13 header bytes in front of its payload.
-	tunOffset = 10
+	// SinkHeadroom is the headroom handed to the Sink in front of each
+	// decrypted packet: the server's TUN writer puts the virtio-net header
+	// there (tun.VirtioHdrLen). Every DTLS record has at least 13 header bytes
+	// in front of its payload, so the room is free.
+	SinkHeadroom = 10
 	// handshakeTimeout bounds a server-side handshake.
 	handshakeTimeout = 10 * time.Second
 	// handshakesPerSecond limits the handshakes one session (App-ID)
@@ -265,7 +270,7 @@ func (l *Listener) serveConn(conn batchReader) {
 			}
 			out = l.handleCoalesced(src, dg, seg, sp, out)
 		}
-		out = l.writeTUN(out)
+		out = l.deliver(out)
 		if sp != nil {
 			sp.reset()
 		}
@@ -292,7 +297,7 @@ func (l *Listener) handleCoalesced(src netip.AddrPort, dg []byte, seg int, sp *s
 	if !sp.room(segments - 1) {
 		// Earlier packets still sit in the spill buffers: send them on
 		// before the buffers are reused.
-		out = l.writeTUN(out)
+		out = l.deliver(out)
 		sp.reset()
 	}
 	first := sp.used
@@ -306,11 +311,11 @@ func (l *Listener) handleCoalesced(src netip.AddrPort, dg []byte, seg int, sp *s
 	return out
 }
 
-// writeTUN writes the decrypted packets in out to the TUN device and
-// returns out emptied.
-func (l *Listener) writeTUN(out [][]byte) [][]byte {
+// deliver hands the decrypted packets in out to the sink and returns out
+// emptied.
+func (l *Listener) deliver(out [][]byte) [][]byte {
 	if len(out) > 0 {
-		l.cfg.TUN.Write(out, tunOffset)
+		l.cfg.Sink.Write(out, SinkHeadroom)
 		clear(out)
 	}
 	return out[:0]

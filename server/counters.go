@@ -2,6 +2,7 @@ package server
 
 import (
 	"sync/atomic"
+	"time"
 
 	"kvpn/internal/hist"
 )
@@ -78,4 +79,12 @@ type Counters struct {
 	ConnectScriptFail    atomic.Uint64 // sessions refused: connect-script failed or timed out
 	DisconnectScriptFail atomic.Uint64 // disconnect-script runs that failed or timed out
 	ScriptsSkipped       atomic.Uint64 // disconnect-script runs not started: too many waiting
+}
+
+// rateOK reports whether a rate-limited log line may be written now: the
+// first at once, then at most every 5 s (the line carries the count).
+func rateOK(last *atomic.Int64) bool {
+	now := time.Now().UnixNano()
+	l := last.Load()
+	return now-l > int64(5*time.Second) && last.CompareAndSwap(l, now)
 }

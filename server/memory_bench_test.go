@@ -255,7 +255,7 @@ func newMemServer(tb testing.TB, cfg *Config) *Server {
 		tb.Fatal(err)
 	}
 	s.udp = uc
-	s.dtls = dtls.NewListener(dtls.ListenerConfig{Conn: uc, Find: s.findDTLS, TUN: dev, Log: s.log})
+	s.dtls = dtls.NewListener(dtls.ListenerConfig{Conn: uc, Find: s.findDTLS, Sink: dev, Log: s.log})
 	go s.dtls.Serve()
 	go s.routeFromTUN()
 	return s

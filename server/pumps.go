@@ -2,15 +2,12 @@ package server
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"kvpn/dtls"
 	"kvpn/internal/contain"
-	"kvpn/ippkt"
 	"kvpn/session"
 	"kvpn/tun"
 )
@@ -86,29 +83,6 @@ func (sess *Session) drainQueue() {
 	}
 }
 
-// checkTLS is check for packets that came over TLS: the client sends data
-// there only when its DTLS channel is down, so downstream traffic follows.
-func (sess *Session) checkTLS(pkt []byte) (bool, error) {
-	if h := sess.srv.testPanic; h != nil {
-		h("uplink", sess)
-	}
-	if sess.preferDTLS.Load() {
-		sess.preferDTLS.Store(false)
-		sess.srv.log.Info("client sends over TLS; moving downstream traffic to TLS", "user", sess.user, "session", sess.id)
-	}
-	return sess.check(pkt)
-}
-
-// Check implements dtls.Owner.
-func (sess *Session) Check(pkt []byte) (bool, error) {
-	if !sess.preferDTLS.Load() {
-		if p := sess.peer.Load(); p != nil && p.Up() {
-			sess.preferDTLS.Store(true)
-		}
-	}
-	return sess.check(pkt)
-}
-
 // keepAlive runs dead-peer detection and keepalives for the TLS channel
 // and, while there is one, the session's DTLS peer, from one goroutine
 // (each had its own: one stack fewer per session). It returns when ctx
@@ -160,55 +134,4 @@ func (sess *Session) keepAlive(ctx context.Context, ch *session.CSTPChannel) err
 		t.Reset(l.Wait(now, next)) // Go 1.23 timers: Reset drops a stale tick
 
 	}
-}
-
-// check accepts a packet from the client only if its source address is
-// the session's own or lies in one of its user's iroutes: a client must not
-// speak for other addresses. Under restrict-user-to-routes the destination
-// must also lie in the routes pushed to the client.
-func (sess *Session) check(pkt []byte) (bool, error) {
-	src, dst, err := ippkt.Addrs(pkt)
-	if err != nil {
-		return false, &session.ProtocolError{Err: fmt.Errorf("client sent a packet that is %w", err)}
-	}
-	u := sess.pol.Load()
-	if src == sess.addr || src == sess.addr6 || (u != nil && u.ownsSource(src)) {
-		if u != nil && u.iso.client(dst) {
-			sess.srv.isolatedDrop(sess, src, dst) // isolate-clients (isolate.go)
-			return false, nil
-		}
-		if u == nil || u.allows(dst) {
-			return true, nil
-		}
-		n := sess.restricted.Add(1)
-		sess.srv.Counters.DropRestricted.Add(1)
-		if rateOK(&sess.lastRestrictLog) {
-			sess.srv.log.Warn("dropped packets to a destination outside the user's routes (restrict-user-to-routes)",
-				"user", sess.user, "session", sess.id, "source", src.String(), "destination", dst.String(), "count", n)
-		}
-		return false, nil
-	}
-	if src.Is6() && sess.quietIPv6Drop(src) {
-		// No IPv6 address is assigned, or the source is link-local: the
-		// client's kernel sends router solicitations and MLD reports from
-		// its link-local address (openconnect's tun does). Not an attack:
-		// count quietly.
-		sess.srv.Counters.DropNoIPv6.Add(1)
-		return false, nil
-	}
-	n := sess.spoofed.Add(1)
-	sess.srv.Counters.DropSpoofed.Add(1)
-	if rateOK(&sess.lastSpoofLog) {
-		sess.srv.log.Warn("dropped packets with a spoofed source address", "user", sess.user,
-			"session", sess.id, "address", sess.addr.String(), "address6", addrString(sess.addr6), "source", src.String(), "count", n)
-	}
-	return false, nil
-}
-
-// rateOK reports whether a rate-limited log line may be written now: the
-// first at once, then at most every 5 s (the line carries the count).
-func rateOK(last *atomic.Int64) bool {
-	now := time.Now().UnixNano()
-	l := last.Load()
-	return now-l > int64(5*time.Second) && last.CompareAndSwap(l, now)
 }

@@ -265,37 +265,14 @@ func New(cfg *Config, log *slog.Logger) (*Server, error) {
 // (udp.GroupSize: KVPN_UDP_SOCKETS, 1 for a single socket), each with a
 // reader of its own, so that decryption of many sessions runs on every
 // core; the peers are shared by all of them.
-func (s *Server) listenDTLS(addr string, dev session.PacketWriter) error {
+func (s *Server) listenDTLS(addr string, sink session.PacketWriter) error {
 	conns, err := udp.ListenGroup(addr, udp.GroupSize())
 	if err != nil {
 		return fmt.Errorf("udp-listen %s: %w", addr, err)
 	}
 	s.udp, s.udpReaders = conns[0], conns[1:]
-	s.dtls = dtls.NewListener(dtls.ListenerConfig{Conn: conns[0], Readers: conns[1:], Find: s.findDTLS, TUN: dev, Log: s.log})
+	s.dtls = dtls.NewListener(dtls.ListenerConfig{Conn: conns[0], Readers: conns[1:], Find: s.findDTLS, Sink: sink, Log: s.log})
 	return nil
-}
-
-// tunWriter writes to the server's TUN device (s.dev) and counts the
-// packets of a write that fails (drop reason tun-write), with a log line
-// at most every 5 s: the kernel refused them, and the tunnel goes on.
-type tunWriter struct{ s *Server }
-
-func (w *tunWriter) Write(bufs [][]byte, offset int) (int, error) {
-	n, err := w.s.dev.Write(bufs, offset)
-	if err != nil {
-		// The offload backend reports 0 on error (coalescing hides which
-		// packets went out): the whole batch counts then.
-		w.s.tunWriteFailed(len(bufs)-n, err)
-	}
-	return n, err
-}
-
-// tunWriteFailed counts n packets a TUN write failed to deliver.
-func (s *Server) tunWriteFailed(n int, err error) {
-	c := s.Counters.DropTUNWrite.Add(uint64(max(n, 0)))
-	if rateOK(&s.lastTUNWriteLog) {
-		s.log.Warn("TUN write failed; packets dropped", "err", err, "tun-write-drops", c)
-	}
 }
 
 // findDTLS resolves a ClientHello's App-ID to its session and PSK.
