@@ -1,29 +1,25 @@
 package dtls
 
 // Test doubles and a loopback environment for the Listener and
-// ClientChannel tests: a recording Owner and TUN writer, a Listener on
-// 127.0.0.1, and a UDP relay ("NAT") between client and server that
-// captures, drops, injects and rebinds to a new port.
+// ClientChannel tests: a recording Owner and sink, and a Listener on
+// 127.0.0.1. The UDP relay ("NAT") between client and server that
+// captures, drops, injects and rebinds to a new port is in env_relay_test.go.
 
 import (
 	"bytes"
 	"context"
 	crand "crypto/rand"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/netip"
-	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"kvpn/dtls/record"
 	"kvpn/udp"
 )
 
@@ -323,264 +319,6 @@ func (s *testServer) connect(t testing.TB, addr netip.AddrPort) (*ClientChannel,
 	return c, s.waitPeer(t, n+1)
 }
 
-// ipv4Packet returns a packet of size bytes (at least 20) that passes
-// testOwner.Check, filled from rng.
-func ipv4Packet(rng *rand.Rand, size int) []byte {
-	p := make([]byte, size)
-	for i := range p {
-		p[i] = byte(rng.Uint32())
-	}
-	p[0] = 0x45
-	p[2], p[3] = byte(size>>8), byte(size)
-	return p
-}
-
-func randomPackets(rng *rand.Rand, n int) [][]byte {
-	pkts := make([][]byte, n)
-	for i := range pkts {
-		pkts[i] = ipv4Packet(rng, 20+rng.IntN(1400-20+1))
-	}
-	return pkts
-}
-
-// withRoom copies pkts into buffers with room bytes of headroom and the
-// tailroom a record needs in their capacity.
-func withRoom(pkts [][]byte) [][]byte {
-	bufs := make([][]byte, len(pkts))
-	for i, p := range pkts {
-		b := make([]byte, room+len(p), room+len(p)+tail)
-		copy(b[room:], p)
-		bufs[i] = b
-	}
-	return bufs
-}
-
-// clientSend sends pkts from c and waits until the server's TUN has them;
-// it returns what the TUN got (and forgets it).
-func clientSend(t testing.TB, s *testServer, c *ClientChannel, pkts [][]byte) [][]byte {
-	t.Helper()
-	before := s.tun.count()
-	if err := c.WritePackets(withRoom(pkts), room); err != nil {
-		t.Fatalf("client WritePackets: %v", err)
-	}
-	waitFor(t, fmt.Sprintf("%d packets at the TUN", len(pkts)), func() bool { return s.tun.count() >= before+len(pkts) })
-	return s.tun.take()[before:]
-}
-
-// clientRead reads until n packets arrived at c (or 5 s passed) and
-// returns copies of them.
-func clientRead(t testing.TB, c *ClientChannel, n int) [][]byte {
-	t.Helper()
-	c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	defer c.conn.SetReadDeadline(time.Time{})
-	bufs := make([][]byte, 64)
-	for i := range bufs {
-		bufs[i] = make([]byte, room+2048)
-	}
-	sizes := make([]int, len(bufs))
-	var got [][]byte
-	for len(got) < n {
-		k, err := c.ReadPackets(bufs, sizes, room)
-		for i := range k {
-			got = append(got, bytes.Clone(bufs[i][room:room+sizes[i]]))
-		}
-		if err != nil {
-			t.Fatalf("client ReadPackets after %d of %d packets: %v", len(got), n, err)
-		}
-	}
-	return got
-}
-
-// clientReadOnce makes one ReadPackets call with a deadline d away and
-// returns its packets and error.
-func clientReadOnce(c *ClientChannel, d time.Duration) ([][]byte, error) {
-	c.conn.SetReadDeadline(time.Now().Add(d))
-	defer c.conn.SetReadDeadline(time.Time{})
-	bufs := make([][]byte, 8)
-	for i := range bufs {
-		bufs[i] = make([]byte, room+2048)
-	}
-	sizes := make([]int, len(bufs))
-	k, err := c.ReadPackets(bufs, sizes, room)
-	var got [][]byte
-	for i := range k {
-		got = append(got, bytes.Clone(bufs[i][room:room+sizes[i]]))
-	}
-	return got, err
-}
-
-func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
-
-func samePackets(t testing.TB, what string, got, want [][]byte) {
-	t.Helper()
-	if len(got) != len(want) {
-		t.Fatalf("%s: %d packets, want %d", what, len(got), len(want))
-	}
-	for i := range want {
-		if !bytes.Equal(got[i], want[i]) {
-			t.Fatalf("%s: packet %d differs: %d bytes %x..., want %d bytes %x...",
-				what, i, len(got[i]), got[i][:min(16, len(got[i]))], len(want[i]), want[i][:min(16, len(want[i]))])
-		}
-	}
-}
-
-// relay is a UDP relay between a client and the server, like a NAT: the
-// client talks to down, the relay talks to the server from up. It records
-// every datagram, can hold back datagrams, inject its own from either
-// side, and move up to a new port (NAT rebinding).
-type relay struct {
-	t      testing.TB
-	down   *net.UDPConn
-	server netip.AddrPort
-
-	mu       sync.Mutex
-	up       *net.UDPConn
-	client   netip.AddrPort
-	upCap    [][]byte // client -> server
-	downCap  [][]byte // server -> client
-	dropUp   func([]byte) bool
-	dropDown func([]byte) bool
-
-	wg sync.WaitGroup
-}
-
-func listenUDP(t testing.TB, addr string) *net.UDPConn {
-	t.Helper()
-	c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-func newRelay(t testing.TB, server netip.AddrPort) *relay {
-	r := &relay{t: t, down: listenUDP(t, "127.0.0.1:0"), server: server}
-	r.up = listenUDP(t, "127.0.0.1:0")
-	r.wg.Add(2)
-	go r.downLoop()
-	go r.upLoop(r.up)
-	t.Cleanup(func() {
-		r.down.Close()
-		r.mu.Lock()
-		r.up.Close()
-		r.mu.Unlock()
-		r.wg.Wait()
-	})
-	return r
-}
-
-// Addr is where the client should send.
-func (r *relay) Addr() netip.AddrPort { return r.down.LocalAddr().(*net.UDPAddr).AddrPort() }
-
-// UpAddr is the client's address as the server sees it.
-func (r *relay) UpAddr() netip.AddrPort {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.up.LocalAddr().(*net.UDPAddr).AddrPort()
-}
-
-func (r *relay) downLoop() {
-	defer r.wg.Done()
-	buf := make([]byte, 65536)
-	for {
-		n, from, err := r.down.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			return
-		}
-		dg := bytes.Clone(buf[:n])
-		r.mu.Lock()
-		r.client = from
-		r.upCap = append(r.upCap, dg)
-		drop := r.dropUp != nil && r.dropUp(dg)
-		up := r.up
-		r.mu.Unlock()
-		if !drop {
-			up.WriteToUDPAddrPort(dg, r.server)
-		}
-	}
-}
-
-func (r *relay) upLoop(up *net.UDPConn) {
-	defer r.wg.Done()
-	buf := make([]byte, 65536)
-	for {
-		n, _, err := up.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			return
-		}
-		dg := bytes.Clone(buf[:n])
-		r.mu.Lock()
-		r.downCap = append(r.downCap, dg)
-		drop := r.dropDown != nil && r.dropDown(dg)
-		client := r.client
-		r.mu.Unlock()
-		if !drop && client.IsValid() {
-			r.down.WriteToUDPAddrPort(dg, client)
-		}
-	}
-}
-
-// Rebind moves the relay's server side to a new port and returns it.
-func (r *relay) Rebind() netip.AddrPort {
-	nu := listenUDP(r.t, "127.0.0.1:0")
-	r.mu.Lock()
-	old := r.up
-	r.up = nu
-	r.mu.Unlock()
-	old.Close()
-	r.wg.Add(1)
-	go r.upLoop(nu)
-	return nu.LocalAddr().(*net.UDPAddr).AddrPort()
-}
-
-// InjectUp sends dg to the server from the client's (relayed) address.
-func (r *relay) InjectUp(dg []byte) {
-	r.mu.Lock()
-	up := r.up
-	r.mu.Unlock()
-	if _, err := up.WriteToUDPAddrPort(dg, r.server); err != nil {
-		r.t.Errorf("InjectUp: %v", err)
-	}
-}
-
-// InjectDown sends dg to the client from the server's (relayed) address.
-func (r *relay) InjectDown(dg []byte) {
-	r.mu.Lock()
-	client := r.client
-	r.mu.Unlock()
-	if _, err := r.down.WriteToUDPAddrPort(dg, client); err != nil {
-		r.t.Errorf("InjectDown: %v", err)
-	}
-}
-
-func (r *relay) setDrop(up, down func([]byte) bool) {
-	r.mu.Lock()
-	r.dropUp, r.dropDown = up, down
-	r.mu.Unlock()
-}
-
-// captured returns the datagrams seen so far in one direction whose first
-// byte is ct (any if ct is 0).
-func (r *relay) captured(toServer bool, ct byte) [][]byte {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	src := r.downCap
-	if toServer {
-		src = r.upCap
-	}
-	var out [][]byte
-	for _, dg := range src {
-		if ct == 0 || (len(dg) > 0 && dg[0] == ct) {
-			out = append(out, dg)
-		}
-	}
-	return out
-}
-
-// isData reports whether dg is an application_data record (a data or
-// control record after the handshake).
-func isData(dg []byte) bool { return len(dg) > 0 && dg[0] == 23 }
-
 // goroutinesSettle waits until runtime.NumGoroutine is at most limit and
 // returns the last count.
 func goroutinesSettle(limit int, d time.Duration) int {
@@ -592,20 +330,4 @@ func goroutinesSettle(limit int, d time.Duration) int {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-// sealAlert seals an alert record (level, description) with d's keys, as
-// the peer's record layer would send it.
-func sealAlert(t testing.TB, d *datapath, level, desc byte) []byte {
-	t.Helper()
-	d.cmu.Lock()
-	defer d.cmu.Unlock()
-	off := d.sealer.Headroom()
-	buf := make([]byte, off+2+Tailroom)
-	buf[off], buf[off+1] = level, desc
-	rec, err := d.sealer.Seal(buf, off, 2, record.Alert)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return rec
 }
