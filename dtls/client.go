@@ -15,7 +15,7 @@ import (
 	"github.com/pion/logging"
 
 	"kvpn/cstp"
-	"kvpn/dtls/record"
+	"kvpn/dtls/recordlayer"
 	"kvpn/session"
 	"kvpn/udp"
 )
@@ -108,11 +108,11 @@ func Dial(ctx context.Context, cfg ClientConfig) (*ClientChannel, error) {
 			if err != nil {
 				return
 			}
-			if n > 0 && (buf[0] == byte(record.ApplicationData) || buf[0] == byte(record.ConnectionID)) {
+			if n > 0 && (buf[0] == byte(recordlayer.ApplicationData) || buf[0] == byte(recordlayer.ConnectionID)) {
 				if len(early) < maxEarly {
 					early = append(early, append([]byte(nil), buf[:n]...))
 				}
-				if buf[0] == byte(record.ApplicationData) {
+				if buf[0] == byte(recordlayer.ApplicationData) {
 					continue
 				}
 				// A connection-ID record may be the server's Finished:
@@ -159,7 +159,7 @@ func Dial(ctx context.Context, cfg ClientConfig) (*ClientChannel, error) {
 		return fail(fmt.Errorf("dtls handshake with %s: %w", cfg.Server, err))
 	}
 	feed.handshakeDone() // before the export: see handshakeDone
-	keys, err := record.KeysFromConn(pc)
+	keys, err := recordlayer.KeysFromConn(pc)
 	if err != nil {
 		return fail(err)
 	}
@@ -222,7 +222,7 @@ func (c *ClientChannel) sendControl(t cstp.FrameType, payload []byte) error {
 // section 4.1: they must not wrap, a repeated record number repeats the
 // AEAD nonce); the session goes on over TLS.
 func (c *ClientChannel) sealFailed(err error) {
-	if errors.Is(err, record.ErrSeqExhausted) {
+	if errors.Is(err, recordlayer.ErrSeqExhausted) {
 		c.Close()
 	}
 }
@@ -271,7 +271,7 @@ func (c *ClientChannel) ReadPackets(bufs [][]byte, sizes []int, offset int) (int
 		if len(dg) == 0 {
 			continue
 		}
-		if dg[0] == byte(record.Handshake) || dg[0] == byte(record.ChangeCipherSpec) {
+		if dg[0] == byte(recordlayer.Handshake) || dg[0] == byte(recordlayer.ChangeCipherSpec) {
 			c.feed.Feed(dg) // a retransmitted flight: pion answers it
 			continue
 		}
@@ -286,7 +286,7 @@ func (c *ClientChannel) ReadPackets(bufs [][]byte, sizes []int, offset int) (int
 			if errors.Is(err, errAlert) {
 				return out, &session.PeerClosedError{Reason: err.Error()}
 			}
-			if dg[0] == byte(record.ConnectionID) && errors.Is(err, record.ErrReplay) {
+			if dg[0] == byte(recordlayer.ConnectionID) && errors.Is(err, recordlayer.ErrReplay) {
 				c.feed.Feed(dg) // pion's retransmitted Finished (CID mode)
 			}
 			continue // counted in Stats.BadRecords

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"kvpn/cstp"
-	"kvpn/dtls/record"
+	"kvpn/dtls/recordlayer"
 	"kvpn/session"
 )
 
@@ -47,7 +47,7 @@ func TestClientDropsForgedAndReplayed(t *testing.T) {
 		f := bytes.Clone(rec)
 		f[i] ^= 0x02
 		if name == "alert type" {
-			f[i] = byte(record.Alert)
+			f[i] = byte(recordlayer.Alert)
 		}
 		r.InjectDown(f)
 		got, err := clientReadOnce(c, 2*time.Second)

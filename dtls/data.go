@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"kvpn/cstp"
-	"kvpn/dtls/record"
+	"kvpn/dtls/recordlayer"
 )
 
 // ReplayWindow is how many records back the replay window reaches. Packets
@@ -20,14 +20,14 @@ const ReplayWindow = 4096
 // byte (same codes as CSTP frames) followed by the packet; there is no
 // length field (openconnect dtls.c, ocserv worker-vpn.c).
 type datapath struct {
-	keys   record.Keys
-	sealer *record.Sealer
+	keys   recordlayer.Keys
+	sealer *recordlayer.Sealer
 	// omu guards opener (its replay window): a peer's records are read by
 	// one socket's reader, but a roaming trial, a record held during the
 	// handshake or a move between sockets of the group may come from
 	// another.
 	omu    sync.Mutex
-	opener *record.Opener
+	opener *recordlayer.Opener
 	hr     int // bytes in front of a packet we send: record headroom + type byte
 	// rhr is the same for a record we receive: its header carries the
 	// connection ID we chose (RemoteCID), not the one the peer chose for
@@ -59,17 +59,17 @@ type Stats struct {
 	FeedDropped atomic.Uint64
 }
 
-// seqGap is record.SeqGap; tests make it small to show that the write
+// seqGap is recordlayer.SeqGap; tests make it small to show that the write
 // guard of feedConn, not the size of the gap, keeps pion's sequence
 // numbers below the Sealer's.
-var seqGap uint64 = record.SeqGap
+var seqGap uint64 = recordlayer.SeqGap
 
-func newDatapath(keys record.Keys) (*datapath, error) {
-	sealer, err := record.NewSealer(keys, keys.LocalSeq+seqGap)
+func newDatapath(keys recordlayer.Keys) (*datapath, error) {
+	sealer, err := recordlayer.NewSealer(keys, keys.LocalSeq+seqGap)
 	if err != nil {
 		return nil, err
 	}
-	opener, err := record.NewOpener(keys, ReplayWindow)
+	opener, err := recordlayer.NewOpener(keys, ReplayWindow)
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +102,7 @@ func (d *datapath) packetAt(dg []byte, off int, payload []byte) []byte {
 func (d *datapath) Headroom() int { return d.hr }
 
 // With a connection ID the inner content type takes one more byte.
-const Tailroom = max(record.Tailroom+1, record.CBCTailroom)
+const Tailroom = max(recordlayer.Tailroom+1, recordlayer.CBCTailroom)
 
 // CIDLen is the length of the connection IDs kvpn generates (RFC 9146),
 // between two kvpn peers only (the dtls-cid extension).
@@ -111,9 +111,9 @@ const CIDLen = 8
 // nextRecord splits the next record off a datagram from the peer.
 func (d *datapath) nextRecord(dg []byte) ([]byte, []byte, error) {
 	if d.cidLen > 0 {
-		return record.NextRecordCID(dg, d.cidLen)
+		return recordlayer.NextRecordCID(dg, d.cidLen)
 	}
-	return record.NextRecord(dg)
+	return recordlayer.NextRecord(dg)
 }
 
 // seal turns the packet at buf[off:off+n] into a record in place.
@@ -122,7 +122,7 @@ func (d *datapath) seal(buf []byte, off, n int, t cstp.FrameType) ([]byte, error
 		return nil, fmt.Errorf("dtls: headroom %d < %d", off, d.hr)
 	}
 	buf[off-1] = byte(t)
-	return d.sealer.Seal(buf, off-1, n+1, record.ApplicationData)
+	return d.sealer.Seal(buf, off-1, n+1, recordlayer.ApplicationData)
 }
 
 // sealControl builds a control record (DPD, keepalive) in the scratch
@@ -165,22 +165,22 @@ func (d *datapath) tryOpen(rec []byte) (cstp.FrameType, []byte, error) {
 // openLocked runs the opener under omu, unlocked by a defer: a panic on
 // a crafted record, which the socket's reader recovers from, must not
 // leave the peer's records locked out for the restarted reader.
-func (d *datapath) openLocked(rec []byte) (record.ContentType, []byte, error) {
+func (d *datapath) openLocked(rec []byte) (recordlayer.ContentType, []byte, error) {
 	d.omu.Lock()
 	defer d.omu.Unlock()
 	return d.opener.Open(rec)
 }
 
 // decode interprets an authenticated record.
-func (d *datapath) decode(ct record.ContentType, pt []byte) (cstp.FrameType, []byte, error) {
+func (d *datapath) decode(ct recordlayer.ContentType, pt []byte) (cstp.FrameType, []byte, error) {
 	d.lastRecv.Store(time.Now().UnixNano())
 	switch ct {
-	case record.ApplicationData:
+	case recordlayer.ApplicationData:
 		if len(pt) == 0 {
 			return 0, nil, errors.New("dtls: empty application record")
 		}
 		return cstp.FrameType(pt[0]), pt[1:], nil
-	case record.Alert:
+	case recordlayer.Alert:
 		return 0, nil, fmt.Errorf("%w (level %d, description %d)", errAlert, at(pt, 0), at(pt, 1))
 	default:
 		return 0, nil, fmt.Errorf("dtls: unexpected record type %d", ct)

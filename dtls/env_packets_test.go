@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"kvpn/dtls/record"
+	"kvpn/dtls/recordlayer"
 )
 
 // ipv4Packet returns a packet of size bytes (at least 20) that passes
@@ -122,7 +122,7 @@ func sealAlert(t testing.TB, d *datapath, level, desc byte) []byte {
 	off := d.sealer.Headroom()
 	buf := make([]byte, off+2+Tailroom)
 	buf[off], buf[off+1] = level, desc
-	rec, err := d.sealer.Seal(buf, off, 2, record.Alert)
+	rec, err := d.sealer.Seal(buf, off, 2, recordlayer.Alert)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"kvpn/dtls/record"
+	"kvpn/dtls/recordlayer"
 )
 
 // feedConn is the net.PacketConn pion sees. kvpn owns the real UDP socket:
@@ -210,7 +210,7 @@ const maxRecordsPerFlight = 4
 // The budget cannot carry pion's sequence numbers into the Sealer's (which
 // the write guard enforces anyway): the constant is negative, and the
 // build fails, if it could.
-const _ = uint64(record.SeqGap - 8*maxRecordsPerFlight - 1)
+const _ = uint64(recordlayer.SeqGap - 8*maxRecordsPerFlight - 1)
 
 func newFeedConn(local, remote net.Addr, send func([]byte) error) *feedConn {
 	return &feedConn{
@@ -331,8 +331,8 @@ func (c *feedConn) allowed(p []byte) bool {
 	epoch, limit, cidLen := c.guardEpoch, c.guardLimit, c.guardCID
 	c.mu.Unlock()
 	for len(p) > 0 {
-		hl := record.HeaderLen
-		if p[0] == byte(record.ConnectionID) {
+		hl := recordlayer.HeaderLen
+		if p[0] == byte(recordlayer.ConnectionID) {
 			hl += cidLen
 		}
 		if len(p) < hl {

@@ -9,32 +9,32 @@ import (
 	"time"
 
 	"kvpn/cstp"
-	"kvpn/dtls/record"
+	"kvpn/dtls/recordlayer"
 	"kvpn/udp"
 )
 
 // fuzzKeys returns the server's keys of an established association and the
 // client's mirror image of them.
-func fuzzKeys(chacha bool) (server, client record.Keys) {
-	suite, keyLen, ivLen := record.TLS_PSK_WITH_AES_128_GCM_SHA256, 16, 4
+func fuzzKeys(chacha bool) (server, client recordlayer.Keys) {
+	suite, keyLen, ivLen := recordlayer.TLS_PSK_WITH_AES_128_GCM_SHA256, 16, 4
 	if chacha {
-		suite, keyLen, ivLen = record.TLS_PSK_WITH_CHACHA20_POLY1305_SHA256, 32, 12
+		suite, keyLen, ivLen = recordlayer.TLS_PSK_WITH_CHACHA20_POLY1305_SHA256, 32, 12
 	}
 	ck, civ := bytes.Repeat([]byte{1}, keyLen), bytes.Repeat([]byte{2}, ivLen)
 	sk, siv := bytes.Repeat([]byte{3}, keyLen), bytes.Repeat([]byte{4}, ivLen)
-	server = record.Keys{Suite: suite, Epoch: 1, LocalKey: sk, LocalIV: siv, RemoteKey: ck, RemoteIV: civ, LocalSeq: 1, RemoteSeq: 1}
-	client = record.Keys{Suite: suite, Epoch: 1, LocalKey: ck, LocalIV: civ, RemoteKey: sk, RemoteIV: siv, LocalSeq: 1, RemoteSeq: 1}
+	server = recordlayer.Keys{Suite: suite, Epoch: 1, LocalKey: sk, LocalIV: siv, RemoteKey: ck, RemoteIV: civ, LocalSeq: 1, RemoteSeq: 1}
+	client = recordlayer.Keys{Suite: suite, Epoch: 1, LocalKey: ck, LocalIV: civ, RemoteKey: sk, RemoteIV: siv, LocalSeq: 1, RemoteSeq: 1}
 	return server, client
 }
 
 // sealFrom seals one CSTP-typed payload with s as the client would.
-func sealFrom(tb testing.TB, s *record.Sealer, t cstp.FrameType, payload []byte) []byte {
+func sealFrom(tb testing.TB, s *recordlayer.Sealer, t cstp.FrameType, payload []byte) []byte {
 	tb.Helper()
 	hr := s.Headroom() + 1
 	buf := make([]byte, hr+len(payload)+Tailroom)
 	buf[hr-1] = byte(t)
 	copy(buf[hr:], payload)
-	rec, err := s.Seal(buf, hr-1, len(payload)+1, record.ApplicationData)
+	rec, err := s.Seal(buf, hr-1, len(payload)+1, recordlayer.ApplicationData)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func FuzzListenerHandle(f *testing.F) {
 	ip[0] = 0x45
 	for _, chacha := range []bool{false, true} {
 		_, ck := fuzzKeys(chacha)
-		s, err := record.NewSealer(ck, ck.SealerStart())
+		s, err := recordlayer.NewSealer(ck, ck.SealerStart())
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -75,13 +75,13 @@ func FuzzListenerHandle(f *testing.F) {
 		ka := sealFrom(f, s, cstp.TypeKeepalive, nil)
 		empty := func() []byte {
 			buf := make([]byte, s.Headroom()+Tailroom)
-			rec, _ := s.Seal(buf, s.Headroom(), 0, record.ApplicationData)
+			rec, _ := s.Seal(buf, s.Headroom(), 0, recordlayer.ApplicationData)
 			return rec
 		}()
 		alert := func() []byte {
 			buf := make([]byte, s.Headroom()+2+Tailroom)
 			buf[s.Headroom()], buf[s.Headroom()+1] = 2, 10
-			rec, _ := s.Seal(buf, s.Headroom(), 2, record.Alert)
+			rec, _ := s.Seal(buf, s.Headroom(), 2, recordlayer.Alert)
 			return rec
 		}()
 		for _, fromB := range []bool{false, true} {

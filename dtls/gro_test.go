@@ -4,12 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"kvpn/internal/testenv"
 	"math/rand/v2"
 	"net"
 	"sync"
 	"testing"
 	"time"
+
+	"kvpn/internal/testenv"
 
 	"kvpn/udp"
 )

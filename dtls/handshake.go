@@ -12,7 +12,7 @@ import (
 
 	piondtls "github.com/pion/dtls/v3"
 
-	"kvpn/dtls/record"
+	"kvpn/dtls/recordlayer"
 	"kvpn/internal/contain"
 )
 
@@ -121,10 +121,10 @@ func (p *Peer) handshake(psk []byte, suites []piondtls.CipherSuiteID, cid bool) 
 		err = pc.HandshakeContext(ctx)
 		cancel()
 	}
-	var keys record.Keys
+	var keys recordlayer.Keys
 	if err == nil {
 		p.feed.handshakeDone() // before the export: see handshakeDone
-		keys, err = record.KeysFromConn(pc)
+		keys, err = recordlayer.KeysFromConn(pc)
 	}
 	var hs handshakeConn
 	if pc != nil {
@@ -137,7 +137,7 @@ func (p *Peer) handshake(psk []byte, suites []piondtls.CipherSuiteID, cid bool) 
 // err): the datapath takes over from the handshake's conn hs (pion's, or
 // a stand-in for the legacy handshake), early data is delivered, and the
 // owner gets the peer.
-func (p *Peer) established(start time.Time, hs handshakeConn, keys record.Keys, err error) {
+func (p *Peer) established(start time.Time, hs handshakeConn, keys recordlayer.Keys, err error) {
 	var d *datapath
 	if err == nil && len(keys.LocalCID) > CIDLen {
 		// The CID the client chose goes into every record we send: a

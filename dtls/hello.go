@@ -1,6 +1,6 @@
 // Package dtls is kvpn's DTLS data channel in OpenConnect's PSK-NEGOTIATE
 // mode: pion/dtls v3 runs the handshake, keyed with a PSK exported from the
-// TLS session, and kvpn's own record layer (dtls/record) carries the data.
+// TLS session, and kvpn's own record layer (dtls/recordlayer) carries the data.
 //
 // The server owns its UDP socket and finds a session from the ClientHello's
 // session_id, which carries the X-DTLS-App-ID the server handed out in the

@@ -12,7 +12,7 @@ import (
 	"os"
 	"time"
 
-	"kvpn/dtls/record"
+	"kvpn/dtls/recordlayer"
 )
 
 // The server's side of the legacy mode's abbreviated handshake (RFC 5246
@@ -73,7 +73,7 @@ type legacyState struct {
 	lg          Legacy
 	hello       legacyHello
 	transcript  []byte // the handshake messages hashed for Finished
-	keys        record.Keys
+	keys        recordlayer.Keys
 	flight      []byte // our ServerHello, ChangeCipherSpec, Finished
 	finishedSeq uint64 // the client Finished's record number
 }
@@ -83,7 +83,7 @@ type legacyState struct {
 // without its 12-byte DTLS header, as GnuTLS and OpenSSL's DTLS1_BAD_VER
 // hash it.
 func (st *legacyState) addTranscript(msg []byte) {
-	if st.lg.Suite.Version == record.VersionDTLS09 {
+	if st.lg.Suite.Version == recordlayer.VersionDTLS09 {
 		msg = msg[hsHeaderLen:]
 	}
 	st.transcript = append(st.transcript, msg...)
@@ -94,7 +94,7 @@ func (st *legacyState) addTranscript(msg []byte) {
 func (st *legacyState) verifyData(label string) []byte {
 	v, s := st.lg.Suite.Version, st.lg.Suite.Suite
 	var sum []byte
-	if v == record.VersionDTLS09 {
+	if v == recordlayer.VersionDTLS09 {
 		m, h := md5.Sum(st.transcript), sha1.Sum(st.transcript)
 		sum = append(m[:], h[:]...)
 	} else {
@@ -108,7 +108,7 @@ func (st *legacyState) verifyData(label string) []byte {
 // legacyKeys runs the key expansion (RFC 5246 section 6.3): key_block =
 // PRF(master_secret, "key expansion", server_random + client_random), cut
 // into client and server MAC keys (CBC), keys, and fixed IVs (GCM).
-func legacyKeys(lg Legacy, clientRandom, serverRandom []byte) record.Keys {
+func legacyKeys(lg Legacy, clientRandom, serverRandom []byte) recordlayer.Keys {
 	s := lg.Suite.Suite
 	mac, key, iv := s.MACKeyLen(), s.KeyLen(), s.IVLen()
 	kb := prf(lg.Suite.Version, s, lg.MasterSecret, "key expansion",
@@ -121,7 +121,7 @@ func legacyKeys(lg Legacy, clientRandom, serverRandom []byte) record.Keys {
 	cm, sm := take(mac), take(mac)
 	ck, sk := take(key), take(key)
 	ci, si := take(iv), take(iv)
-	k := record.Keys{Suite: s, Epoch: 1, Version: lg.Suite.Version,
+	k := recordlayer.Keys{Suite: s, Epoch: 1, Version: lg.Suite.Version,
 		LocalKey: sk, LocalIV: si, RemoteKey: ck, RemoteIV: ci}
 	if mac > 0 {
 		k.LocalMACKey, k.RemoteMACKey = sm, cm
@@ -141,7 +141,7 @@ func (st *legacyState) answer(h legacyHello) error {
 	}
 	found := false
 	for i := 0; i < len(h.suites); i += 2 {
-		found = found || record.Suite(binary.BigEndian.Uint16(h.suites[i:])) == lg.Suite.Suite
+		found = found || recordlayer.Suite(binary.BigEndian.Uint16(h.suites[i:])) == lg.Suite.Suite
 	}
 	null := false
 	for _, c := range h.compressions {
@@ -179,24 +179,24 @@ func (st *legacyState) answer(h legacyHello) error {
 	st.keys = legacyKeys(lg, h.random, random)
 
 	v := lg.Suite.Version
-	flight := plainRecord(record.Handshake, v, 0, shMsg)
+	flight := plainRecord(recordlayer.Handshake, v, 0, shMsg)
 	ccs := []byte{1}
-	if v == record.VersionDTLS09 {
+	if v == recordlayer.VersionDTLS09 {
 		seq++
 		ccs = []byte{1, byte(seq >> 8), byte(seq)}
 	}
-	flight = append(flight, plainRecord(record.ChangeCipherSpec, v, 1, ccs)...)
+	flight = append(flight, plainRecord(recordlayer.ChangeCipherSpec, v, 1, ccs)...)
 	seq++
 	fin := hsMessage(hsFinished, seq, st.verifyData("server finished"))
 	st.addTranscript(fin)
-	sealer, err := record.NewSealer(st.keys, 0)
+	sealer, err := recordlayer.NewSealer(st.keys, 0)
 	if err != nil {
 		return err
 	}
 	hr := sealer.Headroom()
 	buf := make([]byte, hr+len(fin)+sealer.Tailroom())
 	copy(buf[hr:], fin)
-	rec, err := sealer.Seal(buf, hr, len(fin), record.Handshake)
+	rec, err := sealer.Seal(buf, hr, len(fin), recordlayer.Handshake)
 	if err != nil {
 		return err
 	}
@@ -232,12 +232,12 @@ type packetConn interface {
 // section 4.1.2.7) and reported through bad; the handshake then fails when
 // it times out, with the reason. A retransmitted ClientHello gets the
 // flight again, and so does silence after it (RFC 6347 section 4.2.4).
-func legacyHandshake(c packetConn, lg Legacy, bad func()) (record.Keys, error) {
+func legacyHandshake(c packetConn, lg Legacy, bad func()) (recordlayer.Keys, error) {
 	st := &legacyState{lg: lg}
 	deadline := time.Now().Add(legacyHandshakeTimeout)
 	rto := legacyRetransmit
 	next := time.Time{}
-	var opener *record.Opener
+	var opener *recordlayer.Opener
 	var lastErr error
 	buf := make([]byte, recvBufSize)
 	send := func() {
@@ -257,7 +257,7 @@ func legacyHandshake(c packetConn, lg Legacy, bad func()) (record.Keys, error) {
 				if lastErr == nil {
 					lastErr = errors.New("dtls: legacy handshake timed out")
 				}
-				return record.Keys{}, lastErr
+				return recordlayer.Keys{}, lastErr
 			}
 			if st.flight != nil {
 				send()
@@ -265,19 +265,19 @@ func legacyHandshake(c packetConn, lg Legacy, bad func()) (record.Keys, error) {
 			continue
 		}
 		if err != nil {
-			return record.Keys{}, err
+			return recordlayer.Keys{}, err
 		}
 		dg := buf[:n]
 		for len(dg) > 0 {
-			rec, rest, err := record.NextRecord(dg)
+			rec, rest, err := recordlayer.NextRecord(dg)
 			if err != nil {
 				break
 			}
 			dg = rest
 			epoch := binary.BigEndian.Uint16(rec[3:5])
 			switch {
-			case epoch == 0 && rec[0] == byte(record.Handshake):
-				h, err := parseClientHello(rec[record.HeaderLen:])
+			case epoch == 0 && rec[0] == byte(recordlayer.Handshake):
+				h, err := parseClientHello(rec[recordlayer.HeaderLen:])
 				if err != nil {
 					lastErr = err
 					continue
@@ -290,31 +290,31 @@ func legacyHandshake(c packetConn, lg Legacy, bad func()) (record.Keys, error) {
 				if err := st.answer(h); err != nil {
 					// A ClientHello that does not fit the offer cannot
 					// become one that does: fail now.
-					return record.Keys{}, err
+					return recordlayer.Keys{}, err
 				}
-				if opener, err = record.NewOpener(st.keys, 64); err != nil {
-					return record.Keys{}, err
+				if opener, err = recordlayer.NewOpener(st.keys, 64); err != nil {
+					return recordlayer.Keys{}, err
 				}
 				rto = legacyRetransmit
 				send()
-			case epoch == 0 && rec[0] == byte(record.ChangeCipherSpec):
+			case epoch == 0 && rec[0] == byte(recordlayer.ChangeCipherSpec):
 				// Nothing to do: the Finished that follows proves it.
 			case epoch == 1 && opener != nil:
-				seq := uint64(binary.BigEndian.Uint64(rec[3:11]) & record.MaxSeq)
+				seq := uint64(binary.BigEndian.Uint64(rec[3:11]) & recordlayer.MaxSeq)
 				ct, pt, err := opener.Open(rec)
 				if err != nil {
 					bad()
 					lastErr = fmt.Errorf("%w: %v", errFinished, err)
 					continue
 				}
-				if ct != record.Handshake {
+				if ct != recordlayer.Handshake {
 					// Data that raced the Finished: the peer holds it
 					// (holdEarly) only when it comes in a datagram of
 					// its own; here it is dropped.
 					continue
 				}
 				if err := st.checkFinished(pt); err != nil {
-					return record.Keys{}, err
+					return recordlayer.Keys{}, err
 				}
 				st.finishedSeq = seq
 				k := st.keys

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"strings"
 
-	"kvpn/dtls/record"
+	"kvpn/dtls/recordlayer"
 )
 
 // The legacy AnyConnect DTLS mode (Cisco's, older than PSK-NEGOTIATE): the
@@ -18,10 +18,10 @@ import (
 // LegacySuite is one suite of the legacy mode, as the CONNECT headers
 // name it.
 type LegacySuite struct {
-	Name     string       // as in the header, e.g. "OC-DTLS1_2-AES128-GCM"
-	DTLS12   bool         // listed in (and answered with) X-DTLS12-CipherSuite
-	Version  uint16       // record.VersionDTLS12 or record.VersionDTLS09
-	Suite    record.Suite // the TLS suite ID in the hellos
+	Name     string            // as in the header, e.g. "OC-DTLS1_2-AES128-GCM"
+	DTLS12   bool              // listed in (and answered with) X-DTLS12-CipherSuite
+	Version  uint16            // recordlayer.VersionDTLS12 or recordlayer.VersionDTLS09
+	Suite    recordlayer.Suite // the TLS suite ID in the hellos
 	priority int
 }
 
@@ -31,12 +31,12 @@ type LegacySuite struct {
 // 1.2, and the X-DTLS12-CipherSuite names are OpenSSL's, as Cisco's own
 // clients send them.
 var legacySuites = []LegacySuite{
-	{"OC-DTLS1_2-AES256-GCM", false, record.VersionDTLS12, record.TLS_RSA_WITH_AES_256_GCM_SHA384, 90},
-	{"OC-DTLS1_2-AES128-GCM", false, record.VersionDTLS12, record.TLS_RSA_WITH_AES_128_GCM_SHA256, 80},
-	{"AES256-SHA", false, record.VersionDTLS09, record.TLS_RSA_WITH_AES_256_CBC_SHA, 60},
-	{"AES128-SHA", false, record.VersionDTLS09, record.TLS_RSA_WITH_AES_128_CBC_SHA, 50},
-	{"AES256-GCM-SHA384", true, record.VersionDTLS12, record.TLS_RSA_WITH_AES_256_GCM_SHA384, 90},
-	{"AES128-GCM-SHA256", true, record.VersionDTLS12, record.TLS_RSA_WITH_AES_128_GCM_SHA256, 50},
+	{"OC-DTLS1_2-AES256-GCM", false, recordlayer.VersionDTLS12, recordlayer.TLS_RSA_WITH_AES_256_GCM_SHA384, 90},
+	{"OC-DTLS1_2-AES128-GCM", false, recordlayer.VersionDTLS12, recordlayer.TLS_RSA_WITH_AES_128_GCM_SHA256, 80},
+	{"AES256-SHA", false, recordlayer.VersionDTLS09, recordlayer.TLS_RSA_WITH_AES_256_CBC_SHA, 60},
+	{"AES128-SHA", false, recordlayer.VersionDTLS09, recordlayer.TLS_RSA_WITH_AES_128_CBC_SHA, 50},
+	{"AES256-GCM-SHA384", true, recordlayer.VersionDTLS12, recordlayer.TLS_RSA_WITH_AES_256_GCM_SHA384, 90},
+	{"AES128-GCM-SHA256", true, recordlayer.VersionDTLS12, recordlayer.TLS_RSA_WITH_AES_128_GCM_SHA256, 50},
 }
 
 // Header is the CONNECT answer header that names the suite.
@@ -49,7 +49,7 @@ func (s LegacySuite) Header() string {
 
 // VersionName is the DTLS version for logs.
 func (s LegacySuite) VersionName() string {
-	if s.Version == record.VersionDTLS09 {
+	if s.Version == recordlayer.VersionDTLS09 {
 		return "DTLS0.9"
 	}
 	return "DTLS1.2"

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"kvpn/cstp"
-	"kvpn/dtls/record"
+	"kvpn/dtls/recordlayer"
 )
 
 // legacyClient is a test client of the legacy mode: it resumes the
@@ -25,9 +25,9 @@ type legacyClient struct {
 	lg     Legacy // what the client believes: its master secret, the Session-ID
 	st     *legacyState
 	random []byte
-	sealer *record.Sealer
-	opener *record.Opener
-	keys   record.Keys
+	sealer *recordlayer.Sealer
+	opener *recordlayer.Opener
+	keys   recordlayer.Keys
 }
 
 func dialLegacy(t testing.TB, server *testServer, lg Legacy) *legacyClient {
@@ -55,11 +55,11 @@ func (c *legacyClient) hello() []byte {
 	body = append(body, 1, 0)                                   // null compression
 	body = append(body, 0, 9, 0xff, 0x01, 0, 1, 0, 0, 23, 0, 0) // renegotiation_info, extended_master_secret
 	msg := hsMessage(hsClientHello, 0, body)
-	rv := uint16(record.VersionDTLS10)
-	if v == record.VersionDTLS09 {
+	rv := uint16(recordlayer.VersionDTLS10)
+	if v == recordlayer.VersionDTLS09 {
 		rv = v
 	}
-	return plainRecord(record.Handshake, rv, 0, msg)
+	return plainRecord(recordlayer.Handshake, rv, 0, msg)
 }
 
 func (c *legacyClient) read(d time.Duration) ([]byte, error) {
@@ -79,15 +79,15 @@ func (c *legacyClient) flight(verify bool) []byte {
 		t.Fatalf("reading the server's flight: %v", err)
 	}
 	raw := bytes.Clone(dg)
-	sh, rest, err := record.NextRecord(dg)
-	if err != nil || sh[0] != byte(record.Handshake) {
+	sh, rest, err := recordlayer.NextRecord(dg)
+	if err != nil || sh[0] != byte(recordlayer.Handshake) {
 		t.Fatalf("first record %v: %x", err, dg)
 	}
-	msg := sh[record.HeaderLen:]
+	msg := sh[recordlayer.HeaderLen:]
 	body := msg[hsHeaderLen:]
 	if msg[0] != hsServerHello || binary.BigEndian.Uint16(body) != c.lg.Suite.Version ||
 		body[34] != 32 || !bytes.Equal(body[35:67], c.lg.SessionID[:]) ||
-		record.Suite(binary.BigEndian.Uint16(body[67:])) != c.lg.Suite.Suite {
+		recordlayer.Suite(binary.BigEndian.Uint16(body[67:])) != c.lg.Suite.Suite {
 		t.Fatalf("ServerHello does not resume: %x", body)
 	}
 	if len(body) != 70+7 || !bytes.Equal(body[70:], []byte{0, 5, 0xff, 1, 0, 1, 0}) {
@@ -100,27 +100,27 @@ func (c *legacyClient) flight(verify bool) []byte {
 	k.LocalIV, k.RemoteIV = k.RemoteIV, k.LocalIV
 	k.LocalMACKey, k.RemoteMACKey = k.RemoteMACKey, k.LocalMACKey
 	c.keys = k
-	ccs, rest, err := record.NextRecord(rest)
+	ccs, rest, err := recordlayer.NextRecord(rest)
 	wantCCS := []byte{1}
-	if c.lg.Suite.Version == record.VersionDTLS09 {
+	if c.lg.Suite.Version == recordlayer.VersionDTLS09 {
 		wantCCS = []byte{1, 0, 1}
 	}
-	if err != nil || ccs[0] != byte(record.ChangeCipherSpec) || !bytes.Equal(ccs[record.HeaderLen:], wantCCS) {
+	if err != nil || ccs[0] != byte(recordlayer.ChangeCipherSpec) || !bytes.Equal(ccs[recordlayer.HeaderLen:], wantCCS) {
 		t.Fatalf("ChangeCipherSpec %v: %x", err, ccs)
 	}
-	fin, rest, err := record.NextRecord(rest)
+	fin, rest, err := recordlayer.NextRecord(rest)
 	if err != nil || len(rest) != 0 {
 		t.Fatalf("Finished record: %v, %d bytes behind", err, len(rest))
 	}
-	if c.opener, err = record.NewOpener(k, 64); err != nil {
+	if c.opener, err = recordlayer.NewOpener(k, 64); err != nil {
 		t.Fatal(err)
 	}
-	if c.sealer, err = record.NewSealer(k, 0); err != nil {
+	if c.sealer, err = recordlayer.NewSealer(k, 0); err != nil {
 		t.Fatal(err)
 	}
 	ct, pt, err := c.opener.Open(fin)
 	if verify {
-		if err != nil || ct != record.Handshake {
+		if err != nil || ct != recordlayer.Handshake {
 			t.Fatalf("server Finished: %v %v", ct, err)
 		}
 		if want := c.st.verifyData("server finished"); !bytes.Equal(pt[hsHeaderLen:], want) {
@@ -135,25 +135,25 @@ func (c *legacyClient) flight(verify bool) []byte {
 	return raw
 }
 
-func (c *legacyClient) helloMsg() []byte { return c.hello()[record.HeaderLen:] }
+func (c *legacyClient) helloMsg() []byte { return c.hello()[recordlayer.HeaderLen:] }
 
 // finish sends ChangeCipherSpec and the client's Finished.
 func (c *legacyClient) finish() {
 	v := c.lg.Suite.Version
 	ccs, seq := []byte{1}, uint16(1)
-	if v == record.VersionDTLS09 {
+	if v == recordlayer.VersionDTLS09 {
 		ccs, seq = []byte{1, 0, 1}, 2
 	}
 	rv := v
-	dg := plainRecord(record.ChangeCipherSpec, rv, 1, ccs)
+	dg := plainRecord(recordlayer.ChangeCipherSpec, rv, 1, ccs)
 	fin := hsMessage(hsFinished, seq, c.st.verifyData("client finished"))
-	dg = append(dg, c.seal(record.Handshake, fin)...)
+	dg = append(dg, c.seal(recordlayer.Handshake, fin)...)
 	if _, err := c.conn.Write(dg); err != nil {
 		c.t.Fatal(err)
 	}
 }
 
-func (c *legacyClient) seal(ct record.ContentType, p []byte) []byte {
+func (c *legacyClient) seal(ct recordlayer.ContentType, p []byte) []byte {
 	hr := c.sealer.Headroom()
 	buf := make([]byte, hr+len(p)+c.sealer.Tailroom())
 	copy(buf[hr:], p)
@@ -166,7 +166,7 @@ func (c *legacyClient) seal(ct record.ContentType, p []byte) []byte {
 
 // send sends one CSTP frame of type typ over the channel.
 func (c *legacyClient) send(typ cstp.FrameType, p []byte) {
-	if _, err := c.conn.Write(c.seal(record.ApplicationData, append([]byte{byte(typ)}, p...))); err != nil {
+	if _, err := c.conn.Write(c.seal(recordlayer.ApplicationData, append([]byte{byte(typ)}, p...))); err != nil {
 		c.t.Fatal(err)
 	}
 }
@@ -179,7 +179,7 @@ func (c *legacyClient) recv() (cstp.FrameType, []byte) {
 		c.t.Fatal(err)
 	}
 	ct, pt, err := c.opener.Open(dg)
-	if err != nil || ct != record.ApplicationData || len(pt) == 0 {
+	if err != nil || ct != recordlayer.ApplicationData || len(pt) == 0 {
 		c.t.Fatalf("record from the server: %v %v", ct, err)
 	}
 	return cstp.FrameType(pt[0]), pt[1:]
@@ -323,14 +323,14 @@ func TestLegacyBadInput(t *testing.T) {
 		c.flight(true)
 		c.finish()
 		waitFor(t, "PeerUp", func() bool { return s.owner.ups() == 1 })
-		good := c.seal(record.ApplicationData, append([]byte{byte(cstp.TypeData)}, ipv4Packet(rand.New(rand.NewPCG(3, 4)), 100)...))
+		good := c.seal(recordlayer.ApplicationData, append([]byte{byte(cstp.TypeData)}, ipv4Packet(rand.New(rand.NewPCG(3, 4)), 100)...))
 		flip := func(i int) []byte { b := bytes.Clone(good); b[i] ^= 1; return b }
 		for _, dg := range [][]byte{
-			flip(len(good) - 1),    // padding (last block)
-			flip(len(good) - 20),   // MAC
-			flip(record.HeaderLen), // IV: the first block decrypts wrong
+			flip(len(good) - 1),         // padding (last block)
+			flip(len(good) - 20),        // MAC
+			flip(recordlayer.HeaderLen), // IV: the first block decrypts wrong
 			good[:40],
-			good[:record.HeaderLen+16],
+			good[:recordlayer.HeaderLen+16],
 		} {
 			c.conn.Write(dg)
 		}

@@ -3,7 +3,7 @@ package dtls
 import (
 	"encoding/binary"
 
-	"kvpn/dtls/record"
+	"kvpn/dtls/recordlayer"
 	"kvpn/internal/tlsprf"
 )
 
@@ -125,21 +125,21 @@ func hsMessage(typ byte, seq uint16, body []byte) []byte {
 }
 
 // plainRecord frames an epoch-0 record.
-func plainRecord(ct record.ContentType, version uint16, seq uint64, body []byte) []byte {
-	r := make([]byte, record.HeaderLen+len(body))
+func plainRecord(ct recordlayer.ContentType, version uint16, seq uint64, body []byte) []byte {
+	r := make([]byte, recordlayer.HeaderLen+len(body))
 	r[0] = byte(ct)
 	binary.BigEndian.PutUint16(r[1:3], version)
 	binary.BigEndian.PutUint64(r[3:11], seq) // epoch 0, 48-bit seq
 	binary.BigEndian.PutUint16(r[11:13], uint16(len(body)))
-	copy(r[record.HeaderLen:], body)
+	copy(r[recordlayer.HeaderLen:], body)
 	return r
 }
 
 // prf is the PRF of the channel's version: TLS 1.2's P_hash with the
 // suite's hash (RFC 5246 section 5), or for DTLS 0.9 TLS 1.0's P_MD5 of
 // the secret's first half XOR P_SHA-1 of its second (RFC 2246 section 5).
-func prf(version uint16, suite record.Suite, secret []byte, label string, seed []byte, n int) []byte {
-	if version == record.VersionDTLS09 {
+func prf(version uint16, suite recordlayer.Suite, secret []byte, label string, seed []byte, n int) []byte {
+	if version == recordlayer.VersionDTLS09 {
 		return tlsprf.PRF10(secret, label, seed, n)
 	}
 	return tlsprf.PRF12(suite.PRFHash(), secret, label, seed, n)

@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"kvpn/cstp"
-	"kvpn/dtls/record"
+	"kvpn/dtls/recordlayer"
 	"kvpn/udp"
 )
 
@@ -121,7 +121,7 @@ func TestHandshakesBounded(t *testing.T) {
 
 // roamPeer is an established peer at a with keys of its own (seed), and
 // the Sealer its client seals with.
-func roamPeer(t testing.TB, l *Listener, a netip.AddrPort, seed byte) (*Peer, *record.Sealer) {
+func roamPeer(t testing.TB, l *Listener, a netip.AddrPort, seed byte) (*Peer, *recordlayer.Sealer) {
 	t.Helper()
 	sk, ck := fuzzKeys(false)
 	for _, k := range [][]byte{sk.LocalKey, sk.RemoteKey} {
@@ -132,7 +132,7 @@ func roamPeer(t testing.TB, l *Listener, a netip.AddrPort, seed byte) (*Peer, *r
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := record.NewSealer(ck, ck.SealerStart())
+	s, err := recordlayer.NewSealer(ck, ck.SealerStart())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +157,7 @@ func TestRoamCandidatesBounded(t *testing.T) {
 	nat := netip.MustParseAddr("127.0.0.2")
 	const perIP = 1000
 	var behindNAT []*Peer
-	var sealers []*record.Sealer
+	var sealers []*recordlayer.Sealer
 	for i := range perIP {
 		p, s := roamPeer(t, l, netip.AddrPortFrom(nat, uint16(10000+i)), 1)
 		behindNAT, sealers = append(behindNAT, p), append(sealers, s)

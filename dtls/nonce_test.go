@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"kvpn/dtls/record"
+	"kvpn/dtls/recordlayer"
 )
 
 // recordNumbers returns the (epoch, seq) of every record in a datagram;
@@ -208,12 +208,12 @@ func TestSeqExhaustedClosesChannel(t *testing.T) {
 	pkts := randomPackets(rand.New(rand.NewPCG(33, 33)), 2)
 
 	d := p.d.Load()
-	sl, err := record.NewSealer(d.keys, record.MaxSeq)
+	sl, err := recordlayer.NewSealer(d.keys, recordlayer.MaxSeq)
 	if err != nil {
 		t.Fatal(err)
 	}
 	d.sealer = sl
-	if err := p.WritePackets(withRoom(pkts), room); !errors.Is(err, record.ErrSeqExhausted) {
+	if err := p.WritePackets(withRoom(pkts), room); !errors.Is(err, recordlayer.ErrSeqExhausted) {
 		t.Errorf("server WritePackets at MaxSeq: %v, want ErrSeqExhausted", err)
 	}
 	if p.Up() {
@@ -223,12 +223,12 @@ func TestSeqExhaustedClosesChannel(t *testing.T) {
 		t.Errorf("server WritePackets after exhaustion succeeded")
 	}
 
-	sl, err = record.NewSealer(c.d.keys, record.MaxSeq)
+	sl, err = recordlayer.NewSealer(c.d.keys, recordlayer.MaxSeq)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.d.sealer = sl
-	if err := c.WritePackets(withRoom(pkts), room); !errors.Is(err, record.ErrSeqExhausted) {
+	if err := c.WritePackets(withRoom(pkts), room); !errors.Is(err, recordlayer.ErrSeqExhausted) {
 		t.Errorf("client WritePackets at MaxSeq: %v, want ErrSeqExhausted", err)
 	}
 	if _, err := clientReadOnce(c, 100*time.Millisecond); err == nil || isTimeout(err) {

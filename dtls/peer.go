@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"kvpn/cstp"
-	"kvpn/dtls/record"
+	"kvpn/dtls/recordlayer"
 )
 
 // A peer once it is up: records from its datagrams opened and dispatched
@@ -87,7 +87,7 @@ func (p *Peer) receive(d *datapath, dg []byte, out [][]byte) [][]byte {
 		dg = rest
 		t, payload, err := d.open(rec)
 		if err != nil {
-			if rec[0] == byte(record.ConnectionID) && errors.Is(err, record.ErrReplay) {
+			if rec[0] == byte(recordlayer.ConnectionID) && errors.Is(err, recordlayer.ErrReplay) {
 				p.feed.Feed(rec) // pion's retransmitted Finished (CID mode)
 				continue
 			}
@@ -204,7 +204,7 @@ func (p *Peer) sendControl(t cstp.FrameType, payload []byte) error {
 // AEAD nonce. The session carries on over TLS (a new DTLS handshake gets
 // new keys).
 func (p *Peer) sealFailed(err error) {
-	if errors.Is(err, record.ErrSeqExhausted) {
+	if errors.Is(err, recordlayer.ErrSeqExhausted) {
 		p.l.log.Warn("dtls: sequence numbers exhausted; closing the DTLS channel", "from", p.Addr().String())
 		p.Close()
 	}

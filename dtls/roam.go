@@ -4,7 +4,7 @@ import (
 	"net/netip"
 	"time"
 
-	"kvpn/dtls/record"
+	"kvpn/dtls/recordlayer"
 )
 
 const (
@@ -132,7 +132,7 @@ func (l *Listener) roamCandidatesFor(src netip.AddrPort, buf []*Peer) []*Peer {
 // (roamBudget), whatever the sources. The record is decrypted in a copy,
 // so a failed trial leaves dg intact for the next one.
 func (l *Listener) roam(src netip.AddrPort, dg []byte, out [][]byte) ([][]byte, bool) {
-	rec, _, err := record.NextRecord(dg)
+	rec, _, err := recordlayer.NextRecord(dg)
 	if err != nil {
 		return out, false
 	}

@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"kvpn/dtls/record"
+	"kvpn/dtls/recordlayer"
 	"kvpn/internal/contain"
 	"kvpn/internal/hist"
 	"kvpn/session"
@@ -326,8 +326,8 @@ func (l *Listener) handle(src netip.AddrPort, dg []byte, out [][]byte) [][]byte 
 	if len(dg) == 0 {
 		return out
 	}
-	if dg[0] == byte(record.ConnectionID) {
-		if cid, ok := record.PeekCID(dg, CIDLen); ok {
+	if dg[0] == byte(recordlayer.ConnectionID) {
+		if cid, ok := recordlayer.PeekCID(dg, CIDLen); ok {
 			l.mu.RLock()
 			p := l.byCID[string(cid)]
 			l.mu.RUnlock()
@@ -336,7 +336,7 @@ func (l *Listener) handle(src netip.AddrPort, dg []byte, out [][]byte) [][]byte 
 			}
 		}
 	}
-	handshake := dg[0] == byte(record.Handshake) || dg[0] == byte(record.ChangeCipherSpec)
+	handshake := dg[0] == byte(recordlayer.Handshake) || dg[0] == byte(recordlayer.ChangeCipherSpec)
 	l.mu.RLock()
 	p, pend := l.byAddr[src], l.pending[src]
 	l.mu.RUnlock()
@@ -351,7 +351,7 @@ func (l *Listener) handle(src netip.AddrPort, dg []byte, out [][]byte) [][]byte 
 				return p.receive(d, dg, out)
 			}
 			p.holdEarly(dg) // data racing the end of the handshake
-			if dg[0] == byte(record.ConnectionID) {
+			if dg[0] == byte(recordlayer.ConnectionID) {
 				// Possibly the client's Finished: pion needs it.
 				p.feed.Feed(dg)
 			}
@@ -374,7 +374,7 @@ func (l *Listener) handle(src netip.AddrPort, dg []byte, out [][]byte) [][]byte 
 		l.startHandshake(src, appID, dg)
 		return out
 	}
-	if dg[0] == byte(record.ApplicationData) {
+	if dg[0] == byte(recordlayer.ApplicationData) {
 		var roamed bool
 		if out, roamed = l.roam(src, dg, out); roamed {
 			return out

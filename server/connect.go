@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	dtlsrecord "kvpn/dtls/record"
+	"kvpn/dtls/recordlayer"
 
 	"kvpn/cstp"
 	"kvpn/ctl"
@@ -267,7 +267,7 @@ func (s *Server) offerLegacyDTLS(sess *Session, creq *cstp.ConnectRequest, param
 	if suite.Suite.CBC() {
 		// A CBC record (IV, MAC, up to a block of padding) is longer than
 		// a GCM one (explicit nonce, tag), which the MTU was sized for.
-		params.MTU -= suite.Suite.Overhead() - dtlsrecord.TLS_RSA_WITH_AES_128_GCM_SHA256.Overhead()
+		params.MTU -= suite.Suite.Overhead() - recordlayer.TLS_RSA_WITH_AES_128_GCM_SHA256.Overhead()
 	}
 	params.DTLSPort = s.dtlsPort()
 	params.DTLSSessionID = lg.SessionID[:]

@@ -1,4 +1,4 @@
-// Package record is kvpn's DTLS 1.2 record protection for the data channel:
+// Package recordlayer is kvpn's DTLS 1.2 record layer for the data channel:
 // AEAD seal and open in place, sequence numbers, and a replay window
 // (RFC 6347 section 4.1.2.6, bitmap as in RFC 6479).
 //
@@ -16,14 +16,14 @@
 // records have a longer header whose size depends on the CID length, so a
 // demultiplexer that sees them splits datagrams with NextRecordCID and
 // finds the peer with PeekCID.
-package record
+package recordlayer
 
 import (
 	"encoding/binary"
 	"errors"
 	"sync"
 
-	tlsrecord "kvpn/record"
+	"kvpn/record"
 )
 
 // HeaderLen is the size of a DTLS 1.2 record header (RFC 6347 section
@@ -32,17 +32,17 @@ const HeaderLen = 13
 
 // ContentType is the first byte of a record: the content types are those
 // of TLS, shared with kvpn's TLS record engine (record.ContentType).
-type ContentType = tlsrecord.ContentType
+type ContentType = record.ContentType
 
 // Content types of DTLS 1.2 records.
 const (
-	ChangeCipherSpec = tlsrecord.ChangeCipherSpec
-	Alert            = tlsrecord.Alert
-	Handshake        = tlsrecord.Handshake
-	ApplicationData  = tlsrecord.ApplicationData
+	ChangeCipherSpec = record.ChangeCipherSpec
+	Alert            = record.Alert
+	Handshake        = record.Handshake
+	ApplicationData  = record.ApplicationData
 	// ConnectionID is tls12_cid (RFC 9146 section 3): the outer type of a
 	// record that carries a connection ID. Its real type is encrypted.
-	ConnectionID = tlsrecord.ConnectionID
+	ConnectionID = record.ConnectionID
 )
 
 // VersionDTLS12 is the record version of DTLS 1.2 (RFC 6347 section 4.1:

@@ -1,4 +1,4 @@
-package record
+package recordlayer
 
 import "encoding/binary"
 

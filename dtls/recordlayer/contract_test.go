@@ -1,15 +1,15 @@
-package record
+package recordlayer
 
 import (
 	"testing"
 
-	tlsrecord "kvpn/record"
+	"kvpn/record"
 	"kvpn/record/sealtest"
 )
 
 var (
-	_ tlsrecord.Sealer = (*Sealer)(nil)
-	_ tlsrecord.Opener = (*Opener)(nil)
+	_ record.Sealer = (*Sealer)(nil)
+	_ record.Opener = (*Opener)(nil)
 )
 
 // TestEngineContract runs the record engines' common contract
@@ -18,7 +18,7 @@ var (
 func TestEngineContract(t *testing.T) {
 	type newPair func(testing.TB, Suite, uint64) (*Sealer, *Opener)
 	run := func(t *testing.T, s Suite, mk newPair) {
-		sealtest.Run(t, func(tb testing.TB) (tlsrecord.Sealer, tlsrecord.Opener) {
+		sealtest.Run(t, func(tb testing.TB) (record.Sealer, record.Opener) {
 			return mk(tb, s, 1)
 		})
 	}
