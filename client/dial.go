@@ -26,7 +26,6 @@ const (
 	dialTimeout = 10 * time.Second
 	// exchangeTimeout bounds the handshake plus one HTTP exchange.
 	exchangeTimeout = 30 * time.Second
-	maxBody         = 1 << 20
 )
 
 // tlsConfig builds the client's TLS policy: pinned certificate, a CA file,
@@ -147,17 +146,9 @@ func (c *conn) post(path string, body []byte) (*http.Response, []byte, error) {
 	if _, err := c.rc.Write(b.Bytes()); err != nil {
 		return nil, nil, err
 	}
-	resp, err := cstp.ReadResponse(c.br, http.MethodPost)
+	resp, data, err := cstp.ReadPostAnswer(c.br)
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading answer to POST %s: %w", path, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
-	if err != nil {
-		return nil, nil, err
-	}
-	if len(data) > maxBody {
-		return nil, nil, errors.New("login answer too large")
 	}
 	for _, ck := range resp.Cookies() {
 		c.cookies[ck.Name] = ck.Value

@@ -102,3 +102,25 @@ func ReadResponse(br *bufio.Reader, method string) (*http.Response, error) {
 	}
 	return http.ReadResponse(br, &http.Request{Method: method})
 }
+
+// MaxLoginAnswer bounds the body of a login answer that a client reads: a
+// small XML document, so anything near this is a broken or hostile server.
+const MaxLoginAnswer = 1 << 20
+
+// ReadPostAnswer reads the answer to a login POST and its whole body, at
+// most MaxLoginAnswer bytes.
+func ReadPostAnswer(br *bufio.Reader) (*http.Response, []byte, error) {
+	resp, err := ReadResponse(br, http.MethodPost)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxLoginAnswer+1))
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(data) > MaxLoginAnswer {
+		return nil, nil, errors.New("login answer too large")
+	}
+	return resp, data, nil
+}

@@ -132,30 +132,16 @@ const xmlDecl = `<?xml version="1.0" encoding="UTF-8"?>` + "\n"
 // must be sent as a raw quote. Characters not allowed in XML are replaced by
 // U+FFFD, as encoding/xml does; a carriage return is sent as &#xD; because
 // a raw one would be turned into a newline by any real XML parser.
-func appendText(b []byte, s string) []byte {
-	for _, r := range s {
-		switch {
-		case r == '&':
-			b = append(b, "&amp;"...)
-		case r == '<':
-			b = append(b, "&lt;"...)
-		case r == '>':
-			b = append(b, "&gt;"...)
-		case r == '\r':
-			b = append(b, "&#xD;"...)
-		case !isXMLChar(r):
-			b = utf8.AppendRune(b, utf8.RuneError)
-		default:
-			b = utf8.AppendRune(b, r)
-		}
-	}
-	return b
-}
+func appendText(b []byte, s string) []byte { return appendEscaped(b, s, false) }
 
 // appendAttr appends s escaped for use inside a double-quoted attribute.
 // Whitespace control characters are escaped so that attribute value
 // normalisation does not turn them into spaces.
-func appendAttr(b []byte, s string) []byte {
+func appendAttr(b []byte, s string) []byte { return appendEscaped(b, s, true) }
+
+// appendEscaped is appendText, or with attr appendAttr: the same escapes,
+// and in an attribute also the quote and the whitespace controls.
+func appendEscaped(b []byte, s string, attr bool) []byte {
 	for _, r := range s {
 		switch {
 		case r == '&':
@@ -164,11 +150,11 @@ func appendAttr(b []byte, s string) []byte {
 			b = append(b, "&lt;"...)
 		case r == '>':
 			b = append(b, "&gt;"...)
-		case r == '"':
+		case attr && r == '"':
 			b = append(b, "&quot;"...)
-		case r == '\t':
+		case attr && r == '\t':
 			b = append(b, "&#x9;"...)
-		case r == '\n':
+		case attr && r == '\n':
 			b = append(b, "&#xA;"...)
 		case r == '\r':
 			b = append(b, "&#xD;"...)

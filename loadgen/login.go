@@ -23,7 +23,6 @@ const (
 	// exchangeTimeout bounds the TLS handshake plus the login and CONNECT
 	// exchanges of one session.
 	exchangeTimeout = 30 * time.Second
-	maxLoginBody    = 1 << 20
 	// loginRounds bounds the forms answered (ocserv sends two).
 	loginRounds = 8
 	// requestBaseMTU and requestMTU are the X-CSTP-Base-MTU and X-CSTP-MTU
@@ -111,17 +110,9 @@ func (x *exchange) post(path string, body []byte) (*http.Response, []byte, error
 	if _, err := x.tc.Write(b.Bytes()); err != nil {
 		return nil, nil, err
 	}
-	resp, err := cstp.ReadResponse(x.br, http.MethodPost)
+	resp, data, err := cstp.ReadPostAnswer(x.br)
 	if err != nil {
 		return nil, nil, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxLoginBody+1))
-	if err != nil {
-		return nil, nil, err
-	}
-	if len(data) > maxLoginBody {
-		return nil, nil, errors.New("login answer too large")
 	}
 	for _, ck := range resp.Cookies() {
 		x.cookies[ck.Name] = ck.Value
