@@ -17,21 +17,28 @@ import (
 	"kvpn/record"
 )
 
-// Pair returns a client and a server record.Conn joined over 127.0.0.1,
-// closed when the test ends. maxVersion 0 lets them negotiate TLS 1.3.
-func Pair(tb testing.TB, maxVersion uint16) (client, server record.Conn) {
-	tb.Helper()
+// listen opens the loopback listener and makes the server's and the
+// client's TLS configurations (kvpn's policy, a throw-away certificate).
+func listen(tb testing.TB, maxVersion uint16) (ln net.Listener, scfg, ccfg *tls.Config) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	defer ln.Close()
-	scfg := record.BaseConfig()
+	scfg = record.BaseConfig()
 	scfg.Certificates = []tls.Certificate{selfSigned(tb)}
 	scfg.MaxVersion = maxVersion
-	ccfg := record.BaseConfig()
+	ccfg = record.BaseConfig()
 	ccfg.InsecureSkipVerify = true
 	ccfg.MaxVersion = maxVersion
+	return ln, scfg, ccfg
+}
+
+// Pair returns a client and a server record.Conn joined over 127.0.0.1,
+// closed when the test ends. maxVersion 0 lets them negotiate TLS 1.3.
+func Pair(tb testing.TB, maxVersion uint16) (client, server record.Conn) {
+	tb.Helper()
+	ln, scfg, ccfg := listen(tb, maxVersion)
+	defer ln.Close()
 
 	type result struct {
 		c   *ktlsbridge.Conn
@@ -68,17 +75,8 @@ func Pair(tb testing.TB, maxVersion uint16) (client, server record.Conn) {
 // plaintext per Read. maxVersion 0 lets them negotiate TLS 1.3.
 func PairStock(tb testing.TB, maxVersion uint16) (client record.Conn, server *tls.Conn) {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
+	ln, scfg, ccfg := listen(tb, maxVersion)
 	defer ln.Close()
-	scfg := record.BaseConfig()
-	scfg.Certificates = []tls.Certificate{selfSigned(tb)}
-	scfg.MaxVersion = maxVersion
-	ccfg := record.BaseConfig()
-	ccfg.InsecureSkipVerify = true
-	ccfg.MaxVersion = maxVersion
 	done := make(chan error, 1)
 	go func() {
 		raw, err := ln.Accept()
