@@ -52,7 +52,7 @@ route = ["10.99.0.0/16"]`)
 	// it is older than what was used) is refused.
 	c := startClient(t, tp.cliNS, tp.srv, testPassword+"\n"+used, false)
 	if code := c.proc.exitCode(t, 20*time.Second); code != 3 {
-		t.Fatalf("vpnc with a replayed code: exit %d, want 3 (authentication failed)\n%s", code, c.proc.out.String())
+		t.Fatalf("vpnc with a replayed code: exit %d, want 3 (authentication failed)\n%s", code, c.proc.Out.String())
 	}
 	tp.srv.proc.waitLog(t, "login failed: one-time password already used (replay)", 5*time.Second)
 
@@ -85,7 +85,7 @@ route = ["10.89.0.0/16"]
 	if err := os.WriteFile(tp.srv.passwd, pw, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	tp.srv.proc.cmd.Process.Signal(syscall.SIGHUP)
+	tp.srv.proc.Cmd.Process.Signal(syscall.SIGHUP)
 	tp.srv.proc.waitLog(t, "configuration reloaded", 10*time.Second)
 	url := "https://" + tp.srv.ip + ":443/"
 
@@ -105,7 +105,7 @@ route = ["10.89.0.0/16"]
 
 	c = startClient(t, tp.cliNS, tp.srv, testPassword, false, "--authgroup", "sales")
 	if code := c.proc.exitCode(t, 20*time.Second); code != 3 {
-		t.Fatalf("vpnc --authgroup sales: exit %d, want 3\n%s", code, c.proc.out.String())
+		t.Fatalf("vpnc --authgroup sales: exit %d, want 3\n%s", code, c.proc.Out.String())
 	}
 	tp.srv.proc.waitLog(t, `not a member of group \"sales\"`, 5*time.Second)
 }

@@ -108,9 +108,9 @@ func startVpncCert(t *testing.T, ns *netns, ip, pin string, p *clientPKI, name, 
 	c.proc = ns.start(t, "vpnc "+name, stdin, append(args, "https://"+ip+":443")...)
 	if wantUp {
 		c.proc.waitLog(t, "tunnel up", 20*time.Second)
-		m := upLine.FindStringSubmatch(c.proc.out.String())
+		m := upLine.FindStringSubmatch(c.proc.Out.String())
 		if m == nil {
-			t.Fatalf("no address in vpnc output:\n%s", c.proc.out.String())
+			t.Fatalf("no address in vpnc output:\n%s", c.proc.Out.String())
 		}
 		c.addr = m[1]
 	}
@@ -122,13 +122,13 @@ func startVpncCert(t *testing.T, ns *netns, ip, pin string, p *clientPKI, name, 
 func refusedLeavesNothing(t *testing.T, ns *netns, p *proc, ifname string, want int, before string) {
 	t.Helper()
 	if code := p.exitCode(t, 20*time.Second); code != want {
-		t.Fatalf("%s: exit code %d, want %d\n%s", p.name, code, want, p.out.String())
+		t.Fatalf("%s: exit code %d, want %d\n%s", p.Name, code, want, p.Out.String())
 	}
 	if out, _ := ns.try("ip", "link", "show", ifname); !strings.Contains(out, "does not exist") {
-		t.Fatalf("%s: interface %s left behind: %s", p.name, ifname, out)
+		t.Fatalf("%s: interface %s left behind: %s", p.Name, ifname, out)
 	}
 	if after := routes(t, ns); after != before {
-		t.Fatalf("%s: routes changed:\nbefore:\n%s\nafter:\n%s", p.name, before, after)
+		t.Fatalf("%s: routes changed:\nbefore:\n%s\nafter:\n%s", p.Name, before, after)
 	}
 }
 
@@ -148,13 +148,13 @@ func TestCertVpncToVpnd(t *testing.T) {
 	} {
 		c := startVpncCert(t, tp.cliNS, tp.srv.ip, tp.srv.pin, p, tc.name, "", false)
 		refusedLeavesNothing(t, tp.cliNS, c.proc, "kvpnc0", 3, before)
-		if out := c.proc.out.String(); !strings.Contains(out, "server refused the client certificate") {
+		if out := c.proc.Out.String(); !strings.Contains(out, "server refused the client certificate") {
 			t.Fatalf("%s: no clear message:\n%s", tc.name, out)
 		}
 		tp.srv.proc.waitLog(t, "reason="+tc.reason, 5*time.Second)
 	}
-	if strings.Contains(tp.srv.proc.out.String(), "login succeeded") {
-		t.Fatalf("a refused certificate logged in:\n%s", tp.srv.proc.out.String())
+	if strings.Contains(tp.srv.proc.Out.String(), "login succeeded") {
+		t.Fatalf("a refused certificate logged in:\n%s", tp.srv.proc.Out.String())
 	}
 	stats := tp.srvNS.run(t, bins.vpnd, "ctl", "--socket", tp.srv.ctl, "show", "stats")
 	for _, want := range []string{"cert-unknown-ca", "cert-expired", "cert-revoked"} {
@@ -200,12 +200,12 @@ func TestCertOpenconnectToVpnd(t *testing.T) {
 			}
 			waitTunnelConfig(t, tp.cliNS, oc.ifname, certFixedAddr, "10.99.0.0/16")
 			ping(t, tp.cliNS, tunnelServer)
-			posted := ocAuthPost.MatchString(oc.proc.out.String())
+			posted := ocAuthPost.MatchString(oc.proc.Out.String())
 			if tc.name == "certificate" && posted {
-				t.Fatalf("openconnect posted credentials to a certificate-only server:\n%s", oc.proc.out.String())
+				t.Fatalf("openconnect posted credentials to a certificate-only server:\n%s", oc.proc.Out.String())
 			}
 			if tc.name != "certificate" && !posted {
-				t.Fatalf("openconnect posted no password:\n%s", oc.proc.out.String())
+				t.Fatalf("openconnect posted no password:\n%s", oc.proc.Out.String())
 			}
 			interruptOpenconnect(t, oc)
 			if after := routes(t, tp.cliNS); after != before {
@@ -218,7 +218,7 @@ func TestCertOpenconnectToVpnd(t *testing.T) {
 				"-u", testUser, "--passwd-on-stdin", "--servercert", tp.srv.pin, "-i", ifname, "--no-dtls",
 				"-c", p.cert("revoked"), "-k", p.key("revoked"), url)
 			if code := bad.exitCode(t, 20*time.Second); code == 0 {
-				t.Fatalf("openconnect with a revoked certificate exited 0:\n%s", bad.out.String())
+				t.Fatalf("openconnect with a revoked certificate exited 0:\n%s", bad.Out.String())
 			}
 			if out, _ := tp.cliNS.try("ip", "link", "show", ifname); !strings.Contains(out, "does not exist") {
 				t.Fatalf("interface %s left behind: %s", ifname, out)
@@ -261,8 +261,8 @@ func TestCertVpncToOcserv(t *testing.T) {
 	bad := startVpncCert(t, cliNS, srvIP, oc.pin, p, "revoked", "", false)
 	// ocserv closes the connection without an alert: vpnc cannot be sure
 	// why, exits 4 and says what is likely.
-	if code := bad.proc.exitCode(t, 20*time.Second); code != 4 || !strings.Contains(bad.proc.out.String(), "may have refused the client certificate") {
-		t.Fatalf("revoked certificate: vpnc exit code %d, want 4 with a hint\n%s", code, bad.proc.out.String())
+	if code := bad.proc.exitCode(t, 20*time.Second); code != 4 || !strings.Contains(bad.proc.Out.String(), "may have refused the client certificate") {
+		t.Fatalf("revoked certificate: vpnc exit code %d, want 4 with a hint\n%s", code, bad.proc.Out.String())
 	}
 	oc.proc.waitLog(t, "certificate chain is revoked", 5*time.Second)
 	if out, _ := cliNS.try("ip", "link", "show", "kvpnc0"); !strings.Contains(out, "does not exist") {

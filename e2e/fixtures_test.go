@@ -156,12 +156,12 @@ func startClientAs(t *testing.T, ns *netns, s *vpnServer, user, password string,
 	c.proc = ns.start(t, "vpnc", password+"\n", args...)
 	if wantUp {
 		c.proc.waitLog(t, "tunnel up", 20*time.Second)
-		m := upLine.FindStringSubmatch(c.proc.out.String())
+		m := upLine.FindStringSubmatch(c.proc.Out.String())
 		if m == nil {
-			t.Fatalf("no address in vpnc output:\n%s", c.proc.out.String())
+			t.Fatalf("no address in vpnc output:\n%s", c.proc.Out.String())
 		}
 		c.addr = m[1]
-		if m := upLine6.FindStringSubmatch(c.proc.out.String()); m != nil {
+		if m := upLine6.FindStringSubmatch(c.proc.Out.String()); m != nil {
 			c.addr6 = m[1]
 		}
 	}

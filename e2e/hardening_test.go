@@ -87,7 +87,7 @@ func vethOf(t *testing.T, ns *netns) string {
 	out := ns.run(t, "ip", "-o", "link", "show", "type", "veth")
 	m := regexp.MustCompile(`^\d+: ([^@:]+)`).FindStringSubmatch(out)
 	if m == nil {
-		t.Fatalf("no veth in %s:\n%s", ns.name, out)
+		t.Fatalf("no veth in %s:\n%s", ns.Name, out)
 	}
 	return m[1]
 }
@@ -141,7 +141,7 @@ func TestPreLoginFlood(t *testing.T) {
 	srv := startServer(t, srvNS, serverVeth, `max-ban-score = 0
 login-idle-timeout = 20`)
 	// vpnd raised its soft file limit to the hard one.
-	limits, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", srv.proc.cmd.Process.Pid))
+	limits, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", srv.proc.Cmd.Process.Pid))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +219,7 @@ func TestBanFlood(t *testing.T) {
 	// The banned address's vpnc is refused before the TLS handshake.
 	bad := startClient(t, badNS, srv, testPassword, false)
 	if code := bad.proc.exitCode(t, 30*time.Second); code == 0 {
-		t.Fatalf("vpnc from the banned address exited 0:\n%s", bad.proc.out.String())
+		t.Fatalf("vpnc from the banned address exited 0:\n%s", bad.proc.Out.String())
 	}
 	if d := drops(t, srv); d["login-banned"] == 0 {
 		t.Errorf("login-banned not counted: %v", d)
@@ -340,7 +340,7 @@ env > `+envDir+`/$REASON.$USERNAME
 	// A failing connect-script refuses mallory: counted, logged, no session.
 	mal := startClientAs(t, ns2, &srv2, "mallory", testPassword, false, nil, "--interface", "kvpnm0")
 	if code := mal.proc.exitCode(t, 30*time.Second); code == 0 {
-		t.Errorf("mallory's vpnc exited 0:\n%s", mal.proc.out.String())
+		t.Errorf("mallory's vpnc exited 0:\n%s", mal.proc.Out.String())
 	}
 	srv.proc.waitLog(t, "session refused: connect-script failed", 5*time.Second)
 	if d := drops(t, srv); d["connect-script-failed"] != 1 {
@@ -351,7 +351,7 @@ env > `+envDir+`/$REASON.$USERNAME
 	}
 
 	// A session left without a connection is shown as resumable.
-	bob.proc.cmd.Process.Signal(syscall.SIGKILL)
+	bob.proc.Cmd.Process.Signal(syscall.SIGKILL)
 	events.waitLog(t, "disconnect id=2 user=bob", 20*time.Second)
 	eventually(t, 10*time.Second, "bob resumable", func() error {
 		if st := ctlJSON(t, srv, "show", "status").Status; st.Resumable != 1 {

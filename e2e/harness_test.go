@@ -5,8 +5,6 @@ package e2e
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -89,62 +87,46 @@ func requireE2E(t *testing.T) {
 	}
 }
 
-// netns is a network namespace made for one test.
-type netns struct {
-	name string
-}
+// netns is a network namespace made for one test (harness.NS).
+type netns struct{ *harness.NS }
 
 // newNS creates a namespace with loopback up and its own resolv.conf (so a
 // client started with `ip netns exec` edits that file, never the host's).
-// It is deleted when the test ends, whatever happens.
+// It is deleted when the test ends, whatever happens, with whatever still
+// runs in it (processes are stopped by their own cleanups before that:
+// registered later, they run earlier).
 func newNS(t *testing.T, role string) *netns {
 	t.Helper()
-	var rnd [3]byte
-	rand.Read(rnd[:])
-	n := &netns{name: "kvpn-" + role + "-" + hex.EncodeToString(rnd[:])}
-	etc := filepath.Join("/etc/netns", n.name)
-	if err := os.MkdirAll(etc, 0o755); err != nil {
+	n, err := harness.NewNS(context.Background(), t, "kvpn-"+role, origResolv)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(etc, "resolv.conf"), []byte(origResolv), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		// Processes are killed by their own cleanups, registered later and
-		// so run earlier.
-		exec.Command("ip", "netns", "del", n.name).Run()
-		os.RemoveAll(etc)
-	})
-	mustRun(t, "ip", "netns", "add", n.name)
-	n.run(t, "ip", "link", "set", "lo", "up")
-	return n
+	return &netns{n}
 }
 
 // origResolv is the namespace's resolv.conf before any client touches it.
 const origResolv = "# kvpn e2e namespace resolver\nnameserver 192.0.2.1\n"
-
-func (n *netns) resolvConf() string { return filepath.Join("/etc/netns", n.name, "resolv.conf") }
 
 // run runs a command in the namespace and fails the test if it fails.
 func (n *netns) run(t *testing.T, args ...string) string {
 	t.Helper()
 	out, err := n.try(args...)
 	if err != nil {
-		t.Fatalf("in %s: %s: %v\n%s", n.name, strings.Join(args, " "), err, out)
+		t.Fatalf("in %s: %s: %v\n%s", n.Name, strings.Join(args, " "), err, out)
 	}
 	return out
 }
 
 // try runs a command in the namespace and returns its combined output.
 func (n *netns) try(args ...string) (string, error) {
-	cmd := exec.Command("ip", append([]string{"netns", "exec", n.name}, args...)...)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return n.Run(context.Background(), harness.Exec{Args: args, Combined: true})
 }
 
+// mustRun runs a command on the host and fails the test if it fails.
 func mustRun(t *testing.T, args ...string) {
 	t.Helper()
-	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+	var host *harness.NS
+	if out, err := host.Run(context.Background(), harness.Exec{Args: args, Combined: true}); err != nil {
 		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 }
@@ -153,57 +135,32 @@ func mustRun(t *testing.T, args ...string) {
 // (CIDR, IPv4 or IPv6).
 func link(t *testing.T, a *netns, addrA string, b *netns, addrB string) {
 	t.Helper()
-	var rnd [3]byte
-	rand.Read(rnd[:])
-	tmpA, tmpB := "kva"+hex.EncodeToString(rnd[:]), "kvb"+hex.EncodeToString(rnd[:])
-	mustRun(t, "ip", "link", "add", tmpA, "type", "veth", "peer", "name", tmpB)
-	mustRun(t, "ip", "link", "set", tmpA, "netns", a.name)
-	mustRun(t, "ip", "link", "set", tmpB, "netns", b.name)
-	for _, x := range []struct {
-		ns        *netns
-		dev, addr string
-	}{{a, tmpA, addrA}, {b, tmpB, addrB}} {
-		args := []string{"ip", "addr", "add", x.addr, "dev", x.dev}
-		if strings.Contains(x.addr, ":") {
-			// IPv6: skip duplicate address detection, so the address is
-			// usable at once instead of "tentative" for a second or more.
-			args = append(args, "nodad")
-		}
-		x.ns.run(t, args...)
-		x.ns.run(t, "ip", "link", "set", x.dev, "up")
+	id := harness.RandHex(3)
+	if err := harness.Link(context.Background(), t,
+		harness.End{NS: a.NS, Dev: "kva" + id, Addr: addrA}, harness.End{NS: b.NS, Dev: "kvb" + id, Addr: addrB}); err != nil {
+		t.Fatal(err)
 	}
 }
 
-// proc is a process started in a namespace, with its output captured.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	out  *harness.Output
-	done chan struct{}
-	err  error
-}
+// proc is a process started in a namespace, with its output captured
+// (harness.Proc).
+type proc struct{ *harness.Proc }
 
-// start launches a command in the namespace. The test's cleanup kills it
+// start launches a command in the namespace. The test's cleanup stops it
 // (SIGTERM, then SIGKILL) and logs its output if the test failed.
 func (n *netns) start(t *testing.T, name string, stdin string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, out: &harness.Output{}, done: make(chan struct{})}
-	p.cmd = exec.Command("ip", append([]string{"netns", "exec", n.name}, args...)...)
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	p.cmd.Stdin = strings.NewReader(stdin)
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", name, err)
+	hp, err := n.Start(t, harness.ProcSpec{Name: name, Args: args, Stdin: stdin, StopSignal: syscall.SIGTERM})
+	if err != nil {
+		t.Fatal(err)
 	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
+	p := &proc{hp}
+	// Registered after Start's own cleanup, so this one runs first.
 	t.Cleanup(func() {
 		p.stop(5 * time.Second)
 		checkKernelTLS(t, p)
 		if t.Failed() {
-			t.Logf("--- output of %s ---\n%s", name, p.out.String())
+			t.Logf("--- output of %s ---\n%s", name, p.Out.String())
 		}
 	})
 	return p
@@ -251,89 +208,53 @@ func checkKernelTLS(t *testing.T, p *proc) {
 		return
 	}
 	kernel := 0
-	for _, line := range strings.Split(p.out.String(), "\n") {
+	for _, line := range strings.Split(p.Out.String(), "\n") {
 		switch {
 		case !strings.Contains(line, `msg="record layer"`):
 		case strings.Contains(line, "tx=kernel rx=kernel"):
 			kernel++
 		case !strings.Contains(line, "(kernel TLS off:"):
-			t.Errorf("%s: kernel TLS expected: %s", p.name, line)
+			t.Errorf("%s: kernel TLS expected: %s", p.Name, line)
 		}
 	}
 	if kernel > 0 {
-		t.Logf("KVPN-KTLS: %s ran %d TLS connections over kernel TLS", p.name, kernel)
+		t.Logf("KVPN-KTLS: %s ran %d TLS connections over kernel TLS", p.Name, kernel)
 	}
 }
 
 // stop sends SIGTERM and waits, then SIGKILL.
-func (p *proc) stop(grace time.Duration) {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(grace):
-		p.cmd.Process.Kill()
-		<-p.done
-	}
-}
+func (p *proc) stop(grace time.Duration) { p.Stop(syscall.SIGTERM, grace) }
 
 // exitCode waits for the process to end and returns its exit code.
 func (p *proc) exitCode(t *testing.T, timeout time.Duration) int {
 	t.Helper()
 	select {
-	case <-p.done:
+	case <-p.Done():
 	case <-time.After(scaled(timeout)):
-		t.Fatalf("%s did not exit within %s", p.name, scaled(timeout))
+		t.Fatalf("%s did not exit within %s", p.Name, scaled(timeout))
 	}
-	if p.err == nil {
+	if p.Err() == nil {
 		return 0
 	}
-	if ee, ok := p.err.(*exec.ExitError); ok {
+	if ee, ok := p.Err().(*exec.ExitError); ok {
 		return ee.ExitCode()
 	}
-	t.Fatalf("%s: %v", p.name, p.err)
+	t.Fatalf("%s: %v", p.Name, p.Err())
 	return -1
 }
 
 // waitLog waits until the process's output contains s.
 func (p *proc) waitLog(t *testing.T, s string, timeout time.Duration) {
 	t.Helper()
-	timeout = scaled(timeout)
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if strings.Contains(p.out.String(), s) {
-			return
-		}
-		select {
-		case <-p.done:
-			if strings.Contains(p.out.String(), s) {
-				return
-			}
-			t.Fatalf("%s exited (%v) before logging %q\n%s", p.name, p.err, s, p.out.String())
-		case <-time.After(50 * time.Millisecond):
-		}
+	if err := p.WaitLog(context.Background(), s, scaled(timeout)); err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("%s did not log %q within %s\n%s", p.name, s, timeout, p.out.String())
 }
 
 // eventually retries f until it returns nil or the timeout passes.
 func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), scaled(timeout))
-	defer cancel()
-	var err error
-	for {
-		if err = f(); err == nil {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s: %v", what, err)
-		case <-time.After(100 * time.Millisecond):
-		}
+	if err := harness.Eventually(context.Background(), scaled(timeout), what, f); err != nil {
+		t.Fatal(err)
 	}
 }

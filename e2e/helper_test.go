@@ -154,9 +154,9 @@ func bulkBothWays(t *testing.T, srvNS *netns, listenIP string, cliNS *netns, siz
 		t.Fatalf("dialing helper: %v\n%s", err, out)
 	}
 	if code := srv.exitCode(t, 60*time.Second); code != 0 { // scaled by exitCode
-		t.Fatalf("serving helper exited %d:\n%s", code, srv.out.String())
+		t.Fatalf("serving helper exited %d:\n%s", code, srv.Out.String())
 	}
-	c, s := parseTransfer(t, out), parseTransfer(t, srv.out.String())
+	c, s := parseTransfer(t, out), parseTransfer(t, srv.Out.String())
 	if c.sentN != size || s.recvN != size || c.sentSum != s.recvSum {
 		t.Fatalf("client->server: sent %d %s, received %d %s", c.sentN, c.sentSum, s.recvN, s.recvSum)
 	}

@@ -43,9 +43,9 @@ func startOpenconnect(t *testing.T, ns *netns, url, pin string, dtls bool, extra
 // waitCount waits until the process's output contains s at least n times.
 func (p *proc) waitCount(t *testing.T, s string, n int, timeout time.Duration) {
 	t.Helper()
-	eventually(t, timeout, fmt.Sprintf("%s logging %q %d times", p.name, s, n), func() error {
-		if got := strings.Count(p.out.String(), s); got < n {
-			return fmt.Errorf("seen %d times:\n%s", got, p.out.String())
+	eventually(t, timeout, fmt.Sprintf("%s logging %q %d times", p.Name, s, n), func() error {
+		if got := strings.Count(p.Out.String(), s); got < n {
+			return fmt.Errorf("seen %d times:\n%s", got, p.Out.String())
 		}
 		return nil
 	})
@@ -60,7 +60,7 @@ var vpndTunnelUp = regexp.MustCompile(`msg="tunnel up".* address=([0-9.]+)`)
 // in order.
 func vpndAddresses(s *vpnServer) []string {
 	var addrs []string
-	for _, m := range vpndTunnelUp.FindAllStringSubmatch(s.proc.out.String(), -1) {
+	for _, m := range vpndTunnelUp.FindAllStringSubmatch(s.proc.Out.String(), -1) {
 		addrs = append(addrs, m[1])
 	}
 	return addrs
@@ -72,7 +72,7 @@ func waitTunnelUp(t *testing.T, s *vpnServer, n int) string {
 	t.Helper()
 	eventually(t, 10*time.Second, fmt.Sprintf("vpnd's tunnel up #%d", n), func() error {
 		if got := len(vpndAddresses(s)); got < n {
-			return fmt.Errorf("%d tunnel up lines:\n%s", got, s.proc.out.String())
+			return fmt.Errorf("%d tunnel up lines:\n%s", got, s.proc.Out.String())
 		}
 		return nil
 	})
@@ -102,12 +102,12 @@ func waitTunnelConfig(t *testing.T, ns *netns, ifname, addr, route string) {
 // tun device is gone.
 func interruptOpenconnect(t *testing.T, c *ocClient) {
 	t.Helper()
-	c.proc.cmd.Process.Signal(syscall.SIGINT)
+	c.proc.Cmd.Process.Signal(syscall.SIGINT)
 	if code := c.proc.exitCode(t, 10*time.Second); code != 0 {
-		t.Fatalf("openconnect exit code %d after SIGINT, want 0\n%s", code, c.proc.out.String())
+		t.Fatalf("openconnect exit code %d after SIGINT, want 0\n%s", code, c.proc.Out.String())
 	}
-	if !strings.Contains(c.proc.out.String(), "Send BYE packet") {
-		t.Fatalf("openconnect sent no DISCONNECT:\n%s", c.proc.out.String())
+	if !strings.Contains(c.proc.Out.String(), "Send BYE packet") {
+		t.Fatalf("openconnect sent no DISCONNECT:\n%s", c.proc.Out.String())
 	}
 	if out, _ := c.ns.try("ip", "link", "show", c.ifname); !strings.Contains(out, "does not exist") {
 		t.Fatalf("interface %s left behind: %s", c.ifname, out)
@@ -161,8 +161,8 @@ func testOpenconnectToVpnd(t *testing.T, dtls bool) {
 	if addr != clientAddr {
 		t.Fatalf("vpnd assigned %s, want %s", addr, clientAddr)
 	}
-	if !strings.Contains(oc.proc.out.String(), "Configured as "+addr) {
-		t.Fatalf("openconnect does not report address %s:\n%s", addr, oc.proc.out.String())
+	if !strings.Contains(oc.proc.Out.String(), "Configured as "+addr) {
+		t.Fatalf("openconnect does not report address %s:\n%s", addr, oc.proc.Out.String())
 	}
 	waitTunnelConfig(t, tp.cliNS, oc.ifname, addr, route)
 	if dtls {
@@ -183,8 +183,8 @@ func testOpenconnectToVpnd(t *testing.T, dtls bool) {
 	interruptOpenconnect(t, oc)
 	tp.srv.proc.waitLog(t, "client disconnected", 5*time.Second)
 	tp.srv.proc.waitLog(t, `msg="session ended"`, 5*time.Second)
-	if !regexp.MustCompile(`msg="session ended".* address=` + regexp.QuoteMeta(addr)).MatchString(tp.srv.proc.out.String()) {
-		t.Fatalf("session end does not name address %s:\n%s", addr, tp.srv.proc.out.String())
+	if !regexp.MustCompile(`msg="session ended".* address=` + regexp.QuoteMeta(addr)).MatchString(tp.srv.proc.Out.String()) {
+		t.Fatalf("session end does not name address %s:\n%s", addr, tp.srv.proc.Out.String())
 	}
 	if after := routes(t, tp.cliNS); after != before {
 		t.Fatalf("routes not restored:\nbefore:\n%s\nafter:\n%s", before, after)
@@ -210,12 +210,12 @@ func testOpenconnectToVpnd(t *testing.T, dtls bool) {
 	ping(t, tp.cliNS, tunnelServer)
 	ping(t, tp.srvNS, clientAddr)
 	// A reconnect reuses the cookie: no second login, on either side.
-	if n := len(ocAuthPost.FindAllString(oc.proc.out.String(), -1)); n != 1 {
+	if n := len(ocAuthPost.FindAllString(oc.proc.Out.String(), -1)); n != 1 {
 		t.Fatalf("openconnect posted its credentials %d times, want once (reconnect with the cookie):\n%s",
-			n, oc.proc.out.String())
+			n, oc.proc.Out.String())
 	}
-	if n := strings.Count(tp.srv.proc.out.String(), `msg="login succeeded"`); n != 2 {
-		t.Fatalf("vpnd saw %d logins, want 2 (the reconnect must use the cookie):\n%s", n, tp.srv.proc.out.String())
+	if n := strings.Count(tp.srv.proc.Out.String(), `msg="login succeeded"`); n != 2 {
+		t.Fatalf("vpnd saw %d logins, want 2 (the reconnect must use the cookie):\n%s", n, tp.srv.proc.Out.String())
 	}
 
 	interruptOpenconnect(t, oc)
@@ -276,8 +276,8 @@ func testVpncToOcserv(t *testing.T, o ocservOpts, wantVersion string) {
 	if o.dtls {
 		wantTransport = "transport dtls/"
 	}
-	if !strings.Contains(c.proc.out.String(), wantTransport) {
-		t.Fatalf("vpnc does not report %q:\n%s", wantTransport, c.proc.out.String())
+	if !strings.Contains(c.proc.Out.String(), wantTransport) {
+		t.Fatalf("vpnc does not report %q:\n%s", wantTransport, c.proc.Out.String())
 	}
 	countUDP(t, srvNS)
 	ping(t, cliNS, ocservTunnelIP)
@@ -289,9 +289,9 @@ func testVpncToOcserv(t *testing.T, o ocservOpts, wantVersion string) {
 	t.Logf("vpnc -> ocserv: %d MiB each way in %s (%.2f Gbit/s per direction)", size>>20, d.Round(time.Millisecond),
 		float64(size*8)/d.Seconds()/1e9)
 
-	c.proc.cmd.Process.Signal(syscall.SIGINT)
+	c.proc.Cmd.Process.Signal(syscall.SIGINT)
 	if code := c.proc.exitCode(t, 10*time.Second); code != 0 {
-		t.Fatalf("vpnc exit code %d after SIGINT, want 0\n%s", code, c.proc.out.String())
+		t.Fatalf("vpnc exit code %d after SIGINT, want 0\n%s", code, c.proc.Out.String())
 	}
 	if after := routes(t, cliNS); after != before {
 		t.Fatalf("routes not restored:\nbefore:\n%s\nafter:\n%s", before, after)

@@ -68,8 +68,8 @@ func waitSessionEnded6(t *testing.T, s *vpnServer, addr6 string) {
 	t.Helper()
 	re := regexp.MustCompile(`msg="session ended".* address6=` + regexp.QuoteMeta(addr6) + `\b`)
 	eventually(t, 5*time.Second, "vpnd ending the session of "+addr6, func() error {
-		if !re.MatchString(s.proc.out.String()) {
-			return fmt.Errorf("not yet:\n%s", s.proc.out.String())
+		if !re.MatchString(s.proc.Out.String()) {
+			return fmt.Errorf("not yet:\n%s", s.proc.Out.String())
 		}
 		return nil
 	})
@@ -79,9 +79,9 @@ func waitSessionEnded6(t *testing.T, s *vpnServer, addr6 string) {
 // IPv6 routing tables are back as they were.
 func stopVpnc(t *testing.T, c *vpnClient, before, before6 string) {
 	t.Helper()
-	c.proc.cmd.Process.Signal(syscall.SIGINT)
+	c.proc.Cmd.Process.Signal(syscall.SIGINT)
 	if code := c.proc.exitCode(t, 10*time.Second); code != 0 {
-		t.Fatalf("vpnc exit code %d after SIGINT, want 0\n%s", code, c.proc.out.String())
+		t.Fatalf("vpnc exit code %d after SIGINT, want 0\n%s", code, c.proc.Out.String())
 	}
 	if after := routes(t, c.ns); after != before {
 		t.Fatalf("IPv4 routes not restored:\nbefore:\n%s\nafter:\n%s", before, after)
@@ -114,10 +114,10 @@ func TestIPv6Inside(t *testing.T) {
 			before, before6 := routes(t, tp.cliNS), routes6(t, tp.cliNS)
 			c := startClient(t, tp.cliNS, tp.srv, testPassword, true)
 			if c.addr6 == "" || !strings.HasPrefix(c.addr6, "fd00:77::") || c.addr6 == tunnelServer6 {
-				t.Fatalf("vpnc reports no IPv6 address from the pool %s:\n%s", pool6, c.proc.out.String())
+				t.Fatalf("vpnc reports no IPv6 address from the pool %s:\n%s", pool6, c.proc.Out.String())
 			}
-			if !strings.Contains(c.proc.out.String(), "transport dtls/") {
-				t.Fatalf("DTLS is not the transport:\n%s", c.proc.out.String())
+			if !strings.Contains(c.proc.Out.String(), "transport dtls/") {
+				t.Fatalf("DTLS is not the transport:\n%s", c.proc.Out.String())
 			}
 			addrs := tp.cliNS.run(t, "ip", "-6", "addr", "show", "dev", "kvpnc0")
 			if !strings.Contains(addrs, "inet6 "+c.addr6+"/128") {
@@ -134,8 +134,8 @@ func TestIPv6Inside(t *testing.T) {
 					t.Fatalf("split tunnel routes %s into the tunnel", tc.notRouted)
 				}
 			}
-			if !regexp.MustCompile(`msg="tunnel up".* address6=` + regexp.QuoteMeta(c.addr6)).MatchString(tp.srv.proc.out.String()) {
-				t.Fatalf("vpnd's tunnel up does not name %s:\n%s", c.addr6, tp.srv.proc.out.String())
+			if !regexp.MustCompile(`msg="tunnel up".* address6=` + regexp.QuoteMeta(c.addr6)).MatchString(tp.srv.proc.Out.String()) {
+				t.Fatalf("vpnd's tunnel up does not name %s:\n%s", c.addr6, tp.srv.proc.Out.String())
 			}
 
 			ping(t, tp.cliNS, tunnelServer6)
@@ -178,7 +178,7 @@ func TestIPv6Outside(t *testing.T) {
 	// Without DTLS connection IDs (a kvpn extension that costs 9 bytes
 	// more), the MTU is what ocserv's formula gives for an IPv6 link.
 	c := startClientEnv(t, tp.cliNS, tp.srv, testPassword, true, []string{"KVPN_DTLS_CID=0"})
-	out := c.proc.out.String()
+	out := c.proc.Out.String()
 	if !strings.Contains(out, "transport dtls/") {
 		t.Fatalf("DTLS over IPv6 did not come up:\n%s", out)
 	}
@@ -187,8 +187,8 @@ func TestIPv6Outside(t *testing.T) {
 		t.Fatalf("tunnel MTU is not 1414 for a 1500-byte IPv6 link:\n%s", out)
 	}
 	tp.srv.proc.waitLog(t, `msg="DTLS up"`, 5*time.Second)
-	if !strings.Contains(tp.srv.proc.out.String(), "from=["+clientVeth6+"]:") {
-		t.Fatalf("vpnd's DTLS peer is not the client's IPv6 address:\n%s", tp.srv.proc.out.String())
+	if !strings.Contains(tp.srv.proc.Out.String(), "from=["+clientVeth6+"]:") {
+		t.Fatalf("vpnd's DTLS peer is not the client's IPv6 address:\n%s", tp.srv.proc.Out.String())
 	}
 	// The route to the server stays outside the full IPv6 tunnel.
 	if dev := route6Dev(t, tp.cliNS, serverVeth6); dev == "kvpnc0" {
@@ -232,9 +232,9 @@ func TestIPv6Openconnect(t *testing.T) {
 			before6 := routes6(t, tp.cliNS)
 			oc := startOpenconnect(t, tp.cliNS, url, tp.srv.pin, true)
 			addr := waitTunnelUp(t, tp.srv, 1)
-			m := regexp.MustCompile(`msg="tunnel up".* address6=(\S+)`).FindStringSubmatch(tp.srv.proc.out.String())
+			m := regexp.MustCompile(`msg="tunnel up".* address6=(\S+)`).FindStringSubmatch(tp.srv.proc.Out.String())
 			if m == nil {
-				t.Fatalf("vpnd gave openconnect no IPv6 address:\n%s", tp.srv.proc.out.String())
+				t.Fatalf("vpnd gave openconnect no IPv6 address:\n%s", tp.srv.proc.Out.String())
 			}
 			addr6 := m[1]
 			eventually(t, 10*time.Second, fmt.Sprintf("%s configured with %s", oc.ifname, addr6), func() error {
@@ -246,8 +246,8 @@ func TestIPv6Openconnect(t *testing.T) {
 			})
 			oc.proc.waitLog(t, "(DTLS1.2)-(PSK)", 10*time.Second)
 			tp.srv.proc.waitLog(t, `msg="DTLS up"`, 5*time.Second)
-			if tc.outside && !strings.Contains(tp.srv.proc.out.String(), "from=["+clientVeth6+"]:") {
-				t.Fatalf("openconnect's DTLS does not come from its IPv6 address:\n%s", tp.srv.proc.out.String())
+			if tc.outside && !strings.Contains(tp.srv.proc.Out.String(), "from=["+clientVeth6+"]:") {
+				t.Fatalf("openconnect's DTLS does not come from its IPv6 address:\n%s", tp.srv.proc.Out.String())
 			}
 			countUDP(t, tp.srvNS)
 			ping(t, tp.cliNS, tunnelServer6)
@@ -281,7 +281,7 @@ func TestIPv6VpncToOcserv(t *testing.T) {
 	before, before6 := routes(t, cliNS), routes6(t, cliNS)
 	c := startClient(t, cliNS, &vpnServer{ns: srvNS, ip: srvIP, pin: oc.pin}, testPassword, true)
 	if c.addr6 == "" || !strings.HasPrefix(c.addr6, "fd00:98::") {
-		t.Fatalf("vpnc took no IPv6 address from ocserv's pool:\n%s", c.proc.out.String())
+		t.Fatalf("vpnc took no IPv6 address from ocserv's pool:\n%s", c.proc.Out.String())
 	}
 	info := srvNS.run(t, "occtl", "-s", oc.occtlSocket, "show", "user", testUser)
 	if !strings.Contains(info, "IPv6: "+c.addr6) {

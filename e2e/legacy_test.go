@@ -52,11 +52,11 @@ func TestOpenconnectLegacyDTLS(t *testing.T) {
 			checkUDPCarried(t, tp.srvNS, before, size, !tc.blocked)
 			t.Logf("openconnect (legacy %s) -> vpnd: 8 MiB each way in %s", tc.ciphers, d.Round(time.Millisecond))
 			if tc.blocked {
-				if strings.Contains(tp.srv.proc.out.String(), `msg="DTLS up"`) {
-					t.Fatalf("DTLS came up with UDP blocked:\n%s", tp.srv.proc.out.String())
+				if strings.Contains(tp.srv.proc.Out.String(), `msg="DTLS up"`) {
+					t.Fatalf("DTLS came up with UDP blocked:\n%s", tp.srv.proc.Out.String())
 				}
 			}
-			if out := tp.srv.proc.out.String(); strings.Contains(out, "handshake failed") {
+			if out := tp.srv.proc.Out.String(); strings.Contains(out, "handshake failed") {
 				t.Fatalf("vpnd logged a failed handshake:\n%s", out)
 			}
 			interruptOpenconnect(t, oc)
@@ -109,7 +109,7 @@ func TestLegacyDTLSBadOffer(t *testing.T) {
 			}
 		}
 	}
-	if out := tp.srv.proc.out.String(); strings.Contains(out, "panic") || strings.Contains(out, "legacy DTLS offered") {
+	if out := tp.srv.proc.Out.String(); strings.Contains(out, "panic") || strings.Contains(out, "legacy DTLS offered") {
 		t.Fatalf("vpnd panicked or made a legacy offer:\n%s", out)
 	}
 }
@@ -134,13 +134,13 @@ func TestOpenconnectLegacyDTLSToOcserv(t *testing.T) {
 			link(t, srvNS, srvIP+"/24", cliNS, cliIP+"/24")
 			ocs := startOcserv(t, srvNS, srvIP, ocservOpts{dtls: true})
 			oc := startOpenconnect(t, cliNS, "https://"+srvIP+":443/", ocs.pin, true, "--dtls-ciphers="+tc.ciphers)
-			m := regexp.MustCompile(`Configured as ([0-9.]+)`).FindStringSubmatch(oc.proc.out.String())
+			m := regexp.MustCompile(`Configured as ([0-9.]+)`).FindStringSubmatch(oc.proc.Out.String())
 			if m == nil {
-				t.Fatalf("openconnect did not say its address:\n%s", oc.proc.out.String())
+				t.Fatalf("openconnect did not say its address:\n%s", oc.proc.Out.String())
 			}
 			waitTunnelConfig(t, cliNS, oc.ifname, m[1], ocservRoute)
 			oc.proc.waitLog(t, tc.ocLog, 10*time.Second)
-			if out := oc.proc.out.String(); strings.Contains(out, "PSK") {
+			if out := oc.proc.Out.String(); strings.Contains(out, "PSK") {
 				t.Fatalf("openconnect negotiated PSK DTLS, not the legacy mode:\n%s", out)
 			}
 			// ocserv's worker configures its end of the tun after the CONNECT.

@@ -143,8 +143,8 @@ func startOcserv(t *testing.T, ns *netns, ip string, o ocservOpts) *ocservServer
 	s.proc = ns.start(t, "ocserv", "", "ocserv", "--foreground", "--debug", "2", "--config", cfgPath)
 	eventually(t, 10*time.Second, "ocserv listening on "+ip+":443", func() error {
 		select {
-		case <-s.proc.done:
-			t.Fatalf("ocserv exited (%v):\n%s", s.proc.err, s.proc.out.String())
+		case <-s.proc.Done():
+			t.Fatalf("ocserv exited (%v):\n%s", s.proc.Err(), s.proc.Out.String())
 		default:
 		}
 		out, err := ns.try("ss", "-Hltn", "src", ip, "sport", "=", ":443")

@@ -127,8 +127,8 @@ func sample(t *testing.T, mf map[string]*dto.MetricFamily, name, label, value st
 // waitLogCount waits until s occurs n times in the process's output.
 func waitLogCount(t *testing.T, p *proc, s string, n int, timeout time.Duration) {
 	t.Helper()
-	eventually(t, timeout, fmt.Sprintf("%s logging %q %d times", p.name, s, n), func() error {
-		if c := strings.Count(p.out.String(), s); c < n {
+	eventually(t, timeout, fmt.Sprintf("%s logging %q %d times", p.Name, s, n), func() error {
+		if c := strings.Count(p.Out.String(), s); c < n {
 			return fmt.Errorf("seen %d times", c)
 		}
 		return nil
@@ -258,8 +258,8 @@ log-format = "json"`)
 	if code := bob.proc.exitCode(t, 10*time.Second); code != 5 {
 		t.Errorf("bob's vpnc exited %d, want 5", code)
 	}
-	if !strings.Contains(bob.proc.out.String(), "disconnected by the operator") {
-		t.Errorf("bob's vpnc did not see the TERMINATE reason:\n%s", bob.proc.out.String())
+	if !strings.Contains(bob.proc.Out.String(), "disconnected by the operator") {
+		t.Errorf("bob's vpnc did not see the TERMINATE reason:\n%s", bob.proc.Out.String())
 	}
 	ping(t, ns1, tunnelServer)
 	if us := ctlUsers(t, srv); len(us) != 1 || us["alice"].User == "" {
@@ -274,9 +274,9 @@ log-format = "json"`)
 	if err := os.WriteFile(srv.config, append(append([]byte{}, good...), "route = [\"10.1.0.0/33\"]\n"...), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	srv.proc.cmd.Process.Signal(syscall.SIGHUP)
+	srv.proc.Cmd.Process.Signal(syscall.SIGHUP)
 	srv.proc.waitLog(t, "reload failed; keeping the running configuration", 5*time.Second)
-	if !strings.Contains(srv.proc.out.String(), "10.1.0.0/33") {
+	if !strings.Contains(srv.proc.Out.String(), "10.1.0.0/33") {
 		t.Error("the reload error does not name the bad value")
 	}
 	ping(t, ns1, tunnelServer)
@@ -290,8 +290,8 @@ log-format = "json"`)
 		t.Fatal(err)
 	}
 	addUser(t, srv, "carol", "carol's password")
-	reloads := strings.Count(srv.proc.out.String(), "configuration reloaded")
-	srv.proc.cmd.Process.Signal(syscall.SIGHUP)
+	reloads := strings.Count(srv.proc.Out.String(), "configuration reloaded")
+	srv.proc.Cmd.Process.Signal(syscall.SIGHUP)
 	waitLogCount(t, srv.proc, "configuration reloaded", reloads+1, 5*time.Second)
 	carol := startClientAs(t, ns2, &srv2, "carol", "carol's password", true, nil)
 	ping(t, ns2, tunnelServer)
@@ -304,7 +304,7 @@ log-format = "json"`)
 	// the shutdown reason, which vpnc takes as a restart: it keeps its
 	// session and tries to reconnect with its cookie), vpnd exits 0 and
 	// removes its socket.
-	srv.proc.cmd.Process.Signal(syscall.SIGTERM)
+	srv.proc.Cmd.Process.Signal(syscall.SIGTERM)
 	if code := srv.proc.exitCode(t, 15*time.Second); code != 0 {
 		t.Errorf("vpnd exited %d after SIGTERM, want 0", code)
 	}

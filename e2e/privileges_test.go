@@ -100,7 +100,7 @@ func TestUnprivilegedServer(t *testing.T) {
 	srv := startServerIn(t, srvNS, serverVeth, dir, "vpnd.toml", fmt.Sprintf(`run-as-user = %q
 ctl-group = %q
 `, runAsUser, ctlGroup))
-	pid := srv.proc.cmd.Process.Pid
+	pid := srv.proc.Cmd.Process.Pid
 	if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) != "vpnd" {
 		t.Fatalf("pid %d is %q, not vpnd", pid, comm)
 	}
@@ -118,7 +118,7 @@ ctl-group = %q
 		t.Fatalf("CapEff %#x, want 0x1000 (cap_net_admin only)", st.CapEff)
 	}
 	for _, line := range []string{"running unprivileged", "a reload will fail: run-as-user cannot read this file"} {
-		if !strings.Contains(srv.proc.out.String(), line) {
+		if !strings.Contains(srv.proc.Out.String(), line) {
 			t.Errorf("vpnd did not log %q", line)
 		}
 	}
@@ -141,7 +141,7 @@ ctl-group = %q
 	out := mustCtl(t, srv, "reload")
 	t.Logf("vpnd ctl reload: %s", out)
 	if r := srvNS.run(t, "ip", "-4", "route", "show", "192.168.30.0/24"); !strings.Contains(r, "dev kvpns0") {
-		t.Fatalf("no iroute installed by the reload:\n%s\n%s", r, srv.proc.out.String())
+		t.Fatalf("no iroute installed by the reload:\n%s\n%s", r, srv.proc.Out.String())
 	}
 
 	// Control socket: root and ctl-group members are answered, another
@@ -197,7 +197,7 @@ func startServerFails(t *testing.T, ns *netns, extra string) string {
 		passwd, filepath.Join(dir, "vpnd.sock"), extra)), 0o600)
 	p := ns.start(t, "vpnd (failing)", "", bins.vpnd, "serve", "--config", cfg, "--state-dir", dir)
 	if code := p.exitCode(t, 10*time.Second); code != 1 {
-		t.Fatalf("vpnd exit code %d, want 1\n%s", code, p.out.String())
+		t.Fatalf("vpnd exit code %d, want 1\n%s", code, p.Out.String())
 	}
-	return p.out.String()
+	return p.Out.String()
 }

@@ -304,8 +304,8 @@ func TestRadiusFreeRADIUS(t *testing.T) {
 	if addr := waitTunnelUp(t, srv, 1); addr != radFramed {
 		t.Fatalf("vpnd assigned %s, want the Framed-IP-Address %s", addr, radFramed)
 	}
-	if !strings.Contains(oc.proc.out.String(), "Configured as "+radFramed) {
-		t.Fatalf("openconnect does not report %s:\n%s", radFramed, oc.proc.out.String())
+	if !strings.Contains(oc.proc.Out.String(), "Configured as "+radFramed) {
+		t.Fatalf("openconnect does not report %s:\n%s", radFramed, oc.proc.Out.String())
 	}
 	start := rad1.waitRecord(t, "ralice", "Start", "", 10*time.Second)
 	sid := start["Acct-Session-Id"]
@@ -363,8 +363,8 @@ func TestRadiusFreeRADIUS(t *testing.T) {
 
 	// 2. A challenge: openconnect shows the second form and sends the code.
 	oc = startOpenconnectRadius(t, cliNS, srv, "rcarol", radPassword+"\n"+radOTP+"\n")
-	if !strings.Contains(oc.proc.out.String(), "Enter your one-time code") {
-		t.Fatalf("openconnect did not show the challenge:\n%s", oc.proc.out.String())
+	if !strings.Contains(oc.proc.Out.String(), "Enter your one-time code") {
+		t.Fatalf("openconnect did not show the challenge:\n%s", oc.proc.Out.String())
 	}
 	rad1.waitRecord(t, "rcarol", "Start", "", 10*time.Second)
 	interruptOpenconnect(t, oc)
@@ -399,10 +399,10 @@ func TestRadiusFreeRADIUS(t *testing.T) {
 	// 4. A wrong password is refused with a clear error.
 	vc = startClientAs(t, cliNS, srv, "rbob", "wrong", false, nil)
 	if code := vc.proc.exitCode(t, 20*time.Second); code != 3 {
-		t.Fatalf("vpnc exit %d with a wrong password, want 3 (authentication)\n%s", code, vc.proc.out.String())
+		t.Fatalf("vpnc exit %d with a wrong password, want 3 (authentication)\n%s", code, vc.proc.Out.String())
 	}
-	if !strings.Contains(vc.proc.out.String(), "Login failed.") {
-		t.Fatalf("vpnc output:\n%s", vc.proc.out.String())
+	if !strings.Contains(vc.proc.Out.String(), "Login failed.") {
+		t.Fatalf("vpnc output:\n%s", vc.proc.Out.String())
 	}
 	srv.proc.waitLog(t, "login failed: RADIUS Access-Reject", 5*time.Second)
 
@@ -424,10 +424,10 @@ func TestRadiusFreeRADIUS(t *testing.T) {
 	srv.proc.waitLog(t, "vpnd listening", 15*time.Second)
 	vc = startClientAs(t, cliNS, srv, "rbob", radPassword, false, nil)
 	if code := vc.proc.exitCode(t, 30*time.Second); code != 3 {
-		t.Fatalf("vpnc exit %d with RADIUS unreachable, want 3\n%s", code, vc.proc.out.String())
+		t.Fatalf("vpnc exit %d with RADIUS unreachable, want 3\n%s", code, vc.proc.Out.String())
 	}
-	if !strings.Contains(vc.proc.out.String(), "authentication server is unreachable") {
-		t.Fatalf("vpnc output:\n%s", vc.proc.out.String())
+	if !strings.Contains(vc.proc.Out.String(), "authentication server is unreachable") {
+		t.Fatalf("vpnc output:\n%s", vc.proc.Out.String())
 	}
 	srv.proc.waitLog(t, "login failed: no RADIUS server answered", 5*time.Second)
 }

@@ -18,11 +18,11 @@ func reestablished(t *testing.T, c *vpnClient, n int, timeout time.Duration) str
 	t.Helper()
 	var addr string
 	eventually(t, timeout, "vpnc re-establishing the tunnel", func() error {
-		m := reLine.FindAllStringSubmatch(c.proc.out.String(), -1)
+		m := reLine.FindAllStringSubmatch(c.proc.Out.String(), -1)
 		if len(m) < n {
 			select {
-			case <-c.proc.done:
-				t.Fatalf("vpnc exited (%v) instead of reconnecting:\n%s", c.proc.err, c.proc.out.String())
+			case <-c.proc.Done():
+				t.Fatalf("vpnc exited (%v) instead of reconnecting:\n%s", c.proc.Err(), c.proc.Out.String())
 			default:
 			}
 			return errNotYet
@@ -43,8 +43,8 @@ var errNotYet error = notYet{}
 func stillRunning(t *testing.T, c *vpnClient) {
 	t.Helper()
 	select {
-	case <-c.proc.done:
-		t.Fatalf("vpnc exited (%v):\n%s", c.proc.err, c.proc.out.String())
+	case <-c.proc.Done():
+		t.Fatalf("vpnc exited (%v):\n%s", c.proc.Err(), c.proc.Out.String())
 	default:
 	}
 }
@@ -79,7 +79,7 @@ func TestReconnectAfterNetworkCut(t *testing.T) {
 	ping(t, tp.cliNS, tunnelServer, "-I", c.addr)
 	ping(t, tp.srvNS, c.addr)
 	stillRunning(t, c)
-	if n := strings.Count(tp.srv.proc.out.String(), "login succeeded"); n != 1 {
+	if n := strings.Count(tp.srv.proc.Out.String(), "login succeeded"); n != 1 {
 		t.Fatalf("%d logins, want 1 (the reconnect uses the cookie)", n)
 	}
 }
@@ -99,8 +99,8 @@ func TestReconnectAfterServerRestart(t *testing.T) {
 		t.Fatalf("reconnected with address %s, want %s", addr, c.addr)
 	}
 	tp.srv.proc.waitLog(t, "session resumed from cookie", 5*time.Second)
-	if strings.Contains(tp.srv.proc.out.String(), "login succeeded") {
-		t.Fatalf("the restarted vpnd saw a login; the client must resume with its cookie:\n%s", tp.srv.proc.out.String())
+	if strings.Contains(tp.srv.proc.Out.String(), "login succeeded") {
+		t.Fatalf("the restarted vpnd saw a login; the client must resume with its cookie:\n%s", tp.srv.proc.Out.String())
 	}
 	ping(t, tp.cliNS, tunnelServer, "-I", c.addr)
 	ping(t, tp.srvNS, c.addr)
@@ -160,11 +160,11 @@ func TestResumeOnAnotherNode(t *testing.T) {
 		t.Fatalf("address %s after moving to node 2 is not from its pool", addr)
 	}
 	node2.proc.waitLog(t, "session resumed from cookie", 5*time.Second)
-	if !strings.Contains(node2.proc.out.String(), "issued-by=node1") {
-		t.Fatalf("node 2 does not report the cookie as node 1's:\n%s", node2.proc.out.String())
+	if !strings.Contains(node2.proc.Out.String(), "issued-by=node1") {
+		t.Fatalf("node 2 does not report the cookie as node 1's:\n%s", node2.proc.Out.String())
 	}
-	if strings.Contains(node2.proc.out.String(), "login succeeded") {
-		t.Fatalf("node 2 saw a login; the client must resume with its cookie:\n%s", node2.proc.out.String())
+	if strings.Contains(node2.proc.Out.String(), "login succeeded") {
+		t.Fatalf("node 2 saw a login; the client must resume with its cookie:\n%s", node2.proc.Out.String())
 	}
 	c.proc.waitLog(t, "interface moved to it", 5*time.Second)
 	ping(t, cli, "10.78.0.1", "-I", addr)
@@ -175,8 +175,8 @@ func TestResumeOnAnotherNode(t *testing.T) {
 	// vpnc renews its cookie through the balancer while the tunnel runs
 	// (every cookie-timeout/2 = 15 s here).
 	node2.proc.waitLog(t, "cookie refreshed", 25*time.Second)
-	if strings.Contains(c.proc.out.String(), "could not renew") {
-		t.Fatalf("cookie renewal failed:\n%s", c.proc.out.String())
+	if strings.Contains(c.proc.Out.String(), "could not renew") {
+		t.Fatalf("cookie renewal failed:\n%s", c.proc.Out.String())
 	}
 	stillRunning(t, c)
 }
@@ -199,7 +199,7 @@ func TestBadCookieRefused(t *testing.T) {
 			t.Fatalf("%s cookie: want status 401, got (%v):\n%s", tc.mode, err, out)
 		}
 		eventually(t, 5*time.Second, "vpnd logging the refusal", func() error {
-			for _, line := range strings.Split(tp.srv.proc.out.String(), "\n") {
+			for _, line := range strings.Split(tp.srv.proc.Out.String(), "\n") {
 				if strings.Contains(line, "CONNECT refused: bad cookie") && strings.Contains(line, tc.log) {
 					return nil
 				}
@@ -207,8 +207,8 @@ func TestBadCookieRefused(t *testing.T) {
 			return errNotYet
 		})
 	}
-	if n := strings.Count(tp.srv.proc.out.String(), "session resumed"); n != 0 {
-		t.Fatalf("a spoiled cookie resumed a session:\n%s", tp.srv.proc.out.String())
+	if n := strings.Count(tp.srv.proc.Out.String(), "session resumed"); n != 0 {
+		t.Fatalf("a spoiled cookie resumed a session:\n%s", tp.srv.proc.Out.String())
 	}
 	ping(t, tp.cliNS, tunnelServer, "-I", c.addr)
 }
@@ -228,8 +228,8 @@ func TestOpenconnectResumesAfterServerCrash(t *testing.T) {
 	waitTunnelConfig(t, tp.cliNS, oc.ifname, addr, route)
 	ping(t, tp.cliNS, tunnelServer)
 
-	tp.srv.proc.cmd.Process.Kill()
-	<-tp.srv.proc.done
+	tp.srv.proc.Cmd.Process.Kill()
+	<-tp.srv.proc.Done()
 	tp.srv.restart(t)
 	oc.proc.waitCount(t, "CSTP connected", 2, 40*time.Second)
 	if got := waitTunnelUp(t, tp.srv, 1); got != addr {
@@ -239,11 +239,11 @@ func TestOpenconnectResumesAfterServerCrash(t *testing.T) {
 	waitTunnelConfig(t, tp.cliNS, oc.ifname, addr, route)
 	ping(t, tp.cliNS, tunnelServer)
 	ping(t, tp.srvNS, addr)
-	if n := len(ocAuthPost.FindAllString(oc.proc.out.String(), -1)); n != 1 {
-		t.Fatalf("openconnect posted its credentials %d times, want once:\n%s", n, oc.proc.out.String())
+	if n := len(ocAuthPost.FindAllString(oc.proc.Out.String(), -1)); n != 1 {
+		t.Fatalf("openconnect posted its credentials %d times, want once:\n%s", n, oc.proc.Out.String())
 	}
-	if strings.Contains(tp.srv.proc.out.String(), "login succeeded") {
-		t.Fatalf("the restarted vpnd saw a login:\n%s", tp.srv.proc.out.String())
+	if strings.Contains(tp.srv.proc.Out.String(), "login succeeded") {
+		t.Fatalf("the restarted vpnd saw a login:\n%s", tp.srv.proc.Out.String())
 	}
 	interruptOpenconnect(t, oc)
 	tp.srv.proc.waitLog(t, "client disconnected", 5*time.Second)

@@ -47,8 +47,8 @@ func testDTLSRoaming(t *testing.T, env []string) {
 	s := startServer(t, srv, "192.168.78.2", "")
 	countUDP(t, srv)
 	c := startClientEnv(t, cli, s, testPassword, true, env)
-	if !strings.Contains(c.proc.out.String(), "transport dtls/") {
-		t.Fatalf("DTLS not up:\n%s", c.proc.out.String())
+	if !strings.Contains(c.proc.Out.String(), "transport dtls/") {
+		t.Fatalf("DTLS not up:\n%s", c.proc.Out.String())
 	}
 	s.proc.waitLog(t, "from=192.168.78.3:", 5*time.Second)
 	ping(t, cli, tunnelServer)
@@ -57,18 +57,18 @@ func testDTLSRoaming(t *testing.T, env []string) {
 	before := udpBytes(t, srv)
 	ping(t, cli, tunnelServer)
 	s.proc.waitLog(t, "dtls: peer moved to a new address", 5*time.Second)
-	if !strings.Contains(s.proc.out.String(), "to=192.168.78.4:") {
-		t.Fatalf("peer did not move to the new address:\n%s", s.proc.out.String())
+	if !strings.Contains(s.proc.Out.String(), "to=192.168.78.4:") {
+		t.Fatalf("peer did not move to the new address:\n%s", s.proc.Out.String())
 	}
-	if byCID := strings.Contains(s.proc.out.String(), "by=connection-id"); byCID != (env == nil) {
-		t.Fatalf("roamed by connection ID: %v, want %v:\n%s", byCID, env == nil, s.proc.out.String())
+	if byCID := strings.Contains(s.proc.Out.String(), "by=connection-id"); byCID != (env == nil) {
+		t.Fatalf("roamed by connection ID: %v, want %v:\n%s", byCID, env == nil, s.proc.Out.String())
 	}
 	size := bulkSize(4 << 20)
 	bulkBothWays(t, srv, tunnelServer, cli, size)
 	if got := udpBytes(t, srv) - before; got < size {
 		t.Fatalf("only %d bytes over UDP after the rebinding: traffic left DTLS", got)
 	}
-	if n := strings.Count(c.proc.out.String(), "DTLS up"); n != 1 {
-		t.Fatalf("%d DTLS handshakes; roaming must not need a new one:\n%s", n, c.proc.out.String())
+	if n := strings.Count(c.proc.Out.String(), "DTLS up"); n != 1 {
+		t.Fatalf("%d DTLS handshakes; roaming must not need a new one:\n%s", n, c.proc.Out.String())
 	}
 }

@@ -136,9 +136,9 @@ func nftCount(t *testing.T, ns *netns, source string) int {
 // waitLogLine waits until one line of p's output contains all of parts.
 func waitLogLine(t *testing.T, p *proc, parts ...string) {
 	t.Helper()
-	eventually(t, 5*time.Second, fmt.Sprintf("%s logging a line with %q", p.name, parts), func() error {
+	eventually(t, 5*time.Second, fmt.Sprintf("%s logging a line with %q", p.Name, parts), func() error {
 	lines:
-		for _, line := range strings.Split(p.out.String(), "\n") {
+		for _, line := range strings.Split(p.Out.String(), "\n") {
 			for _, s := range parts {
 				if !strings.Contains(line, s) {
 					continue lines
@@ -146,6 +146,6 @@ func waitLogLine(t *testing.T, p *proc, parts ...string) {
 			}
 			return nil
 		}
-		return fmt.Errorf("not found in:\n%s", p.out.String())
+		return fmt.Errorf("not found in:\n%s", p.Out.String())
 	})
 }

@@ -48,7 +48,7 @@ metrics-listen = %q
 	// Memory while the load runs, a third of the way into the hold.
 	eventually(t, 3*time.Minute, "most sessions up", func() error {
 		up := 0
-		for _, m := range progressUp.FindAllStringSubmatch(lg.out.String(), -1) {
+		for _, m := range progressUp.FindAllStringSubmatch(lg.Out.String(), -1) {
 			n, _ := strconv.Atoi(m[1])
 			up = max(up, n)
 		}
@@ -61,7 +61,7 @@ metrics-listen = %q
 	during := scrape()
 	t.Logf("during: %s", during)
 	if code := lg.exitCode(t, hold+3*time.Minute); code != 0 {
-		t.Fatalf("kvpnload exited %d:\n%s", code, lg.out.String())
+		t.Fatalf("kvpnload exited %d:\n%s", code, lg.Out.String())
 	}
 	var sum loadgen.Summary
 	if b, err := os.ReadFile(out); err != nil {

@@ -73,7 +73,7 @@ func wantTunnel(t *testing.T, ns *netns, dst string, inTunnel bool) {
 // stopClient ends vpnc with SIGINT and checks the clean exit.
 func stopClient(t *testing.T, c *vpnClient) {
 	t.Helper()
-	c.proc.cmd.Process.Signal(syscall.SIGINT)
+	c.proc.Cmd.Process.Signal(syscall.SIGINT)
 	if code := c.proc.exitCode(t, 10*time.Second); code != 0 {
 		t.Fatalf("vpnc exit code %d after SIGINT, want 0", code)
 	}
@@ -107,8 +107,8 @@ func TestSplitExcludeInFullTunnel(t *testing.T) {
 	tp := newRoutedTopology(t, `route = ["default"]`+"\n"+`no-route = ["`+extNet+`"]`)
 	before := routes(t, tp.cliNS)
 	c := startClient(t, tp.cliNS, tp.srv, testPassword, true)
-	if !strings.Contains(c.proc.out.String(), "routes 0.0.0.0/0 (full tunnel) except "+extNet) {
-		t.Errorf("vpnc's up line does not report the exclusion:\n%s", c.proc.out.String())
+	if !strings.Contains(c.proc.Out.String(), "routes 0.0.0.0/0 (full tunnel) except "+extNet) {
+		t.Errorf("vpnc's up line does not report the exclusion:\n%s", c.proc.Out.String())
 	}
 	wantTunnel(t, tp.cliNS, extHost, false)
 	wantTunnel(t, tp.cliNS, "172.30.1.1", true) // next to, not in, the excluded network
@@ -149,8 +149,8 @@ func TestServerStaysReachable(t *testing.T) {
 					flags = append(flags, "--no-dtls")
 				}
 				c := startClient(t, tp.cliNS, tp.srv, testPassword, true, flags...)
-				if !strings.Contains(c.proc.out.String(), "transport "+transport+"/") {
-					t.Fatalf("transport is not %s:\n%s", transport, c.proc.out.String())
+				if !strings.Contains(c.proc.Out.String(), "transport "+transport+"/") {
+					t.Fatalf("transport is not %s:\n%s", transport, c.proc.Out.String())
 				}
 				wantTunnel(t, tp.cliNS, publicServer, false)
 				wantTunnel(t, tp.cliNS, "192.168.78.9", true) // the server's network, but not the server
@@ -173,7 +173,7 @@ default-domain = "corp.example"`
 // kvpn wrote it once.
 func checkPushedResolv(t *testing.T, ns *netns) {
 	t.Helper()
-	got, err := os.ReadFile(ns.resolvConf())
+	got, err := os.ReadFile(ns.ResolvConf())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +186,7 @@ func checkPushedResolv(t *testing.T, ns *netns) {
 
 func checkOrigResolv(t *testing.T, ns *netns, when string) {
 	t.Helper()
-	if got, err := os.ReadFile(ns.resolvConf()); err != nil || string(got) != origResolv {
+	if got, err := os.ReadFile(ns.ResolvConf()); err != nil || string(got) != origResolv {
 		t.Fatalf("resolv.conf %s: %q (%v), want the original %q", when, got, err, origResolv)
 	}
 }
@@ -223,8 +223,8 @@ func TestPushedDNS(t *testing.T) {
 	// Crash: kill -9 while up.
 	c = startClient(t, tp.cliNS, tp.srv, testPassword, true, "--state-dir", state)
 	checkPushedResolv(t, tp.cliNS)
-	c.proc.cmd.Process.Kill()
-	<-c.proc.done
+	c.proc.Cmd.Process.Kill()
+	<-c.proc.Done()
 	checkPushedResolv(t, tp.cliNS) // nobody cleaned up
 	if outer := tp.cliNS.run(t, "ip", "-4", "route", "show", "proto", "107"); !strings.Contains(outer, publicServer) ||
 		!strings.Contains(outer, extNet) {
@@ -242,8 +242,8 @@ func TestPushedDNS(t *testing.T) {
 		t.Fatalf("vpnc with a wrong password exited %d, want 3", code)
 	}
 	for _, want := range []string{"restored DNS settings left behind by an earlier run", `removed routes left behind by an earlier run" routes=4`} {
-		if !strings.Contains(bad.proc.out.String(), want) {
-			t.Errorf("vpnc did not log %q:\n%s", want, bad.proc.out.String())
+		if !strings.Contains(bad.proc.Out.String(), want) {
+			t.Errorf("vpnc did not log %q:\n%s", want, bad.proc.Out.String())
 		}
 	}
 	checkOrigResolv(t, tp.cliNS, "after the start following kill -9")
@@ -253,8 +253,8 @@ func TestPushedDNS(t *testing.T) {
 
 	// Kill again, then a successful start recovers and applies DNS once.
 	c = startClient(t, tp.cliNS, tp.srv, testPassword, true, "--state-dir", state)
-	c.proc.cmd.Process.Kill()
-	<-c.proc.done
+	c.proc.Cmd.Process.Kill()
+	<-c.proc.Done()
 	c = startClient(t, tp.cliNS, tp.srv, testPassword, true, "--state-dir", state)
 	c.proc.waitLog(t, "restored DNS settings left behind by an earlier run", 5*time.Second)
 	checkPushedResolv(t, tp.cliNS)
@@ -287,7 +287,7 @@ func TestResolvedBackend(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tp := newRoutedTopology(t, pushedDNS+"\n"+tc.cfg)
 			const stub = "# This is /run/systemd/resolve/stub-resolv.conf\nnameserver 127.0.0.53\noptions edns0 trust-ad\nsearch .\n"
-			if err := os.WriteFile(tp.cliNS.resolvConf(), []byte(stub), 0o644); err != nil {
+			if err := os.WriteFile(tp.cliNS.ResolvConf(), []byte(stub), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			bin := t.TempDir()
@@ -308,7 +308,7 @@ func TestResolvedBackend(t *testing.T) {
 			if string(got) != tc.want {
 				t.Errorf("resolvectl calls:\n%s\nwant:\n%s", got, tc.want)
 			}
-			if got, _ := os.ReadFile(tp.cliNS.resolvConf()); string(got) != stub {
+			if got, _ := os.ReadFile(tp.cliNS.ResolvConf()); string(got) != stub {
 				t.Errorf("resolv.conf changed with the resolved backend:\n%s", got)
 			}
 		})
@@ -354,6 +354,6 @@ func TestOpenconnectSplitExclude(t *testing.T) {
 			t.Errorf("openconnect's script did not get %s; it got:\n%s", want, env)
 		}
 	}
-	oc.proc.cmd.Process.Signal(syscall.SIGINT)
+	oc.proc.Cmd.Process.Signal(syscall.SIGINT)
 	oc.proc.exitCode(t, 10*time.Second)
 }

@@ -33,8 +33,8 @@ func TestPingAndBulk(t *testing.T) {
 			countUDP(t, tp.srvNS)
 			before := routes(t, tp.cliNS)
 			c := startClient(t, tp.cliNS, tp.srv, testPassword, true, append([]string{"--tun-backend", tc.backend}, tc.flags...)...)
-			if !strings.Contains(c.proc.out.String(), "transport "+tc.transport) {
-				t.Errorf("up line does not name transport %s:\n%s", tc.transport, c.proc.out.String())
+			if !strings.Contains(c.proc.Out.String(), "transport "+tc.transport) {
+				t.Errorf("up line does not name transport %s:\n%s", tc.transport, c.proc.Out.String())
 			}
 			ping(t, tp.cliNS, tunnelServer)
 			ping(t, tp.srvNS, c.addr)
@@ -52,7 +52,7 @@ func TestPingAndBulk(t *testing.T) {
 			}
 
 			// A clean exit: DISCONNECT sent, interface and routes gone.
-			c.proc.cmd.Process.Signal(syscall.SIGINT)
+			c.proc.Cmd.Process.Signal(syscall.SIGINT)
 			if code := c.proc.exitCode(t, 10*time.Second); code != 0 {
 				t.Fatalf("vpnc exit code %d after SIGINT, want 0", code)
 			}
@@ -68,7 +68,7 @@ func TestPingAndBulk(t *testing.T) {
 				// super-packets both ways (cstp-gso, cstp-gso-down):
 				// the session counted them.
 				tp.srv.proc.waitLog(t, "session ended", 5*time.Second)
-				m := regexp.MustCompile(`gso-frames=(\d+) gso-frames-out=(\d+)`).FindStringSubmatch(tp.srv.proc.out.String())
+				m := regexp.MustCompile(`gso-frames=(\d+) gso-frames-out=(\d+)`).FindStringSubmatch(tp.srv.proc.Out.String())
 				if m == nil || m[1] == "0" {
 					t.Errorf("no GSO-DATA frame reached the server over TLS (%v)", m)
 				}
@@ -88,8 +88,8 @@ func TestDTLSFallbackAndReturn(t *testing.T) {
 	tp := newTopology(t, "")
 	countUDP(t, tp.srvNS)
 	c := startClient(t, tp.cliNS, tp.srv, testPassword, true, "--dtls-attempt-period", "2")
-	if !strings.Contains(c.proc.out.String(), "transport dtls/") {
-		t.Fatalf("DTLS is not the default transport:\n%s", c.proc.out.String())
+	if !strings.Contains(c.proc.Out.String(), "transport dtls/") {
+		t.Fatalf("DTLS is not the default transport:\n%s", c.proc.Out.String())
 	}
 	// Drop on the server's side, both ways: the client's sends still
 	// succeed, so only its dead-peer detection can notice.
@@ -106,8 +106,8 @@ func TestDTLSFallbackAndReturn(t *testing.T) {
 
 	tp.srvNS.run(t, "nft", "delete table inet kvpn_block")
 	eventually(t, 15*time.Second, "DTLS back up", func() error {
-		if strings.Count(c.proc.out.String(), "DTLS up: traffic moves to DTLS") < 2 {
-			return fmt.Errorf("no second DTLS up in:\n%s", c.proc.out.String())
+		if strings.Count(c.proc.Out.String(), "DTLS up: traffic moves to DTLS") < 2 {
+			return fmt.Errorf("no second DTLS up in:\n%s", c.proc.Out.String())
 		}
 		return nil
 	})
@@ -117,7 +117,7 @@ func TestDTLSFallbackAndReturn(t *testing.T) {
 	if got := udpBytes(t, tp.srvNS) - before; got < size {
 		t.Fatalf("after UDP came back only %d bytes went over UDP", got)
 	}
-	if n := strings.Count(c.proc.out.String(), "tunnel up"); n != 1 {
+	if n := strings.Count(c.proc.Out.String(), "tunnel up"); n != 1 {
 		t.Fatalf("session was re-established %d times; fallback must keep it", n)
 	}
 }
@@ -142,18 +142,18 @@ func TestUDPBlockedFromStart(t *testing.T) {
 	tp := newTopology(t, "")
 	blockUDP(t, tp.srvNS)
 	c := startClient(t, tp.cliNS, tp.srv, testPassword, true)
-	if !strings.Contains(c.proc.out.String(), "transport tls/") {
-		t.Fatalf("up line does not name TLS:\n%s", c.proc.out.String())
+	if !strings.Contains(c.proc.Out.String(), "transport tls/") {
+		t.Fatalf("up line does not name TLS:\n%s", c.proc.Out.String())
 	}
 	ping(t, tp.cliNS, tunnelServer)
 	time.Sleep(3 * 2 * time.Second) // three server DPD periods
 	ping(t, tp.srvNS, c.addr)
-	out := c.proc.out.String()
+	out := c.proc.Out.String()
 	if strings.Contains(out, "reconnecting") || strings.Count(out, "tunnel up") != 1 {
 		t.Fatalf("the session did not survive the first DTLS attempt:\n%s", out)
 	}
-	if strings.Contains(tp.srv.proc.out.String(), "connection lost") {
-		t.Fatalf("the server lost the connection:\n%s", tp.srv.proc.out.String())
+	if strings.Contains(tp.srv.proc.Out.String(), "connection lost") {
+		t.Fatalf("the server lost the connection:\n%s", tp.srv.proc.Out.String())
 	}
 }
 
@@ -207,9 +207,9 @@ func TestWrongPassword(t *testing.T) {
 	before := routes(t, tp.cliNS)
 	c := startClient(t, tp.cliNS, tp.srv, "not the password", false)
 	if code := c.proc.exitCode(t, 15*time.Second); code != 3 {
-		t.Fatalf("exit code %d, want 3\n%s", code, c.proc.out.String())
+		t.Fatalf("exit code %d, want 3\n%s", code, c.proc.Out.String())
 	}
-	if out := c.proc.out.String(); !strings.Contains(out, "authentication failed") {
+	if out := c.proc.Out.String(); !strings.Contains(out, "authentication failed") {
 		t.Fatalf("no clear message:\n%s", out)
 	}
 	if after := routes(t, tp.cliNS); after != before {
@@ -234,8 +234,8 @@ func TestSpoofedSourceDropped(t *testing.T) {
 		t.Fatalf("ping from a spoofed source got through:\n%s", out)
 	}
 	tp.srv.proc.waitLog(t, "dropped packets with a spoofed source address", 5*time.Second)
-	if !regexp.MustCompile(`source=` + regexp.QuoteMeta(spoofed) + ` count=\d+`).MatchString(tp.srv.proc.out.String()) {
-		t.Fatalf("drop log does not name the source and count:\n%s", tp.srv.proc.out.String())
+	if !regexp.MustCompile(`source=` + regexp.QuoteMeta(spoofed) + ` count=\d+`).MatchString(tp.srv.proc.Out.String()) {
+		t.Fatalf("drop log does not name the source and count:\n%s", tp.srv.proc.Out.String())
 	}
 	ping(t, tp.cliNS, tunnelServer, "-I", c.addr)
 }
@@ -248,25 +248,25 @@ func TestDeadServer(t *testing.T) {
 	tp := newTopology(t, `dns = ["192.0.2.53"]`)
 	before := routes(t, tp.cliNS)
 	c := startClient(t, tp.cliNS, tp.srv, testPassword, true, "--reconnect-timeout", "3")
-	resolv, err := os.ReadFile(tp.cliNS.resolvConf())
+	resolv, err := os.ReadFile(tp.cliNS.ResolvConf())
 	if err != nil || !strings.Contains(string(resolv), "192.0.2.53") {
 		t.Fatalf("pushed DNS not applied (%v):\n%s", err, resolv)
 	}
 	// Freeze the server: its socket stays open, only DPD can tell.
-	tp.srv.proc.cmd.Process.Signal(syscall.SIGSTOP)
+	tp.srv.proc.Cmd.Process.Signal(syscall.SIGSTOP)
 	frozen := time.Now()
 	// Only dead-peer detection can notice a frozen server; the log line
 	// must say so (the timing is logged, not asserted).
 	c.proc.waitLog(t, `connection to server lost; reconnecting" err="dead peer: no answer to DPD"`, 20*time.Second)
 	t.Logf("dead server noticed after %s (DPD 2s)", time.Since(frozen).Round(time.Millisecond))
-	tp.srv.proc.cmd.Process.Kill()
+	tp.srv.proc.Cmd.Process.Kill()
 	if code := c.proc.exitCode(t, 20*time.Second); code != 5 {
-		t.Fatalf("exit code %d, want 5\n%s", code, c.proc.out.String())
+		t.Fatalf("exit code %d, want 5\n%s", code, c.proc.Out.String())
 	}
 	if after := routes(t, tp.cliNS); after != before {
 		t.Fatalf("routes not restored:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
-	if got, _ := os.ReadFile(tp.cliNS.resolvConf()); string(got) != origResolv {
+	if got, _ := os.ReadFile(tp.cliNS.ResolvConf()); string(got) != origResolv {
 		t.Fatalf("resolv.conf not restored:\n%s", got)
 	}
 }
@@ -279,7 +279,7 @@ func TestReconnectKeepsAddress(t *testing.T) {
 	c := startClient(t, tp.cliNS, tp.srv, testPassword, true)
 	tp.srvNS.run(t, "ss", "-K", "state", "established", "sport", "=", ":443")
 	c.proc.waitLog(t, "tunnel re-established", 15*time.Second)
-	if n := strings.Count(c.proc.out.String(), "tunnel up"); n != 1 {
+	if n := strings.Count(c.proc.Out.String(), "tunnel up"); n != 1 {
 		t.Fatalf("tunnel came up %d times, want once plus a re-establishment", n)
 	}
 	ping(t, tp.cliNS, tunnelServer, "-I", c.addr)
@@ -316,8 +316,8 @@ func TestBadInputKeepsServing(t *testing.T) {
 		tp.srv.proc.waitLog(t, tc.log, 5*time.Second)
 		ping(t, tp.cliNS, tunnelServer, "-I", c.addr)
 	}
-	if strings.Contains(tp.srv.proc.out.String(), "panic") {
-		t.Fatalf("server panicked:\n%s", tp.srv.proc.out.String())
+	if strings.Contains(tp.srv.proc.Out.String(), "panic") {
+		t.Fatalf("server panicked:\n%s", tp.srv.proc.Out.String())
 	}
 }
 
@@ -332,9 +332,9 @@ func TestExitCodes(t *testing.T) {
 	wrongPin.pin = "pin-sha256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 	c := startClient(t, tp.cliNS, &wrongPin, testPassword, false)
 	if code := c.proc.exitCode(t, 15*time.Second); code != 4 {
-		t.Fatalf("pin mismatch: exit code %d, want 4\n%s", code, c.proc.out.String())
+		t.Fatalf("pin mismatch: exit code %d, want 4\n%s", code, c.proc.Out.String())
 	}
-	if out := c.proc.out.String(); !strings.Contains(out, "does not match --servercert") || !strings.Contains(out, tp.srv.pin) {
+	if out := c.proc.Out.String(); !strings.Contains(out, "does not match --servercert") || !strings.Contains(out, tp.srv.pin) {
 		t.Fatalf("pin mismatch message should name both pins:\n%s", out)
 	}
 
@@ -342,7 +342,7 @@ func TestExitCodes(t *testing.T) {
 	gone.ip = "192.168.77.99" // nobody there
 	c = startClient(t, tp.cliNS, &gone, testPassword, false)
 	if code := c.proc.exitCode(t, 20*time.Second); code != 4 {
-		t.Fatalf("unreachable: exit code %d, want 4\n%s", code, c.proc.out.String())
+		t.Fatalf("unreachable: exit code %d, want 4\n%s", code, c.proc.Out.String())
 	}
 
 	out, err := tp.cliNS.try(bins.vpnc, "connect", "--no-such-flag", "https://x")
@@ -361,8 +361,8 @@ func TestDTLSChaChaExtension(t *testing.T) {
 	requireE2E(t)
 	tp := newTopology(t, "")
 	c := startClientEnv(t, tp.cliNS, tp.srv, testPassword, true, []string{"KVPN_DTLS_CHACHA=1"})
-	if !strings.Contains(c.proc.out.String(), "transport dtls/TLS_PSK_WITH_CHACHA20_POLY1305_SHA256") {
-		t.Fatalf("ChaCha20 not negotiated:\n%s", c.proc.out.String())
+	if !strings.Contains(c.proc.Out.String(), "transport dtls/TLS_PSK_WITH_CHACHA20_POLY1305_SHA256") {
+		t.Fatalf("ChaCha20 not negotiated:\n%s", c.proc.Out.String())
 	}
 	ping(t, tp.cliNS, tunnelServer)
 	bulkBothWays(t, tp.srvNS, tunnelServer, tp.cliNS, bulkSize(8<<20))
@@ -370,8 +370,8 @@ func TestDTLSChaChaExtension(t *testing.T) {
 	// Without the request the stock suite is used.
 	tp2 := newTopology(t, "")
 	c2 := startClientEnv(t, tp2.cliNS, tp2.srv, testPassword, true, []string{"KVPN_DTLS_CHACHA=0"})
-	if !strings.Contains(c2.proc.out.String(), "transport dtls/TLS_PSK_WITH_AES_128_GCM_SHA256") {
-		t.Fatalf("AES-GCM expected without the extension:\n%s", c2.proc.out.String())
+	if !strings.Contains(c2.proc.Out.String(), "transport dtls/TLS_PSK_WITH_AES_128_GCM_SHA256") {
+		t.Fatalf("AES-GCM expected without the extension:\n%s", c2.proc.Out.String())
 	}
 }
 
@@ -393,27 +393,27 @@ func TestKTLSFallback(t *testing.T) {
 	// outcomes above (or the kernel was expected and not used).
 	engines := func(p *proc) bool {
 		t.Helper()
-		eventually(t, 5*time.Second, p.name+"'s record layer line", func() error {
-			if !strings.Contains(p.out.String(), `msg="record layer"`) {
+		eventually(t, 5*time.Second, p.Name+"'s record layer line", func() error {
+			if !strings.Contains(p.Out.String(), `msg="record layer"`) {
 				return errors.New("not logged yet")
 			}
 			return nil
 		})
-		out := p.out.String()
+		out := p.Out.String()
 		switch {
 		case strings.Contains(out, kernelBoth):
 			return true
 		case strings.Contains(out, fellBack) && !expectKTLS:
 			return false
 		}
-		t.Fatalf("%s: record layer neither %q nor %q (KVPN_EXPECT_KTLS=%v):\n%s", p.name, kernelBoth, fellBack, expectKTLS, out)
+		t.Fatalf("%s: record layer neither %q nor %q (KVPN_EXPECT_KTLS=%v):\n%s", p.Name, kernelBoth, fellBack, expectKTLS, out)
 		return false
 	}
 
 	off := startClientEnv(t, tp.cliNS, tp.srv, testPassword, true, []string{"KVPN_DISABLE_KTLS=1"}, "--no-dtls", "--ktls", "auto")
 	off.proc.waitLog(t, "tx=userspace rx=userspace (kernel TLS off: KVPN_DISABLE_KTLS=1)", 5*time.Second)
-	if !strings.Contains(off.proc.out.String(), "transport tls/userspace") {
-		t.Fatalf("transport does not name the userspace record layer:\n%s", off.proc.out.String())
+	if !strings.Contains(off.proc.Out.String(), "transport tls/userspace") {
+		t.Fatalf("transport does not name the userspace record layer:\n%s", off.proc.Out.String())
 	}
 	kernel := engines(tp.srv.proc)
 	t.Logf("kernel TLS on this kernel: %v", kernel)
@@ -435,9 +435,9 @@ func TestKTLSFallback(t *testing.T) {
 		return
 	}
 	if code := on.proc.exitCode(t, 15*time.Second); code != 6 {
-		t.Fatalf("--ktls on without kernel TLS: exit code %d, want 6\n%s", code, on.proc.out.String())
+		t.Fatalf("--ktls on without kernel TLS: exit code %d, want 6\n%s", code, on.proc.Out.String())
 	}
-	if !strings.Contains(on.proc.out.String(), "ktls=on but the kernel cannot take this connection") {
-		t.Fatalf("no clear error:\n%s", on.proc.out.String())
+	if !strings.Contains(on.proc.Out.String(), "ktls=on but the kernel cannot take this connection") {
+		t.Fatalf("no clear error:\n%s", on.proc.Out.String())
 	}
 }

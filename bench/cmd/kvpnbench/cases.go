@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"kvpn/bench"
+	"kvpn/internal/harness"
 )
 
 // Addresses. The veth link is 192.168.203.0/24; vpnd's pool
@@ -36,7 +38,7 @@ const (
 // topo is one case's pair of namespaces and its working directory.
 type topo struct {
 	dir      string
-	srv, cli *netns
+	srv, cli *harness.NS
 	cliVeth  string // the client's veth device
 }
 
@@ -68,23 +70,14 @@ func (r *runner) newTopo(name string) (*topo, error) {
 	if t.cli, err = r.newNS("cli"); err != nil {
 		return nil, err
 	}
-	id := randHex(3)
+	id := harness.RandHex(3)
 	a, b := "kvb"+id+"s", "kvb"+id+"c"
-	r.onCleanup("veth "+a, func() { r.cmd(nil, 5*time.Second, "ip", "link", "del", a) }) // gone with the namespace normally
 	t.cliVeth = b
-	steps := [][]string{
-		{"ip", "link", "add", a, "type", "veth", "peer", "name", b},
-		{"ip", "link", "set", a, "netns", t.srv.name},
-		{"ip", "link", "set", b, "netns", t.cli.name},
-		{"ip", "-n", t.srv.name, "addr", "add", srvVeth + "/24", "dev", a},
-		{"ip", "-n", t.cli.name, "addr", "add", cliVeth + "/24", "dev", b},
-		{"ip", "-n", t.srv.name, "link", "set", a, "up"},
-		{"ip", "-n", t.cli.name, "link", "set", b, "up"},
-	}
-	for _, s := range steps {
-		if _, err := r.cmd(nil, 10*time.Second, s...); err != nil {
-			return nil, err
-		}
+	ctx, cancel := context.WithTimeout(r.ctx, 60*time.Second)
+	defer cancel()
+	if err := harness.Link(ctx, r, harness.End{NS: t.srv, Dev: a, Addr: srvVeth + "/24"},
+		harness.End{NS: t.cli, Dev: b, Addr: cliVeth + "/24"}); err != nil {
+		return nil, err
 	}
 	return t, nil
 }
@@ -97,7 +90,7 @@ func (r *runner) runCase(info bench.CaseInfo) *bench.Case {
 	defer func() {
 		procs := r.procsSince(np)
 		for _, p := range procs {
-			if note := instability(p.name, p.out.String()); note != "" {
+			if note := instability(p.Name, p.Out.String()); note != "" {
 				c.Notes = append(c.Notes, "WARNING: "+note)
 				r.logf("   WARNING: %s", note)
 			}
@@ -105,10 +98,10 @@ func (r *runner) runCase(info bench.CaseInfo) *bench.Case {
 		// On failure (or with BENCH_DEBUG=1) show what the VPN processes said.
 		if c.Err != "" || os.Getenv("BENCH_DEBUG") == "1" {
 			for _, p := range procs {
-				if strings.HasPrefix(p.name, "iperf3") {
+				if strings.HasPrefix(p.Name, "iperf3") {
 					continue
 				}
-				fmt.Fprintf(os.Stderr, "----- last output of %s -----\n%s\n", p.name, tail(p.out.String(), 25))
+				fmt.Fprintf(os.Stderr, "----- last output of %s -----\n%s\n", p.Name, harness.Tail(p.Out.String(), 25))
 			}
 		}
 		r.unwindTo(m)
@@ -220,7 +213,7 @@ func (r *runner) measureCase(c *bench.Case) error {
 	if c.Engine != "" {
 		r.logf("   record layer: %s", c.Engine)
 	}
-	if err := r.eventually(15*time.Second, "ping through the tunnel", func() error {
+	if err := harness.Eventually(r.ctx, 15*time.Second, "ping through the tunnel", func() error {
 		_, err := r.cmd(t.cli, 5*time.Second, "ping", "-c", "1", "-W", "1", tn.addr)
 		return err
 	}); err != nil {
@@ -239,9 +232,9 @@ func (r *runner) startIperfServer(t *topo, addr string) error {
 	if err != nil {
 		return err
 	}
-	return r.eventually(10*time.Second, "iperf3 server listening", func() error {
-		if p.exited() {
-			return fmt.Errorf("iperf3 -s exited: %s", tail(p.out.String(), 5))
+	return harness.Eventually(r.ctx, 10*time.Second, "iperf3 server listening", func() error {
+		if p.Exited() {
+			return fmt.Errorf("iperf3 -s exited: %s", harness.Tail(p.Out.String(), 5))
 		}
 		out, err := r.cmd(t.srv, 5*time.Second, "ss", "-Hltn", "sport", "=", ":"+iperfPort)
 		if err != nil || !strings.Contains(out, "LISTEN") {
@@ -254,7 +247,7 @@ func (r *runner) startIperfServer(t *topo, addr string) error {
 // --- kvpn ---
 
 type vpndServer struct {
-	proc *proc
+	proc *harness.Proc
 	pin  string
 }
 
@@ -316,7 +309,7 @@ tun-backend = %q
 	if err != nil {
 		return nil, err
 	}
-	if _, err := r.waitFor(p, regexp.MustCompile(`vpnd listening`), 15*time.Second); err != nil {
+	if err := p.WaitLog(r.ctx, "vpnd listening", 15*time.Second); err != nil {
 		return nil, err
 	}
 	pin, err := r.cmd(nil, 10*time.Second, r.vpnd, "pin", "--cert", cert)
@@ -366,7 +359,7 @@ func (r *runner) setupKvpn(t *topo, backend string, dtls bool) (*tunnel, error) 
 	if err != nil {
 		return nil, err
 	}
-	m, err := r.waitFor(cli, vpncUp, 20*time.Second)
+	m, err := cli.WaitFor(r.ctx, vpncUp, 20*time.Second)
 	if err != nil {
 		return nil, err
 	}
@@ -378,8 +371,8 @@ func (r *runner) setupKvpn(t *topo, backend string, dtls bool) (*tunnel, error) 
 	if !strings.HasPrefix(m[3], want) {
 		return nil, fmt.Errorf("vpnc came up on transport %s, want %s...", m[3], want)
 	}
-	short, full := engineOf(cli.out.String())
-	_, srvFull := engineOf(srv.proc.out.String())
+	short, full := engineOf(cli.Out.String())
+	_, srvFull := engineOf(srv.proc.Out.String())
 	if short == "" {
 		tn.engine = "not logged by this vpnc"
 	} else {

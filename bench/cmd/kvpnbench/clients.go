@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"kvpn/bench"
+	"kvpn/internal/harness"
 )
 
 // The openconnect part of the sessions benchmark: N stock openconnect
@@ -90,10 +91,10 @@ func (r *runner) measureClients(run *bench.ClientRun) error {
 	if err := r.sleep(time.Second); err != nil {
 		return err
 	}
-	rss0, pss0 := t.srv.memory(comm)
+	rss0, pss0 := memory(t.srv, comm)
 
 	start := time.Now()
-	clients := make([]*proc, len(users))
+	clients := make([]*harness.Proc, len(users))
 	for i, u := range users {
 		args := []string{"openconnect", "--non-inter", "-u", u, "--passwd-on-stdin", "--servercert", pin,
 			"-S", "--script", ocScriptTun, "--reconnect-timeout", "20", "https://" + srvVeth + ":443/"}
@@ -109,10 +110,10 @@ func (r *runner) measureClients(run *bench.ClientRun) error {
 	for {
 		done := 0
 		for i, p := range clients {
-			if up[i] == 0 && ocConfigured.MatchString(p.out.String()) {
+			if up[i] == 0 && ocConfigured.MatchString(p.Out.String()) {
 				up[i] = time.Since(start)
 			}
-			if up[i] != 0 || p.exited() {
+			if up[i] != 0 || p.Exited() {
 				done++
 			}
 		}
@@ -132,11 +133,11 @@ func (r *runner) measureClients(run *bench.ClientRun) error {
 	r.logf("   %d of %d connected; the last after %.1f s", run.Connected, run.Clients, run.AllUp.Seconds())
 	// DTLS: each client either establishes it or logs a failure; 30 s is
 	// longer than openconnect's DTLS attempt period.
-	err = r.eventually(30*time.Second, "DTLS on every client", func() error {
+	err = harness.Eventually(r.ctx, 30*time.Second, "DTLS on every client", func() error {
 		settled := 0
 		for _, p := range clients {
-			out := p.out.String()
-			if ocDTLSUp.MatchString(out) || ocDTLSFailed.MatchString(out) || p.exited() {
+			out := p.Out.String()
+			if ocDTLSUp.MatchString(out) || ocDTLSFailed.MatchString(out) || p.Exited() {
 				settled++
 			}
 		}
@@ -150,7 +151,7 @@ func (r *runner) measureClients(run *bench.ClientRun) error {
 	}
 	var firstFail string
 	for _, p := range clients {
-		out := p.out.String()
+		out := p.Out.String()
 		if ocDTLSUp.MatchString(out) {
 			run.DTLS++
 		} else if f := ocDTLSFailed.FindString(out); f != "" {
@@ -164,7 +165,7 @@ func (r *runner) measureClients(run *bench.ClientRun) error {
 		run.Notes = append(run.Notes, fmt.Sprintf("%s: %d clients logged %q", run.Server, run.DTLSFailed, firstFail))
 	}
 	r.logf("   DTLS on %d of %d (%d failed)", run.DTLS, run.Clients, run.DTLSFailed)
-	rss1, pss1 := t.srv.memory(comm)
+	rss1, pss1 := memory(t.srv, comm)
 	if run.Connected > 0 {
 		run.RSSPerSess = float64(rss1-rss0) / float64(run.Connected)
 		run.PSSPerSess = float64(pss1-pss0) / float64(run.Connected)
@@ -174,9 +175,9 @@ func (r *runner) measureClients(run *bench.ClientRun) error {
 		bench.FormatBytes(run.RSSPerSess))
 	if run.Connected < run.Clients {
 		for _, p := range clients {
-			if !ocConfigured.MatchString(p.out.String()) {
+			if !ocConfigured.MatchString(p.Out.String()) {
 				run.Notes = append(run.Notes, fmt.Sprintf("%s: a client that did not connect said: %s",
-					run.Server, strings.ReplaceAll(tail(p.out.String(), 3), "\n", " | ")))
+					run.Server, strings.ReplaceAll(harness.Tail(p.Out.String(), 3), "\n", " | ")))
 				break
 			}
 		}
@@ -188,8 +189,8 @@ func (r *runner) measureClients(run *bench.ClientRun) error {
 // namespace's processes whose name starts with prefix: ocserv is a main
 // process, sec-mod and one worker per client; PSS splits the pages they
 // share.
-func (n *netns) memory(prefix string) (rss, pss int64) {
-	for _, pid := range n.pids() {
+func memory(n *harness.NS, prefix string) (rss, pss int64) {
+	for _, pid := range n.Pids() {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		if err != nil {
 			continue

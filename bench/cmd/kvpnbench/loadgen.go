@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"kvpn/bench"
+	"kvpn/internal/harness"
 	"kvpn/loadgen"
 )
 
@@ -83,7 +84,7 @@ func (r *runner) measureLoad(run *bench.LoadRun) error {
 	if err := r.sleep(time.Second); err != nil {
 		return err
 	}
-	rss0, pss0 := t.srv.memory(comm)
+	rss0, pss0 := memory(t.srv, comm)
 	pwFile := filepath.Join(t.dir, "load-password")
 	if err := os.WriteFile(pwFile, []byte(benchPass+"\n"), 0o600); err != nil {
 		return err
@@ -92,7 +93,7 @@ func (r *runner) measureLoad(run *bench.LoadRun) error {
 	// TCP and a UDP socket, and RLIMIT_NOFILE's hard limit (20000 here,
 	// not raisable without CAP_SYS_RESOURCE) bounds one process.
 	procs := (run.Sessions + loadPerProcess - 1) / loadPerProcess
-	var gens []*proc
+	var gens []*harness.Proc
 	var jsons []string
 	for i := range procs {
 		n := run.Sessions / procs
@@ -120,10 +121,10 @@ func (r *runner) measureLoad(run *bench.LoadRun) error {
 		var up, loggingIn, dtls, failed int
 		seen := 0
 		for _, lg := range gens {
-			if lg.exited() {
-				return fmt.Errorf("kvpnload exited (%v): %s", lg.err, tail(lg.out.String(), 10))
+			if lg.Exited() {
+				return fmt.Errorf("kvpnload exited (%v): %s", lg.Err(), harness.Tail(lg.Out.String(), 10))
 			}
-			all := progressLine.FindAllStringSubmatch(lg.out.String(), -1)
+			all := progressLine.FindAllStringSubmatch(lg.Out.String(), -1)
 			if len(all) == 0 {
 				continue
 			}
@@ -154,33 +155,33 @@ func (r *runner) measureLoad(run *bench.LoadRun) error {
 		}
 	}
 	if run.Traffic {
-		t0, rx0 := t.srv.cpuTicks(comm), r.rxBytes(t.srv)
+		t0, rx0 := cpuTicks(t.srv, comm), r.rxBytes(t.srv)
 		if err := r.sleep(trafficHold); err != nil {
 			return err
 		}
-		run.ServerCPU = 100 * r.cpuSeconds(t0, t.srv.cpuTicks(comm)) / trafficHold.Seconds()
+		run.ServerCPU = 100 * r.cpuSeconds(t0, cpuTicks(t.srv, comm)) / trafficHold.Seconds()
 		run.Mbps = float64(r.rxBytes(t.srv)-rx0) * 8 / 1e6 / trafficHold.Seconds()
 	} else {
 		if err := r.sleep(idleSettle); err != nil {
 			return err
 		}
-		t0 := t.srv.cpuTicks(comm)
+		t0 := cpuTicks(t.srv, comm)
 		if err := r.sleep(idleWindow); err != nil {
 			return err
 		}
-		run.IdleCPU = 100 * r.cpuSeconds(t0, t.srv.cpuTicks(comm)) / idleWindow.Seconds()
+		run.IdleCPU = 100 * r.cpuSeconds(t0, cpuTicks(t.srv, comm)) / idleWindow.Seconds()
 	}
-	rss1, pss1 := t.srv.memory(comm)
+	rss1, pss1 := memory(t.srv, comm)
 	for _, lg := range gens {
-		lg.cmd.Process.Signal(syscall.SIGINT) // all at once; stop below waits
+		lg.Cmd.Process.Signal(syscall.SIGINT) // all at once; stop below waits
 	}
 	run.Failures = map[string]uint64{}
 	var lgRSS float64
 	for i, lg := range gens {
-		lg.stop(syscall.SIGINT, 120*time.Second)
+		lg.Stop(syscall.SIGINT, 120*time.Second)
 		b, err := os.ReadFile(jsons[i])
 		if err != nil {
-			return fmt.Errorf("kvpnload wrote no summary: %v\n%s", err, tail(lg.out.String(), 10))
+			return fmt.Errorf("kvpnload wrote no summary: %v\n%s", err, harness.Tail(lg.Out.String(), 10))
 		}
 		var s loadgen.Summary
 		if err := json.Unmarshal(b, &s); err != nil {
@@ -215,7 +216,7 @@ func (r *runner) measureLoad(run *bench.LoadRun) error {
 
 // rxBytes is what the namespace's interfaces other than lo received
 // (/proc/net/dev): the tunnel's traffic as it arrives at the server.
-func (r *runner) rxBytes(ns *netns) int64 {
+func (r *runner) rxBytes(ns *harness.NS) int64 {
 	out, err := r.cmd(ns, 5*time.Second, "cat", "/proc/net/dev")
 	if err != nil {
 		return 0

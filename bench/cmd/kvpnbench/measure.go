@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"kvpn/bench"
+	"kvpn/internal/harness"
 )
 
 // measure runs the throughput repetitions, the pings and the small-packet
@@ -34,12 +35,12 @@ func (r *runner) measure(c *bench.Case, t *topo, tn *tunnel) error {
 			srv0, cli0 := r.udpCounters(t.srv), r.udpCounters(t.cli)
 			var s0, c0 map[int]uint64
 			if tn.srvComm != "" {
-				s0, c0 = t.srv.cpuTicks(tn.srvComm), t.cli.cpuTicks(tn.cliComm)
+				s0, c0 = cpuTicks(t.srv, tn.srvComm), cpuTicks(t.cli, tn.cliComm)
 			}
 			res, err := r.iperf(t.cli, args)
 			var s1, c1 map[int]uint64
 			if tn.srvComm != "" {
-				s1, c1 = t.srv.cpuTicks(tn.srvComm), t.cli.cpuTicks(tn.cliComm)
+				s1, c1 = cpuTicks(t.srv, tn.srvComm), cpuTicks(t.cli, tn.cliComm)
 			}
 			srv1, cli1 := r.udpCounters(t.srv), r.udpCounters(t.cli)
 			if err != nil {
@@ -166,7 +167,7 @@ func delta(a, b map[string]int64, k string) int64 {
 
 // iperf runs an iperf3 client in the client namespace and parses its
 // JSON; a busy server is retried.
-func (r *runner) iperf(ns *netns, args []string) (bench.Iperf, error) {
+func (r *runner) iperf(ns *harness.NS, args []string) (bench.Iperf, error) {
 	timeout := r.s.Time + 40*time.Second
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
@@ -219,8 +220,8 @@ func (r *runner) loadedPing(t *topo, addr string, reverse bool) (*bench.Ping, er
 	if err := r.sleep(time.Second); err != nil {
 		return nil, err
 	}
-	if load.exited() {
-		return nil, fmt.Errorf("load iperf3 ended early: %s", tail(load.out.String(), 5))
+	if load.Exited() {
+		return nil, fmt.Errorf("load iperf3 ended early: %s", harness.Tail(load.Out.String(), 5))
 	}
 	out, err := r.cmd(t.cli, 30*time.Second, "ping", "-c", "100", "-i", "0.02", "-W", "2", "-q", addr)
 	var p *bench.Ping
@@ -230,9 +231,9 @@ func (r *runner) loadedPing(t *topo, addr string, reverse bool) (*bench.Ping, er
 		err = perr
 	}
 	select {
-	case <-load.done:
+	case <-load.Done():
 	case <-time.After(20 * time.Second):
-		load.stop(syscall.SIGTERM, 2*time.Second)
+		load.Stop(syscall.SIGTERM, 2*time.Second)
 	case <-r.ctx.Done():
 		return nil, r.ctx.Err()
 	}
@@ -240,7 +241,7 @@ func (r *runner) loadedPing(t *topo, addr string, reverse bool) (*bench.Ping, er
 		return nil, err
 	}
 	// The pings are what counts; the load was running when they started.
-	if res, perr := bench.ParseIperf([]byte(load.out.String())); perr == nil && res.Gbps() <= 0 {
+	if res, perr := bench.ParseIperf([]byte(load.Out.String())); perr == nil && res.Gbps() <= 0 {
 		return nil, errors.New("load iperf3 moved nothing")
 	}
 	return p, nil

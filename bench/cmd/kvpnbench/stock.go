@@ -32,8 +32,8 @@ var legacyArgs = []string{"--dtls-ciphers=" + bench.LegacyDTLSCiphers}
 // startOpenconnect runs openconnect (with extra arguments) in the client
 // namespace and waits until its tun device holds its address (and, for
 // DTLS, until DTLS is established).
-func (r *runner) startOpenconnect(t *topo, url, pin string, dtls bool, extra ...string) (*proc, string, string, error) {
-	ifname := "octun" + randHex(3)
+func (r *runner) startOpenconnect(t *topo, url, pin string, dtls bool, extra ...string) (*harness.Proc, string, string, error) {
+	ifname := "octun" + harness.RandHex(3)
 	args := []string{"openconnect", "--non-inter", "-u", benchUser, "--passwd-on-stdin", "--servercert", pin,
 		"-i", ifname, "--reconnect-timeout", "20"}
 	if !dtls {
@@ -44,25 +44,25 @@ func (r *runner) startOpenconnect(t *topo, url, pin string, dtls bool, extra ...
 	if err != nil {
 		return nil, "", "", err
 	}
-	m, err := r.waitFor(p, ocConfigured, 20*time.Second)
+	m, err := p.WaitFor(r.ctx, ocConfigured, 20*time.Second)
 	if err != nil {
 		return nil, "", "", err
 	}
 	addr := m[1]
 	var tlsSuite string
-	if tm := ocTLS.FindStringSubmatch(p.out.String()); tm != nil {
+	if tm := ocTLS.FindStringSubmatch(p.Out.String()); tm != nil {
 		tlsSuite = gnutlsSuite(tm[1])
 	}
 	neg := tlsSuite
 	if dtls {
-		dm, err := r.waitFor(p, ocDTLS, 15*time.Second)
+		dm, err := p.WaitFor(r.ctx, ocDTLS, 15*time.Second)
 		if err != nil {
 			return nil, "", "", fmt.Errorf("DTLS not established: %v", err)
 		}
 		neg = gnutlsSuite(dm[1]) + " (over " + tlsSuite + ")"
 	}
 	// openconnect reports "Configured as" before vpnc-script has run.
-	err = r.eventually(10*time.Second, ifname+" configured", func() error {
+	err = harness.Eventually(r.ctx, 10*time.Second, ifname+" configured", func() error {
 		out, err := r.cmd(t.cli, 5*time.Second, "ip", "-4", "addr", "show", "dev", ifname)
 		if err != nil || !strings.Contains(out, "inet "+addr) {
 			return fmt.Errorf("%s does not hold %s yet", ifname, addr)
@@ -93,11 +93,11 @@ func (r *runner) setupOpenconnectVpnd(t *topo, dtls bool, extra ...string) (*tun
 	}
 	tn := &tunnel{addr: vpndTunnelIP, srvComm: "vpnd", cliComm: "openconnect", cliIf: ifname, negotiated: neg}
 	if dtls {
-		if _, err := r.waitFor(srv.proc, vpndDTLSUp, 10*time.Second); err != nil {
+		if _, err := srv.proc.WaitFor(r.ctx, vpndDTLSUp, 10*time.Second); err != nil {
 			return nil, err
 		}
 	}
-	if short, full := engineOf(srv.proc.out.String()); short != "" {
+	if short, full := engineOf(srv.proc.Out.String()); short != "" {
 		tn.engine = short + " (vpnd)"
 		tn.notes = append(tn.notes, "vpnd record layer: "+full)
 	}
@@ -105,7 +105,7 @@ func (r *runner) setupOpenconnectVpnd(t *topo, dtls bool, extra ...string) (*tun
 }
 
 type ocservServer struct {
-	proc *proc
+	proc *harness.Proc
 	pin  string
 }
 
@@ -138,7 +138,7 @@ func (r *runner) startOcserv(t *topo, spec serverSpec) (*ocservServer, error) {
 	// TLS case is openconnect --no-dtls.
 	cfg := harness.OcservConfig{
 		AuthLine: fmt.Sprintf(`auth = "plain[passwd=%s]"`, passwd), ListenHost: srvVeth, UDP: true,
-		Cert: certPath, Key: keyPath, Dir: dir, RunAs: runAs, Device: "ocs" + randHex(3),
+		Cert: certPath, Key: keyPath, Dir: dir, RunAs: runAs, Device: "ocs" + harness.RandHex(3),
 		Network: cmpOr(spec.pool, ocservPool), Route: splitRoute,
 		MaxClients: maxClients, MaxSameClients: maxSame, RateLimitMS: rateLimit, Timers: harness.DebianTimers,
 	}.String()
@@ -150,9 +150,9 @@ func (r *runner) startOcserv(t *topo, spec serverSpec) (*ocservServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := r.eventually(10*time.Second, "ocserv listening", func() error {
-		if p.exited() {
-			return fmt.Errorf("ocserv exited (%v): %s", p.err, tail(p.out.String(), 10))
+	if err := harness.Eventually(r.ctx, 10*time.Second, "ocserv listening", func() error {
+		if p.Exited() {
+			return fmt.Errorf("ocserv exited (%v): %s", p.Err(), harness.Tail(p.Out.String(), 10))
 		}
 		out, err := r.cmd(t.srv, 5*time.Second, "ss", "-Hltn", "sport", "=", ":443")
 		if err != nil || !strings.Contains(out, "LISTEN") {
@@ -176,7 +176,7 @@ func (r *runner) setupOcserv(t *topo, dtls bool, extra ...string) (*tunnel, erro
 		return nil, err
 	}
 	// ocserv's worker configures its end of the tun after the CONNECT.
-	if err := r.eventually(10*time.Second, "ocserv's tun address", func() error {
+	if err := harness.Eventually(r.ctx, 10*time.Second, "ocserv's tun address", func() error {
 		out, err := r.cmd(t.srv, 5*time.Second, "ip", "-4", "addr")
 		if err != nil || !strings.Contains(out, "inet "+ocservTunIP) {
 			return fmt.Errorf("%s not configured yet", ocservTunIP)

@@ -3,15 +3,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,7 +31,7 @@ type runner struct {
 	unwindMu sync.Mutex // one unwinder at a time
 	mu       sync.Mutex
 	stack    []cleanup
-	procs    []*proc // every long-running process started, in order
+	procs    []*harness.Proc // every long-running process started, in order
 }
 
 type cleanup struct {
@@ -58,6 +53,12 @@ func (r *runner) logf(format string, args ...any) {
 	el := time.Since(r.began).Round(time.Second)
 	fmt.Fprintf(os.Stderr, "[%02d:%02d] %s\n", int(el.Minutes()), int(el.Seconds())%60, fmt.Sprintf(format, args...))
 }
+
+// Logf is logf; with Cleanup it makes the runner a harness.Cleaner.
+func (r *runner) Logf(format string, args ...any) { r.logf(format, args...) }
+
+// Cleanup pushes f, the cleanup of something internal/harness made.
+func (r *runner) Cleanup(f func()) { r.onCleanup("namespace, veth or process", f) }
 
 // onCleanup pushes f; it runs when the stack is unwound past it.
 func (r *runner) onCleanup(what string, f func()) {
@@ -99,102 +100,21 @@ func (r *runner) unwindTo(m int) {
 func (r *runner) unwindAll() { r.unwindTo(0) }
 
 // sleep waits d or until the run is interrupted.
-func (r *runner) sleep(d time.Duration) error {
-	select {
-	case <-r.ctx.Done():
-		return r.ctx.Err()
-	case <-time.After(d):
-		return nil
-	}
-}
-
-func randHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-// netns is a network namespace this harness created.
-type netns struct {
-	name string
-	ino  uint64 // inode of the namespace, to find the processes in it
-}
+func (r *runner) sleep(d time.Duration) error { return harness.Sleep(r.ctx, d) }
 
 // newNS creates a namespace with loopback up and its own resolv.conf (so
 // nothing run with `ip netns exec` can touch the host's).
-func (r *runner) newNS(role string) (*netns, error) {
-	n := &netns{name: "kvpnb-" + role + "-" + randHex(3)}
-	etc := filepath.Join("/etc/netns", n.name)
-	r.onCleanup("namespace "+n.name, func() {
-		r.killNS(n)
-		exec.Command("ip", "netns", "del", n.name).Run()
-		os.RemoveAll(etc)
-	})
-	if err := os.MkdirAll(etc, 0o755); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(etc, "resolv.conf"), []byte("# kvpnbench namespace\nnameserver 192.0.2.1\n"), 0o644); err != nil {
-		return nil, err
-	}
-	if _, err := r.cmd(nil, 10*time.Second, "ip", "netns", "add", n.name); err != nil {
-		return nil, err
-	}
-	var st syscall.Stat_t
-	if err := syscall.Stat(filepath.Join("/run/netns", n.name), &st); err != nil {
-		return nil, fmt.Errorf("namespace %s: %v", n.name, err)
-	}
-	n.ino = st.Ino
-	if _, err := r.cmd(n, 10*time.Second, "ip", "link", "set", "lo", "up"); err != nil {
-		return nil, err
-	}
-	return n, nil
-}
-
-// pids lists the processes in the namespace (all of them were started by
-// this harness, directly or as their children).
-func (n *netns) pids() []int {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	var out []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		var st syscall.Stat_t
-		if syscall.Stat("/proc/"+e.Name()+"/ns/net", &st) == nil && st.Ino == n.ino {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
-
-// killNS kills whatever still runs in the namespace (say ocserv workers
-// or a vpnc-script), by process id.
-func (r *runner) killNS(n *netns) {
-	if n.ino == 0 {
-		return
-	}
-	for i := 0; i < 40; i++ {
-		pids := n.pids()
-		if len(pids) == 0 {
-			return
-		}
-		for _, p := range pids {
-			syscall.Kill(p, syscall.SIGKILL)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	r.logf("warning: processes %v still in namespace %s", n.pids(), n.name)
+func (r *runner) newNS(role string) (*harness.NS, error) {
+	ctx, cancel := context.WithTimeout(r.ctx, 20*time.Second)
+	defer cancel()
+	return harness.NewNS(ctx, r, "kvpnb-"+role, "# kvpnbench namespace\nnameserver 192.0.2.1\n")
 }
 
 // cpuTicks samples utime+stime of the processes in the namespace whose
 // name starts with prefix.
-func (n *netns) cpuTicks(prefix string) map[int]uint64 {
+func cpuTicks(n *harness.NS, prefix string) map[int]uint64 {
 	m := map[int]uint64{}
-	for _, pid := range n.pids() {
+	for _, pid := range n.Pids() {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		if err != nil {
 			continue
@@ -220,7 +140,7 @@ func (r *runner) cpuSeconds(before, after map[int]uint64) float64 {
 }
 
 // udpCounters reads the namespace's UDP counters from /proc/net/snmp.
-func (r *runner) udpCounters(n *netns) map[string]int64 {
+func (r *runner) udpCounters(n *harness.NS) map[string]int64 {
 	out, err := r.cmd(n, 10*time.Second, "cat", "/proc/net/snmp")
 	if err != nil {
 		return nil
@@ -231,147 +151,37 @@ func (r *runner) udpCounters(n *netns) map[string]int64 {
 
 // cmd runs a command (in ns unless nil) to completion and returns its
 // standard output; the error carries standard error.
-func (r *runner) cmd(ns *netns, timeout time.Duration, args ...string) (string, error) {
+func (r *runner) cmd(ns *harness.NS, timeout time.Duration, args ...string) (string, error) {
 	return r.cmdIn(ns, timeout, "", args...)
 }
 
-func (r *runner) cmdIn(ns *netns, timeout time.Duration, stdin string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(r.ctx, timeout)
-	defer cancel()
-	if ns != nil {
-		args = append([]string{"ip", "netns", "exec", ns.name}, args...)
-	}
-	c := exec.CommandContext(ctx, args[0], args[1:]...)
-	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	c.WaitDelay = 2 * time.Second
-	c.Stdin = strings.NewReader(stdin)
-	var out, errb bytes.Buffer
-	c.Stdout, c.Stderr = &out, &errb
-	err := c.Run()
-	if err != nil {
-		if ctx.Err() == context.DeadlineExceeded {
-			err = fmt.Errorf("timed out after %s", timeout)
-		}
-		return out.String(), fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(tail(errb.String()+out.String(), 8)))
-	}
-	return out.String(), nil
-}
-
-// tail is the last n lines of s.
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// proc is a long-running process started in a namespace.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	out  harness.Output
-	done chan struct{}
-	err  error
+func (r *runner) cmdIn(ns *harness.NS, timeout time.Duration, stdin string, args ...string) (string, error) {
+	return ns.Run(r.ctx, harness.Exec{Args: args, Stdin: stdin, Timeout: timeout})
 }
 
 // start runs args in ns in its own process group (a Ctrl-C at the
 // terminal reaches only the harness, which then stops everything in
 // order). stopSig is what asks it to exit cleanly.
-func (r *runner) start(ns *netns, name string, stopSig syscall.Signal, stdin string, args ...string) (*proc, error) {
-	p := &proc{name: name, done: make(chan struct{})}
-	p.cmd = exec.Command("ip", append([]string{"netns", "exec", ns.name}, args...)...)
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
-	p.cmd.Stdin = strings.NewReader(stdin)
-	if err := p.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %v", name, err)
+func (r *runner) start(ns *harness.NS, name string, stopSig syscall.Signal, stdin string, args ...string) (*harness.Proc, error) {
+	p, err := ns.Start(r, harness.ProcSpec{Name: name, Args: args, Stdin: stdin, StopSignal: stopSig, OwnGroup: true, Tail: 15})
+	if err != nil {
+		return nil, err
 	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
 	r.mu.Lock()
 	r.procs = append(r.procs, p)
 	r.mu.Unlock()
-	r.onCleanup("stop "+name, func() { p.stop(stopSig, 5*time.Second) })
 	return p, nil
 }
 
 // procsSince returns the processes started after the first n.
-func (r *runner) procsSince(n int) []*proc {
+func (r *runner) procsSince(n int) []*harness.Proc {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]*proc(nil), r.procs[n:]...)
+	return append([]*harness.Proc(nil), r.procs[n:]...)
 }
 
 func (r *runner) procCount() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.procs)
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop sends sig and waits for the exit; after grace it kills the
-// process group.
-func (p *proc) stop(sig syscall.Signal, grace time.Duration) {
-	if p.exited() {
-		return
-	}
-	p.cmd.Process.Signal(sig)
-	select {
-	case <-p.done:
-		return
-	case <-time.After(grace):
-	}
-	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	select {
-	case <-p.done:
-	case <-time.After(5 * time.Second):
-	}
-}
-
-// waitFor waits until the output matches re and returns the match.
-func (r *runner) waitFor(p *proc, re *regexp.Regexp, timeout time.Duration) ([]string, error) {
-	deadline := time.Now().Add(timeout)
-	for {
-		if m := re.FindStringSubmatch(p.out.String()); m != nil {
-			return m, nil
-		}
-		if p.exited() {
-			return nil, fmt.Errorf("%s exited (%v) before logging /%s/:\n%s", p.name, p.err, re, tail(p.out.String(), 15))
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("%s did not log /%s/ within %s:\n%s", p.name, re, timeout, tail(p.out.String(), 15))
-		}
-		if err := r.sleep(50 * time.Millisecond); err != nil {
-			return nil, err
-		}
-	}
-}
-
-// eventually retries f until it returns nil, the timeout passes or the
-// run is interrupted.
-func (r *runner) eventually(timeout time.Duration, what string, f func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: %v", what, err)
-		}
-		if err := r.sleep(100 * time.Millisecond); err != nil {
-			return err
-		}
-	}
 }
