@@ -154,13 +154,19 @@ func (n *netns) start(t *testing.T, name string, stdin string, args ...string) *
 	if err != nil {
 		t.Fatal(err)
 	}
+	return adopt(t, hp)
+}
+
+// adopt makes hp, started through the harness, a test process: the test's
+// cleanup stops it and logs its output if the test failed. (Registered
+// after Start's own cleanup, so this one runs first.)
+func adopt(t *testing.T, hp *harness.Proc) *proc {
 	p := &proc{hp}
-	// Registered after Start's own cleanup, so this one runs first.
 	t.Cleanup(func() {
 		p.stop(5 * time.Second)
 		checkKernelTLS(t, p)
 		if t.Failed() {
-			t.Logf("--- output of %s ---\n%s", name, p.Out.String())
+			t.Logf("--- output of %s ---\n%s", hp.Name, p.Out.String())
 		}
 	})
 	return p

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"kvpn/internal/harness"
 )
 
 // Interoperability with the stock tools: Debian's openconnect against vpnd,
@@ -29,13 +31,8 @@ type ocClient struct {
 func startOpenconnect(t *testing.T, ns *netns, url, pin string, dtls bool, extra ...string) *ocClient {
 	t.Helper()
 	c := &ocClient{ns: ns, ifname: "octun" + randHex(3)}
-	args := []string{"openconnect", "--non-inter", "-u", testUser, "--passwd-on-stdin", "--servercert", pin,
-		"-i", c.ifname, "--reconnect-timeout", "20"}
-	if !dtls {
-		args = append(args, "--no-dtls")
-	}
-	args = append(args, extra...)
-	c.proc = ns.start(t, "openconnect "+c.ifname, testPassword+"\n", append(args, url)...)
+	oc := harness.Openconnect{User: testUser, Password: testPassword, Pin: pin, Ifname: c.ifname, DTLS: dtls, Extra: extra}
+	c.proc = ns.start(t, "openconnect "+c.ifname, oc.Stdin(), oc.Args(url)...)
 	c.proc.waitLog(t, "Configured as ", 20*time.Second)
 	return c
 }

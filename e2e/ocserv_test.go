@@ -1,17 +1,11 @@
 package e2e
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
-	"time"
 
-	"kvpn/certs"
 	"kvpn/internal/harness"
 	"kvpn/internal/testenv"
 )
@@ -59,23 +53,6 @@ func randHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// writeSelfSigned writes a fresh self-signed ECDSA P-256 certificate for
-// host (an IP address) and its key to dir/cert.pem and dir/key.pem, and
-// returns the paths and the certificate's pin-sha256 (base64 of the SHA-256
-// of the SubjectPublicKeyInfo, as openconnect's --servercert takes it).
-func writeSelfSigned(t *testing.T, dir, host string) (certPath, keyPath, pin string) {
-	t.Helper()
-	c, err := certs.SelfSigned(host, 24*time.Hour, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPath, keyPath = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := certs.WritePEM(c, certPath, keyPath); err != nil {
-		t.Fatal(err)
-	}
-	return certPath, keyPath, certs.Pin(c.Leaf)
-}
-
 // ocservOpts are the knobs the interop tests turn.
 type ocservOpts struct {
 	dtls          bool   // set udp-port (DTLS) as well as tcp-port
@@ -103,58 +80,20 @@ type ocservServer struct {
 // until it accepts connections.
 func startOcserv(t *testing.T, ns *netns, ip string, o ocservOpts) *ocservServer {
 	t.Helper()
-	dir := t.TempDir()
-	// ocserv's workers run as run-as-user and connect to sec-mod's socket
-	// next to socket-file: without search permission on the directories
-	// they fail with "error connecting to sec-mod socket ... Permission
-	// denied". (The key stays 0600, read by the root processes.)
-	runAs := harness.OcservUser()
-	if runAs != "root" {
-		for d := dir; d != os.TempDir() && d != "/" && d != "."; d = filepath.Dir(d) {
-			os.Chmod(d, 0o711)
-		}
-	}
 	s := &ocservServer{ns: ns, ip: ip, device: "ocs" + randHex(3)}
-	certPath, keyPath, pin := writeSelfSigned(t, dir, ip)
-	s.pin = pin
-	s.occtlSocket = filepath.Join(dir, "occtl.sock") // harness.OcservConfig.OcctlSocket
-
-	passwd := filepath.Join(dir, "passwd")
-	cmd := exec.Command("ocpasswd", "-c", passwd, testUser)
-	cmd.Stdin = strings.NewReader(testPassword + "\n" + testPassword + "\n")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("ocpasswd: %v\n%s", err, out)
-	}
-
-	authLine := fmt.Sprintf(`auth = "plain[passwd=%s]"`, passwd)
-	if o.auth != "" {
-		authLine = o.auth
-	}
-	cfg := harness.OcservConfig{
-		AuthLine: authLine, ListenHost: ip, UDP: o.dtls, Cert: certPath, Key: keyPath, Dir: dir,
-		RunAs: runAs, Device: s.device, Network: ocservNetwork, Route: ocservRoute,
-		MaxClients: 8, MaxSameClients: 4, Timers: harness.TestTimers,
-		TLSPriorities: o.tlsPriorities, Extra: o.extra,
-	}.String()
-	cfgPath := filepath.Join(dir, "ocserv.conf")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+	oc, err := harness.StartOcserv(context.Background(), t, ns.NS, harness.OcservRun{
+		Config: harness.OcservConfig{
+			AuthLine: o.auth, ListenHost: ip, UDP: o.dtls, Dir: t.TempDir(),
+			Device: s.device, Network: ocservNetwork, Route: ocservRoute,
+			MaxClients: 8, MaxSameClients: 4, Timers: harness.TestTimers,
+			TLSPriorities: o.tlsPriorities, Extra: o.extra,
+		},
+		Users: []string{testUser}, Password: testPassword,
+		Args: []string{"--debug", "2"},
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
-	s.proc = ns.start(t, "ocserv", "", "ocserv", "--foreground", "--debug", "2", "--config", cfgPath)
-	eventually(t, 10*time.Second, "ocserv listening on "+ip+":443", func() error {
-		select {
-		case <-s.proc.Done():
-			t.Fatalf("ocserv exited (%v):\n%s", s.proc.Err(), s.proc.Out.String())
-		default:
-		}
-		out, err := ns.try("ss", "-Hltn", "src", ip, "sport", "=", ":443")
-		if err != nil {
-			return fmt.Errorf("ss: %v: %s", err, out)
-		}
-		if !strings.Contains(out, "LISTEN") {
-			return fmt.Errorf("not listening yet")
-		}
-		return nil
-	})
+	s.pin, s.occtlSocket, s.proc = oc.Pin, oc.OcctlSocket, adopt(t, oc.Proc)
 	return s
 }

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -285,7 +286,7 @@ func (r *runner) startVpnd(t *topo, spec serverSpec) (*vpndServer, error) {
 			return nil, err
 		}
 	}
-	pool := cmpOr(spec.pool, vpndPool)
+	pool := cmp.Or(spec.pool, vpndPool)
 	limits := ""
 	if spec.unlimited {
 		limits = "max-clients = 0\nmax-same-clients = 0\n"
@@ -300,7 +301,7 @@ device = "kvpns0"
 ipv4-network = %q
 route = [%q]
 tun-backend = %q
-%s`, passwd, cert, key, pool, splitRoute, cmpOr(spec.backend, "offload"), limits)
+%s`, passwd, cert, key, pool, splitRoute, cmp.Or(spec.backend, "offload"), limits)
 	cfgPath := filepath.Join(dir, "vpnd.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
@@ -317,13 +318,6 @@ tun-backend = %q
 		return nil, err
 	}
 	return &vpndServer{proc: p, pin: strings.TrimSpace(pin)}, nil
-}
-
-func cmpOr(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 var (

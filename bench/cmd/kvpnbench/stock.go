@@ -3,8 +3,8 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"kvpn/bench"
-	"kvpn/certs"
 	"kvpn/internal/harness"
 )
 
@@ -34,13 +33,8 @@ var legacyArgs = []string{"--dtls-ciphers=" + bench.LegacyDTLSCiphers}
 // DTLS, until DTLS is established).
 func (r *runner) startOpenconnect(t *topo, url, pin string, dtls bool, extra ...string) (*harness.Proc, string, string, error) {
 	ifname := "octun" + harness.RandHex(3)
-	args := []string{"openconnect", "--non-inter", "-u", benchUser, "--passwd-on-stdin", "--servercert", pin,
-		"-i", ifname, "--reconnect-timeout", "20"}
-	if !dtls {
-		args = append(args, "--no-dtls")
-	}
-	args = append(args, extra...)
-	p, err := r.start(t.cli, "openconnect", syscall.SIGINT, benchPass+"\n", append(args, url)...)
+	oc := harness.Openconnect{User: benchUser, Password: benchPass, Pin: pin, Ifname: ifname, DTLS: dtls, Extra: extra}
+	p, err := r.start(t.cli, "openconnect", syscall.SIGINT, oc.Stdin(), oc.Args(url)...)
 	if err != nil {
 		return nil, "", "", err
 	}
@@ -112,57 +106,26 @@ type ocservServer struct {
 // startOcserv writes a password file (ocpasswd) and a config with Debian's
 // defaults for the timers, and starts ocserv in the server namespace.
 func (r *runner) startOcserv(t *topo, spec serverSpec) (*ocservServer, error) {
-	dir := filepath.Join(t.dir, "ocserv")
-	if err := os.MkdirAll(dir, 0o711); err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(dir, 0o711); err != nil {
-		return nil, err
-	}
-	runAs := harness.OcservUser()
-	certPath, keyPath, pin, err := writeSelfSigned(dir, srvVeth)
-	if err != nil {
-		return nil, err
-	}
-	passwd := filepath.Join(dir, "passwd")
-	for _, u := range spec.users {
-		if _, err := r.cmdIn(nil, 10*time.Second, benchPass+"\n"+benchPass+"\n", "ocpasswd", "-c", passwd, u); err != nil {
-			return nil, err
-		}
-	}
-	maxClients, maxSame, rateLimit := 8, 4, 0
+	maxClients, maxSame := 8, 4
 	if spec.unlimited {
 		maxClients, maxSame = 0, 0 // ocserv: 0 = unlimited
 	}
 	// Debian's defaults for the timers; the UDP port is always open, the
 	// TLS case is openconnect --no-dtls.
-	cfg := harness.OcservConfig{
-		AuthLine: fmt.Sprintf(`auth = "plain[passwd=%s]"`, passwd), ListenHost: srvVeth, UDP: true,
-		Cert: certPath, Key: keyPath, Dir: dir, RunAs: runAs, Device: "ocs" + harness.RandHex(3),
-		Network: cmpOr(spec.pool, ocservPool), Route: splitRoute,
-		MaxClients: maxClients, MaxSameClients: maxSame, RateLimitMS: rateLimit, Timers: harness.DebianTimers,
-	}.String()
-	cfgPath := filepath.Join(dir, "ocserv.conf")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		return nil, err
-	}
-	p, err := r.start(t.srv, "ocserv", syscall.SIGTERM, "", "ocserv", "--foreground", "--config", cfgPath)
+	oc, err := harness.StartOcserv(r.ctx, r, t.srv, harness.OcservRun{
+		Config: harness.OcservConfig{
+			ListenHost: srvVeth, UDP: true, Dir: filepath.Join(t.dir, "ocserv"), Device: "ocs" + harness.RandHex(3),
+			Network: cmp.Or(spec.pool, ocservPool), Route: splitRoute,
+			MaxClients: maxClients, MaxSameClients: maxSame, Timers: harness.DebianTimers,
+		},
+		Users: spec.users, Password: benchPass,
+		Proc: benchProc("ocserv", syscall.SIGTERM, ""),
+	})
 	if err != nil {
 		return nil, err
 	}
-	if err := harness.Eventually(r.ctx, 10*time.Second, "ocserv listening", func() error {
-		if p.Exited() {
-			return fmt.Errorf("ocserv exited (%v): %s", p.Err(), harness.Tail(p.Out.String(), 10))
-		}
-		out, err := r.cmd(t.srv, 5*time.Second, "ss", "-Hltn", "sport", "=", ":443")
-		if err != nil || !strings.Contains(out, "LISTEN") {
-			return fmt.Errorf("not listening yet")
-		}
-		return nil
-	}); err != nil {
-		return nil, err
-	}
-	return &ocservServer{proc: p, pin: pin}, nil
+	r.track(oc.Proc)
+	return &ocservServer{proc: oc.Proc, pin: oc.Pin}, nil
 }
 
 func (r *runner) setupOcserv(t *topo, dtls bool, extra ...string) (*tunnel, error) {
@@ -186,19 +149,4 @@ func (r *runner) setupOcserv(t *topo, dtls bool, extra ...string) (*tunnel, erro
 		return nil, err
 	}
 	return &tunnel{addr: ocservTunIP, srvComm: "ocserv", cliComm: "openconnect", cliIf: ifname, negotiated: neg}, nil
-}
-
-// writeSelfSigned writes a fresh self-signed ECDSA P-256 certificate for
-// host and its key into dir, and returns the paths and the pin-sha256
-// openconnect's --servercert takes.
-func writeSelfSigned(dir, host string) (certPath, keyPath, pin string, err error) {
-	c, err := certs.SelfSigned(host, 24*time.Hour, nil)
-	if err != nil {
-		return "", "", "", err
-	}
-	certPath, keyPath = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := certs.WritePEM(c, certPath, keyPath); err != nil {
-		return "", "", "", err
-	}
-	return certPath, keyPath, certs.Pin(c.Leaf), nil
 }

@@ -163,14 +163,25 @@ func (r *runner) cmdIn(ns *harness.NS, timeout time.Duration, stdin string, args
 // terminal reaches only the harness, which then stops everything in
 // order). stopSig is what asks it to exit cleanly.
 func (r *runner) start(ns *harness.NS, name string, stopSig syscall.Signal, stdin string, args ...string) (*harness.Proc, error) {
-	p, err := ns.Start(r, harness.ProcSpec{Name: name, Args: args, Stdin: stdin, StopSignal: stopSig, OwnGroup: true, Tail: 15})
+	p, err := ns.Start(r, benchProc(name, stopSig, stdin, args...))
 	if err != nil {
 		return nil, err
 	}
+	r.track(p)
+	return p, nil
+}
+
+// benchProc is how the bench runs its processes: in a process group of
+// their own, errors quoting the last 15 lines of output.
+func benchProc(name string, stopSig syscall.Signal, stdin string, args ...string) harness.ProcSpec {
+	return harness.ProcSpec{Name: name, Args: args, Stdin: stdin, StopSignal: stopSig, OwnGroup: true, Tail: 15}
+}
+
+// track adds p to the processes whose logs and exits the run watches.
+func (r *runner) track(p *harness.Proc) {
 	r.mu.Lock()
 	r.procs = append(r.procs, p)
 	r.mu.Unlock()
-	return p, nil
 }
 
 // procsSince returns the processes started after the first n.
