@@ -87,16 +87,7 @@ func testInteropCID(t *testing.T, p *pionPair, suite Suite) {
 		}
 	}
 	// Several in one datagram: pion splits by its own CID length.
-	var dg []byte
-	for i := range 3 {
-		dg = append(dg, sealInto(t, cs, payload(50, byte(10+i)), ApplicationData)...)
-	}
-	p.clientEnd.WriteTo(dg, p.serverEnd.laddr)
-	for i := range 3 {
-		if got := pionRead(t, p.server); !bytes.Equal(got, payload(50, byte(10+i))) {
-			t.Fatalf("record %d of a datagram: pion read %x", i, got)
-		}
-	}
+	threeInOneDatagram(t, p, cs)
 	// pion drops a record with a wrong CID (and our next one still
 	// arrives): the CID is part of what it checks, not only routing.
 	bad := sealInto(t, cs, []byte("wrong cid"), ApplicationData)
@@ -343,15 +334,7 @@ func TestPionRetransmitAfterTakeoverCID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := payload(300, 7)
-	rec := sealInto(t, ss, want, ApplicationData)
-	se.WriteTo(bytes.Clone(rec), ce.laddr)
-	if got := pionRead(t, client); !bytes.Equal(got, want) {
-		t.Fatal("pion client read the wrong payload")
-	}
-	if _, got, err := co.Open(rec); err != nil || !bytes.Equal(got, want) {
-		t.Fatalf("our opener: %v", err)
-	}
+	bothOpen(t, ss, co, se, ce, client)
 }
 
 // TestKeysFromPionCIDBounds: a state whose connection ID could not be on

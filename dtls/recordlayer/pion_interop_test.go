@@ -78,16 +78,7 @@ func testInterop(t *testing.T, p *pionPair, suite Suite) {
 		}
 	}
 	// Several records in one datagram (RFC 6347 section 4.1.1).
-	var dg []byte
-	for i := range 3 {
-		dg = append(dg, sealInto(t, cs, payload(50, byte(10+i)), ApplicationData)...)
-	}
-	p.clientEnd.WriteTo(dg, p.serverEnd.laddr)
-	for i := range 3 {
-		if got := pionRead(t, p.server); !bytes.Equal(got, payload(50, byte(10+i))) {
-			t.Fatalf("record %d of a datagram: pion read %x", i, got)
-		}
-	}
+	threeInOneDatagram(t, p, cs)
 
 	// (b) pion's server writes; the raw datagram is taken before pion's
 	// client sees it and opened with our Opener and the client's keys.

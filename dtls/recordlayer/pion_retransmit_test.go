@@ -1,7 +1,6 @@
 package recordlayer
 
 import (
-	"bytes"
 	"context"
 	"sync/atomic"
 	"testing"
@@ -154,13 +153,5 @@ func TestPionRetransmitAfterTakeover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := payload(300, 7)
-	rec := sealInto(t, ss, want, ApplicationData)
-	se.WriteTo(bytes.Clone(rec), ce.laddr)
-	if got := pionRead(t, client); !bytes.Equal(got, want) {
-		t.Fatal("pion client read the wrong payload")
-	}
-	if _, got, err := co.Open(rec); err != nil || !bytes.Equal(got, want) {
-		t.Fatalf("our opener: %v", err)
-	}
+	bothOpen(t, ss, co, se, ce, client)
 }

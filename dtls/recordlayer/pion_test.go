@@ -266,3 +266,35 @@ func TestKeysFromPionRejects(t *testing.T) {
 		t.Errorf("CCM suite: %v, want ErrSuite", err)
 	}
 }
+
+// threeInOneDatagram sends three records sealed by cs in one datagram from
+// the client's end and checks that pion's server reads each (RFC 6347
+// section 4.1.1).
+func threeInOneDatagram(t *testing.T, p *pionPair, cs *Sealer) {
+	t.Helper()
+	var dg []byte
+	for i := range 3 {
+		dg = append(dg, sealInto(t, cs, payload(50, byte(10+i)), ApplicationData)...)
+	}
+	p.clientEnd.WriteTo(dg, p.serverEnd.laddr)
+	for i := range 3 {
+		if got := pionRead(t, p.server); !bytes.Equal(got, payload(50, byte(10+i))) {
+			t.Fatalf("record %d of a datagram: pion read %x", i, got)
+		}
+	}
+}
+
+// bothOpen seals a record with ss, sends it from se to pion's client over
+// ce, and checks that pion and our opener co both read it.
+func bothOpen(t *testing.T, ss *Sealer, co *Opener, se, ce *memConn, client *dtls.Conn) {
+	t.Helper()
+	want := payload(300, 7)
+	rec := sealInto(t, ss, want, ApplicationData)
+	se.WriteTo(bytes.Clone(rec), ce.laddr)
+	if got := pionRead(t, client); !bytes.Equal(got, want) {
+		t.Fatal("pion client read the wrong payload")
+	}
+	if _, got, err := co.Open(rec); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("our opener: %v", err)
+	}
+}
